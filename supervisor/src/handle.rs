@@ -11,7 +11,7 @@
 //! message, and nothing is queued.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -140,6 +140,9 @@ pub(crate) struct HandleShared<M> {
     path: OnceLock<String>,
     mailbox_len_max: usize,
     current: ArcSwapOption<Incarnation<M>>,
+    /// The generation of the last incarnation installed: generations stay monotonic even when
+    /// the supervisor itself restarts and rebuilds its child table.
+    last_generation: AtomicU64,
     /// Woken on every install and every mark-down.
     changed: Notify,
 }
@@ -149,6 +152,7 @@ pub(crate) trait ErasedHandle: Send + Sync {
     fn mark_down(&self);
     fn set_path(&self, path: &str);
     fn mailbox_len(&self) -> usize;
+    fn last_generation(&self) -> u64;
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
@@ -169,6 +173,10 @@ impl<M: Send + 'static> ErasedHandle for HandleShared<M> {
             .load()
             .as_ref()
             .map_or(0, |i| i.queued.load(Ordering::Relaxed))
+    }
+
+    fn last_generation(&self) -> u64 {
+        self.last_generation.load(Ordering::Relaxed)
     }
 
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
@@ -206,6 +214,7 @@ impl<M: Send + 'static> ActorHandle<M> {
                 path: OnceLock::new(),
                 mailbox_len_max,
                 current: ArcSwapOption::empty(),
+                last_generation: AtomicU64::new(0),
                 changed: Notify::new(),
             }),
         }
@@ -223,6 +232,9 @@ impl<M: Send + 'static> ActorHandle<M> {
 
     /// Makes `actor` the current incarnation.
     pub(crate) fn install(&self, actor: ActorRef<Envelope<M>>, queued: Arc<AtomicUsize>, generation: u64) {
+        self.shared
+            .last_generation
+            .fetch_max(generation, Ordering::Relaxed);
         self.shared.current.store(Some(Arc::new(Incarnation {
             actor,
             queued,

@@ -279,6 +279,14 @@ impl ChildSpec {
         self
     }
 
+    /// Runs this spec's start function: for wrapping one spec's start in another's.
+    ///
+    /// # Errors
+    /// The start function's error.
+    pub async fn start_with(&self, args: StartArgs) -> Result<ActorCell, StartError> {
+        (self.start)(args).await
+    }
+
     /// The child id.
     pub fn id(&self) -> &str {
         &self.id

@@ -59,7 +59,9 @@ struct Inner {
     db: sled::Db,
     snapshots: sled::Tree,
     quarantine: sled::Tree,
-    flush_queue: mpsc::Sender<Waiter>,
+    /// `None` only while dropping.
+    flush_queue: Option<mpsc::Sender<Waiter>>,
+    flusher: Option<std::thread::JoinHandle<()>>,
     fsyncs: Arc<AtomicU64>,
     path: Option<PathBuf>,
 }
@@ -112,7 +114,7 @@ impl SledStore {
         let fsyncs = Arc::new(AtomicU64::new(0));
         let flusher_db = db.clone();
         let flusher_count = fsyncs.clone();
-        std::thread::Builder::new()
+        let flusher = std::thread::Builder::new()
             .name("aios-group-commit".into())
             .spawn(move || run_flusher(flusher_db, rx, flusher_count))
             .map_err(|e| StoreError::Open {
@@ -124,7 +126,8 @@ impl SledStore {
                 db,
                 snapshots,
                 quarantine,
-                flush_queue: tx,
+                flush_queue: Some(tx),
+                flusher: Some(flusher),
                 fsyncs,
                 path,
             }),
@@ -141,11 +144,8 @@ impl SledStore {
     /// concurrent durable writer.
     async fn commit(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .flush_queue
-            .send(tx)
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        let queue = self.inner.flush_queue.as_ref().ok_or(StoreError::Closed)?;
+        queue.send(tx).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 }
@@ -264,6 +264,14 @@ impl Drop for Inner {
         // Last handle gone: make buffered writes durable too. Errors can only be logged here.
         if let Err(e) = self.db.flush() {
             tracing::error!(error = %e, "final snapshot flush failed");
+        }
+        // Closing the queue ends the flusher; joining it releases its database handle, so the
+        // directory's lock is free once the last `SledStore` is dropped.
+        self.flush_queue = None;
+        if let Some(flusher) = self.flusher.take()
+            && flusher.join().is_err()
+        {
+            tracing::error!("the group-commit thread panicked");
         }
     }
 }

@@ -322,7 +322,13 @@ impl SupState {
         };
         let spec = child.spec.clone();
         let path = child.path.clone();
-        let generation = child.generation + 1;
+        let generation = child
+            .spec
+            .handle
+            .as_ref()
+            .map_or(0, |h| h.last_generation())
+            .max(child.generation)
+            + 1;
         let restored = match &spec.persistence {
             None => None,
             Some(p) => self.restore(&path, p).await?,

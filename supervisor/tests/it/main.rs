@@ -1,1 +1,7 @@
-fn main(){}
+//! Integration tests of `aios-supervisor`, one binary (see STYLE: link time).
+
+mod common;
+mod mailbox;
+mod model;
+mod snapshot;
+mod strategy;
