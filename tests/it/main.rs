@@ -1,1 +1,4 @@
-fn main(){}
+//! Integration tests of the `aios` facade: the node API, and crash tests with real processes.
+
+mod crash;
+mod runtime;

@@ -1,0 +1,174 @@
+//! [`Runtime`]: one node's supervision tree over its data directory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aios_supervisor::snapshot::{SledOptions, SledStore, Snapshots, StoreError};
+use aios_supervisor::{
+    ActorHandle, Backoff, Registry, Root, SupervisionEvent, SupervisorError, SupervisorRef,
+    SupervisorSpec, Strategy, TreeEnv, start_root,
+};
+use tokio::sync::broadcast;
+
+use crate::RuntimeConfig;
+
+/// Errors of opening, running and stopping a node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// A configuration field is invalid.
+    #[error("invalid configuration: `{field}` {problem}")]
+    Config {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The data directory or the snapshot store could not be opened or flushed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The tree could not be started or stopped in order.
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+}
+
+/// A running node: the snapshot store, the root supervisor and its four subtrees.
+#[derive(Debug)]
+pub struct Runtime {
+    root: Root,
+    snapshots: Snapshots,
+    store: SledStore,
+    services: SupervisorRef,
+    memory: SupervisorRef,
+    tools: SupervisorRef,
+    agents: SupervisorRef,
+    shutdown_timeout: Duration,
+}
+
+fn dynamic(id: &str) -> SupervisorSpec {
+    SupervisorSpec::dynamic(id)
+        .intensity(20, Duration::from_secs(10))
+        .backoff(Backoff::Exponential {
+            initial: Duration::from_millis(10),
+            max: Duration::from_secs(5),
+            jitter: 0.2,
+        })
+}
+
+impl Runtime {
+    /// Opens the data directory and starts the tree. Persistent actors started afterwards
+    /// under the same keys resume from their snapshots.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Config`] for an invalid config, [`RuntimeError::Store`] when the data
+    /// directory cannot be opened (for example another process holds it),
+    /// [`RuntimeError::Supervisor`] when the tree fails to start.
+    pub async fn open(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Open {
+            path: config.data_dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let options = SledOptions {
+            flush_every: config.buffered_flush_every,
+            cache_capacity_bytes: config.cache_capacity_bytes,
+        };
+        let store = SledStore::open(config.data_dir.join("snapshots"), &options)?;
+        let snapshots = Snapshots::new(Arc::new(store.clone()));
+        let env = TreeEnv::new(Some(snapshots.clone()));
+        let (services_spec, services) =
+            SupervisorSpec::new("services", Strategy::OneForOne)
+                .intensity(5, Duration::from_secs(10))
+                .build();
+        let (memory_spec, memory) = dynamic("memory").build();
+        let (tools_spec, tools) = dynamic("tools").build();
+        let (agents_spec, agents) = dynamic("agents").build();
+        let root_spec = SupervisorSpec::new("system", Strategy::OneForOne)
+            .intensity(3, Duration::from_secs(30))
+            .child(services_spec)
+            .child(memory_spec)
+            .child(tools_spec)
+            .child(agents_spec);
+        let root = start_root(root_spec, env).await?;
+        tracing::info!(data_dir = %config.data_dir.display(), "node started");
+        Ok(Self {
+            root,
+            snapshots,
+            store,
+            services,
+            memory,
+            tools,
+            agents,
+            shutdown_timeout: config.shutdown_timeout,
+        })
+    }
+
+    /// The root supervisor.
+    pub fn root(&self) -> &SupervisorRef {
+        self.root.supervisor()
+    }
+
+    /// The supervisor of long-lived services (one for one).
+    pub fn services(&self) -> &SupervisorRef {
+        &self.services
+    }
+
+    /// The dynamic supervisor of memory shards.
+    pub fn memory(&self) -> &SupervisorRef {
+        &self.memory
+    }
+
+    /// The dynamic supervisor of tools.
+    pub fn tools(&self) -> &SupervisorRef {
+        &self.tools
+    }
+
+    /// The dynamic supervisor of agents.
+    pub fn agents(&self) -> &SupervisorRef {
+        &self.agents
+    }
+
+    /// The handle of the actor at `path` (`agents/echo`), if it exists and takes `M`.
+    pub fn lookup<M: Send + 'static>(&self, path: &str) -> Option<ActorHandle<M>> {
+        self.root.env().registry().lookup(path)
+    }
+
+    /// Every registered actor and supervisor by path.
+    pub fn registry(&self) -> &Registry {
+        self.root.env().registry()
+    }
+
+    /// A subscription to the supervision events of the whole tree.
+    pub fn events(&self) -> broadcast::Receiver<Arc<SupervisionEvent>> {
+        self.root.env().events().subscribe()
+    }
+
+    /// The snapshot store.
+    pub fn snapshots(&self) -> &Snapshots {
+        &self.snapshots
+    }
+
+    /// Fsyncs performed by group commit so far.
+    pub fn group_commits(&self) -> u64 {
+        self.store.group_commits()
+    }
+
+    /// Whether the root supervisor still runs (it stops after an escalation it cannot handle).
+    pub fn is_running(&self) -> bool {
+        !self.root.is_finished()
+    }
+
+    /// Stops the tree in reverse start order (each child within its shutdown timeout, the
+    /// whole within the configured `shutdown_timeout`), then flushes every snapshot.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Supervisor`] when the tree had to be killed, [`RuntimeError::Store`]
+    /// when the final flush fails.
+    pub async fn shutdown(self) -> Result<(), RuntimeError> {
+        let stopped = self.root.shutdown(self.shutdown_timeout).await;
+        self.snapshots.flush().await?;
+        stopped?;
+        tracing::info!("node stopped");
+        Ok(())
+    }
+}

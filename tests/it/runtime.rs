@@ -1,0 +1,63 @@
+//! The node API: tree layout, spawning persistent actors, lookup, restarts, reopening.
+
+use std::time::Duration;
+
+use aios::demo::{Counter, CounterMsg};
+use aios::{ChildStatus, Persistence, Runtime, RuntimeConfig, RuntimeError, WorkerSpec};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starts_its_tree_and_persistent_actors_resume_after_a_crash_and_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::open(RuntimeConfig::new(dir.path())).await.unwrap();
+    let top: Vec<(String, ChildStatus)> = rt
+        .root()
+        .which_children()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.path, c.status))
+        .collect();
+    assert_eq!(
+        top,
+        ["services", "memory", "tools", "agents"]
+            .map(|p| (p.to_string(), ChildStatus::Running { generation: 1 }))
+    );
+
+    let spec = WorkerSpec::new("counter", Counter).persistent(Persistence::new("test/counter"));
+    let c = rt.agents().start_worker(spec).await.unwrap();
+    assert_eq!(c.call(|r| CounterMsg::Add(5, r), WAIT).await.unwrap(), 5);
+    let found = rt.lookup::<CounterMsg>("agents/counter").expect("registered by path");
+    c.cast(CounterMsg::Crash).unwrap();
+    found.wait_for_generation(2, WAIT).await.unwrap();
+    assert_eq!(found.call(CounterMsg::Get, WAIT).await.unwrap(), 5);
+    rt.shutdown().await.unwrap();
+
+    let rt = Runtime::open(RuntimeConfig::new(dir.path())).await.unwrap();
+    let spec = WorkerSpec::new("counter", Counter).persistent(Persistence::new("test/counter"));
+    let c = rt.agents().start_worker(spec).await.unwrap();
+    assert_eq!(c.call(CounterMsg::Get, WAIT).await.unwrap(), 5);
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_in_use_by_another_node_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::open(RuntimeConfig::new(dir.path())).await.unwrap();
+    let err = Runtime::open(RuntimeConfig::new(dir.path())).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, RuntimeError::Store(_)), "{text}");
+    assert!(text.contains("lock"), "{text}");
+    rt.shutdown().await.unwrap();
+}
+
+#[test]
+fn invalid_configuration_names_the_field() {
+    let mut config = RuntimeConfig::new("/tmp/x");
+    config.buffered_flush_every = Duration::ZERO;
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("buffered_flush_every"), "{err}");
+    let err = RuntimeConfig::new("").validate().unwrap_err().to_string();
+    assert!(err.contains("data_dir"), "{err}");
+}
