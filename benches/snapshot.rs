@@ -1,1 +1,119 @@
-fn main(){}
+//! `BENCH snapshot_durable writers=<1|16|256>` and `BENCH snapshot_buffered`: persistent
+//! counters (a snapshot after every message), each driven by its own task with sequential
+//! calls; a call returns only once its snapshot is written (durable: on disk, group commit
+//! shared by concurrent writers). Each configuration runs for 2 s by default
+//! (`AIOS_BENCH_SNAPSHOT_MS`) on a real directory under the target dir.
+//!
+//! Baselines in the same run: one durable writer (which flushes alone), and a plain
+//! write+fsync loop on a file (`snapshot_baseline fsync_per_s`).
+
+mod common;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aios::demo::{Counter, CounterMsg};
+use aios_supervisor::snapshot::{Durability, Persistence, SledOptions, SledStore, Snapshots};
+use aios_supervisor::{SupervisorSpec, TreeEnv, WorkerSpec, start_root};
+use common::{bench_line, fmt0, fmt1, per_s};
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Run {
+    per_s: f64,
+    writes: u64,
+    fsyncs: u64,
+}
+
+async fn drive(writers: usize, durability: Durability, duration: Duration) -> Run {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let store = SledStore::open(dir.path(), &SledOptions::default()).unwrap();
+    let env = TreeEnv::new(Some(Snapshots::new(Arc::new(store.clone()))));
+    let root = start_root(SupervisorSpec::dynamic("bench"), env)
+        .await
+        .unwrap();
+    let mut counters = Vec::new();
+    for i in 0..writers {
+        let persistence = Persistence::new(format!("bench/c{i}")).durability(durability);
+        let spec = WorkerSpec::new(format!("c{i}"), Counter).persistent(persistence);
+        counters.push(root.supervisor().start_worker(spec).await.unwrap());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let fsyncs_before = store.group_commits();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in counters {
+        let (stop, done) = (stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                c.call(|r| CounterMsg::Add(1, r), CALL_TIMEOUT)
+                    .await
+                    .unwrap();
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    let fsyncs = store.group_commits() - fsyncs_before;
+    root.shutdown(CALL_TIMEOUT).await.unwrap();
+    let writes = done.load(Ordering::Relaxed);
+    Run {
+        per_s: per_s(writes, elapsed),
+        writes,
+        fsyncs,
+    }
+}
+
+/// A plain write + fsync loop on one file: what one durable stream costs on this disk.
+fn fsync_baseline(duration: Duration) -> f64 {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut f = std::fs::File::create(dir.path().join("fsync")).unwrap();
+    let buf = [0u8; 64];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < duration {
+        f.write_all(&buf).unwrap();
+        f.sync_data().unwrap();
+        n += 1;
+    }
+    per_s(n, start.elapsed())
+}
+
+fn main() {
+    let duration = Duration::from_millis(common::env_count("AIOS_BENCH_SNAPSHOT_MS", 2_000));
+    let fsync = fsync_baseline(duration);
+    bench_line("snapshot_baseline", &[("fsync_per_s", fmt0(fsync))]);
+    let rt = common::runtime();
+    let mut durable = Vec::new();
+    for writers in [1usize, 16, 256] {
+        let run = rt.block_on(drive(writers, Durability::Durable, duration));
+        bench_line(
+            "snapshot_durable",
+            &[("writers", writers.to_string()), ("per_s", fmt0(run.per_s))],
+        );
+        durable.push((writers, run));
+    }
+    let buffered = rt.block_on(drive(256, Durability::Buffered, duration));
+    bench_line("snapshot_buffered", &[("per_s", fmt0(buffered.per_s))]);
+    let one = durable[0].1.per_s;
+    let many = &durable[2].1;
+    bench_line(
+        "snapshot_group_commit",
+        &[
+            ("ratio_256_vs_1", fmt1(many.per_s / one)),
+            (
+                "writes_per_fsync_256",
+                fmt1(many.writes as f64 / many.fsyncs.max(1) as f64),
+            ),
+            ("buffered_writers", "256".into()),
+        ],
+    );
+}

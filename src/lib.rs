@@ -33,9 +33,8 @@ pub use aios_supervisor::snapshot::{
 };
 pub use aios_supervisor::{
     ActorHandle, Backoff, CallError, ChildCounts, ChildInfo, ChildKind, ChildSpec, ChildStatus,
-    Context, EventKind, ExitReason, PersistentWorker, Restart, SendError, Shutdown,
-    SupervisionEvent, SupervisorError, SupervisorRef, SupervisorSpec, Strategy, Worker,
-    WorkerSpec, event,
+    Context, EventKind, ExitReason, PersistentWorker, Restart, SendError, Shutdown, Strategy,
+    SupervisionEvent, SupervisorError, SupervisorRef, SupervisorSpec, Worker, WorkerSpec, event,
 };
 /// ractor, for reply ports (`RpcReplyPort`) and `ActorProcessingErr`.
 pub use ractor;

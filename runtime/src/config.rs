@@ -39,11 +39,14 @@ impl RuntimeConfig {
     /// # Errors
     /// [`RuntimeError::Config`] naming the field, the value and what is allowed.
     pub fn validate(&self) -> Result<(), RuntimeError> {
-        let bad = |field: &'static str, problem: String| Err(RuntimeError::Config { field, problem });
+        let bad =
+            |field: &'static str, problem: String| Err(RuntimeError::Config { field, problem });
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty".into());
         }
-        if self.buffered_flush_every.is_zero() || self.buffered_flush_every > BUFFERED_FLUSH_EVERY_MAX {
+        if self.buffered_flush_every.is_zero()
+            || self.buffered_flush_every > BUFFERED_FLUSH_EVERY_MAX
+        {
             return bad(
                 "buffered_flush_every",
                 format!(

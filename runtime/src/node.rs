@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use aios_supervisor::snapshot::{SledOptions, SledStore, Snapshots, StoreError};
 use aios_supervisor::{
-    ActorHandle, Backoff, Registry, Root, SupervisionEvent, SupervisorError, SupervisorRef,
-    SupervisorSpec, Strategy, TreeEnv, start_root,
+    ActorHandle, Backoff, Registry, Root, Strategy, SupervisionEvent, SupervisorError,
+    SupervisorRef, SupervisorSpec, TreeEnv, start_root,
 };
 use tokio::sync::broadcast;
 
@@ -76,10 +76,9 @@ impl Runtime {
         let store = SledStore::open(config.data_dir.join("snapshots"), &options)?;
         let snapshots = Snapshots::new(Arc::new(store.clone()));
         let env = TreeEnv::new(Some(snapshots.clone()));
-        let (services_spec, services) =
-            SupervisorSpec::new("services", Strategy::OneForOne)
-                .intensity(5, Duration::from_secs(10))
-                .build();
+        let (services_spec, services) = SupervisorSpec::new("services", Strategy::OneForOne)
+            .intensity(5, Duration::from_secs(10))
+            .build();
         let (memory_spec, memory) = dynamic("memory").build();
         let (tools_spec, tools) = dynamic("tools").build();
         let (agents_spec, agents) = dynamic("agents").build();

@@ -81,7 +81,9 @@ async fn main() -> anyhow::Result<()> {
             for (i, counter) in counters(&rt, writers).await?.into_iter().enumerate() {
                 tasks.push(tokio::spawn(async move {
                     loop {
-                        let v = counter.call(|r| CounterMsg::Add(1, r), CALL_TIMEOUT).await?;
+                        let v = counter
+                            .call(|r| CounterMsg::Add(1, r), CALL_TIMEOUT)
+                            .await?;
                         emit(format_args!("ACK {i} {v}"))?;
                     }
                 }));

@@ -188,13 +188,23 @@ fn trace(supervisor: &str, child: Option<&str>, kind: &EventKind) {
             tracing::error!(supervisor, child, %error, "child failed to start");
         }
         EventKind::RestartScheduled { delay_ms } => {
-            tracing::info!(supervisor, child, delay_ms, "restart scheduled after backoff");
+            tracing::info!(
+                supervisor,
+                child,
+                delay_ms,
+                "restart scheduled after backoff"
+            );
         }
         EventKind::IntensityExceeded {
             max_restarts,
             period_ms,
         } => {
-            tracing::error!(supervisor, max_restarts, period_ms, "restart intensity exceeded");
+            tracing::error!(
+                supervisor,
+                max_restarts,
+                period_ms,
+                "restart intensity exceeded"
+            );
         }
         EventKind::Escalated { reason } => {
             tracing::error!(supervisor, %reason, "supervisor escalates to its parent");

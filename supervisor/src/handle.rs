@@ -11,7 +11,7 @@
 //! message, and nothing is queued.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -40,8 +40,10 @@ pub(crate) enum SystemMsg {
     RestartDue(u64),
 }
 
-// With ractor's `cluster` feature (always on in this workspace) every message type implements
-// `Message` explicitly. Envelopes are local-only: the default methods refuse serialization.
+// Without ractor's `cluster` feature a blanket impl covers envelopes; with it, every message
+// type implements `Message` explicitly. Envelopes are local-only: the default methods refuse
+// serialization.
+#[cfg(feature = "cluster")]
 impl<M: Send + 'static> ractor::Message for Envelope<M> {}
 
 /// A send that did not happen; the message comes back.
@@ -129,9 +131,53 @@ pub enum CallError {
     },
 }
 
+/// A counter on its own cache line, so the sender's and the receiver's writes do not contend.
+#[repr(align(64))]
+#[derive(Default)]
+struct Padded(AtomicU64);
+
+/// One incarnation's mailbox depth, as two monotonic counters: `sent` (written by senders) and
+/// `taken` (written only by the actor). Depth = sent − taken. Splitting them keeps the hot
+/// path to one uncontended read-modify-write per side.
+#[derive(Default)]
+pub(crate) struct MailboxCounter {
+    sent: Padded,
+    taken: Padded,
+}
+
+impl MailboxCounter {
+    /// Reserves a place; `false` (and nothing reserved) when `len_max` are queued.
+    fn try_reserve(&self, len_max: usize) -> bool {
+        let sent = self.sent.0.fetch_add(1, Ordering::Relaxed) + 1;
+        let taken = self.taken.0.load(Ordering::Relaxed);
+        if sent.saturating_sub(taken) > len_max as u64 {
+            self.sent.0.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back a place reserved by a send that did not happen.
+    fn release(&self) {
+        self.sent.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Called by the actor (its only writer of `taken`) for each user message it takes.
+    pub(crate) fn take_one(&self) {
+        let taken = self.taken.0.load(Ordering::Relaxed);
+        self.taken.0.store(taken + 1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        let taken = self.taken.0.load(Ordering::Relaxed);
+        let sent = self.sent.0.load(Ordering::Relaxed);
+        usize::try_from(sent.saturating_sub(taken)).unwrap_or(usize::MAX)
+    }
+}
+
 pub(crate) struct Incarnation<M> {
     pub(crate) actor: ActorRef<Envelope<M>>,
-    pub(crate) queued: Arc<AtomicUsize>,
+    pub(crate) mailbox: Arc<MailboxCounter>,
     pub(crate) generation: u64,
 }
 
@@ -169,10 +215,7 @@ impl<M: Send + 'static> ErasedHandle for HandleShared<M> {
     }
 
     fn mailbox_len(&self) -> usize {
-        self.current
-            .load()
-            .as_ref()
-            .map_or(0, |i| i.queued.load(Ordering::Relaxed))
+        self.current.load().as_ref().map_or(0, |i| i.mailbox.len())
     }
 
     fn last_generation(&self) -> u64 {
@@ -231,13 +274,18 @@ impl<M: Send + 'static> ActorHandle<M> {
     }
 
     /// Makes `actor` the current incarnation.
-    pub(crate) fn install(&self, actor: ActorRef<Envelope<M>>, queued: Arc<AtomicUsize>, generation: u64) {
+    pub(crate) fn install(
+        &self,
+        actor: ActorRef<Envelope<M>>,
+        mailbox: Arc<MailboxCounter>,
+        generation: u64,
+    ) {
         self.shared
             .last_generation
             .fetch_max(generation, Ordering::Relaxed);
         self.shared.current.store(Some(Arc::new(Incarnation {
             actor,
-            queued,
+            mailbox,
             generation,
         })));
         self.shared.changed.notify_waiters();
@@ -257,19 +305,20 @@ impl<M: Send + 'static> ActorHandle<M> {
             });
         };
         let len_max = self.shared.mailbox_len_max;
-        if inc.queued.fetch_add(1, Ordering::Relaxed) >= len_max {
-            inc.queued.fetch_sub(1, Ordering::Relaxed);
+        if !inc.mailbox.try_reserve(len_max) {
             return Err(SendError::MailboxFull { msg, len_max });
         }
         match inc.actor.send_message(Envelope::User(msg)) {
             Ok(()) => Ok(()),
             Err(e) => {
-                inc.queued.fetch_sub(1, Ordering::Relaxed);
+                inc.mailbox.release();
                 match e {
-                    ractor::MessagingErr::SendErr(Envelope::User(msg)) => Err(SendError::Unavailable {
-                        msg,
-                        path: self.path(),
-                    }),
+                    ractor::MessagingErr::SendErr(Envelope::User(msg)) => {
+                        Err(SendError::Unavailable {
+                            msg,
+                            path: self.path(),
+                        })
+                    }
                     // `send_message` hands back exactly the envelope it was given.
                     _ => unreachable!("ractor returned a different envelope than it was sent"),
                 }
@@ -358,7 +407,11 @@ impl<M: Send + 'static> ActorHandle<M> {
 
     /// The current incarnation's ractor cell (for linking or low-level ractor APIs).
     pub fn actor_cell(&self) -> Option<ActorCell> {
-        self.shared.current.load().as_ref().map(|i| i.actor.get_cell())
+        self.shared
+            .current
+            .load()
+            .as_ref()
+            .map(|i| i.actor.get_cell())
     }
 
     /// The child id given in its spec.

@@ -57,7 +57,7 @@ pub use crate::spec::{
 };
 pub use crate::supervisor::{
     ChildCounts, ChildInfo, ChildStatus, KILL_WAIT_MAX, Root, SHUTDOWN_REASON,
-    SUPERVISOR_CALL_TIMEOUT, SUPERVISOR_MAILBOX_LEN_MAX, SupervisorError, SupervisorRef,
-    SupervisorSpec, start_root,
+    START_CHILDREN_BATCH_MAX, SUPERVISOR_CALL_TIMEOUT, SUPERVISOR_MAILBOX_LEN_MAX, SupervisorError,
+    SupervisorRef, SupervisorSpec, start_root,
 };
 pub use crate::worker::{Context, PersistentWorker, Worker, WorkerSpec};

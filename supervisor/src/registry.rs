@@ -16,7 +16,7 @@ use crate::supervisor::SupervisorRef;
 /// Paths of every registered child of a tree.
 #[derive(Clone, Default)]
 pub struct Registry {
-    map: Arc<DashMap<String, Arc<dyn Any + Send + Sync>>>,
+    map: Arc<DashMap<String, Arc<dyn Any + Send + Sync>, rustc_hash::FxBuildHasher>>,
 }
 
 impl std::fmt::Debug for Registry {

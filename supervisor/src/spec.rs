@@ -132,7 +132,9 @@ impl Backoff {
                     ));
                 }
                 if !(0.0..=1.0).contains(&jitter) {
-                    return Err(format!("backoff jitter must be within 0.0..=1.0, got {jitter}"));
+                    return Err(format!(
+                        "backoff jitter must be within 0.0..=1.0, got {jitter}"
+                    ));
                 }
                 Ok(())
             }
@@ -147,7 +149,7 @@ pub struct TreeEnv {
     pub(crate) events: EventBus,
     pub(crate) registry: Registry,
     /// Snapshot key → path of the child that owns it: two children never share a key.
-    pub(crate) keys: Arc<DashMap<String, String>>,
+    pub(crate) keys: Arc<DashMap<String, String, rustc_hash::FxBuildHasher>>,
 }
 
 impl TreeEnv {
@@ -215,7 +217,7 @@ pub(crate) type StartFn = Arc<dyn Fn(StartArgs) -> StartFuture + Send + Sync>;
 /// [`ChildSpec::from_fn`] to supervise any ractor actor.
 #[derive(Clone)]
 pub struct ChildSpec {
-    pub(crate) id: String,
+    pub(crate) id: Arc<str>,
     pub(crate) restart: Restart,
     pub(crate) shutdown: Shutdown,
     pub(crate) kind: ChildKind,
@@ -246,7 +248,7 @@ impl ChildSpec {
         Fut: Future<Output = Result<ActorCell, StartError>> + Send + 'static,
     {
         Self {
-            id: id.into(),
+            id: Arc::from(id.into()),
             restart: Restart::Permanent,
             shutdown: default_shutdown(kind),
             kind,
@@ -351,7 +353,10 @@ mod tests {
         };
         for _ in 0..100 {
             let d = j.delay(1, &mut rng);
-            assert!(d <= Duration::from_millis(100) && d >= Duration::from_millis(50), "{d:?}");
+            assert!(
+                d <= Duration::from_millis(100) && d >= Duration::from_millis(50),
+                "{d:?}"
+            );
         }
         assert_eq!(Backoff::None.delay(3, &mut rng), Duration::ZERO);
     }

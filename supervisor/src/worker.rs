@@ -9,16 +9,19 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ractor::{ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
-use crate::handle::{ActorHandle, Envelope, MAILBOX_LEN_MAX_DEFAULT, SystemMsg};
-use crate::snapshot::{Migrations, Persistence, Restored, SnapshotError, SnapshotPolicy, Snapshots, codec};
-use crate::spec::{ChildKind, ChildSpec, Restart, Shutdown, StartArgs, StartError, default_shutdown};
+use crate::handle::{ActorHandle, Envelope, MAILBOX_LEN_MAX_DEFAULT, MailboxCounter, SystemMsg};
+use crate::snapshot::{
+    Migrations, Persistence, Restored, SnapshotError, SnapshotPolicy, Snapshots, codec,
+};
+use crate::spec::{
+    ChildKind, ChildSpec, Restart, Shutdown, StartArgs, StartError, default_shutdown,
+};
 
 /// The behaviour of a supervised actor.
 ///
@@ -158,11 +161,18 @@ fn encode_state<W: PersistentWorker>(state: &W::State) -> Result<Vec<u8>, String
     codec::encode(state)
 }
 
-fn decode_state<W: PersistentWorker>(key: &str, restored: &Restored) -> Result<W::State, SnapshotError> {
+fn decode_state<W: PersistentWorker>(
+    key: &str,
+    restored: &Restored,
+) -> Result<W::State, SnapshotError> {
     let migrated = restored.schema_version != W::SCHEMA_VERSION;
     let payload: Cow<'_, [u8]> = if migrated {
         let bytes = W::migrations()
-            .apply(restored.schema_version, W::SCHEMA_VERSION, restored.payload())
+            .apply(
+                restored.schema_version,
+                W::SCHEMA_VERSION,
+                restored.payload(),
+            )
             .map_err(|e| SnapshotError::Migration {
                 key: key.into(),
                 reason: e.to_string(),
@@ -184,7 +194,10 @@ fn decode_state<W: PersistentWorker>(key: &str, restored: &Restored) -> Result<W
         } else {
             SnapshotError::Corrupt {
                 key: key.into(),
-                reason: format!("cannot decode schema version {}: {reason}", restored.schema_version),
+                reason: format!(
+                    "cannot decode schema version {}: {reason}",
+                    restored.schema_version
+                ),
             }
         }
     })
@@ -330,7 +343,7 @@ struct WorkerArgs<W: Worker> {
 struct WorkerRun<W: Worker> {
     state: W::State,
     ctx: Context<W::Msg>,
-    queued: Arc<AtomicUsize>,
+    mailbox: Arc<MailboxCounter>,
     snapshots: Option<Snapshots>,
     /// Messages handled since the last snapshot.
     unsaved: u32,
@@ -389,10 +402,11 @@ impl<W: Worker> ractor::Actor for WorkerActor<W> {
         myself: ActorRef<Self::Msg>,
         args: WorkerArgs<W>,
     ) -> Result<WorkerRun<W>, ActorProcessingErr> {
-        let queued = Arc::new(AtomicUsize::new(0));
+        let mailbox = Arc::new(MailboxCounter::default());
         // Installed before `init` so the worker can message itself from there; messages queue
         // until `init` returns.
-        args.handle.install(myself.clone(), queued.clone(), args.generation);
+        args.handle
+            .install(myself.clone(), mailbox.clone(), args.generation);
         let mut ctx = Context {
             myself: args.handle,
             cell: myself.get_cell(),
@@ -414,7 +428,7 @@ impl<W: Worker> ractor::Actor for WorkerActor<W> {
         Ok(WorkerRun {
             state,
             ctx,
-            queued,
+            mailbox,
             snapshots: args.snapshots,
             unsaved: 0,
             path: args.path,
@@ -429,15 +443,22 @@ impl<W: Worker> ractor::Actor for WorkerActor<W> {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             Envelope::User(msg) => {
-                run.queued.fetch_sub(1, Ordering::Relaxed);
+                run.mailbox.take_one();
                 let span = tracing::trace_span!("handle", actor = %run.path, generation = run.ctx.generation);
                 self.worker
                     .handle(&mut run.ctx, msg, &mut run.state)
                     .instrument(span)
                     .await?;
-                self.after_message(run).await
+                if self.persist.is_some() {
+                    // Boxed: ractor moves the handler's future by value several times per
+                    // message, so the snapshot path must not inflate it for every worker.
+                    Box::pin(self.after_message(run)).await
+                } else {
+                    run.ctx.flush_replies();
+                    Ok(())
+                }
             }
-            Envelope::System(SystemMsg::SnapshotTick) => Ok(self.save(run, false).await?),
+            Envelope::System(SystemMsg::SnapshotTick) => Ok(Box::pin(self.save(run, false)).await?),
             Envelope::System(SystemMsg::RestartDue(_)) => Ok(()),
         }
     }

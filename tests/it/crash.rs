@@ -27,11 +27,19 @@ fn parse(line: &str, tag: &str) -> (usize, u64) {
 /// Reads complete lines only: a line cut by the kill has no newline and is not an ack.
 async fn next_complete_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Option<String> {
     let mut buf = Vec::new();
-    let n = r.read_until(b'\n', &mut buf).await.expect("reading probe output");
+    let n = r
+        .read_until(b'\n', &mut buf)
+        .await
+        .expect("reading probe output");
     if n == 0 || buf.last() != Some(&b'\n') {
         return None;
     }
-    Some(String::from_utf8(buf).expect("probe writes UTF-8").trim_end().to_owned())
+    Some(
+        String::from_utf8(buf)
+            .expect("probe writes UTF-8")
+            .trim_end()
+            .to_owned(),
+    )
 }
 
 async fn read_state(dir: &Path) -> Vec<u64> {
@@ -60,7 +68,7 @@ async fn every_acknowledged_durable_update_survives_sigkill_repeatedly() {
     let dir = tempfile::tempdir().unwrap();
     // Acks to wait for before each kill: early, late, and right after start.
     let kill_after = [1usize, 50, 400, 1500, 120, 800];
-    let mut acked = vec![0u64; WRITERS];
+    let mut acked = [0u64; WRITERS];
     let mut total_acks = 0;
     for (round, target) in kill_after.into_iter().enumerate() {
         let mut child = Command::new(PROBE)
@@ -79,7 +87,11 @@ async fn every_acknowledged_durable_update_survives_sigkill_repeatedly() {
                 .unwrap_or_else(|_| panic!("round {round}: no ack within {LINE_WAIT:?}"))
                 .unwrap_or_else(|| panic!("round {round}: probe exited before {target} acks"));
             let (w, v) = parse(&line, "ACK");
-            assert!(v > acked[w], "round {round}: writer {w} went back from {} to {v}", acked[w]);
+            assert!(
+                v > acked[w],
+                "round {round}: writer {w} went back from {} to {v}",
+                acked[w]
+            );
             acked[w] = v;
             seen += 1;
         }
@@ -113,5 +125,8 @@ async fn every_acknowledged_durable_update_survives_sigkill_repeatedly() {
             acked[w] = state[w];
         }
     }
-    eprintln!("crash test: {total_acks} acknowledged updates over {} kills, none lost", kill_after.len());
+    eprintln!(
+        "crash test: {total_acks} acknowledged updates over {} kills, none lost",
+        kill_after.len()
+    );
 }

@@ -28,7 +28,9 @@ async fn a_node_starts_its_tree_and_persistent_actors_resume_after_a_crash_and_a
     let spec = WorkerSpec::new("counter", Counter).persistent(Persistence::new("test/counter"));
     let c = rt.agents().start_worker(spec).await.unwrap();
     assert_eq!(c.call(|r| CounterMsg::Add(5, r), WAIT).await.unwrap(), 5);
-    let found = rt.lookup::<CounterMsg>("agents/counter").expect("registered by path");
+    let found = rt
+        .lookup::<CounterMsg>("agents/counter")
+        .expect("registered by path");
     c.cast(CounterMsg::Crash).unwrap();
     found.wait_for_generation(2, WAIT).await.unwrap();
     assert_eq!(found.call(CounterMsg::Get, WAIT).await.unwrap(), 5);
@@ -45,7 +47,9 @@ async fn a_node_starts_its_tree_and_persistent_actors_resume_after_a_crash_and_a
 async fn a_data_dir_in_use_by_another_node_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let rt = Runtime::open(RuntimeConfig::new(dir.path())).await.unwrap();
-    let err = Runtime::open(RuntimeConfig::new(dir.path())).await.unwrap_err();
+    let err = Runtime::open(RuntimeConfig::new(dir.path()))
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, RuntimeError::Store(_)), "{text}");
     assert!(text.contains("lock"), "{text}");

@@ -171,8 +171,8 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
 /// # Errors
 /// The decoder's error as text.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, bincode_config())
-        .map_err(|e| e.to_string())?;
+    let (value, read) =
+        bincode::serde::decode_from_slice(bytes, bincode_config()).map_err(|e| e.to_string())?;
     if read != bytes.len() {
         return Err(format!(
             "{} trailing bytes after the encoded value",
@@ -202,7 +202,10 @@ mod tests {
             for bit in 0..8 {
                 let mut g = f.clone();
                 g[i] ^= 1 << bit;
-                assert!(unframe(&g).is_err(), "flip of bit {bit} in byte {i} went unnoticed");
+                assert!(
+                    unframe(&g).is_err(),
+                    "flip of bit {bit} in byte {i} went unnoticed"
+                );
             }
         }
     }
@@ -217,7 +220,10 @@ mod tests {
         ));
         let mut g = f.clone();
         g.push(0);
-        assert!(matches!(unframe(&g), Err(FrameError::LengthMismatch { .. })));
+        assert!(matches!(
+            unframe(&g),
+            Err(FrameError::LengthMismatch { .. })
+        ));
     }
 
     #[test]

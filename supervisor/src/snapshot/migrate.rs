@@ -92,7 +92,12 @@ impl Migrations {
     /// # Errors
     /// [`MigrationError::FutureVersion`] when `found > current`, otherwise the first missing or
     /// failing step.
-    pub fn apply(&self, found: u32, current: u32, payload: &[u8]) -> Result<Vec<u8>, MigrationError> {
+    pub fn apply(
+        &self,
+        found: u32,
+        current: u32,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, MigrationError> {
         if found > current {
             return Err(MigrationError::FutureVersion { found, current });
         }
@@ -127,11 +132,17 @@ mod tests {
         let m = Migrations::new().step(1, |b| Ok(b.to_vec()));
         assert_eq!(
             m.apply(5, 3, b""),
-            Err(MigrationError::FutureVersion { found: 5, current: 3 })
+            Err(MigrationError::FutureVersion {
+                found: 5,
+                current: 3
+            })
         );
         assert_eq!(
             m.apply(1, 3, b""),
-            Err(MigrationError::MissingStep { from: 2, current: 3 })
+            Err(MigrationError::MissingStep {
+                from: 2,
+                current: 3
+            })
         );
     }
 }

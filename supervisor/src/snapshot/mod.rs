@@ -250,10 +250,13 @@ impl Snapshots {
     /// # Errors
     /// [`SnapshotError::Store`].
     pub async fn load_raw(&self, key: &str) -> Result<Option<Vec<u8>>, SnapshotError> {
-        self.store.get(key).await.map_err(|source| SnapshotError::Store {
-            key: key.into(),
-            source,
-        })
+        self.store
+            .get(key)
+            .await
+            .map_err(|source| SnapshotError::Store {
+                key: key.into(),
+                source,
+            })
     }
 
     /// Frames and writes an encoded state.
@@ -390,9 +393,15 @@ mod tests {
         let mut raw = s.load_raw("k").await.unwrap().unwrap();
         let last = raw.len() - 1;
         raw[last] ^= 0x40;
-        s.store().put("k", raw.clone(), Durability::Durable).await.unwrap();
+        s.store()
+            .put("k", raw.clone(), Durability::Durable)
+            .await
+            .unwrap();
         let err = s.load("k").await.unwrap_err();
-        assert!(matches!(err, SnapshotError::Corrupt { ref key, .. } if key == "k"), "{err}");
+        assert!(
+            matches!(err, SnapshotError::Corrupt { ref key, .. } if key == "k"),
+            "{err}"
+        );
 
         let id = s.quarantine("k", raw.clone(), "test", true).await.unwrap();
         match s.load("k").await.unwrap_err() {
@@ -408,7 +417,12 @@ mod tests {
 
     #[test]
     fn validate_names_the_problem() {
-        assert!(Persistence::new("").validate().unwrap_err().contains("1..="));
+        assert!(
+            Persistence::new("")
+                .validate()
+                .unwrap_err()
+                .contains("1..=")
+        );
         let p = Persistence::new("k").policy(SnapshotPolicy::EveryN(0));
         assert!(p.validate().unwrap_err().contains("EveryN"));
         assert!(Persistence::new("k").validate().is_ok());

@@ -189,7 +189,12 @@ fn run_flusher(db: sled::Db, mut rx: mpsc::Receiver<Waiter>, fsyncs: Arc<AtomicU
 #[async_trait::async_trait]
 impl SnapshotStore for SledStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.inner.snapshots.get(key).map_err(io)?.map(|v| v.to_vec()))
+        Ok(self
+            .inner
+            .snapshots
+            .get(key)
+            .map_err(io)?
+            .map(|v| v.to_vec()))
     }
 
     async fn put(
@@ -302,9 +307,13 @@ mod tests {
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
                 for i in 0..10u32 {
-                    s.put(&format!("k{w}"), i.to_le_bytes().to_vec(), Durability::Durable)
-                        .await
-                        .unwrap();
+                    s.put(
+                        &format!("k{w}"),
+                        i.to_le_bytes().to_vec(),
+                        Durability::Durable,
+                    )
+                    .await
+                    .unwrap();
                 }
             }));
         }
@@ -312,7 +321,10 @@ mod tests {
             t.await.unwrap();
         }
         let fsyncs = s.group_commits() - before;
-        assert!(fsyncs < 640, "640 durable writes took {fsyncs} fsyncs: no grouping");
+        assert!(
+            fsyncs < 640,
+            "640 durable writes took {fsyncs} fsyncs: no grouping"
+        );
     }
 
     #[tokio::test]

@@ -52,8 +52,12 @@ pub trait SnapshotStore: Send + Sync + 'static {
     /// Reads the bytes stored under `key`.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes `value` under `key`, replacing what was there.
-    async fn put(&self, key: &str, value: Vec<u8>, durability: Durability)
-    -> Result<(), StoreError>;
+    async fn put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        durability: Durability,
+    ) -> Result<(), StoreError>;
     /// Removes `key` durably. Removing a missing key is not an error.
     async fn remove(&self, key: &str) -> Result<(), StoreError>;
     /// Atomically moves `record` into the quarantine keyspace and replaces `record.key` with

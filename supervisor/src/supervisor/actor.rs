@@ -7,14 +7,13 @@
 //! requests are served while a child waits.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ractor::{ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus};
 
 use crate::event::{EventKind, ExitReason};
-use crate::handle::{ActorHandle, Envelope, SystemMsg};
+use crate::handle::{ActorHandle, Envelope, MailboxCounter, SystemMsg};
 use crate::snapshot::{OnCorrupt, Persistence, Restored, SnapshotError, verify};
 use crate::spec::{Restart, Shutdown, StartArgs, StartError, Strategy, TreeEnv};
 
@@ -41,12 +40,12 @@ pub(crate) struct SupState {
     env: TreeEnv,
     path: String,
     own: ActorHandle<SupervisorMsg>,
-    queued: Arc<AtomicUsize>,
+    mailbox: Arc<MailboxCounter>,
     children: Children,
     /// Restart times within the intensity period (at most `max_restarts + 1` entries).
     restarts: VecDeque<Instant>,
     /// Children waiting for `RestartDue(token)`, in start order.
-    pending: HashMap<u64, Vec<String>>,
+    pending: HashMap<u64, Vec<Arc<str>>>,
     next_token: u64,
     rng: fastrand::Rng,
 }
@@ -63,8 +62,9 @@ impl ractor::Actor for SupervisorActor {
         myself: ActorRef<Self::Msg>,
         args: SupArgs,
     ) -> Result<SupState, ActorProcessingErr> {
-        let queued = Arc::new(AtomicUsize::new(0));
-        args.handle.install(myself.clone(), queued.clone(), args.generation);
+        let mailbox = Arc::new(MailboxCounter::default());
+        args.handle
+            .install(myself.clone(), mailbox.clone(), args.generation);
         let initial: Vec<(u64, crate::spec::ChildSpec)> = {
             let list = lock(&args.specs);
             list.specs.iter().map(|(s, c)| (*s, c.clone())).collect()
@@ -79,7 +79,7 @@ impl ractor::Actor for SupervisorActor {
             env: args.env,
             path: args.path,
             own: args.handle,
-            queued,
+            mailbox,
             children: Children::default(),
             restarts: VecDeque::new(),
             pending: HashMap::new(),
@@ -92,7 +92,7 @@ impl ractor::Actor for SupervisorActor {
         }
         let sup = myself.get_cell();
         for (seq, spec) in initial {
-            let id = spec.id.clone();
+            let id = spec.id.to_string();
             if let Err(e) = st.add_and_start(&sup, seq, spec).await {
                 // OTP: a supervisor whose child fails to start fails to start; the children
                 // already started are stopped again, in reverse order.
@@ -119,7 +119,7 @@ impl ractor::Actor for SupervisorActor {
         let sup = myself.get_cell();
         match msg {
             Envelope::User(request) => {
-                st.queued.fetch_sub(1, Ordering::Relaxed);
+                st.mailbox.take_one();
                 st.handle_request(&sup, request).await;
                 Ok(())
             }
@@ -162,7 +162,9 @@ impl ractor::Actor for SupervisorActor {
 fn lock(specs: &Mutex<SpecList>) -> std::sync::MutexGuard<'_, SpecList> {
     // The lock is only held for map operations that cannot panic, so poisoning cannot happen;
     // if it did, the list itself is still consistent.
-    specs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    specs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn ms(d: Duration) -> u64 {
@@ -179,6 +181,13 @@ impl SupState {
             SupervisorMsg::StartChild(spec, reply) => {
                 let result = self.start_new_child(sup, spec).await;
                 let _ = reply.send(result);
+            }
+            SupervisorMsg::StartChildren(specs, reply) => {
+                let mut results = Vec::with_capacity(specs.len());
+                for spec in specs {
+                    results.push(self.start_new_child(sup, spec).await);
+                }
+                let _ = reply.send(results);
             }
             SupervisorMsg::TerminateChild(id, reply) => {
                 let result = self.terminate_child(&id).await;
@@ -200,7 +209,7 @@ impl SupState {
                 let _ = reply.send(result);
             }
             SupervisorMsg::WhichChildren(reply) => {
-                let _ = reply.send(self.children.iter().map(Child::info).collect());
+                let _ = reply.send(self.children.iter().map(|c| c.info(&self.path)).collect());
             }
             SupervisorMsg::CountChildren(reply) => {
                 let _ = reply.send(self.count_children());
@@ -230,7 +239,7 @@ impl SupState {
     ) -> Result<ChildInfo, SupervisorError> {
         spec.validate().map_err(SupervisorError::InvalidSpec)?;
         if self.children.contains(&spec.id) {
-            return Err(SupervisorError::AlreadyPresent(spec.id));
+            return Err(SupervisorError::AlreadyPresent(spec.id.to_string()));
         }
         if let Some(max) = self.config.max_children
             && self.children.len() >= max
@@ -255,8 +264,8 @@ impl SupState {
         }
         self.children
             .get(&id)
-            .map(Child::info)
-            .ok_or(SupervisorError::NotFound(id))
+            .map(|c| c.info(&self.path))
+            .ok_or_else(|| SupervisorError::NotFound(id.to_string()))
     }
 
     /// Registers the child (path, registry, snapshot key) and starts it; on failure undoes the
@@ -291,7 +300,6 @@ impl SupState {
         self.children.insert(Child {
             spec,
             seq,
-            path,
             status: Status::Stopped,
             generation: 0,
             restarts: 0,
@@ -299,7 +307,10 @@ impl SupState {
         });
         if let Err(source) = self.start_instance(sup, &id).await {
             self.forget(&id);
-            return Err(SupervisorError::StartFailed { id, source });
+            return Err(SupervisorError::StartFailed {
+                id: id.to_string(),
+                source,
+            });
         }
         Ok(())
     }
@@ -307,9 +318,10 @@ impl SupState {
     /// Removes a child from every table (not from the spec list, not its snapshot).
     fn forget(&mut self, id: &str) {
         if let Some(child) = self.children.remove(id) {
-            self.env.registry.remove(&child.path);
+            let path = join_path(&self.path, id);
+            self.env.registry.remove(&path);
             if let Some(p) = &child.spec.persistence {
-                self.env.keys.remove_if(&p.key, |_, owner| *owner == child.path);
+                self.env.keys.remove_if(&p.key, |_, owner| *owner == path);
             }
         }
     }
@@ -320,45 +332,41 @@ impl SupState {
         let Some(child) = self.children.get(id) else {
             return Err(StartError::Spawn(format!("no child `{id}`")));
         };
-        let spec = child.spec.clone();
-        let path = child.path.clone();
-        let generation = child
-            .spec
-            .handle
+        let start = child.spec.start.clone();
+        let handle = child.spec.handle.clone();
+        let persistence = child.spec.persistence.clone();
+        let generation = handle
             .as_ref()
             .map_or(0, |h| h.last_generation())
             .max(child.generation)
             + 1;
-        let restored = match &spec.persistence {
+        let path = join_path(&self.path, id);
+        let restored = match &persistence {
             None => None,
             Some(p) => self.restore(&path, p).await?,
         };
         let had_snapshot = restored.is_some();
-        let frame = restored.as_ref().map(|r| r.frame().to_vec());
-        let args = StartArgs {
+        let args = |restored| StartArgs {
             supervisor: sup.clone(),
             restored,
             generation,
             path: path.clone(),
             env: self.env.clone(),
         };
-        let result = match (spec.start)(args).await {
+        let result = match start(args(restored)).await {
             Err(StartError::Snapshot(e @ SnapshotError::Corrupt { .. })) if had_snapshot => {
-                // The frame verified but the state does not decode.
-                let persistence = spec.persistence.as_ref().ok_or_else(|| e.clone())?;
-                let bytes = frame.unwrap_or_default();
+                // The frame verified but the state does not decode. Read the bytes again for
+                // the quarantine rather than copy them on every start.
+                let persistence = persistence.as_ref().ok_or_else(|| e.clone())?;
+                let snapshots = self.env.snapshots.as_ref().ok_or_else(|| e.clone())?;
+                let bytes = snapshots
+                    .load_raw(&persistence.key)
+                    .await?
+                    .unwrap_or_default();
                 self.quarantine(&path, persistence, bytes, &e).await?;
-                if persistence.on_corrupt == OnCorrupt::Fail {
-                    Err(StartError::Snapshot(e))
-                } else {
-                    let args = StartArgs {
-                        supervisor: sup.clone(),
-                        restored: None,
-                        generation,
-                        path: path.clone(),
-                        env: self.env.clone(),
-                    };
-                    (spec.start)(args).await
+                match persistence.on_corrupt {
+                    OnCorrupt::Fail => Err(StartError::Snapshot(e)),
+                    OnCorrupt::StartFresh => start(args(None)).await,
                 }
             }
             other => other,
@@ -366,7 +374,7 @@ impl SupState {
         let cell = match result {
             Ok(cell) => cell,
             Err(e) => {
-                if let Some(h) = &spec.handle {
+                if let Some(h) = &handle {
                     h.mark_down();
                 }
                 self.publish(
@@ -432,9 +440,13 @@ impl SupState {
         bytes: Vec<u8>,
         error: &SnapshotError,
     ) -> Result<(), StartError> {
-        let snapshots = self.env.snapshots.as_ref().ok_or_else(|| SnapshotError::NoStore {
-            key: persistence.key.clone(),
-        })?;
+        let snapshots = self
+            .env
+            .snapshots
+            .as_ref()
+            .ok_or_else(|| SnapshotError::NoStore {
+                key: persistence.key.clone(),
+            })?;
         let start_fresh = persistence.on_corrupt == OnCorrupt::StartFresh;
         let reason = error.to_string();
         let quarantine_id = snapshots
@@ -470,10 +482,13 @@ impl SupState {
             h.mark_down();
         }
         let restart_type = child.spec.restart;
-        let path = child.path.clone();
-        self.publish(Some(&path), EventKind::ChildExited {
-            reason: reason.clone(),
-        });
+        let path = join_path(&self.path, &id);
+        self.publish(
+            Some(&path),
+            EventKind::ChildExited {
+                reason: reason.clone(),
+            },
+        );
         let restart = match restart_type {
             Restart::Permanent => true,
             Restart::Transient => !reason.is_normal(),
@@ -497,7 +512,7 @@ impl SupState {
             self.stop_child(other).await;
         }
         // Temporary siblings were stopped and forgotten: they are not restarted.
-        let group: Vec<String> = group
+        let group: Vec<Arc<str>> = group
             .into_iter()
             .filter(|g| self.children.contains(g))
             .collect();
@@ -533,7 +548,7 @@ impl SupState {
     async fn restart_group(
         &mut self,
         sup: &ActorCell,
-        group: Vec<String>,
+        group: Vec<Arc<str>>,
         delay: Duration,
     ) -> HandlerResult {
         if !delay.is_zero() {
@@ -565,7 +580,7 @@ impl SupState {
         Ok(())
     }
 
-    fn schedule(&mut self, sup: &ActorCell, group: Vec<String>, delay: Duration) {
+    fn schedule(&mut self, sup: &ActorCell, group: Vec<Arc<str>>, delay: Duration) {
         let token = self.next_token;
         self.next_token += 1;
         for id in &group {
@@ -573,9 +588,12 @@ impl SupState {
                 child.status = Status::Restarting(token);
             }
             let path = join_path(&self.path, id);
-            self.publish(Some(&path), EventKind::RestartScheduled {
-                delay_ms: ms(delay),
-            });
+            self.publish(
+                Some(&path),
+                EventKind::RestartScheduled {
+                    delay_ms: ms(delay),
+                },
+            );
         }
         self.pending.insert(token, group);
         let msg = move || Envelope::<SupervisorMsg>::System(SystemMsg::RestartDue(token));
@@ -592,7 +610,7 @@ impl SupState {
         let Some(group) = self.pending.remove(&token) else {
             return Ok(());
         };
-        let group: Vec<String> = group
+        let group: Vec<Arc<str>> = group
             .into_iter()
             .filter(|id| {
                 self.children
@@ -611,7 +629,7 @@ impl SupState {
         };
         let shutdown = child.spec.shutdown;
         let temporary = child.spec.restart == Restart::Temporary;
-        let path = child.path.clone();
+        let path = join_path(&self.path, id);
         let handle = child.spec.handle.clone();
         if let Some(cell) = self.children.take_running(id) {
             if let Some(h) = &handle {
@@ -637,10 +655,13 @@ impl SupState {
 
     async fn escalate(&mut self) -> HandlerResult {
         let intensity = self.config.intensity;
-        self.publish(None, EventKind::IntensityExceeded {
-            max_restarts: intensity.max_restarts,
-            period_ms: ms(intensity.period),
-        });
+        self.publish(
+            None,
+            EventKind::IntensityExceeded {
+                max_restarts: intensity.max_restarts,
+                period_ms: ms(intensity.period),
+            },
+        );
         self.shutdown_all().await;
         self.own.erased().mark_down();
         let error = SupervisorError::IntensityExceeded {
@@ -648,23 +669,30 @@ impl SupState {
             max_restarts: intensity.max_restarts,
             period_ms: ms(intensity.period),
         };
-        self.publish(None, EventKind::Escalated {
-            reason: error.to_string(),
-        });
+        self.publish(
+            None,
+            EventKind::Escalated {
+                reason: error.to_string(),
+            },
+        );
         Err(Box::new(error))
     }
 
     async fn terminate_child(&mut self, id: &str) -> Result<(), SupervisorError> {
-        let Some(child) = self.children.get(id) else {
+        if !self.children.contains(id) {
             return Err(SupervisorError::NotFound(id.to_owned()));
-        };
-        let path = child.path.clone();
+        }
+        let path = join_path(&self.path, id);
         self.stop_child(id).await;
         self.publish(Some(&path), EventKind::ChildTerminated);
         Ok(())
     }
 
-    async fn restart_child(&mut self, sup: &ActorCell, id: &str) -> Result<ChildInfo, SupervisorError> {
+    async fn restart_child(
+        &mut self,
+        sup: &ActorCell,
+        id: &str,
+    ) -> Result<ChildInfo, SupervisorError> {
         let Some(child) = self.children.get(id) else {
             return Err(SupervisorError::NotFound(id.to_owned()));
         };
@@ -681,7 +709,7 @@ impl SupState {
             })?;
         self.children
             .get(id)
-            .map(Child::info)
+            .map(|c| c.info(&self.path))
             .ok_or_else(|| SupervisorError::NotFound(id.to_owned()))
     }
 
@@ -694,7 +722,7 @@ impl SupState {
             Status::Restarting(_) => return Err(SupervisorError::Restarting(id.to_owned())),
             Status::Stopped => {}
         }
-        let path = child.path.clone();
+        let path = join_path(&self.path, id);
         let seq = child.seq;
         if let Some(p) = &child.spec.persistence
             && let Some(snapshots) = &self.env.snapshots

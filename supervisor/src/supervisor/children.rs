@@ -1,9 +1,11 @@
 //! A supervisor's children, in start order, findable by id and by ractor actor id.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{ActorCell, ActorId};
+use rustc_hash::FxHashMap;
 
 use crate::spec::ChildSpec;
 
@@ -19,7 +21,6 @@ pub(crate) enum Status {
 pub(crate) struct Child {
     pub(crate) spec: ChildSpec,
     pub(crate) seq: u64,
-    pub(crate) path: String,
     pub(crate) status: Status,
     pub(crate) generation: u64,
     pub(crate) restarts: u64,
@@ -29,10 +30,11 @@ pub(crate) struct Child {
 }
 
 impl Child {
-    pub(crate) fn info(&self) -> ChildInfo {
+    /// The child's report; `parent` is its supervisor's path.
+    pub(crate) fn info(&self, parent: &str) -> ChildInfo {
         ChildInfo {
-            id: self.spec.id.clone(),
-            path: self.path.clone(),
+            id: self.spec.id.to_string(),
+            path: super::join_path(parent, &self.spec.id),
             kind: self.spec.kind,
             restart: self.spec.restart,
             status: match self.status {
@@ -65,9 +67,9 @@ impl Child {
 
 #[derive(Default)]
 pub(crate) struct Children {
-    by_id: HashMap<String, Child>,
-    order: BTreeMap<u64, String>,
-    by_actor: HashMap<ActorId, String>,
+    by_id: FxHashMap<Arc<str>, Child>,
+    order: BTreeMap<u64, Arc<str>>,
+    by_actor: FxHashMap<ActorId, Arc<str>>,
 }
 
 impl Children {
@@ -104,7 +106,7 @@ impl Children {
     /// Marks `id` running as `cell`.
     pub(crate) fn set_running(&mut self, id: &str, cell: ActorCell, generation: u64) {
         if let Some(child) = self.by_id.get_mut(id) {
-            self.by_actor.insert(cell.get_id(), id.to_owned());
+            self.by_actor.insert(cell.get_id(), child.spec.id.clone());
             child.status = Status::Running(cell);
             child.generation = generation;
         }
@@ -127,7 +129,7 @@ impl Children {
 
     /// The child id of a running actor, forgetting the actor: a later event about the same
     /// actor is then ignored.
-    pub(crate) fn take_actor(&mut self, actor: &ActorId) -> Option<String> {
+    pub(crate) fn take_actor(&mut self, actor: &ActorId) -> Option<Arc<str>> {
         let id = self.by_actor.remove(actor)?;
         if let Some(child) = self.by_id.get_mut(&id) {
             child.status = Status::Stopped;
@@ -136,14 +138,18 @@ impl Children {
     }
 
     /// Ids in start order.
-    pub(crate) fn ids(&self) -> Vec<String> {
+    pub(crate) fn ids(&self) -> Vec<Arc<str>> {
         self.order.values().cloned().collect()
     }
 
     /// Ids of `id` and every child started after it, in start order.
-    pub(crate) fn ids_from(&self, id: &str) -> Vec<String> {
+    pub(crate) fn ids_from(&self, id: &str) -> Vec<Arc<str>> {
         match self.by_id.get(id) {
-            Some(child) => self.order.range(child.seq..).map(|(_, v)| v.clone()).collect(),
+            Some(child) => self
+                .order
+                .range(child.seq..)
+                .map(|(_, v)| v.clone())
+                .collect(),
             None => Vec::new(),
         }
     }

@@ -30,6 +30,8 @@ pub const SUPERVISOR_MAILBOX_LEN_MAX: usize = 100_000;
 /// Default timeout of an operation on a supervisor. Generous: an operation may wait for a child
 /// to stop within its own shutdown timeout.
 pub const SUPERVISOR_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most children one [`SupervisorRef::start_children`] call may carry.
+pub const START_CHILDREN_BATCH_MAX: usize = 10_000;
 /// How long a kill is waited for before the child is given up on (a handler that blocks its
 /// thread cannot be interrupted).
 pub const KILL_WAIT_MAX: Duration = Duration::from_secs(10);
@@ -150,6 +152,10 @@ type Reply<T> = RpcReplyPort<Result<T, SupervisorError>>;
 /// Requests a supervisor handles.
 pub(crate) enum SupervisorMsg {
     StartChild(ChildSpec, Reply<ChildInfo>),
+    StartChildren(
+        Vec<ChildSpec>,
+        RpcReplyPort<Vec<Result<ChildInfo, SupervisorError>>>,
+    ),
     TerminateChild(String, Reply<()>),
     RestartChild(String, Reply<ChildInfo>),
     DeleteChild(String, Reply<()>),
@@ -283,7 +289,7 @@ impl SupervisorSpec {
         let start = move |args: StartArgs| {
             spawn_supervisor(config.clone(), specs.clone(), start_handle.clone(), args)
         };
-        let mut spec = ChildSpec::from_fn(self.id, ChildKind::Supervisor, start)
+        let mut spec = ChildSpec::from_fn(self.id.clone(), ChildKind::Supervisor, start)
             .restart(self.restart)
             .shutdown(self.shutdown);
         spec.handle = Some(handle.erased());
@@ -325,7 +331,7 @@ pub(crate) fn validate_parts(
     let mut seen = std::collections::HashSet::new();
     for child in children {
         child.validate().map_err(invalid)?;
-        if !seen.insert(child.id.as_str()) {
+        if !seen.insert(&*child.id) {
             return Err(invalid(format!("two children have the id `{}`", child.id)));
         }
     }
@@ -407,9 +413,38 @@ impl SupervisorRef {
     /// [`SupervisorError::AlreadyPresent`], [`SupervisorError::MaxChildren`],
     /// [`SupervisorError::InvalidSpec`], [`SupervisorError::KeyInUse`],
     /// [`SupervisorError::StartFailed`] (the child is then not added), or a call error.
-    pub async fn start_child(&self, spec: impl Into<ChildSpec>) -> Result<ChildInfo, SupervisorError> {
+    pub async fn start_child(
+        &self,
+        spec: impl Into<ChildSpec>,
+    ) -> Result<ChildInfo, SupervisorError> {
         let spec = spec.into();
         self.call(|r| SupervisorMsg::StartChild(spec, r)).await
+    }
+
+    /// Starts several children in one request, in order; each gets its own result (one failing
+    /// does not stop the others). One round trip instead of one per child: the way to start
+    /// many children at once (restoring a node's agents, a benchmark).
+    ///
+    /// # Errors
+    /// [`SupervisorError::InvalidSpec`] for more than [`START_CHILDREN_BATCH_MAX`] specs, or a
+    /// call error; per-child errors as [`SupervisorRef::start_child`].
+    pub async fn start_children(
+        &self,
+        specs: Vec<ChildSpec>,
+    ) -> Result<Vec<Result<ChildInfo, SupervisorError>>, SupervisorError> {
+        if specs.len() > START_CHILDREN_BATCH_MAX {
+            return Err(SupervisorError::InvalidSpec(format!(
+                "{} specs in one start_children call; the limit is {START_CHILDREN_BATCH_MAX}",
+                specs.len()
+            )));
+        }
+        Ok(self
+            .handle
+            .call(
+                |r| SupervisorMsg::StartChildren(specs, r),
+                self.call_timeout,
+            )
+            .await?)
     }
 
     /// Starts a worker and returns its handle.
@@ -429,7 +464,10 @@ impl SupervisorRef {
     ///
     /// # Errors
     /// As [`SupervisorRef::start_child`].
-    pub async fn start_supervisor(&self, spec: SupervisorSpec) -> Result<SupervisorRef, SupervisorError> {
+    pub async fn start_supervisor(
+        &self,
+        spec: SupervisorSpec,
+    ) -> Result<SupervisorRef, SupervisorError> {
         spec.validate()?;
         let (spec, sup) = spec.build();
         self.start_child(spec).await?;
@@ -516,7 +554,9 @@ impl SupervisorRef {
         min_generation: u64,
         timeout: Duration,
     ) -> Result<u64, CallError> {
-        self.handle.wait_for_generation(min_generation, timeout).await
+        self.handle
+            .wait_for_generation(min_generation, timeout)
+            .await
     }
 
     /// The supervisor's path.

@@ -65,7 +65,11 @@ impl Worker for Probe {
     type Msg = ProbeMsg;
     type State = ();
 
-    async fn init(&self, _: &mut Context<ProbeMsg>, _: Option<()>) -> Result<(), ActorProcessingErr> {
+    async fn init(
+        &self,
+        _: &mut Context<ProbeMsg>,
+        _: Option<()>,
+    ) -> Result<(), ActorProcessingErr> {
         self.log.push(format!("start {}", self.id));
         Ok(())
     }
@@ -170,7 +174,10 @@ pub async fn block(p: &ActorHandle<ProbeMsg>) -> oneshot::Sender<()> {
         release: release_rx,
     })
     .unwrap();
-    tokio::time::timeout(WAIT, entered_rx).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, entered_rx)
+        .await
+        .unwrap()
+        .unwrap();
     release_tx
 }
 
@@ -210,7 +217,8 @@ impl Events {
     pub async fn restarted(&mut self, path: &str) -> u64 {
         let e = self
             .wait(&format!("restart of {path}"), |e| {
-                e.child.as_deref() == Some(path) && matches!(e.kind, EventKind::ChildRestarted { .. })
+                e.child.as_deref() == Some(path)
+                    && matches!(e.kind, EventKind::ChildRestarted { .. })
             })
             .await;
         match e.kind {

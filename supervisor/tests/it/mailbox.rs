@@ -1,15 +1,20 @@
 //! Bounded mailboxes and what a send to a stopped actor returns.
 
-use aios_supervisor::{CallError, SendError, SupervisorSpec, Strategy, TreeEnv, WorkerSpec, start_root};
+use aios_supervisor::{
+    CallError, SendError, Strategy, SupervisorSpec, TreeEnv, WorkerSpec, start_root,
+};
 
 use crate::common::{Log, Probe, ProbeMsg, WAIT, block};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_mailbox_refuses_the_send_and_hands_the_message_back() {
     let log = Log::default();
-    let root = start_root(SupervisorSpec::new("root", Strategy::OneForOne), TreeEnv::new(None))
-        .await
-        .unwrap();
+    let root = start_root(
+        SupervisorSpec::new("root", Strategy::OneForOne),
+        TreeEnv::new(None),
+    )
+    .await
+    .unwrap();
     let sup = root.supervisor();
     let w = sup
         .start_worker(WorkerSpec::new("w", Probe::new("w", &log)).mailbox_len_max(3))
@@ -29,11 +34,20 @@ async fn a_full_mailbox_refuses_the_send_and_hands_the_message_back() {
     let err = w.cast(ProbeMsg::Exit).unwrap_err();
     assert!(err.is_mailbox_full(), "{err:?}");
     assert!(matches!(err, SendError::MailboxFull { len_max: 3, .. }));
-    assert!(matches!(err.into_inner(), ProbeMsg::Exit), "the message comes back");
+    assert!(
+        matches!(err.into_inner(), ProbeMsg::Exit),
+        "the message comes back"
+    );
     let call = w.call(ProbeMsg::Ping, WAIT).await;
-    assert!(matches!(call, Err(CallError::MailboxFull { len_max: 3, .. })), "{call:?}");
+    assert!(
+        matches!(call, Err(CallError::MailboxFull { len_max: 3, .. })),
+        "{call:?}"
+    );
     let info = &sup.which_children().await.unwrap()[0];
-    assert_eq!(info.mailbox_len, 3, "depth is observable through the supervisor");
+    assert_eq!(
+        info.mailbox_len, 3,
+        "depth is observable through the supervisor"
+    );
 
     release.send(()).unwrap();
     for rx in replies {
@@ -46,9 +60,12 @@ async fn a_full_mailbox_refuses_the_send_and_hands_the_message_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_to_a_stopped_child_fail_at_once() {
     let log = Log::default();
-    let root = start_root(SupervisorSpec::new("root", Strategy::OneForOne), TreeEnv::new(None))
-        .await
-        .unwrap();
+    let root = start_root(
+        SupervisorSpec::new("root", Strategy::OneForOne),
+        TreeEnv::new(None),
+    )
+    .await
+    .unwrap();
     let sup = root.supervisor();
     let w = sup
         .start_worker(WorkerSpec::new("w", Probe::new("w", &log)))
@@ -56,7 +73,10 @@ async fn sends_to_a_stopped_child_fail_at_once() {
         .unwrap();
     sup.terminate_child("w").await.unwrap();
     let err = w.cast(ProbeMsg::Exit).unwrap_err();
-    assert!(matches!(err, SendError::Unavailable { ref path, .. } if path == "w"), "{err:?}");
+    assert!(
+        matches!(err, SendError::Unavailable { ref path, .. } if path == "w"),
+        "{err:?}"
+    );
     let call = w.call(ProbeMsg::Ping, WAIT).await;
     assert_eq!(call, Err(CallError::Unavailable { path: "w".into() }));
     assert_eq!(w.generation(), None);
@@ -66,9 +86,12 @@ async fn sends_to_a_stopped_child_fail_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_to_a_child_that_fails_before_replying_is_dropped_not_hung() {
     let log = Log::default();
-    let root = start_root(SupervisorSpec::new("root", Strategy::OneForOne), TreeEnv::new(None))
-        .await
-        .unwrap();
+    let root = start_root(
+        SupervisorSpec::new("root", Strategy::OneForOne),
+        TreeEnv::new(None),
+    )
+    .await
+    .unwrap();
     let w = root
         .supervisor()
         .start_worker(WorkerSpec::new("w", Probe::new("w", &log)))

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use aios_supervisor::{
-    ActorHandle, ChildStatus, EventKind, ExitReason, Restart, Strategy, SupervisorSpec, TreeEnv, WorkerSpec,
-    start_root,
+    ActorHandle, ChildStatus, EventKind, ExitReason, Restart, Strategy, SupervisorSpec, TreeEnv,
+    WorkerSpec, start_root,
 };
 use proptest::prelude::*;
 
@@ -107,7 +107,8 @@ async fn run_case(
     let env = TreeEnv::new(None);
     let mut events = Events::new(&env);
     let log = Log::default();
-    let mut sut = SupervisorSpec::new("sut", strategy).intensity(max_restarts, Duration::from_secs(3600));
+    let mut sut =
+        SupervisorSpec::new("sut", strategy).intensity(max_restarts, Duration::from_secs(3600));
     let mut handles: Vec<ActorHandle<ProbeMsg>> = Vec::new();
     for (i, restart) in restarts.iter().enumerate() {
         let id = format!("c{i}");
@@ -124,7 +125,10 @@ async fn run_case(
     )
     .await
     .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let sut = env.registry().lookup_supervisor("sut").expect("sut registered");
+    let sut = env
+        .registry()
+        .lookup_supervisor("sut")
+        .expect("sut registered");
     let mut model = Model {
         strategy,
         max_restarts,
@@ -156,11 +160,13 @@ async fn run_case(
         // earlier group restart.
         events
             .wait(&format!("{exit:?} exit of {path}"), |e| {
+                let EventKind::ChildExited { reason } = &e.kind else {
+                    return false;
+                };
                 e.child.as_deref() == Some(path.as_str())
-                    && match (&e.kind, exit) {
-                        (EventKind::ChildExited { reason: ExitReason::Normal }, Exit::Normal) => true,
-                        (EventKind::ChildExited { reason: ExitReason::Failed(_) }, Exit::Failure) => true,
-                        _ => false,
+                    && match exit {
+                        Exit::Normal => *reason == ExitReason::Normal,
+                        Exit::Failure => matches!(reason, ExitReason::Failed(_)),
                     }
             })
             .await;
@@ -172,7 +178,8 @@ async fn run_case(
                         && matches!(e.kind, EventKind::ChildExited { .. })
                 })
                 .await;
-            let abnormal = matches!(&gone.kind, EventKind::ChildExited { reason } if !reason.is_normal());
+            let abnormal =
+                matches!(&gone.kind, EventKind::ChildExited { reason } if !reason.is_normal());
             prop_assert!(abnormal, "sut exited normally after an escalation");
             prop_assert!(!sut.is_running());
             break;
@@ -184,7 +191,12 @@ async fn run_case(
             .map_err(|e| TestCaseError::fail(format!("supervisor escalated unexpectedly: {e}")))?;
         let actual: Vec<(String, bool)> = children
             .iter()
-            .map(|c| (c.id.clone(), matches!(c.status, ChildStatus::Running { .. })))
+            .map(|c| {
+                (
+                    c.id.clone(),
+                    matches!(c.status, ChildStatus::Running { .. }),
+                )
+            })
             .collect();
         let expected: Vec<(String, bool)> = model
             .children
@@ -193,7 +205,14 @@ async fn run_case(
             .filter(|(_, c)| c.present)
             .map(|(j, c)| (format!("c{j}"), c.running))
             .collect();
-        prop_assert_eq!(actual, expected, "after c{} {:?}; model {:?}", i, exit, model);
+        prop_assert_eq!(
+            actual,
+            expected,
+            "after c{} {:?}; model {:?}",
+            i,
+            exit,
+            model
+        );
     }
     root.shutdown(WAIT)
         .await

@@ -9,8 +9,8 @@ use aios_supervisor::snapshot::{
     SnapshotPolicy, Snapshots, decode, encode,
 };
 use aios_supervisor::{
-    ActorHandle, Context, EventKind, PersistentWorker, StartError, SupervisorError,
-    SupervisorSpec, Strategy, TreeEnv, Worker, WorkerSpec, start_root,
+    ActorHandle, Context, EventKind, PersistentWorker, StartError, Strategy, SupervisorError,
+    SupervisorSpec, TreeEnv, Worker, WorkerSpec, start_root,
 };
 use ractor::{ActorProcessingErr, RpcReplyPort};
 use serde::{Deserialize, Serialize};
@@ -76,7 +76,8 @@ async fn every_policy_restores_what_it_promises_after_a_crash() {
 async fn interval_policy_snapshots_changed_state_in_the_background() {
     let (env, snapshots) = env_with_store();
     let root = root_with(env).await;
-    let persistence = Persistence::new("k").policy(SnapshotPolicy::Interval(Duration::from_millis(20)));
+    let persistence =
+        Persistence::new("k").policy(SnapshotPolicy::Interval(Duration::from_millis(20)));
     let c = root
         .supervisor()
         .start_worker(WorkerSpec::new("c", Counter).persistent(persistence))
@@ -109,9 +110,12 @@ async fn state_survives_a_process_restart_with_the_store_reopened() {
         let (spec, c) = WorkerSpec::new("c", Counter)
             .persistent(Persistence::new("counters/c"))
             .build();
-        let root = start_root(SupervisorSpec::new("root", Strategy::OneForOne).child(spec), env)
-            .await
-            .unwrap();
+        let root = start_root(
+            SupervisorSpec::new("root", Strategy::OneForOne).child(spec),
+            env,
+        )
+        .await
+        .unwrap();
         assert_eq!(get(&c).await, expected_before, "round {round}");
         add(&c, 10).await;
         root.shutdown(WAIT).await.unwrap();
@@ -156,7 +160,9 @@ async fn a_corrupt_snapshot_fails_the_start_and_is_quarantined_by_default() {
         "{err}"
     );
     let e = events
-        .wait("quarantine event", |e| matches!(e.kind, EventKind::SnapshotQuarantined { .. }))
+        .wait("quarantine event", |e| {
+            matches!(e.kind, EventKind::SnapshotQuarantined { .. })
+        })
         .await;
     let EventKind::SnapshotQuarantined {
         quarantine_id,
@@ -174,7 +180,10 @@ async fn a_corrupt_snapshot_fails_the_start_and_is_quarantined_by_default() {
 
     // Never silently empty: the next start fails too, naming the quarantine record.
     let again = sup.restart_child("c").await.unwrap_err();
-    assert!(again.to_string().contains(quarantine_id.as_str()), "{again}");
+    assert!(
+        again.to_string().contains(quarantine_id.as_str()),
+        "{again}"
+    );
     assert!(!c.is_running());
 
     // An operator clears the key: the child starts fresh.
@@ -201,7 +210,13 @@ async fn a_corrupt_snapshot_with_start_fresh_is_quarantined_and_the_child_starts
     sup.restart_child("c").await.unwrap();
     events
         .wait("quarantine event", |e| {
-            matches!(e.kind, EventKind::SnapshotQuarantined { start_fresh: true, .. })
+            matches!(
+                e.kind,
+                EventKind::SnapshotQuarantined {
+                    start_fresh: true,
+                    ..
+                }
+            )
         })
         .await;
     assert_eq!(get(&c).await, 0);
@@ -247,10 +262,19 @@ struct WorkerV2;
 impl Worker for WorkerV1 {
     type Msg = RpcReplyPort<u32>;
     type State = StateV1;
-    async fn init(&self, _: &mut Context<Self::Msg>, r: Option<StateV1>) -> Result<StateV1, ActorProcessingErr> {
+    async fn init(
+        &self,
+        _: &mut Context<Self::Msg>,
+        r: Option<StateV1>,
+    ) -> Result<StateV1, ActorProcessingErr> {
         Ok(r.unwrap_or(StateV1 { count: 0 }))
     }
-    async fn handle(&self, ctx: &mut Context<Self::Msg>, reply: Self::Msg, s: &mut StateV1) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        ctx: &mut Context<Self::Msg>,
+        reply: Self::Msg,
+        s: &mut StateV1,
+    ) -> Result<(), ActorProcessingErr> {
         s.count += 1;
         ctx.reply(reply, s.count);
         Ok(())
@@ -261,10 +285,22 @@ impl PersistentWorker for WorkerV1 {}
 impl Worker for WorkerV2 {
     type Msg = RpcReplyPort<(u64, String)>;
     type State = StateV2;
-    async fn init(&self, _: &mut Context<Self::Msg>, r: Option<StateV2>) -> Result<StateV2, ActorProcessingErr> {
-        Ok(r.unwrap_or(StateV2 { count: 0, label: "new".into() }))
+    async fn init(
+        &self,
+        _: &mut Context<Self::Msg>,
+        r: Option<StateV2>,
+    ) -> Result<StateV2, ActorProcessingErr> {
+        Ok(r.unwrap_or(StateV2 {
+            count: 0,
+            label: "new".into(),
+        }))
     }
-    async fn handle(&self, ctx: &mut Context<Self::Msg>, reply: Self::Msg, s: &mut StateV2) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        ctx: &mut Context<Self::Msg>,
+        reply: Self::Msg,
+        s: &mut StateV2,
+    ) -> Result<(), ActorProcessingErr> {
         ctx.reply(reply, (s.count, s.label.clone()));
         Ok(())
     }
@@ -286,7 +322,10 @@ impl PersistentWorker for WorkerV2 {
 async fn run_in_fresh_tree<W: PersistentWorker>(
     snapshots: &Snapshots,
     worker: W,
-) -> (aios_supervisor::Root, Result<ActorHandle<W::Msg>, SupervisorError>) {
+) -> (
+    aios_supervisor::Root,
+    Result<ActorHandle<W::Msg>, SupervisorError>,
+) {
     let root = root_with(TreeEnv::new(Some(snapshots.clone()))).await;
     let handle = root
         .supervisor()
@@ -305,14 +344,23 @@ async fn a_schema_bump_runs_the_registered_migration_and_a_future_version_is_ref
         v1.call(|r| r, WAIT).await.unwrap();
     }
     root.shutdown(WAIT).await.unwrap();
-    assert_eq!(snapshots.load("k").await.unwrap().unwrap().schema_version, 1);
+    assert_eq!(
+        snapshots.load("k").await.unwrap().unwrap().schema_version,
+        1
+    );
 
     // The upgraded binary reads version 1 through the migration, and writes version 2.
     let (root, v2) = run_in_fresh_tree(&snapshots, WorkerV2).await;
     let v2 = v2.unwrap();
-    assert_eq!(v2.call(|r| r, WAIT).await.unwrap(), (3, "migrated from v1".to_string()));
+    assert_eq!(
+        v2.call(|r| r, WAIT).await.unwrap(),
+        (3, "migrated from v1".to_string())
+    );
     root.shutdown(WAIT).await.unwrap();
-    assert_eq!(snapshots.load("k").await.unwrap().unwrap().schema_version, 2);
+    assert_eq!(
+        snapshots.load("k").await.unwrap().unwrap().schema_version,
+        2
+    );
 
     // An old binary meets the new format: refused with a clear error, the data left alone.
     let (root, old) = run_in_fresh_tree(&snapshots, WorkerV1).await;
@@ -328,7 +376,10 @@ async fn a_schema_bump_runs_the_registered_migration_and_a_future_version_is_ref
         "{err}"
     );
     assert!(err.to_string().contains("newer"), "{err}");
-    assert_eq!(snapshots.load("k").await.unwrap().unwrap().schema_version, 2);
+    assert_eq!(
+        snapshots.load("k").await.unwrap().unwrap().schema_version,
+        2
+    );
     assert!(snapshots.store().quarantined(10).await.unwrap().is_empty());
     root.shutdown(WAIT).await.unwrap();
 }
@@ -345,7 +396,10 @@ async fn deleting_a_child_removes_its_snapshot_for_good() {
     add(&c, 1).await;
     assert!(snapshots.load("k").await.unwrap().is_some());
     sup.terminate_child("c").await.unwrap();
-    assert!(snapshots.load("k").await.unwrap().is_some(), "terminate keeps the snapshot");
+    assert!(
+        snapshots.load("k").await.unwrap().is_some(),
+        "terminate keeps the snapshot"
+    );
     sup.delete_child("c").await.unwrap();
     assert!(snapshots.load("k").await.unwrap().is_none());
     let c = sup

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use aios_supervisor::{
-    ActorHandle, Backoff, ChildStatus, EventKind, ExitReason, Restart, Root, Shutdown,
-    SupervisorError, SupervisorSpec, Strategy, TreeEnv, WorkerSpec, start_root,
+    ActorHandle, Backoff, ChildStatus, EventKind, ExitReason, Restart, Root, Shutdown, Strategy,
+    SupervisorError, SupervisorSpec, TreeEnv, WorkerSpec, start_root,
 };
 
 use crate::common::{Events, Log, Probe, ProbeMsg, WAIT, block, ping};
@@ -23,9 +23,12 @@ async fn tree(strategy: Strategy) -> (Root, Events, Log, Vec<ActorHandle<ProbeMs
         sut = sut.child(spec);
         handles.push(h);
     }
-    let root = start_root(SupervisorSpec::new("root", Strategy::OneForOne).child(sut), env)
-        .await
-        .unwrap();
+    let root = start_root(
+        SupervisorSpec::new("root", Strategy::OneForOne).child(sut),
+        env,
+    )
+    .await
+    .unwrap();
     assert_eq!(log.take(), ["start a", "start b", "start c"]);
     (root, events, log, handles)
 }
@@ -176,7 +179,14 @@ async fn intensity_exceeded_stops_children_in_reverse_and_escalates_to_the_paren
     hb.cast(ProbeMsg::Fail).unwrap();
     events
         .wait("intensity exceeded", |e| {
-            e.supervisor == "mid" && matches!(e.kind, EventKind::IntensityExceeded { max_restarts: 1, .. })
+            e.supervisor == "mid"
+                && matches!(
+                    e.kind,
+                    EventKind::IntensityExceeded {
+                        max_restarts: 1,
+                        ..
+                    }
+                )
         })
         .await;
     events
@@ -186,7 +196,10 @@ async fn intensity_exceeded_stops_children_in_reverse_and_escalates_to_the_paren
         .await;
     // The parent sees its child supervisor fail, and restarts it (Permanent) with its children.
     let reason = events.exited("mid").await;
-    assert!(matches!(reason, ExitReason::Failed(ref e) if e.contains("intensity")), "{reason}");
+    assert!(
+        matches!(reason, ExitReason::Failed(ref e) if e.contains("intensity")),
+        "{reason}"
+    );
     assert_eq!(events.restarted("mid").await, 2);
     assert_eq!(mid_ref.wait_for_generation(2, WAIT).await.unwrap(), 2);
     assert_eq!(
@@ -251,11 +264,20 @@ async fn nested_trees_register_paths_and_shut_down_depth_first_in_reverse() {
     let registry = env.registry();
     assert_eq!(
         registry.paths("", 10),
-        ["outer", "outer/inner", "outer/inner/w1", "outer/inner/w2", "outer/w0"]
+        [
+            "outer",
+            "outer/inner",
+            "outer/inner/w1",
+            "outer/inner/w2",
+            "outer/w0"
+        ]
     );
     let w2 = registry.lookup::<ProbeMsg>("outer/inner/w2").unwrap();
     assert_eq!(ping(&w2).await, 1);
-    assert!(registry.lookup::<u32>("outer/inner/w2").is_none(), "wrong type");
+    assert!(
+        registry.lookup::<u32>("outer/inner/w2").is_none(),
+        "wrong type"
+    );
     let inner_ref = registry.lookup_supervisor("outer/inner").unwrap();
     let counts = inner_ref.count_children().await.unwrap();
     assert_eq!((counts.specs, counts.active, counts.workers), (2, 2, 2));
@@ -345,7 +367,10 @@ async fn dynamic_supervisor_adds_children_at_run_time_up_to_its_limit() {
     let third = agents
         .start_worker(WorkerSpec::new("z", Probe::new("z", &log)))
         .await;
-    assert!(matches!(third, Err(SupervisorError::MaxChildren { max: 2, .. })), "{third:?}");
+    assert!(
+        matches!(third, Err(SupervisorError::MaxChildren { max: 2, .. })),
+        "{third:?}"
+    );
     let dup = agents
         .start_worker(WorkerSpec::new("x", Probe::new("x", &log)))
         .await;
@@ -488,7 +513,9 @@ async fn a_failing_restart_is_retried_and_counts_towards_the_intensity() {
     inner_handle.cast(ProbeMsg::Fail).unwrap();
     for _ in 0..2 {
         events
-            .wait("failed start", |e| matches!(e.kind, EventKind::ChildStartFailed { .. }))
+            .wait("failed start", |e| {
+                matches!(e.kind, EventKind::ChildStartFailed { .. })
+            })
             .await;
     }
     events.restarted("flaky").await;
