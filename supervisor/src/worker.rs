@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use crate::handle::{ActorHandle, Envelope, MAILBOX_LEN_MAX_DEFAULT, MailboxCounter, SystemMsg};
 use crate::snapshot::{
-    Migrations, Persistence, Restored, SnapshotError, SnapshotPolicy, Snapshots, codec,
+    Migrations, Persistence, Restored, SnapshotError, SnapshotPolicy, WeakSnapshots, codec,
 };
 use crate::spec::{
     ChildKind, ChildSpec, Restart, Shutdown, StartArgs, StartError, default_shutdown,
@@ -304,7 +304,7 @@ async fn start_worker<W: Worker>(
                 Some(r) => Some((hooks.decode)(key, r)?),
                 None => None,
             };
-            (restored, Some(snapshots))
+            (restored, Some(snapshots.downgrade()))
         }
     };
     let actor = WorkerActor { worker, persist };
@@ -336,7 +336,7 @@ struct WorkerArgs<W: Worker> {
     restored: Option<W::State>,
     handle: ActorHandle<W::Msg>,
     generation: u64,
-    snapshots: Option<Snapshots>,
+    snapshots: Option<WeakSnapshots>,
     path: String,
 }
 
@@ -344,7 +344,7 @@ struct WorkerRun<W: Worker> {
     state: W::State,
     ctx: Context<W::Msg>,
     mailbox: Arc<MailboxCounter>,
-    snapshots: Option<Snapshots>,
+    snapshots: Option<WeakSnapshots>,
     /// Messages handled since the last snapshot.
     unsaved: u32,
     path: String,
@@ -360,6 +360,10 @@ impl<W: Worker> WorkerActor<W> {
             return Ok(());
         }
         let key = &hooks.cfg.key;
+        let snapshots = snapshots.upgrade().ok_or_else(|| SnapshotError::Store {
+            key: key.clone(),
+            source: crate::snapshot::StoreError::Closed,
+        })?;
         let payload = (hooks.encode)(&run.state).map_err(|reason| SnapshotError::Encode {
             key: key.clone(),
             reason,

@@ -209,6 +209,21 @@ impl Restored {
     }
 }
 
+/// A non-owning [`Snapshots`]: what running workers hold, so that once a tree has stopped the
+/// node's handle is the last one and dropping it releases the data directory at once (an
+/// actor's task may end a moment after its supervisor saw it stop).
+#[derive(Clone)]
+pub struct WeakSnapshots {
+    store: std::sync::Weak<dyn SnapshotStore>,
+}
+
+impl WeakSnapshots {
+    /// The store, while something else still owns it.
+    pub fn upgrade(&self) -> Option<Snapshots> {
+        self.store.upgrade().map(|store| Snapshots { store })
+    }
+}
+
 /// The snapshot store seen through the frame codec: what supervisors and workers use.
 #[derive(Clone)]
 pub struct Snapshots {
@@ -225,6 +240,13 @@ impl Snapshots {
     /// Wraps a store.
     pub fn new(store: Arc<dyn SnapshotStore>) -> Self {
         Self { store }
+    }
+
+    /// A handle that does not keep the store open.
+    pub fn downgrade(&self) -> WeakSnapshots {
+        WeakSnapshots {
+            store: Arc::downgrade(&self.store),
+        }
     }
 
     /// The store underneath.

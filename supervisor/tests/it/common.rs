@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use aios_supervisor::snapshot::{SledStore, Snapshots};
 use aios_supervisor::{
-    ActorHandle, Context, EventKind, ExitReason, PersistentWorker, SupervisionEvent, TreeEnv,
-    Worker,
+    ActorHandle, Context, EventKind, ExitReason, PersistentWorker, Root, Strategy,
+    SupervisionEvent, SupervisorSpec, TreeEnv, Worker, start_root,
 };
 use ractor::{ActorProcessingErr, RpcReplyPort};
 use serde::{Deserialize, Serialize};
@@ -179,6 +179,23 @@ pub async fn block(p: &ActorHandle<ProbeMsg>) -> oneshot::Sender<()> {
         .unwrap()
         .unwrap();
     release_tx
+}
+
+/// A one-for-one root with OTP's default intensity.
+pub async fn plain_root(env: TreeEnv) -> Root {
+    start_root(SupervisorSpec::new("root", Strategy::OneForOne), env)
+        .await
+        .unwrap()
+}
+
+/// A one-for-one root that tolerates 5 restarts a minute.
+pub async fn tolerant_root(env: TreeEnv) -> Root {
+    start_root(
+        SupervisorSpec::new("root", Strategy::OneForOne).intensity(5, Duration::from_secs(60)),
+        env,
+    )
+    .await
+    .unwrap()
 }
 
 pub fn env_with_store() -> (TreeEnv, Snapshots) {

@@ -1,20 +1,13 @@
 //! Bounded mailboxes and what a send to a stopped actor returns.
 
-use aios_supervisor::{
-    CallError, SendError, Strategy, SupervisorSpec, TreeEnv, WorkerSpec, start_root,
-};
+use aios_supervisor::{CallError, SendError, TreeEnv, WorkerSpec};
 
-use crate::common::{Log, Probe, ProbeMsg, WAIT, block};
+use crate::common::{Log, Probe, ProbeMsg, WAIT, block, plain_root};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_mailbox_refuses_the_send_and_hands_the_message_back() {
     let log = Log::default();
-    let root = start_root(
-        SupervisorSpec::new("root", Strategy::OneForOne),
-        TreeEnv::new(None),
-    )
-    .await
-    .unwrap();
+    let root = plain_root(TreeEnv::new(None)).await;
     let sup = root.supervisor();
     let w = sup
         .start_worker(WorkerSpec::new("w", Probe::new("w", &log)).mailbox_len_max(3))
@@ -60,12 +53,7 @@ async fn a_full_mailbox_refuses_the_send_and_hands_the_message_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_to_a_stopped_child_fail_at_once() {
     let log = Log::default();
-    let root = start_root(
-        SupervisorSpec::new("root", Strategy::OneForOne),
-        TreeEnv::new(None),
-    )
-    .await
-    .unwrap();
+    let root = plain_root(TreeEnv::new(None)).await;
     let sup = root.supervisor();
     let w = sup
         .start_worker(WorkerSpec::new("w", Probe::new("w", &log)))
@@ -86,12 +74,7 @@ async fn sends_to_a_stopped_child_fail_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_to_a_child_that_fails_before_replying_is_dropped_not_hung() {
     let log = Log::default();
-    let root = start_root(
-        SupervisorSpec::new("root", Strategy::OneForOne),
-        TreeEnv::new(None),
-    )
-    .await
-    .unwrap();
+    let root = plain_root(TreeEnv::new(None)).await;
     let w = root
         .supervisor()
         .start_worker(WorkerSpec::new("w", Probe::new("w", &log)))

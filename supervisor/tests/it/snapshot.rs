@@ -15,22 +15,13 @@ use aios_supervisor::{
 use ractor::{ActorProcessingErr, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Counter, CounterMsg, Events, WAIT, add, env_with_store, get};
-
-async fn root_with(env: TreeEnv) -> aios_supervisor::Root {
-    start_root(
-        SupervisorSpec::new("root", Strategy::OneForOne).intensity(5, Duration::from_secs(60)),
-        env,
-    )
-    .await
-    .unwrap()
-}
+use crate::common::{Counter, CounterMsg, Events, WAIT, add, env_with_store, get, tolerant_root};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_survives_a_panic_restart() {
     let (env, _) = env_with_store();
     let mut events = Events::new(&env);
-    let root = root_with(env).await;
+    let root = tolerant_root(env).await;
     let c = root
         .supervisor()
         .start_worker(WorkerSpec::new("c", Counter).persistent(Persistence::new("counters/c")))
@@ -55,7 +46,7 @@ async fn every_policy_restores_what_it_promises_after_a_crash() {
     for (policy, durability, updates, expected) in cases {
         let (env, _) = env_with_store();
         let mut events = Events::new(&env);
-        let root = root_with(env).await;
+        let root = tolerant_root(env).await;
         let persistence = Persistence::new("k").policy(policy).durability(durability);
         let c = root
             .supervisor()
@@ -75,7 +66,7 @@ async fn every_policy_restores_what_it_promises_after_a_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interval_policy_snapshots_changed_state_in_the_background() {
     let (env, snapshots) = env_with_store();
-    let root = root_with(env).await;
+    let root = tolerant_root(env).await;
     let persistence =
         Persistence::new("k").policy(SnapshotPolicy::Interval(Duration::from_millis(20)));
     let c = root
@@ -138,7 +129,7 @@ async fn corrupt(snapshots: &Snapshots, key: &str) -> Vec<u8> {
 async fn a_corrupt_snapshot_fails_the_start_and_is_quarantined_by_default() {
     let (env, snapshots) = env_with_store();
     let mut events = Events::new(&env);
-    let root = root_with(env).await;
+    let root = tolerant_root(env).await;
     let sup = root.supervisor();
     let c = sup
         .start_worker(WorkerSpec::new("c", Counter).persistent(Persistence::new("k")))
@@ -197,7 +188,7 @@ async fn a_corrupt_snapshot_fails_the_start_and_is_quarantined_by_default() {
 async fn a_corrupt_snapshot_with_start_fresh_is_quarantined_and_the_child_starts_empty() {
     let (env, snapshots) = env_with_store();
     let mut events = Events::new(&env);
-    let root = root_with(env).await;
+    let root = tolerant_root(env).await;
     let sup = root.supervisor();
     let persistence = Persistence::new("k").on_corrupt(OnCorrupt::StartFresh);
     let c = sup
@@ -227,7 +218,7 @@ async fn a_corrupt_snapshot_with_start_fresh_is_quarantined_and_the_child_starts
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_that_verifies_but_does_not_decode_is_corrupt_too() {
     let (env, snapshots) = env_with_store();
-    let root = root_with(env).await;
+    let root = tolerant_root(env).await;
     // A valid frame of schema version 1 holding bytes that are not a CounterState.
     snapshots
         .save("k", 1, &[0xff, 0xff, 0xff], Durability::Durable)
@@ -326,7 +317,7 @@ async fn run_in_fresh_tree<W: PersistentWorker>(
     aios_supervisor::Root,
     Result<ActorHandle<W::Msg>, SupervisorError>,
 ) {
-    let root = root_with(TreeEnv::new(Some(snapshots.clone()))).await;
+    let root = tolerant_root(TreeEnv::new(Some(snapshots.clone()))).await;
     let handle = root
         .supervisor()
         .start_worker(WorkerSpec::new("w", worker).persistent(Persistence::new("k")))
@@ -387,7 +378,7 @@ async fn a_schema_bump_runs_the_registered_migration_and_a_future_version_is_ref
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_child_removes_its_snapshot_for_good() {
     let (env, snapshots) = env_with_store();
-    let root = root_with(env).await;
+    let root = tolerant_root(env).await;
     let sup = root.supervisor();
     let c = sup
         .start_worker(WorkerSpec::new("c", Counter).persistent(Persistence::new("k")))
@@ -413,7 +404,7 @@ async fn deleting_a_child_removes_its_snapshot_for_good() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_children_cannot_share_a_snapshot_key() {
     let (env, _) = env_with_store();
-    let root = root_with(env).await;
+    let root = tolerant_root(env).await;
     let sup = root.supervisor();
     sup.start_worker(WorkerSpec::new("a", Counter).persistent(Persistence::new("same")))
         .await
@@ -434,7 +425,7 @@ async fn two_children_cannot_share_a_snapshot_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persistent_child_without_a_store_fails_to_start_with_a_clear_error() {
-    let root = root_with(TreeEnv::new(None)).await;
+    let root = tolerant_root(TreeEnv::new(None)).await;
     let err = root
         .supervisor()
         .start_worker(WorkerSpec::new("c", Counter).persistent(Persistence::new("k")))

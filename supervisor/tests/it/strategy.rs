@@ -9,7 +9,7 @@ use aios_supervisor::{
     SupervisorError, SupervisorSpec, TreeEnv, WorkerSpec, start_root,
 };
 
-use crate::common::{Events, Log, Probe, ProbeMsg, WAIT, block, ping};
+use crate::common::{Events, Log, Probe, ProbeMsg, WAIT, block, ping, plain_root, tolerant_root};
 
 /// A root with one child supervisor `sut` holding probes `a`, `b`, `c`.
 async fn tree(strategy: Strategy) -> (Root, Events, Log, Vec<ActorHandle<ProbeMsg>>) {
@@ -106,12 +106,7 @@ async fn restart_type_by_exit_reason_matrix() {
         let env = TreeEnv::new(None);
         let mut events = Events::new(&env);
         let log = Log::default();
-        let root = start_root(
-            SupervisorSpec::new("root", Strategy::OneForOne).intensity(5, Duration::from_secs(60)),
-            env,
-        )
-        .await
-        .unwrap();
+        let root = tolerant_root(env).await;
         let sup = root.supervisor();
         let w = sup
             .start_worker(WorkerSpec::new("w", Probe::new("w", &log)).restart(restart))
@@ -294,9 +289,7 @@ async fn a_child_that_ignores_shutdown_is_killed_after_its_timeout() {
     let env = TreeEnv::new(None);
     let mut events = Events::new(&env);
     let log = Log::default();
-    let root = start_root(SupervisorSpec::new("root", Strategy::OneForOne), env)
-        .await
-        .unwrap();
+    let root = plain_root(env).await;
     let sup = root.supervisor();
     let stubborn = sup
         .start_worker(
@@ -332,9 +325,7 @@ async fn brutal_kill_does_not_wait() {
     let env = TreeEnv::new(None);
     let mut events = Events::new(&env);
     let log = Log::default();
-    let root = start_root(SupervisorSpec::new("root", Strategy::OneForOne), env)
-        .await
-        .unwrap();
+    let root = plain_root(env).await;
     let sup = root.supervisor();
     let w = sup
         .start_worker(WorkerSpec::new("w", Probe::new("w", &log)).shutdown(Shutdown::BrutalKill))
@@ -350,9 +341,7 @@ async fn brutal_kill_does_not_wait() {
 async fn dynamic_supervisor_adds_children_at_run_time_up_to_its_limit() {
     let env = TreeEnv::new(None);
     let log = Log::default();
-    let root = start_root(SupervisorSpec::new("root", Strategy::OneForOne), env)
-        .await
-        .unwrap();
+    let root = plain_root(env).await;
     let agents = root
         .supervisor()
         .start_supervisor(SupervisorSpec::dynamic("agents").max_children(2))
@@ -396,12 +385,7 @@ async fn a_restarted_supervisor_brings_back_its_dynamic_children() {
     let env = TreeEnv::new(None);
     let mut events = Events::new(&env);
     let log = Log::default();
-    let root = start_root(
-        SupervisorSpec::new("root", Strategy::OneForOne).intensity(5, Duration::from_secs(60)),
-        env,
-    )
-    .await
-    .unwrap();
+    let root = tolerant_root(env).await;
     let agents = root
         .supervisor()
         .start_supervisor(SupervisorSpec::dynamic("agents").intensity(0, Duration::from_secs(60)))
