@@ -20,8 +20,12 @@ struct Sink {
 }
 
 impl Sink {
-    fn finish(&self) {
-        if let Some(tx) = self.done.lock().unwrap().take() {
+    /// Counts a message; signals when the last one arrived.
+    fn take(&self, seen: &mut u64, msg: u64) {
+        *seen += std::hint::black_box(msg);
+        if *seen == self.n
+            && let Some(tx) = self.done.lock().unwrap().take()
+        {
             let _ = tx.send(());
         }
     }
@@ -39,10 +43,7 @@ impl Worker for Sink {
         msg: u64,
         seen: &mut u64,
     ) -> Result<(), ActorProcessingErr> {
-        *seen += std::hint::black_box(msg);
-        if *seen == self.n {
-            self.finish();
-        }
+        self.take(seen, msg);
         Ok(())
     }
 }
@@ -60,10 +61,7 @@ impl Actor for Sink {
         msg: u64,
         seen: &mut u64,
     ) -> Result<(), ActorProcessingErr> {
-        *seen += std::hint::black_box(msg);
-        if *seen == self.n {
-            self.finish();
-        }
+        self.take(seen, msg);
         Ok(())
     }
 }

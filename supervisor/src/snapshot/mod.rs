@@ -272,13 +272,7 @@ impl Snapshots {
     /// # Errors
     /// [`SnapshotError::Store`].
     pub async fn load_raw(&self, key: &str) -> Result<Option<Vec<u8>>, SnapshotError> {
-        self.store
-            .get(key)
-            .await
-            .map_err(|source| SnapshotError::Store {
-                key: key.into(),
-                source,
-            })
+        self.store.get(key).await.map_err(store_error(key))
     }
 
     /// Frames and writes an encoded state.
@@ -296,10 +290,7 @@ impl Snapshots {
         self.store
             .put(key, framed, durability)
             .await
-            .map_err(|source| SnapshotError::Store {
-                key: key.into(),
-                source,
-            })
+            .map_err(store_error(key))
     }
 
     /// Moves `bytes` (found under `key`) to the quarantine. With `leave_marker`, a marker takes
@@ -328,10 +319,7 @@ impl Snapshots {
         self.store
             .quarantine(record, marker)
             .await
-            .map_err(|source| SnapshotError::Store {
-                key: key.into(),
-                source,
-            })?;
+            .map_err(store_error(key))?;
         Ok(id)
     }
 
@@ -340,13 +328,7 @@ impl Snapshots {
     /// # Errors
     /// [`SnapshotError::Store`].
     pub async fn delete(&self, key: &str) -> Result<(), SnapshotError> {
-        self.store
-            .remove(key)
-            .await
-            .map_err(|source| SnapshotError::Store {
-                key: key.into(),
-                source,
-            })
+        self.store.remove(key).await.map_err(store_error(key))
     }
 
     /// Makes every write so far durable.
@@ -355,6 +337,14 @@ impl Snapshots {
     /// [`StoreError`] from the store.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.store.flush().await
+    }
+}
+
+/// Wraps a store error with the key it concerned.
+fn store_error(key: &str) -> impl FnOnce(StoreError) -> SnapshotError + '_ {
+    move |source| SnapshotError::Store {
+        key: key.into(),
+        source,
     }
 }
 
