@@ -1,9 +1,11 @@
-//! AIOS actors: agents, tools and memory shards, each a supervised [`aios_supervisor::Worker`].
-//!
-//! The modules are placeholders until their issues land; the crate exists now so that the
-//! dependency direction (`aios-supervisor` ← `aios-actors` ← `aios-runtime`) is fixed from the
-//! start.
+//! AIOS actors: LLM providers and their scheduler, agents, tools and memory shards, each a
+//! supervised [`aios_supervisor::Worker`].
 #![warn(missing_docs)]
+
+pub mod cost;
+pub mod llm;
+pub mod records;
+pub mod scheduler;
 
 pub mod agent {
     //! LLM agent actors, their registry and the LLM scheduler (the agents issue).

@@ -1,0 +1,465 @@
+//! Cost tracking: tokens in and out of every LLM request × a price per model, aggregated
+//! per agent, session, run, tenant and model, and persisted.
+//!
+//! Money is counted in integer **nanodollars** (10⁻⁹ USD) so sums are exact: a price of
+//! $2.50 per million tokens is 2,500 nanodollars per token.
+//!
+//! Totals live in memory and are written by one writer task that coalesces updates (the
+//! latest value of every changed scope per batch, one group commit). [`CostLedger::record`]
+//! returns once the totals that include the request are durable, so a cost that was
+//! reported to anyone survives `kill -9`.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use aios_supervisor::snapshot::{Durability, SnapshotError};
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+
+use crate::llm::Usage;
+use crate::records::Records;
+
+/// Key prefix of cost records in the snapshot store.
+pub const COST_KEY_PREFIX: &str = "cost/";
+/// The most cost scopes loaded at start and listed at once.
+pub const COST_SCOPES_MAX: usize = 1_000_000;
+/// Nanodollars per dollar.
+pub const NANOS_PER_USD: u64 = 1_000_000_000;
+
+/// A model's price, in USD per million tokens (as providers publish them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Price {
+    /// USD per million prompt tokens.
+    pub input_usd_per_mtok: f64,
+    /// USD per million generated tokens.
+    pub output_usd_per_mtok: f64,
+}
+
+impl Price {
+    /// Checks that both prices are finite and not negative.
+    ///
+    /// # Errors
+    /// Names the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("input_usd_per_mtok", self.input_usd_per_mtok),
+            ("output_usd_per_mtok", self.output_usd_per_mtok),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!(
+                    "price.{name} must be a finite number >= 0, got {v}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Nanodollars per token, exact to a thousandth of a dollar per million tokens.
+    fn nanos_per_token(usd_per_mtok: f64) -> u64 {
+        (usd_per_mtok * 1000.0).round() as u64
+    }
+
+    /// The cost of `usage` in nanodollars.
+    pub fn cost_nanos(&self, usage: &Usage) -> u64 {
+        usage
+            .input_tokens
+            .saturating_mul(Self::nanos_per_token(self.input_usd_per_mtok))
+            .saturating_add(
+                usage
+                    .output_tokens
+                    .saturating_mul(Self::nanos_per_token(self.output_usd_per_mtok)),
+            )
+    }
+}
+
+/// What a cost total is aggregated over.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum CostScope {
+    /// One agent (by name).
+    Agent(String),
+    /// One session.
+    Session(String),
+    /// One orchestration run.
+    Run(String),
+    /// One tenant.
+    Tenant(String),
+    /// One `provider/model`.
+    Model(String),
+}
+
+impl CostScope {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Agent(_) => "agent",
+            Self::Session(_) => "session",
+            Self::Run(_) => "run",
+            Self::Tenant(_) => "tenant",
+            Self::Model(_) => "model",
+        }
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            Self::Agent(s) | Self::Session(s) | Self::Run(s) | Self::Tenant(s) | Self::Model(s) => {
+                s
+            }
+        }
+    }
+
+    fn key(&self) -> String {
+        format!("{COST_KEY_PREFIX}{}/{}", self.kind(), self.id())
+    }
+
+    fn from_key(key: &str) -> Option<Self> {
+        let rest = key.strip_prefix(COST_KEY_PREFIX)?;
+        let (kind, id) = rest.split_once('/')?;
+        let id = id.to_string();
+        Some(match kind {
+            "agent" => Self::Agent(id),
+            "session" => Self::Session(id),
+            "run" => Self::Run(id),
+            "tenant" => Self::Tenant(id),
+            "model" => Self::Model(id),
+            _ => return None,
+        })
+    }
+}
+
+/// Aggregated usage and cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CostTotals {
+    /// Requests answered by a provider (cache hits are not counted here).
+    pub requests: u64,
+    /// Requests answered from the response cache (cost nothing).
+    pub cached_requests: u64,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Generated tokens.
+    pub output_tokens: u64,
+    /// Cost in nanodollars.
+    pub cost_nanos: u64,
+}
+
+impl CostTotals {
+    /// The cost in dollars (for display; sums use `cost_nanos`).
+    pub fn cost_usd(&self) -> f64 {
+        self.cost_nanos as f64 / NANOS_PER_USD as f64
+    }
+
+    fn add(&mut self, usage: &Usage, cost_nanos: u64, cached: bool) {
+        if cached {
+            self.cached_requests += 1;
+            return;
+        }
+        self.requests += 1;
+        self.input_tokens = self.input_tokens.saturating_add(usage.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(usage.output_tokens);
+        self.cost_nanos = self.cost_nanos.saturating_add(cost_nanos);
+    }
+}
+
+/// Who a request is charged to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Charge {
+    /// The agent's name.
+    pub agent: String,
+    /// The tenant.
+    pub tenant: String,
+    /// The session, if any.
+    pub session: Option<String>,
+    /// The run, if any.
+    pub run: Option<String>,
+    /// The `provider/model` that answered.
+    pub model: String,
+}
+
+impl Charge {
+    fn scopes(&self) -> Vec<CostScope> {
+        let mut s = vec![
+            CostScope::Agent(self.agent.clone()),
+            CostScope::Tenant(self.tenant.clone()),
+            CostScope::Model(self.model.clone()),
+        ];
+        s.extend(self.session.clone().map(CostScope::Session));
+        s.extend(self.run.clone().map(CostScope::Run));
+        s
+    }
+}
+
+/// The error of a cost update.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CostError {
+    /// The store failed; the totals in memory include the request but may not be durable.
+    #[error("cost totals could not be persisted: {0}")]
+    Store(#[from] SnapshotError),
+    /// The ledger's writer is gone (the node is shutting down).
+    #[error("the cost ledger is closed")]
+    Closed,
+}
+
+struct Shared {
+    records: Records,
+    totals: DashMap<CostScope, CostTotals>,
+    dirty: Mutex<BTreeSet<CostScope>>,
+    /// Wakes the writer; also signalled when the ledger is dropped so the writer ends.
+    wake: Arc<Notify>,
+    /// Batches begun (an update marked dirty before batch n+1 began is durable when
+    /// `flushed` reaches n+1).
+    begun: Mutex<u64>,
+    flushed: watch::Sender<Result<u64, String>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Cost totals per scope, persisted. Cheap to clone.
+#[derive(Clone)]
+pub struct CostLedger {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for CostLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CostLedger")
+            .field("scopes", &self.shared.totals.len())
+            .finish()
+    }
+}
+
+impl CostLedger {
+    /// Loads the persisted totals and starts the writer task (on the current tokio runtime).
+    ///
+    /// # Errors
+    /// A store failure or a corrupt record (named by key).
+    pub async fn open(records: Records) -> Result<Self, SnapshotError> {
+        let totals = DashMap::new();
+        for key in records.keys(COST_KEY_PREFIX, COST_SCOPES_MAX).await? {
+            let Some(scope) = CostScope::from_key(&key) else {
+                continue;
+            };
+            if let Some(t) = records.get::<CostTotals>(&key).await? {
+                totals.insert(scope, t);
+            }
+        }
+        let (flushed, _) = watch::channel(Ok(0));
+        let wake = Arc::new(Notify::new());
+        let shared = Arc::new(Shared {
+            records,
+            totals,
+            dirty: Mutex::new(BTreeSet::new()),
+            wake: wake.clone(),
+            begun: Mutex::new(0),
+            flushed,
+        });
+        // The writer holds the ledger weakly: dropping the last clone releases the store.
+        tokio::spawn(writer(Arc::downgrade(&shared), wake));
+        Ok(Self { shared })
+    }
+
+    /// Adds a request's usage and cost to every scope of `charge` and waits until the new
+    /// totals are durable.
+    ///
+    /// # Errors
+    /// [`CostError::Store`] if the write failed, [`CostError::Closed`] during shutdown.
+    pub async fn record(
+        &self,
+        charge: &Charge,
+        usage: &Usage,
+        cost_nanos: u64,
+        cached: bool,
+    ) -> Result<(), CostError> {
+        let scopes = charge.scopes();
+        let target = {
+            let mut dirty = lock(&self.shared.dirty);
+            for scope in scopes {
+                self.shared
+                    .totals
+                    .entry(scope.clone())
+                    .or_default()
+                    .add(usage, cost_nanos, cached);
+                dirty.insert(scope);
+            }
+            *lock(&self.shared.begun) + 1
+        };
+        self.shared.wake.notify_one();
+        let mut rx = self.shared.flushed.subscribe();
+        loop {
+            match &*rx.borrow_and_update() {
+                Ok(n) if *n >= target => return Ok(()),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(CostError::Store(SnapshotError::Encode {
+                        key: COST_KEY_PREFIX.into(),
+                        reason: e.clone(),
+                    }));
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(CostError::Closed);
+            }
+        }
+    }
+
+    /// The totals of one scope (zero when nothing was charged to it).
+    pub fn totals(&self, scope: &CostScope) -> CostTotals {
+        self.shared
+            .totals
+            .get(scope)
+            .map(|t| *t)
+            .unwrap_or_default()
+    }
+
+    /// Every scope of the kind of `example` with its totals, sorted by scope (at most
+    /// [`COST_SCOPES_MAX`]).
+    pub fn list(&self, kind: &CostScope) -> Vec<(CostScope, CostTotals)> {
+        let mut out: Vec<_> = self
+            .shared
+            .totals
+            .iter()
+            .filter(|e| e.key().kind() == kind.kind())
+            .take(COST_SCOPES_MAX)
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the data inconsistent (plain inserts).
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn writer(shared: std::sync::Weak<Shared>, wake: Arc<Notify>) {
+    loop {
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let Some(s) = shared.upgrade() else { return };
+        let batch: Vec<(CostScope, CostTotals)> = {
+            let mut dirty = lock(&s.dirty);
+            *lock(&s.begun) += 1;
+            std::mem::take(&mut *dirty)
+                .into_iter()
+                .map(|scope| {
+                    let t = s.totals.get(&scope).map(|t| *t).unwrap_or_default();
+                    (scope, t)
+                })
+                .collect()
+        };
+        let batch_no = *lock(&s.begun);
+        if batch.is_empty() {
+            let _previous = s.flushed.send_replace(Ok(batch_no));
+            drop(s);
+            // Wait for work without keeping the ledger alive.
+            notified.await;
+            continue;
+        }
+        let mut result = Ok(batch_no);
+        // Buffered puts, then one durable flush: a single group commit for the batch.
+        for (scope, totals) in &batch {
+            if let Err(e) = s
+                .records
+                .put(&scope.key(), totals, Durability::Buffered)
+                .await
+            {
+                result = Err(e.to_string());
+                break;
+            }
+        }
+        if result.is_ok()
+            && let Err(e) = s.records.snapshots().flush().await
+        {
+            result = Err(e.to_string());
+        }
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "cost totals could not be persisted");
+            // Put the scopes back so the next batch retries them.
+            lock(&s.dirty).extend(batch.into_iter().map(|(scope, _)| scope));
+        }
+        let _previous = s.flushed.send_replace(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aios_supervisor::snapshot::{SledStore, Snapshots};
+
+    #[test]
+    fn prices_are_exact_in_nanodollars() {
+        let p = Price {
+            input_usd_per_mtok: 2.5,
+            output_usd_per_mtok: 10.0,
+        };
+        let u = Usage {
+            input_tokens: 1000,
+            output_tokens: 10,
+            reported: true,
+        };
+        assert_eq!(p.cost_nanos(&u), 1000 * 2500 + 10 * 10_000);
+        assert!(
+            Price {
+                input_usd_per_mtok: -1.0,
+                output_usd_per_mtok: 0.0
+            }
+            .validate()
+            .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn totals_aggregate_per_scope_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = || async {
+            let store = SledStore::open(dir.path(), &Default::default()).expect("open");
+            CostLedger::open(Records::new(Snapshots::new(Arc::new(store))))
+                .await
+                .expect("ledger")
+        };
+        let charge = Charge {
+            agent: "a".into(),
+            tenant: "t".into(),
+            session: None,
+            run: Some("r1".into()),
+            model: "p/m".into(),
+        };
+        let usage = Usage {
+            input_tokens: 3,
+            output_tokens: 2,
+            reported: true,
+        };
+        {
+            let ledger = open().await;
+            let mut tasks = Vec::new();
+            for _ in 0..50 {
+                let l = ledger.clone();
+                let c = charge.clone();
+                tasks.push(tokio::spawn(
+                    async move { l.record(&c, &usage, 7, false).await },
+                ));
+            }
+            for t in tasks {
+                t.await.expect("join").expect("record");
+            }
+            ledger
+                .record(&charge, &usage, 0, true)
+                .await
+                .expect("cached");
+            let t = ledger.totals(&CostScope::Run("r1".into()));
+            assert_eq!(
+                (t.requests, t.cached_requests, t.input_tokens, t.cost_nanos),
+                (50, 1, 150, 350)
+            );
+        }
+        let ledger = open().await;
+        let t = ledger.totals(&CostScope::Agent("a".into()));
+        assert_eq!((t.requests, t.output_tokens, t.cost_nanos), (50, 100, 350));
+        assert_eq!(ledger.list(&CostScope::Tenant(String::new())).len(), 1);
+    }
+}

@@ -1,0 +1,104 @@
+//! Shared set-up: providers pointed at the fake, a supervision tree with a store, a ledger.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aios_actors::cost::CostLedger;
+use aios_actors::llm::anthropic::{AnthropicConfig, AnthropicProvider};
+use aios_actors::llm::openai::{OpenAiConfig, OpenAiProvider};
+use aios_actors::llm::{ApiKey, HttpOptions, RetryPolicy, SharedProvider};
+use aios_actors::records::Records;
+use aios_actors::scheduler::{RateLimiter, RateLimits, Scheduler, SchedulerConfig};
+use aios_supervisor::snapshot::{SledStore, Snapshots};
+use aios_supervisor::{Root, Strategy, SupervisorSpec, TreeEnv, start_root};
+
+pub const KEY: &str = "sk-test-key-1234";
+
+pub fn fast_retry(attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        attempts_max: attempts,
+        backoff_min: Duration::from_millis(5),
+        backoff_max: Duration::from_millis(200),
+        jitter: true,
+    }
+}
+
+pub fn openai(base_url: &str, retry: RetryPolicy) -> OpenAiProvider {
+    OpenAiProvider::new(OpenAiConfig {
+        name: "fake-openai".into(),
+        base_url: base_url.into(),
+        api_key: Some(ApiKey::new(KEY)),
+        http: HttpOptions {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+        },
+        retry,
+    })
+    .expect("valid config")
+}
+
+pub fn anthropic(base_url: &str, retry: RetryPolicy) -> AnthropicProvider {
+    AnthropicProvider::new(AnthropicConfig {
+        name: "fake-anthropic".into(),
+        base_url: base_url.into(),
+        api_key: Some(ApiKey::new(KEY)),
+        http: HttpOptions::default(),
+        retry,
+    })
+    .expect("valid config")
+}
+
+/// A root supervisor over a temporary store, and a cost ledger in the same store.
+pub struct Env {
+    pub root: Root,
+    #[allow(dead_code)]
+    pub snapshots: Snapshots,
+    pub ledger: CostLedger,
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        let store = SledStore::temporary().expect("temporary store");
+        let snapshots = Snapshots::new(Arc::new(store));
+        let root = start_root(
+            SupervisorSpec::new("root", Strategy::OneForOne),
+            TreeEnv::new(Some(snapshots.clone())),
+        )
+        .await
+        .expect("root");
+        let ledger = CostLedger::open(Records::new(snapshots.clone()))
+            .await
+            .expect("ledger");
+        Env {
+            root,
+            snapshots,
+            ledger,
+        }
+    }
+
+    pub async fn scheduler(&self, config: SchedulerConfig, provider: SharedProvider) -> Scheduler {
+        self.scheduler_limited(config, provider, RateLimits::default())
+            .await
+    }
+
+    pub async fn scheduler_limited(
+        &self,
+        config: SchedulerConfig,
+        provider: SharedProvider,
+        limits: RateLimits,
+    ) -> Scheduler {
+        let (spec, s) = Scheduler::spec(
+            config,
+            provider,
+            Arc::new(RateLimiter::new(limits)),
+            self.ledger.clone(),
+        )
+        .expect("valid scheduler");
+        self.root
+            .supervisor()
+            .start_child(spec)
+            .await
+            .expect("scheduler starts");
+        s
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests of aios-actors against a real HTTP fake provider on 127.0.0.1.
+
+mod common;
+mod providers;
+mod scheduler;
