@@ -4,12 +4,11 @@
 
 pub mod cost;
 pub mod llm;
+pub mod protocol;
 pub mod records;
 pub mod scheduler;
 
-pub mod agent {
-    //! LLM agent actors, their registry and the LLM scheduler (the agents issue).
-}
+pub mod agent;
 
 pub mod memory {
     //! Sharded vector memory actors (the memory issue).

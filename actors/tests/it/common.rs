@@ -102,3 +102,91 @@ impl Env {
         s
     }
 }
+
+/// A whole agent stack over a store in `dir`: a dynamic `agents` supervisor, a ledger, the
+/// registry, schedulers for `fake/m` (the fake provider) and `scripted/demo`, and the system.
+pub struct AgentEnv {
+    pub root: Root,
+    pub system: aios_actors::agent::AgentSystem,
+    pub ledger: CostLedger,
+}
+
+pub async fn agent_env(
+    dir: &std::path::Path,
+    fake_url: &str,
+    script: aios_actors::llm::scripted::Script,
+    config: aios_actors::agent::AgentSystemConfig,
+) -> AgentEnv {
+    use aios_actors::agent::{AgentRegistry, AgentSystem, tools::ToolBox};
+    use aios_actors::llm::scripted::ScriptedProvider;
+    use aios_actors::scheduler::LlmRouter;
+
+    let store = SledStore::open(dir, &Default::default()).expect("store");
+    let snapshots = Snapshots::new(Arc::new(store));
+    let root = start_root(
+        SupervisorSpec::new("root", Strategy::OneForOne),
+        TreeEnv::new(Some(snapshots.clone())),
+    )
+    .await
+    .expect("root");
+    let agents = root
+        .supervisor()
+        .start_supervisor(SupervisorSpec::dynamic("agents").intensity(20, Duration::from_secs(10)))
+        .await
+        .expect("agents supervisor");
+    let records = Records::new(snapshots.clone());
+    let ledger = CostLedger::open(records.clone()).await.expect("ledger");
+    let registry = AgentRegistry::open(records).await.expect("registry");
+    let mut schedulers = Vec::new();
+    let providers: Vec<(SchedulerConfig, SharedProvider)> = vec![
+        (
+            SchedulerConfig::new("fake", "m"),
+            Arc::new(openai(fake_url, fast_retry(3))),
+        ),
+        (
+            SchedulerConfig::new("scripted", "demo"),
+            Arc::new(ScriptedProvider::new("scripted", script)),
+        ),
+    ];
+    for (cfg, provider) in providers {
+        let (spec, s) = Scheduler::spec(
+            cfg,
+            provider,
+            Arc::new(RateLimiter::new(RateLimits::default())),
+            ledger.clone(),
+        )
+        .expect("scheduler");
+        root.supervisor().start_child(spec).await.expect("start");
+        schedulers.push(s);
+    }
+    let router = LlmRouter::new(schedulers).expect("router");
+    let system = AgentSystem::start(
+        agents,
+        router,
+        ToolBox::with_builtins(),
+        registry,
+        None,
+        config,
+    );
+    AgentEnv {
+        root,
+        system,
+        ledger,
+    }
+}
+
+impl AgentEnv {
+    /// Stops the tree and drops everything that holds the store.
+    pub async fn close(self) {
+        let AgentEnv {
+            root,
+            system,
+            ledger,
+        } = self;
+        root.shutdown(Duration::from_secs(10))
+            .await
+            .expect("shutdown");
+        drop(system);
+        drop(ledger);
+    }
+}

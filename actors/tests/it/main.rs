@@ -1,5 +1,6 @@
 //! Integration tests of aios-actors against a real HTTP fake provider on 127.0.0.1.
 
+mod agents;
 mod common;
 mod providers;
 mod scheduler;

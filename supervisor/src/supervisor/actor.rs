@@ -198,12 +198,19 @@ impl SupState {
                 let _ = reply.send(result);
             }
             SupervisorMsg::DeleteChild(id, reply) => {
-                let result = self.delete_child(&id).await;
+                let result = self.delete_child(&id, false).await;
                 let _ = reply.send(result);
             }
             SupervisorMsg::RemoveChild(id, reply) => {
                 let result = match self.terminate_child(&id).await {
-                    Ok(()) if self.children.contains(&id) => self.delete_child(&id).await,
+                    Ok(()) if self.children.contains(&id) => self.delete_child(&id, false).await,
+                    other => other,
+                };
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::PassivateChild(id, reply) => {
+                let result = match self.terminate_child(&id).await {
+                    Ok(()) if self.children.contains(&id) => self.delete_child(&id, true).await,
                     other => other,
                 };
                 let _ = reply.send(result);
@@ -713,7 +720,8 @@ impl SupState {
             .ok_or_else(|| SupervisorError::NotFound(id.to_owned()))
     }
 
-    async fn delete_child(&mut self, id: &str) -> Result<(), SupervisorError> {
+    /// Forgets a stopped child; its snapshot is deleted unless `keep_snapshot`.
+    async fn delete_child(&mut self, id: &str, keep_snapshot: bool) -> Result<(), SupervisorError> {
         let Some(child) = self.children.get(id) else {
             return Err(SupervisorError::NotFound(id.to_owned()));
         };
@@ -724,7 +732,8 @@ impl SupState {
         }
         let path = join_path(&self.path, id);
         let seq = child.seq;
-        if let Some(p) = &child.spec.persistence
+        if !keep_snapshot
+            && let Some(p) = &child.spec.persistence
             && let Some(snapshots) = &self.env.snapshots
         {
             snapshots.delete(&p.key).await?;

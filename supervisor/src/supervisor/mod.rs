@@ -160,6 +160,7 @@ pub(crate) enum SupervisorMsg {
     RestartChild(String, Reply<ChildInfo>),
     DeleteChild(String, Reply<()>),
     RemoveChild(String, Reply<()>),
+    PassivateChild(String, Reply<()>),
     WhichChildren(RpcReplyPort<Vec<ChildInfo>>),
     CountChildren(RpcReplyPort<ChildCounts>),
 }
@@ -511,6 +512,17 @@ impl SupervisorRef {
     pub async fn remove_child(&self, id: &str) -> Result<(), SupervisorError> {
         let id = id.to_owned();
         self.call(|r| SupervisorMsg::RemoveChild(id, r)).await
+    }
+
+    /// Stops a child by its shutdown spec (an orderly stop, so a persistent worker writes its
+    /// final snapshot) and forgets its spec, **keeping** its snapshot: starting a spec with
+    /// the same persistence key later restores it. This is how virtual actors are passivated.
+    ///
+    /// # Errors
+    /// As [`SupervisorRef::remove_child`].
+    pub async fn passivate_child(&self, id: &str) -> Result<(), SupervisorError> {
+        let id = id.to_owned();
+        self.call(|r| SupervisorMsg::PassivateChild(id, r)).await
     }
 
     /// Every child, in start order (OTP's `which_children`).

@@ -1,0 +1,101 @@
+//! The agent event stream: every step of every agent (tokens, tool calls, tool results,
+//! final answers, errors), per agent instance, to any number of subscribers.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::protocol::AgentId;
+
+/// Events buffered per agent for slow subscribers (a subscriber that falls further behind
+/// loses the oldest and is told how many it missed).
+pub const AGENT_EVENTS_BUFFER: usize = 1024;
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentEventKind {
+    /// Streamed text.
+    Token(String),
+    /// The model asked for a tool call.
+    ToolCall {
+        /// The call id.
+        id: String,
+        /// The tool.
+        name: String,
+        /// The raw arguments.
+        arguments: String,
+    },
+    /// A tool call finished.
+    ToolResult {
+        /// The call id.
+        id: String,
+        /// The tool.
+        name: String,
+        /// Its output (or the error text).
+        output: String,
+        /// True when it failed.
+        is_error: bool,
+    },
+    /// The task's final answer.
+    Final {
+        /// The answer.
+        text: String,
+    },
+    /// The task failed.
+    Error {
+        /// A short kind (`rate_limited`, `limitexceeded`, ...).
+        kind: String,
+        /// The message.
+        message: String,
+    },
+}
+
+/// One event of one agent instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentEvent {
+    /// The agent instance.
+    pub agent: AgentId,
+    /// The run the task belongs to, if any.
+    pub run: Option<String>,
+    /// What happened.
+    pub kind: AgentEventKind,
+}
+
+/// The channels of every agent with subscribers. Cheap to clone.
+#[derive(Clone, Default, Debug)]
+pub struct EventHub {
+    channels: Arc<DashMap<AgentId, broadcast::Sender<AgentEvent>>>,
+}
+
+impl EventHub {
+    /// Subscribes to an agent's events (it need not be active).
+    pub fn subscribe(&self, agent: &AgentId) -> broadcast::Receiver<AgentEvent> {
+        self.channels
+            .entry(agent.clone())
+            .or_insert_with(|| broadcast::channel(AGENT_EVENTS_BUFFER).0)
+            .subscribe()
+    }
+
+    /// True when someone listens to `agent`.
+    pub fn has_subscribers(&self, agent: &AgentId) -> bool {
+        self.channels
+            .get(agent)
+            .is_some_and(|s| s.receiver_count() > 0)
+    }
+
+    /// Sends an event to the agent's subscribers, if any; drops the channel of an agent
+    /// whose subscribers are all gone.
+    pub fn emit(&self, event: AgentEvent) {
+        let agent = event.agent.clone();
+        let gone = match self.channels.get(&agent) {
+            Some(tx) => tx.send(event).is_err(),
+            None => false,
+        };
+        if gone {
+            self.channels
+                .remove_if(&agent, |_, tx| tx.receiver_count() == 0);
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! LLM agents: definitions ([`AgentDef`]) kept versioned in the [`AgentRegistry`], agent
+//! actors that run the tool-call loop through the LLM scheduler with their conversation in a
+//! durable snapshot, an event stream per agent, capability discovery, and the
+//! [`AgentSystem`] that activates agents on their first message and passivates idle ones.
+
+mod actor;
+mod definition;
+mod events;
+mod kernel;
+mod registry;
+mod system;
+mod templates;
+pub mod tools;
+
+pub use self::actor::{AgentError, AgentMsg, AgentState, CONVERSATION_LEN_MAX, Task, TaskOutput};
+pub use self::definition::{
+    AGENT_NAME_LEN_MAX, AgentDef, AgentRole, Capability, Limits, validate_name,
+};
+pub use self::events::{AGENT_EVENTS_BUFFER, AgentEvent, AgentEventKind, EventHub};
+pub use self::kernel::{Kernel, MemoryHook};
+pub use self::registry::{AgentRegistry, CapabilityMatch, CapabilityQuery, RegistryError};
+pub use self::system::{AgentSystem, AgentSystemConfig};
+pub use self::templates::{Template, TemplateError, builtin_templates};

@@ -1,0 +1,536 @@
+//! The agent system: agents addressed by [`AgentId`], activated on their first message under
+//! a dynamic supervisor (state restored from the snapshot), passivated when idle (final
+//! snapshot, actor stopped); request/reply envelopes with deadlines, topics, and delegation.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use aios_supervisor::snapshot::{Durability, Persistence, SnapshotPolicy};
+use aios_supervisor::{
+    ActorHandle, CallError, Restart, SupervisorError, SupervisorRef, WorkerSpec,
+};
+use dashmap::DashMap;
+use serde_json::{Value, json};
+use tokio::sync::{OnceCell, broadcast};
+
+use super::actor::{AgentError, AgentMsg, AgentWorker, Task, TaskOutput};
+use super::events::{AgentEvent, EventHub};
+use super::kernel::{Kernel, MemoryHook};
+use super::registry::{AgentRegistry, CapabilityQuery};
+use super::tools::{Tool, ToolBox, ToolContext, ToolError};
+use crate::llm::{ChatMessage, ToolSpec};
+use crate::protocol::{AgentId, Envelope, Kind, Recipient, Sender, unix_ms};
+use crate::scheduler::LlmRouter;
+
+/// Events buffered per topic.
+pub const TOPIC_BUFFER: usize = 1024;
+/// The deepest delegation chain.
+pub const DELEGATION_DEPTH_MAX: usize = 4;
+/// Attempts to activate an agent whose previous incarnation is still being passivated.
+const ACTIVATION_ATTEMPTS_MAX: u32 = 200;
+
+/// Agent system settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentSystemConfig {
+    /// An active agent idle this long is passivated.
+    pub idle_timeout: Duration,
+    /// The longest a task may run before its caller stops waiting.
+    pub task_timeout: Duration,
+    /// Mailbox bound of each agent.
+    pub mailbox_len_max: usize,
+}
+
+impl Default for AgentSystemConfig {
+    /// Idle 5 min, tasks 10 min, 64 queued messages per agent.
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(300),
+            task_timeout: Duration::from_secs(600),
+            mailbox_len_max: 64,
+        }
+    }
+}
+
+struct Slot {
+    handle: OnceCell<ActorHandle<AgentMsg>>,
+    last_used_ms: AtomicU64,
+    busy: AtomicUsize,
+}
+
+struct Inner {
+    kernel: Arc<Kernel>,
+    supervisor: SupervisorRef,
+    config: AgentSystemConfig,
+    active: DashMap<AgentId, Arc<Slot>>,
+    topics: DashMap<String, broadcast::Sender<Envelope>>,
+}
+
+/// The agents of a node. Cheap to clone.
+#[derive(Clone)]
+pub struct AgentSystem {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AgentSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentSystem")
+            .field("active", &self.inner.active.len())
+            .finish()
+    }
+}
+
+fn child_id(id: &AgentId) -> String {
+    format!("agent:{}:{}", id.name, id.key)
+}
+
+fn snapshot_key(id: &AgentId) -> String {
+    format!("agent/{}/{}", id.name, id.key)
+}
+
+impl AgentSystem {
+    /// Starts the system: agents run under `supervisor` (a dynamic supervisor), call LLMs
+    /// through `router`, and may call `tools` plus the built-in `delegate` tool.
+    pub fn start(
+        supervisor: SupervisorRef,
+        router: LlmRouter,
+        tools: ToolBox,
+        registry: AgentRegistry,
+        memory: Option<Arc<dyn MemoryHook>>,
+        config: AgentSystemConfig,
+    ) -> Self {
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
+            let mut tools = tools;
+            tools.register(Arc::new(Delegate {
+                system: weak.clone(),
+            }));
+            Inner {
+                kernel: Arc::new(Kernel {
+                    router,
+                    tools,
+                    registry,
+                    memory,
+                    events: EventHub::default(),
+                }),
+                supervisor,
+                config,
+                active: DashMap::new(),
+                topics: DashMap::new(),
+            }
+        });
+        tokio::spawn(reaper(Arc::downgrade(&inner)));
+        Self { inner }
+    }
+
+    /// The registry of definitions.
+    pub fn registry(&self) -> &AgentRegistry {
+        &self.inner.kernel.registry
+    }
+
+    /// The LLM router.
+    pub fn router(&self) -> &LlmRouter {
+        &self.inner.kernel.router
+    }
+
+    /// The tools.
+    pub fn tools(&self) -> &ToolBox {
+        &self.inner.kernel.tools
+    }
+
+    /// Agent instances now active (in memory).
+    pub fn active_count(&self) -> usize {
+        self.inner.active.len()
+    }
+
+    /// True when `id` is active.
+    pub fn is_active(&self, id: &AgentId) -> bool {
+        self.inner.active.contains_key(id)
+    }
+
+    /// Subscribes to an agent's events.
+    pub fn subscribe(&self, id: &AgentId) -> broadcast::Receiver<AgentEvent> {
+        self.inner.kernel.events.subscribe(id)
+    }
+
+    /// Runs a task on agent instance `id`, activating it if needed.
+    ///
+    /// # Errors
+    /// [`AgentError::NotFound`] for an undefined agent, the task's own error, or
+    /// [`AgentError::Unavailable`] when the agent crashed or timed out while working.
+    pub async fn ask(&self, id: &AgentId, task: Task) -> Result<TaskOutput, AgentError> {
+        self.inner.ask(id, task).await
+    }
+
+    /// The conversation of agent instance `id` (activating it).
+    ///
+    /// # Errors
+    /// As [`AgentSystem::ask`].
+    pub async fn history(&self, id: &AgentId) -> Result<Vec<ChatMessage>, AgentError> {
+        let inner = &self.inner;
+        let slot = inner.hold(id)?;
+        let result = async {
+            let h = inner.activate(id, &slot).await?;
+            h.call(AgentMsg::History, Duration::from_secs(10))
+                .await
+                .map_err(|e| AgentError::Unavailable(e.to_string()))
+        }
+        .await;
+        inner.release(&slot);
+        result
+    }
+
+    /// Passivates `id` now (final snapshot, actor stopped). Returns false when it was not
+    /// active or is busy.
+    ///
+    /// # Errors
+    /// A supervisor failure.
+    pub async fn passivate(&self, id: &AgentId) -> Result<bool, SupervisorError> {
+        self.inner.passivate(id, Duration::ZERO).await
+    }
+
+    /// Stops and forgets every instance of agent `name` and deletes its definition and
+    /// snapshots of active instances.
+    ///
+    /// # Errors
+    /// A registry failure.
+    pub async fn delete_agent(&self, name: &str) -> Result<(), super::RegistryError> {
+        let ids: Vec<AgentId> = self
+            .inner
+            .active
+            .iter()
+            .filter(|e| e.key().name == name)
+            .map(|e| e.key().clone())
+            .collect();
+        for id in ids {
+            self.inner.active.remove(&id);
+            if let Err(e) = self.inner.supervisor.remove_child(&child_id(&id)).await {
+                tracing::warn!(agent = %id, error = %e, "removing agent instance");
+            }
+        }
+        self.inner.kernel.registry.delete(name).await
+    }
+
+    /// Sends a request envelope to its agent and waits for the reply envelope, at most until
+    /// the envelope's deadline.
+    ///
+    /// # Errors
+    /// [`AgentError::Invalid`] for a bad envelope or a topic recipient,
+    /// [`AgentError::DeadlineExceeded`], or the task's error.
+    pub async fn request(&self, envelope: Envelope) -> Result<Envelope, AgentError> {
+        envelope.validate().map_err(AgentError::Invalid)?;
+        let Recipient::Agent(to) = &envelope.to else {
+            return Err(AgentError::Invalid(
+                "a request goes to an agent, not a topic".into(),
+            ));
+        };
+        if envelope.kind != Kind::Request {
+            return Err(AgentError::Invalid("only requests get replies".into()));
+        }
+        let now = unix_ms();
+        if envelope.is_expired(now) {
+            return Err(AgentError::DeadlineExceeded);
+        }
+        let chain = match &envelope.from {
+            Sender::Agent(a) => vec![a.clone()],
+            Sender::External(_) => Vec::new(),
+        };
+        let task = Task {
+            input: envelope.payload.clone(),
+            session: envelope.session.map(|s| s.to_string()),
+            run: envelope.run.map(|r| r.to_string()),
+            chain,
+            ..Task::default()
+        };
+        let work = self.ask(to, task);
+        let out = match envelope.deadline_unix_ms {
+            Some(d) => tokio::time::timeout(Duration::from_millis(d.saturating_sub(now)), work)
+                .await
+                .map_err(|_| AgentError::DeadlineExceeded)??,
+            None => work.await?,
+        };
+        Ok(envelope.reply(Sender::Agent(to.clone()), out.text))
+    }
+
+    /// Hands a request over to another agent: the same request id, correlation and sender,
+    /// so the reply goes to the original requester.
+    ///
+    /// # Errors
+    /// As [`AgentSystem::request`].
+    pub async fn hand_off(
+        &self,
+        mut envelope: Envelope,
+        to: AgentId,
+    ) -> Result<Envelope, AgentError> {
+        envelope.correlation.get_or_insert(envelope.id);
+        envelope.to = Recipient::Agent(to);
+        self.request(envelope).await
+    }
+
+    /// Publishes an event envelope to its topic; returns how many subscribers got it.
+    ///
+    /// # Errors
+    /// [`AgentError::Invalid`] for a bad envelope or an agent recipient.
+    pub fn publish(&self, envelope: Envelope) -> Result<usize, AgentError> {
+        envelope.validate().map_err(AgentError::Invalid)?;
+        let Recipient::Topic(topic) = &envelope.to else {
+            return Err(AgentError::Invalid(
+                "publish needs a topic recipient".into(),
+            ));
+        };
+        let topic = topic.clone();
+        let sent = match self.inner.topics.get(&topic) {
+            Some(tx) => tx.send(envelope).unwrap_or(0),
+            None => 0,
+        };
+        if sent == 0 {
+            self.inner
+                .topics
+                .remove_if(&topic, |_, tx| tx.receiver_count() == 0);
+        }
+        Ok(sent)
+    }
+
+    /// Subscribes to a topic.
+    pub fn subscribe_topic(&self, topic: &str) -> broadcast::Receiver<Envelope> {
+        self.inner
+            .topics
+            .entry(topic.to_string())
+            .or_insert_with(|| broadcast::channel(TOPIC_BUFFER).0)
+            .subscribe()
+    }
+
+    /// Delivers every event on `topic` to agent `id` as a task (event-driven agents). The
+    /// binding lasts until the system is dropped.
+    pub fn bind_topic(&self, topic: &str, id: AgentId) {
+        let mut rx = self.subscribe_topic(topic);
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                let envelope = match rx.recv().await {
+                    Ok(e) => e,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(agent = %id, missed = n, "topic subscriber lagged");
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let Some(inner) = weak.upgrade() else { return };
+                let task = Task {
+                    input: envelope.payload,
+                    session: envelope.session.map(|s| s.to_string()),
+                    run: envelope.run.map(|r| r.to_string()),
+                    ..Task::default()
+                };
+                if let Err(e) = inner.ask(&id, task).await {
+                    tracing::warn!(agent = %id, error = %e, "topic event failed");
+                }
+            }
+        });
+    }
+}
+
+impl Inner {
+    /// Marks `id` busy (so it is not passivated) and returns its slot.
+    fn hold(&self, id: &AgentId) -> Result<Arc<Slot>, AgentError> {
+        if self.kernel.registry.get(&id.name).is_none() {
+            return Err(AgentError::NotFound(id.name.clone()));
+        }
+        super::definition::validate_name(&id.key).map_err(AgentError::Invalid)?;
+        let slot = self.active.entry(id.clone()).or_insert_with(|| {
+            Arc::new(Slot {
+                handle: OnceCell::new(),
+                last_used_ms: AtomicU64::new(unix_ms()),
+                busy: AtomicUsize::new(0),
+            })
+        });
+        // Incremented under the map's shard lock, so the reaper's `remove_if` sees it.
+        slot.busy.fetch_add(1, Ordering::AcqRel);
+        Ok(slot.clone())
+    }
+
+    fn release(&self, slot: &Slot) {
+        slot.last_used_ms.store(unix_ms(), Ordering::Relaxed);
+        slot.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    async fn activate(
+        &self,
+        id: &AgentId,
+        slot: &Slot,
+    ) -> Result<ActorHandle<AgentMsg>, AgentError> {
+        slot.handle
+            .get_or_try_init(|| async {
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let spec = WorkerSpec::new(
+                        child_id(id),
+                        AgentWorker {
+                            id: id.clone(),
+                            kernel: self.kernel.clone(),
+                        },
+                    )
+                    .restart(Restart::Transient)
+                    .mailbox_len_max(self.config.mailbox_len_max)
+                    .persistent(
+                        Persistence::new(snapshot_key(id))
+                            .policy(SnapshotPolicy::EveryMessage)
+                            .durability(Durability::Durable),
+                    );
+                    match self.supervisor.start_worker(spec).await {
+                        Ok(h) => return Ok(h),
+                        // The previous incarnation is still being passivated.
+                        Err(
+                            SupervisorError::AlreadyPresent(_) | SupervisorError::KeyInUse { .. },
+                        ) if attempt < ACTIVATION_ATTEMPTS_MAX => {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        Err(e) => {
+                            return Err(AgentError::Unavailable(format!("activating {id}: {e}")));
+                        }
+                    }
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    async fn ask(&self, id: &AgentId, task: Task) -> Result<TaskOutput, AgentError> {
+        if task.chain.len() > DELEGATION_DEPTH_MAX {
+            return Err(AgentError::LimitExceeded(format!(
+                "delegation deeper than {DELEGATION_DEPTH_MAX}"
+            )));
+        }
+        if task.chain.contains(id) {
+            return Err(AgentError::Invalid(format!(
+                "delegation cycle: {id} is already working on this request"
+            )));
+        }
+        let slot = self.hold(id)?;
+        let result = async {
+            let handle = self.activate(id, &slot).await?;
+            match handle
+                .call(
+                    |r| AgentMsg::Run(Box::new(task), r),
+                    self.config.task_timeout,
+                )
+                .await
+            {
+                Ok(out) => out,
+                Err(CallError::Timeout { .. }) => Err(AgentError::Unavailable(format!(
+                    "{id} did not finish within {:?}",
+                    self.config.task_timeout
+                ))),
+                Err(e) => Err(AgentError::Unavailable(format!("{id}: {e}"))),
+            }
+        }
+        .await;
+        self.release(&slot);
+        result
+    }
+
+    async fn passivate(&self, id: &AgentId, idle_for: Duration) -> Result<bool, SupervisorError> {
+        let now = unix_ms();
+        let removed = self.active.remove_if(id, |_, s| {
+            s.busy.load(Ordering::Acquire) == 0
+                && now.saturating_sub(s.last_used_ms.load(Ordering::Relaxed))
+                    >= idle_for.as_millis() as u64
+        });
+        let Some((_, slot)) = removed else {
+            return Ok(false);
+        };
+        if slot.handle.get().is_none() {
+            return Ok(true);
+        }
+        match self.supervisor.passivate_child(&child_id(id)).await {
+            Ok(()) | Err(SupervisorError::NotFound(_)) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Passivates idle agents every quarter of the idle timeout.
+async fn reaper(weak: Weak<Inner>) {
+    loop {
+        let (every, idle) = match weak.upgrade() {
+            Some(inner) => (
+                (inner.config.idle_timeout / 4).max(Duration::from_millis(10)),
+                inner.config.idle_timeout,
+            ),
+            None => return,
+        };
+        tokio::time::sleep(every).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let now = unix_ms();
+        let idle_ids: Vec<AgentId> = inner
+            .active
+            .iter()
+            .filter(|e| {
+                e.busy.load(Ordering::Relaxed) == 0
+                    && now.saturating_sub(e.last_used_ms.load(Ordering::Relaxed))
+                        >= idle.as_millis() as u64
+            })
+            .map(|e| e.key().clone())
+            .collect();
+        for id in idle_ids {
+            if let Err(e) = inner.passivate(&id, idle).await {
+                tracing::warn!(agent = %id, error = %e, "passivation failed");
+            }
+        }
+    }
+}
+
+/// `delegate`: asks the best agent with a capability to do a sub-task and returns its
+/// answer. Refuses cycles and chains deeper than [`DELEGATION_DEPTH_MAX`].
+struct Delegate {
+    system: Weak<Inner>,
+}
+
+#[async_trait::async_trait]
+impl Tool for Delegate {
+    fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: "delegate".into(),
+            description: "Delegates a sub-task to the best agent with a capability.".into(),
+            parameters: json!({"type": "object",
+                "properties": {"capability": {"type": "string"}, "task": {"type": "string"}},
+                "required": ["capability", "task"]}),
+        }
+    }
+
+    async fn call(&self, args: Value, ctx: &ToolContext) -> Result<String, ToolError> {
+        let (Some(capability), Some(input)) = (
+            args.get("capability").and_then(Value::as_str),
+            args.get("task").and_then(Value::as_str),
+        ) else {
+            return Err(ToolError::InvalidArguments(
+                "expected {\"capability\": string, \"task\": string}".into(),
+            ));
+        };
+        let inner = self
+            .system
+            .upgrade()
+            .ok_or_else(|| ToolError::Failed("the agent system is shutting down".into()))?;
+        let found = inner
+            .kernel
+            .registry
+            .negotiate(&CapabilityQuery {
+                capability: capability.to_string(),
+                ..CapabilityQuery::default()
+            })
+            .map_err(ToolError::Failed)?;
+        let task = Task {
+            input: input.to_string(),
+            tenant: ctx.tenant.clone(),
+            session: ctx.session.clone(),
+            run: ctx.run.clone(),
+            chain: ctx.chain.clone(),
+            ..Task::default()
+        };
+        // Boxed: `ask` can reach this tool again through the delegate.
+        Box::pin(inner.ask(&AgentId::main(found.agent), task))
+            .await
+            .map(|out| out.text)
+            .map_err(|e| ToolError::Failed(e.to_string()))
+    }
+}

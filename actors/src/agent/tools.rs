@@ -1,0 +1,288 @@
+//! The interface through which agents run tools, and two built-in tools. The tools issue
+//! puts plugin tools (manifests, MCP, permissions) behind the same [`Tool`] trait.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::definition::Capability;
+use crate::llm::ToolSpec;
+
+/// How long one tool call may take.
+pub const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest tool output handed back to the model, in bytes (longer output is cut).
+pub const TOOL_OUTPUT_LEN_MAX: usize = 64 * 1024;
+
+/// Why a tool call failed. The message goes back to the model as the tool's result.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ToolError {
+    /// The arguments do not fit the tool's schema.
+    #[error("invalid arguments: {0}")]
+    InvalidArguments(String),
+    /// The tool ran and failed.
+    #[error("tool failed: {0}")]
+    Failed(String),
+    /// The tool took longer than [`TOOL_TIMEOUT`].
+    #[error("tool timed out after {0:?}")]
+    Timeout(Duration),
+    /// The agent may not call this tool, or it does not exist.
+    #[error("tool {0:?} is not available to this agent")]
+    NotAvailable(String),
+}
+
+/// A tool.
+#[async_trait::async_trait]
+pub trait Tool: Send + Sync + 'static {
+    /// Name, description and argument schema, as offered to the model.
+    fn spec(&self) -> ToolSpec;
+
+    /// What it can do, for capability discovery.
+    fn capabilities(&self) -> Vec<Capability> {
+        Vec::new()
+    }
+
+    /// True when a person must approve each call (orchestration pauses for it).
+    fn requires_approval(&self) -> bool {
+        false
+    }
+
+    /// Runs the tool.
+    ///
+    /// # Errors
+    /// [`ToolError`]; its text is returned to the model.
+    async fn call(&self, args: Value, ctx: &ToolContext) -> Result<String, ToolError>;
+}
+
+/// Who is calling a tool.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ToolContext {
+    /// The calling agent instance.
+    pub agent: Option<crate::protocol::AgentId>,
+    /// Agents that delegated down to the caller, outermost first (the caller included), so
+    /// delegation can refuse cycles.
+    pub chain: Vec<crate::protocol::AgentId>,
+    /// The tenant.
+    pub tenant: String,
+    /// The session, if any.
+    pub session: Option<String>,
+    /// The run, if any.
+    pub run: Option<String>,
+}
+
+/// The tools of a node by name. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct ToolBox {
+    tools: Arc<BTreeMap<String, Arc<dyn Tool>>>,
+}
+
+impl std::fmt::Debug for ToolBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.tools.keys()).finish()
+    }
+}
+
+impl ToolBox {
+    /// A toolbox with the built-in tools (`calculator`, `clock`).
+    pub fn with_builtins() -> Self {
+        let mut b = Self::default();
+        b.register(Arc::new(Calculator));
+        b.register(Arc::new(Clock));
+        b
+    }
+
+    /// Adds (or replaces) a tool.
+    pub fn register(&mut self, tool: Arc<dyn Tool>) {
+        let name = tool.spec().name;
+        Arc::make_mut(&mut self.tools).insert(name, tool);
+    }
+
+    /// A tool by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.tools.get(name)
+    }
+
+    /// Every tool's name.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tools.keys().map(String::as_str)
+    }
+
+    /// The specs of the named tools that exist.
+    pub fn specs(&self, names: &[String]) -> Vec<ToolSpec> {
+        names
+            .iter()
+            .filter_map(|n| self.tools.get(n))
+            .map(|t| t.spec())
+            .collect()
+    }
+
+    /// Runs `name` with the model's raw `arguments` if `allowed` lists it, with the timeout;
+    /// output longer than [`TOOL_OUTPUT_LEN_MAX`] is cut.
+    ///
+    /// # Errors
+    /// [`ToolError`].
+    pub async fn call(
+        &self,
+        allowed: &[String],
+        name: &str,
+        arguments: &str,
+        ctx: &ToolContext,
+    ) -> Result<String, ToolError> {
+        let tool = self
+            .tools
+            .get(name)
+            .filter(|_| allowed.iter().any(|a| a == name))
+            .ok_or_else(|| ToolError::NotAvailable(name.to_string()))?;
+        let args: Value = if arguments.trim().is_empty() {
+            json!({})
+        } else {
+            serde_json::from_str(arguments).map_err(|e| {
+                ToolError::InvalidArguments(format!(
+                    "arguments are not valid JSON ({e}): {arguments}"
+                ))
+            })?
+        };
+        let mut out = tokio::time::timeout(TOOL_TIMEOUT, tool.call(args, ctx))
+            .await
+            .map_err(|_| ToolError::Timeout(TOOL_TIMEOUT))??;
+        if out.len() > TOOL_OUTPUT_LEN_MAX {
+            let mut cut = TOOL_OUTPUT_LEN_MAX;
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+            out.push_str(" [output cut]");
+        }
+        Ok(out)
+    }
+}
+
+/// `calculator`: evaluates an arithmetic expression (`{"expression": "12 * (3 + 4)"}`).
+pub struct Calculator;
+
+#[async_trait::async_trait]
+impl Tool for Calculator {
+    fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: "calculator".into(),
+            description: "Evaluates an arithmetic expression, e.g. 12 * (3 + 4) / 2.".into(),
+            parameters: json!({"type": "object",
+                "properties": {"expression": {"type": "string"}},
+                "required": ["expression"]}),
+        }
+    }
+
+    fn capabilities(&self) -> Vec<Capability> {
+        vec![Capability::named("arithmetic").with("cost_class", "free")]
+    }
+
+    async fn call(&self, args: Value, _ctx: &ToolContext) -> Result<String, ToolError> {
+        let expr = args
+            .get("expression")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                ToolError::InvalidArguments("expected {\"expression\": string}".into())
+            })?;
+        if expr.len() > 1024 {
+            return Err(ToolError::InvalidArguments(
+                "expression longer than 1024 bytes".into(),
+            ));
+        }
+        // Integers would make 7/2 = 3: evaluate in floating point.
+        let float_expr = to_float_literals(expr);
+        match evalexpr::eval(&float_expr) {
+            Ok(evalexpr::Value::Float(f)) if f.fract() == 0.0 && f.abs() < 1e15 => {
+                Ok(format!("{}", f as i64))
+            }
+            Ok(v) => Ok(v.to_string()),
+            Err(e) => Err(ToolError::Failed(format!("cannot evaluate {expr:?}: {e}"))),
+        }
+    }
+}
+
+fn to_float_literals(expr: &str) -> String {
+    let mut out = String::with_capacity(expr.len() + 8);
+    let chars: Vec<char> = expr.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i].is_ascii_digit() {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
+                i += 1;
+            }
+            let lit: String = chars[start..i].iter().collect();
+            out.push_str(&lit);
+            if !lit.contains('.') {
+                out.push_str(".0");
+            }
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// `clock`: the current UTC time (seconds since the Unix epoch and RFC 3339).
+pub struct Clock;
+
+#[async_trait::async_trait]
+impl Tool for Clock {
+    fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: "clock".into(),
+            description: "Returns the current UTC time.".into(),
+            parameters: json!({"type": "object", "properties": {}}),
+        }
+    }
+
+    async fn call(&self, _args: Value, _ctx: &ToolContext) -> Result<String, ToolError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| ToolError::Failed(e.to_string()))?;
+        Ok(json!({"unix_s": now.as_secs()}).to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn calculator_and_toolbox_checks() {
+        let tb = ToolBox::with_builtins();
+        let allowed = vec!["calculator".to_string()];
+        let ctx = ToolContext::default();
+        assert_eq!(
+            tb.call(
+                &allowed,
+                "calculator",
+                r#"{"expression":"12 * (3 + 4)"}"#,
+                &ctx
+            )
+            .await,
+            Ok("84".into())
+        );
+        assert_eq!(
+            tb.call(&allowed, "calculator", r#"{"expression":"7/2"}"#, &ctx)
+                .await,
+            Ok("3.5".into())
+        );
+        assert!(matches!(
+            tb.call(&allowed, "calculator", "{\"expression\": 1+", &ctx)
+                .await,
+            Err(ToolError::InvalidArguments(_))
+        ));
+        assert_eq!(
+            tb.call(&allowed, "clock", "{}", &ctx).await,
+            Err(ToolError::NotAvailable("clock".into()))
+        );
+        assert!(matches!(
+            tb.call(&allowed, "calculator", r#"{"expression":"1 +"}"#, &ctx)
+                .await,
+            Err(ToolError::Failed(_))
+        ));
+    }
+}
