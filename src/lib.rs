@@ -27,6 +27,8 @@
 
 pub mod demo;
 
+/// Agents, LLM providers and the scheduler, cost tracking, the agent protocol.
+pub use aios_actors as actors;
 pub use aios_runtime::{Runtime, RuntimeConfig, RuntimeError};
 pub use aios_supervisor::snapshot::{
     self, Durability, Migrations, OnCorrupt, Persistence, SnapshotError, SnapshotPolicy,

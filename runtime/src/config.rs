@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use aios_actors::agent::AgentSystemConfig;
+use aios_actors::llm::config::LlmConfig;
+
 use crate::RuntimeError;
 
 /// Longest accepted background flush interval of buffered snapshots.
@@ -21,6 +24,10 @@ pub struct RuntimeConfig {
     pub shutdown_timeout: Duration,
     /// sled's page cache, in bytes. Default 64 MiB.
     pub cache_capacity_bytes: u64,
+    /// LLM providers and models. Default: the offline `scripted/demo` model.
+    pub llm: LlmConfig,
+    /// Agent activation, passivation and task timeouts.
+    pub agents: AgentSystemConfig,
 }
 
 impl RuntimeConfig {
@@ -31,6 +38,8 @@ impl RuntimeConfig {
             buffered_flush_every: Duration::from_millis(200),
             shutdown_timeout: Duration::from_secs(30),
             cache_capacity_bytes: 64 * 1024 * 1024,
+            llm: LlmConfig::default(),
+            agents: AgentSystemConfig::default(),
         }
     }
 
@@ -57,6 +66,12 @@ impl RuntimeConfig {
         }
         if self.shutdown_timeout.is_zero() {
             return bad("shutdown_timeout", "must be greater than zero".into());
+        }
+        if let Err(problem) = self.llm.validate() {
+            return bad("llm", problem);
+        }
+        if self.agents.idle_timeout.is_zero() || self.agents.task_timeout.is_zero() {
+            return bad("agents", "idle_timeout and task_timeout must be > 0".into());
         }
         if self.cache_capacity_bytes < 1024 * 1024 {
             return bad(

@@ -10,6 +10,13 @@ use aios_supervisor::{
 };
 use tokio::sync::broadcast;
 
+use aios_actors::agent::tools::ToolBox;
+use aios_actors::agent::{AgentRegistry, AgentSystem};
+use aios_actors::cost::CostLedger;
+use aios_actors::llm::config::LlmConfig;
+use aios_actors::records::Records;
+use aios_actors::scheduler::{LlmRouter, RateLimiter, Scheduler};
+
 use crate::RuntimeConfig;
 
 /// Errors of opening, running and stopping a node.
@@ -30,6 +37,9 @@ pub enum RuntimeError {
     /// The tree could not be started or stopped in order.
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
+    /// The LLM schedulers or the agent system could not start.
+    #[error("agents: {0}")]
+    Agents(String),
 }
 
 /// A running node: the snapshot store, the root supervisor and its four subtrees.
@@ -42,7 +52,56 @@ pub struct Runtime {
     memory: SupervisorRef,
     tools: SupervisorRef,
     agents: SupervisorRef,
+    agent_system: AgentSystem,
+    costs: CostLedger,
     shutdown_timeout: Duration,
+}
+
+/// Starts the cost ledger, the agent registry, one LLM scheduler per configured model
+/// (under `services`) and the agent system (its agents under `agents`).
+async fn start_agents(
+    config: &RuntimeConfig,
+    snapshots: &Snapshots,
+    services: &SupervisorRef,
+    agents: &SupervisorRef,
+) -> Result<(AgentSystem, CostLedger), RuntimeError> {
+    let agents_err = |e: String| RuntimeError::Agents(e);
+    let records = Records::new(snapshots.clone());
+    let costs = CostLedger::open(records.clone())
+        .await
+        .map_err(|e| agents_err(format!("cost ledger: {e}")))?;
+    let registry = AgentRegistry::open(records)
+        .await
+        .map_err(|e| agents_err(format!("agent registry: {e}")))?;
+    let mut providers = std::collections::BTreeMap::new();
+    for p in &config.llm.providers {
+        let client = LlmConfig::build_provider(p).map_err(agents_err)?;
+        providers.insert(
+            p.name.clone(),
+            (client, Arc::new(RateLimiter::new(p.limits))),
+        );
+    }
+    let mut schedulers = Vec::new();
+    for m in &config.llm.models {
+        let (client, limiter) = providers
+            .get(&m.provider)
+            .ok_or_else(|| agents_err(format!("model {}: unknown provider", m.key())))?;
+        let (spec, scheduler) =
+            Scheduler::spec(m.clone(), client.clone(), limiter.clone(), costs.clone())
+                .map_err(agents_err)?;
+        services.start_child(spec).await?;
+        schedulers.push(scheduler);
+    }
+    let router = LlmRouter::new(schedulers).map_err(agents_err)?;
+    let system = AgentSystem::start(
+        agents.clone(),
+        router,
+        ToolBox::with_builtins(),
+        registry,
+        None,
+        config.agents.clone(),
+    );
+    Ok((system, costs))
 }
 
 fn dynamic(id: &str) -> SupervisorSpec {
@@ -89,8 +148,19 @@ impl Runtime {
             .child(tools_spec)
             .child(agents_spec);
         let root = start_root(root_spec, env).await?;
+        let (agent_system, costs) =
+            match start_agents(&config, &snapshots, &services, &agents).await {
+                Ok(s) => s,
+                Err(e) => {
+                    // Leave nothing running behind a failed open.
+                    let _ = root.shutdown(config.shutdown_timeout).await;
+                    return Err(e);
+                }
+            };
         tracing::info!(data_dir = %config.data_dir.display(), "node started");
         Ok(Self {
+            agent_system,
+            costs,
             root,
             snapshots,
             store,
@@ -125,6 +195,21 @@ impl Runtime {
     /// The dynamic supervisor of agents.
     pub fn agents(&self) -> &SupervisorRef {
         &self.agents
+    }
+
+    /// The agent system: registry, activation, tasks, envelopes, topics.
+    pub fn agent_system(&self) -> &AgentSystem {
+        &self.agent_system
+    }
+
+    /// The LLM schedulers by model.
+    pub fn llm(&self) -> &LlmRouter {
+        self.agent_system.router()
+    }
+
+    /// Cost totals per agent, session, run, tenant and model.
+    pub fn costs(&self) -> &CostLedger {
+        &self.costs
     }
 
     /// The handle of the actor at `path` (`agents/echo`), if it exists and takes `M`.

@@ -8,6 +8,7 @@
 //! [`crate::scheduler`], which caps concurrency, queues, rate-limits, caches and accounts cost.
 
 pub mod anthropic;
+pub mod config;
 mod error;
 mod http;
 pub mod openai;
