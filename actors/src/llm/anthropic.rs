@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::http::{status_error, transport_error};
+use super::http::{read_body, send_checked, transport_error};
 use super::openai::endpoint;
 use super::{
     ApiKey, ChatMessage, ChatRequest, ChatResponse, Delta, DeltaSink, FinishReason, HttpOptions,
@@ -70,26 +70,16 @@ impl AnthropicProvider {
         let mut builder = self
             .client
             .post(&self.url)
-            .timeout(timeout)
             .header("anthropic-version", ANTHROPIC_VERSION)
             .json(body);
         if let Some(key) = key {
             builder = builder.header("x-api-key", key.expose());
         }
-        let response = builder
-            .send()
-            .await
-            .map_err(|e| transport_error(name, key, timeout, &e))?;
-        if !response.status().is_success() {
-            return Err(status_error(name, key, response).await);
-        }
+        let response = send_checked(name, key, timeout, builder).await?;
         match stream {
             None => {
-                let bytes = response
-                    .bytes()
-                    .await
-                    .map_err(|e| transport_error(name, key, timeout, &e))?;
-                parse_message(name, &bytes)
+                let bytes = read_body(name, key, timeout, response).await?;
+                parse_message(name, bytes.as_ref())
             }
             Some(sink) => read_stream(name, key, timeout, response, sink, request).await,
         }

@@ -79,6 +79,39 @@ impl HttpOptions {
     }
 }
 
+/// Sends a request and turns a transport failure or an error status into an [`LlmError`];
+/// shared by the HTTP providers.
+pub(crate) async fn send_checked(
+    provider: &str,
+    key: Option<&ApiKey>,
+    timeout: Duration,
+    builder: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, LlmError> {
+    let response = builder
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| transport_error(provider, key, timeout, &e))?;
+    if response.status().is_success() {
+        Ok(response)
+    } else {
+        Err(status_error(provider, key, response).await)
+    }
+}
+
+/// Reads a whole (non-streamed) response body.
+pub(crate) async fn read_body(
+    provider: &str,
+    key: Option<&ApiKey>,
+    timeout: Duration,
+    response: reqwest::Response,
+) -> Result<impl AsRef<[u8]>, LlmError> {
+    response
+        .bytes()
+        .await
+        .map_err(|e| transport_error(provider, key, timeout, &e))
+}
+
 /// Maps a transport error (no HTTP status) to an [`LlmError`].
 pub(crate) fn transport_error(
     provider: &str,

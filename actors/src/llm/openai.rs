@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::http::{status_error, transport_error};
+use super::http::{read_body, send_checked, transport_error};
 use super::{
     ApiKey, ChatMessage, ChatRequest, ChatResponse, Delta, DeltaSink, FinishReason, HttpOptions,
     LlmError, Provider, RetryPolicy, Role, ToolCall, Usage, word_count,
@@ -63,24 +63,15 @@ impl OpenAiProvider {
         let name = &self.config.name;
         let key = self.config.api_key.as_ref();
         let timeout = self.config.http.request_timeout;
-        let mut builder = self.client.post(&self.url).timeout(timeout).json(body);
+        let mut builder = self.client.post(&self.url).json(body);
         if let Some(key) = key {
             builder = builder.bearer_auth(key.expose());
         }
-        let response = builder
-            .send()
-            .await
-            .map_err(|e| transport_error(name, key, timeout, &e))?;
-        if !response.status().is_success() {
-            return Err(status_error(name, key, response).await);
-        }
+        let response = send_checked(name, key, timeout, builder).await?;
         match stream {
             None => {
-                let bytes = response
-                    .bytes()
-                    .await
-                    .map_err(|e| transport_error(name, key, timeout, &e))?;
-                parse_completion(name, &bytes)
+                let bytes = read_body(name, key, timeout, response).await?;
+                parse_completion(name, bytes.as_ref())
             }
             Some(sink) => read_stream(name, key, timeout, response, sink, request).await,
         }
