@@ -9,6 +9,7 @@ pub mod records;
 pub mod scheduler;
 
 pub mod agent;
+pub mod orchestration;
 
 pub mod memory {
     //! Sharded vector memory actors (the memory issue).

@@ -71,6 +71,27 @@ impl Records {
             })
     }
 
+    /// Keys starting with `prefix` and after `after` (when given), in order, at most
+    /// `limit`.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn keys_after(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, SnapshotError> {
+        self.snapshots
+            .store()
+            .keys_after(prefix, after, limit)
+            .await
+            .map_err(|source| SnapshotError::Store {
+                key: prefix.into(),
+                source,
+            })
+    }
+
     /// Keys starting with `prefix`, in order, at most `limit`.
     ///
     /// # Errors

@@ -8,11 +8,12 @@
 //! ├── services      one_for_one, 5 restarts in 10 s        daemon services (later issues)
 //! ├── memory        dynamic, 20 restarts in 10 s, backoff  memory shards
 //! ├── tools         dynamic, 20 restarts in 10 s, backoff  tools
-//! └── agents        dynamic, 20 restarts in 10 s, backoff  agents
+//! ├── agents        dynamic, 20 restarts in 10 s, backoff  agents
+//! └── runs          dynamic, 20 restarts in 10 s, backoff  orchestration runs
 //! ```
 //!
-//! Children start in that order and stop in reverse: agents stop before the tools and memory
-//! they use.
+//! Children start in that order and stop in reverse: runs stop before the agents they drive,
+//! agents before the tools and memory they use.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), aios_runtime::RuntimeError> {

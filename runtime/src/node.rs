@@ -14,6 +14,7 @@ use aios_actors::agent::tools::ToolBox;
 use aios_actors::agent::{AgentRegistry, AgentSystem};
 use aios_actors::cost::CostLedger;
 use aios_actors::llm::config::LlmConfig;
+use aios_actors::orchestration::Orchestrator;
 use aios_actors::records::Records;
 use aios_actors::scheduler::{LlmRouter, RateLimiter, Scheduler};
 
@@ -42,7 +43,7 @@ pub enum RuntimeError {
     Agents(String),
 }
 
-/// A running node: the snapshot store, the root supervisor and its four subtrees.
+/// A running node: the snapshot store, the root supervisor and its five subtrees.
 #[derive(Debug)]
 pub struct Runtime {
     root: Root,
@@ -52,7 +53,9 @@ pub struct Runtime {
     memory: SupervisorRef,
     tools: SupervisorRef,
     agents: SupervisorRef,
+    runs: SupervisorRef,
     agent_system: AgentSystem,
+    orchestrator: Orchestrator,
     costs: CostLedger,
     shutdown_timeout: Duration,
 }
@@ -141,22 +144,34 @@ impl Runtime {
         let (memory_spec, memory) = dynamic("memory").build();
         let (tools_spec, tools) = dynamic("tools").build();
         let (agents_spec, agents) = dynamic("agents").build();
+        let (runs_spec, runs) = dynamic("runs").build();
         let root_spec = SupervisorSpec::new("system", Strategy::OneForOne)
             .intensity(3, Duration::from_secs(30))
             .child(services_spec)
             .child(memory_spec)
             .child(tools_spec)
-            .child(agents_spec);
+            .child(agents_spec)
+            .child(runs_spec);
         let root = start_root(root_spec, env).await?;
-        let (agent_system, costs) =
-            match start_agents(&config, &snapshots, &services, &agents).await {
-                Ok(s) => s,
-                Err(e) => {
-                    // Leave nothing running behind a failed open.
-                    let _ = root.shutdown(config.shutdown_timeout).await;
-                    return Err(e);
-                }
-            };
+        let started = match start_agents(&config, &snapshots, &services, &agents).await {
+            Ok((system, costs)) => Orchestrator::open(
+                system.clone(),
+                runs.clone(),
+                Records::new(snapshots.clone()),
+            )
+            .await
+            .map(|orchestrator| (system, costs, orchestrator))
+            .map_err(|e| RuntimeError::Agents(format!("orchestration: {e}"))),
+            Err(e) => Err(e),
+        };
+        let (agent_system, costs, orchestrator) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                // Leave nothing running behind a failed open.
+                let _ = root.shutdown(config.shutdown_timeout).await;
+                return Err(e);
+            }
+        };
         tracing::info!(data_dir = %config.data_dir.display(), "node started");
         Ok(Self {
             agent_system,
@@ -168,6 +183,8 @@ impl Runtime {
             memory,
             tools,
             agents,
+            runs,
+            orchestrator,
             shutdown_timeout: config.shutdown_timeout,
         })
     }
@@ -195,6 +212,16 @@ impl Runtime {
     /// The dynamic supervisor of agents.
     pub fn agents(&self) -> &SupervisorRef {
         &self.agents
+    }
+
+    /// The dynamic supervisor of runs.
+    pub fn runs(&self) -> &SupervisorRef {
+        &self.runs
+    }
+
+    /// Runs (plans executed by agents, resumed after a restart), approvals and sessions.
+    pub fn orchestrator(&self) -> &Orchestrator {
+        &self.orchestrator
     }
 
     /// The agent system: registry, activation, tasks, envelopes, topics.

@@ -10,6 +10,12 @@
 //!
 //! The crash test kills `write` with SIGKILL and checks that `read` finds every acknowledged
 //! increment.
+//!
+//! `aios-probe run --data-dir D --llm-url U` opens a node whose only model is `fake/m`, an
+//! OpenAI-compatible server at `U`; defines a team (planner, researcher, writer) unless it
+//! exists; starts a run unless one is already active (after a restart the node resumes it);
+//! prints `RUN <id>`, one `EVENT <json>` line per run event, and `DONE <status> <answer>`
+//! when the run ends. The orchestration crash test kills it mid-plan.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -40,6 +46,15 @@ enum Command {
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
         writers: u16,
     },
+    /// Runs (or resumes) one orchestrated run against an OpenAI-compatible server.
+    Run {
+        /// The node's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Base URL of the OpenAI-compatible server (127.0.0.1 in tests).
+        #[arg(long)]
+        llm_url: String,
+    },
     /// Prints `STATE <writer> <value>` for every counter.
     Read {
         /// The node's data directory.
@@ -59,6 +74,82 @@ async fn counters(rt: &Runtime, writers: u16) -> anyhow::Result<Vec<ActorHandle<
         out.push(rt.services().start_worker(spec).await?);
     }
     Ok(out)
+}
+
+async fn run(data_dir: &std::path::Path, llm_url: String) -> anyhow::Result<()> {
+    use aios::actors::agent::{AgentDef, AgentRole, Capability};
+    use aios::actors::llm::config::{LlmConfig, ProviderConfig, ProviderKind};
+    use aios::actors::orchestration::RunSpec;
+    use aios::actors::scheduler::{RateLimits, SchedulerConfig};
+
+    let mut config = RuntimeConfig::new(data_dir);
+    config.llm = LlmConfig {
+        providers: vec![ProviderConfig {
+            name: "fake".into(),
+            kind: ProviderKind::Openai,
+            base_url: Some(llm_url),
+            api_key_env: None,
+            script_file: None,
+            limits: RateLimits::default(),
+            retry_attempts_max: 2,
+            request_timeout: Duration::from_secs(60),
+        }],
+        models: vec![SchedulerConfig::new("fake", "m")],
+    };
+    let rt = Runtime::open(config)
+        .await
+        .with_context(|| format!("opening {}", data_dir.display()))?;
+    let registry = rt.agent_system().registry();
+    for (name, role, prompt, capability) in [
+        (
+            "planner",
+            AgentRole::Planner,
+            "You are the PLANNER.",
+            "plan",
+        ),
+        (
+            "researcher",
+            AgentRole::Researcher,
+            "You are the RESEARCHER.",
+            "research",
+        ),
+        (
+            "writer",
+            AgentRole::Executor,
+            "You are the WRITER.",
+            "write",
+        ),
+    ] {
+        if registry.get(name).is_none() {
+            let mut def = AgentDef::new(name, role, "fake/m", prompt);
+            def.capabilities = vec![Capability::named(capability)];
+            registry.create(def).await?;
+        }
+    }
+    let orch = rt.orchestrator();
+    let mut events = orch.subscribe();
+    let id = match orch.list(None, 10).await?.into_iter().next() {
+        Some(existing) => existing.id,
+        None => orch.start(RunSpec::new("Explain A and B")).await?,
+    };
+    emit(format_args!("RUN {id}"))?;
+    let printer = tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            let line = serde_json::to_string(&e.kind).unwrap_or_default();
+            if emit(format_args!("EVENT {line}")).is_err() {
+                return;
+            }
+        }
+    });
+    let state = orch.wait(&id, Duration::from_secs(120)).await?;
+    printer.abort();
+    emit(format_args!(
+        "DONE {} {}",
+        state.status.as_str(),
+        state.answer.unwrap_or_default()
+    ))?;
+    rt.shutdown().await?;
+    Ok(())
 }
 
 fn emit(line: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
@@ -94,6 +185,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Run { data_dir, llm_url } => run(&data_dir, llm_url).await,
         Command::Read { data_dir, writers } => {
             let rt = Runtime::open(RuntimeConfig::new(&data_dir))
                 .await

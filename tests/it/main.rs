@@ -1,4 +1,5 @@
 //! Integration tests of the `aios` facade: the node API, and crash tests with real processes.
 
 mod crash;
+mod run_crash;
 mod runtime;

@@ -21,7 +21,7 @@ async fn a_node_starts_its_tree_and_persistent_actors_resume_after_a_crash_and_a
         .collect();
     assert_eq!(
         top,
-        ["services", "memory", "tools", "agents"]
+        ["services", "memory", "tools", "agents", "runs"]
             .map(|p| (p.to_string(), ChildStatus::Running { generation: 1 }))
     );
 

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use aios_supervisor::snapshot::{Migrations, codec};
 use aios_supervisor::{Context, PersistentWorker, Worker};
 use ractor::{ActorProcessingErr, RpcReplyPort};
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,8 @@ use crate::scheduler::{Budget, RequestMeta};
 pub const CONVERSATION_LEN_MAX: usize = 256;
 /// Memory snippets added to the context per task.
 pub const MEMORY_SNIPPETS_MAX: usize = 8;
+/// Results of tasks with an idempotency key an agent remembers (oldest forgotten first).
+pub const RECENT_RESULTS_MAX: usize = 32;
 
 /// A task for an agent.
 #[derive(Clone, Debug, Default)]
@@ -39,6 +42,12 @@ pub struct Task {
     pub chain: Vec<AgentId>,
     /// Scheduling priority.
     pub priority: u8,
+    /// Ask the model for a JSON object (providers' JSON mode).
+    pub json_mode: bool,
+    /// A task with a key this agent already completed is answered from its persisted result
+    /// without calling the model or tools again (orchestration uses it so that a step that
+    /// finished just before a crash is not run twice).
+    pub idempotency_key: Option<String>,
 }
 
 impl Task {
@@ -92,6 +101,21 @@ pub enum AgentError {
     DeadlineExceeded,
 }
 
+impl AgentError {
+    /// A short stable name of the error kind (an LLM error's own kind), for events and
+    /// API responses.
+    pub fn kind(&self) -> String {
+        match self {
+            Self::Llm(e) => e.kind().to_string(),
+            Self::LimitExceeded(_) => "limit_exceeded".into(),
+            Self::NotFound(_) => "not_found".into(),
+            Self::Invalid(_) => "invalid".into(),
+            Self::Unavailable(_) => "unavailable".into(),
+            Self::DeadlineExceeded => "deadline_exceeded".into(),
+        }
+    }
+}
+
 /// The agent actor's messages.
 pub enum AgentMsg {
     /// Run a task.
@@ -111,6 +135,17 @@ pub struct AgentState {
     pub tasks_done: u64,
     /// Cost of every task, in nanodollars.
     pub cost_nanos_total: u64,
+    /// Results of the latest tasks that had an idempotency key, oldest first, at most
+    /// [`RECENT_RESULTS_MAX`].
+    pub recent: Vec<(String, TaskOutput)>,
+}
+
+/// [`AgentState`] as written by schema version 1 (before `recent`).
+#[derive(Deserialize)]
+struct AgentStateV1 {
+    conversation: Vec<ChatMessage>,
+    tasks_done: u64,
+    cost_nanos_total: u64,
 }
 
 /// The worker behind one agent instance.
@@ -139,9 +174,23 @@ impl Worker for AgentWorker {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             AgentMsg::Run(task, reply) => {
+                let key = task.idempotency_key.clone();
+                if let Some(done) = key
+                    .as_ref()
+                    .and_then(|k| state.recent.iter().find(|(rk, _)| rk == k))
+                {
+                    ctx.reply(reply, Ok(done.1.clone()));
+                    return Ok(());
+                }
                 let out = self.run(*task, state).await;
-                if out.is_ok() {
+                if let Ok(done) = &out {
                     state.tasks_done += 1;
+                    if let Some(k) = key {
+                        if state.recent.len() >= RECENT_RESULTS_MAX {
+                            state.recent.remove(0);
+                        }
+                        state.recent.push((k, done.clone()));
+                    }
                 }
                 ctx.reply(reply, out);
             }
@@ -156,7 +205,19 @@ impl Worker for AgentWorker {
 }
 
 impl PersistentWorker for AgentWorker {
-    const SCHEMA_VERSION: u32 = 1;
+    const SCHEMA_VERSION: u32 = 2;
+
+    fn migrations() -> Migrations {
+        Migrations::new().step(1, |bytes| {
+            let v1: AgentStateV1 = codec::decode(bytes)?;
+            codec::encode(&AgentState {
+                conversation: v1.conversation,
+                tasks_done: v1.tasks_done,
+                cost_nanos_total: v1.cost_nanos_total,
+                recent: Vec::new(),
+            })
+        })
+    }
 }
 
 /// Drops the oldest whole turns (a turn starts at a user message) beyond the bound.
@@ -189,14 +250,7 @@ impl AgentWorker {
             self.emit(
                 task.run.as_ref(),
                 AgentEventKind::Error {
-                    kind: match e {
-                        AgentError::Llm(l) => l.kind().to_string(),
-                        other => format!("{other:?}")
-                            .split(['(', ' ', '{'])
-                            .next()
-                            .unwrap_or("error")
-                            .to_ascii_lowercase(),
-                    },
+                    kind: e.kind(),
                     message: e.to_string(),
                 },
             );
@@ -276,7 +330,7 @@ impl AgentWorker {
                 tools: tools.clone(),
                 temperature: def.temperature,
                 max_tokens: None,
-                json_mode: false,
+                json_mode: task.json_mode,
             };
             let budget = max_cost.map(|limit_nanos| Budget {
                 limit_nanos,
@@ -400,5 +454,30 @@ mod tests {
         assert!(c.len() <= CONVERSATION_LEN_MAX);
         assert_eq!(c[0].role, Role::User);
         assert_eq!(c.last().map(|m| m.content.as_str()), Some("a199"));
+    }
+
+    #[derive(Serialize)]
+    struct V1 {
+        conversation: Vec<ChatMessage>,
+        tasks_done: u64,
+        cost_nanos_total: u64,
+    }
+
+    #[test]
+    fn version_1_state_migrates() {
+        let old = codec::encode(&V1 {
+            conversation: vec![ChatMessage::user("hi")],
+            tasks_done: 3,
+            cost_nanos_total: 7,
+        })
+        .expect("encode");
+        let new = AgentWorker::migrations()
+            .apply(1, AgentWorker::SCHEMA_VERSION, &old)
+            .expect("migrate");
+        let state: AgentState = codec::decode(&new).expect("decode");
+        assert_eq!(state.tasks_done, 3);
+        assert_eq!(state.cost_nanos_total, 7);
+        assert_eq!(state.conversation, vec![ChatMessage::user("hi")]);
+        assert!(state.recent.is_empty());
     }
 }

@@ -76,6 +76,8 @@ pub struct CapabilityQuery {
     /// Parameters that must be present with these values (a comma-separated parameter
     /// matches when it contains the value, e.g. `languages = "en,de"` matches `de`).
     pub params: BTreeMap<String, String>,
+    /// Agents not to choose (for example ones that already failed the task).
+    pub exclude: Vec<String>,
 }
 
 fn cost_rank(c: Option<&str>) -> u8 {
@@ -291,6 +293,11 @@ impl AgentRegistry {
         Ok(self.records.get(&version_key(name, version)).await?)
     }
 
+    /// The record store the registry writes to.
+    pub(crate) fn records(&self) -> &Records {
+        &self.records
+    }
+
     /// Every current definition, by name.
     pub fn list(&self) -> Vec<Arc<AgentDef>> {
         self.snapshot.load().values().cloned().collect()
@@ -338,6 +345,7 @@ impl AgentRegistry {
         };
         candidates
             .into_iter()
+            .filter(|m| !query.exclude.contains(&m.agent))
             .filter(|m| query.model.as_ref().is_none_or(|model| &m.model == model))
             .filter(|m| cost_ceiling.is_none_or(|c| rank(m).0 <= c))
             .filter(|m| latency_max.is_none_or(|l| rank(m).1 <= l))

@@ -188,6 +188,36 @@ impl AgentSystem {
         self.inner.passivate(id, Duration::ZERO).await
     }
 
+    /// Stops agent instance `id` if it is active and deletes its snapshot: its conversation
+    /// is gone. Orchestration forgets the per-step instances of a finished run this way.
+    ///
+    /// # Errors
+    /// [`AgentError::Unavailable`] when the instance is busy or the store fails.
+    pub async fn forget(&self, id: &AgentId) -> Result<(), AgentError> {
+        let inner = &self.inner;
+        let removed = inner
+            .active
+            .remove_if(id, |_, s| s.busy.load(Ordering::Acquire) == 0);
+        if removed.is_none() && inner.active.contains_key(id) {
+            return Err(AgentError::Unavailable(format!("{id} is busy")));
+        }
+        if let Some((_, slot)) = removed
+            && slot.handle.get().is_some()
+        {
+            match inner.supervisor.remove_child(&child_id(id)).await {
+                Ok(()) | Err(SupervisorError::NotFound(_)) => {}
+                Err(e) => return Err(AgentError::Unavailable(format!("stopping {id}: {e}"))),
+            }
+        }
+        inner
+            .kernel
+            .registry
+            .records()
+            .delete(&snapshot_key(id))
+            .await
+            .map_err(|e| AgentError::Unavailable(format!("forgetting {id}: {e}")))
+    }
+
     /// Stops and forgets every instance of agent `name` and deletes its definition and
     /// snapshots of active instances.
     ///

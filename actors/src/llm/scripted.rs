@@ -216,17 +216,45 @@ fn default_answer(
         return (String::new(), vec![("calculator".to_string(), args)]);
     }
     if request.json_mode && system.to_ascii_lowercase().contains("plan") {
-        let task = last_user.trim();
+        let task = section(last_user, "Task: ").unwrap_or(last_user.trim());
         let plan = serde_json::json!({"steps": [
             {"id": "research", "description": format!("Research: {task}"), "capability": "research", "depends_on": []},
             {"id": "write", "description": format!("Write the answer to: {task}"), "capability": "write", "depends_on": ["research"]},
         ]});
         return (plan.to_string(), Vec::new());
     }
+    // Orchestration prompts: a step, or composing the answer from the steps.
+    if let Some(step) = last_user
+        .find("Your step (")
+        .and_then(|at| section(&last_user[at..], "): "))
+    {
+        return (labelled(&format!("done: {step}")), Vec::new());
+    }
+    if last_user.starts_with("Every step of the plan is done") {
+        let task = section(last_user, "Task: ").unwrap_or("the task");
+        let results = last_user.matches("\n## ").count();
+        return (
+            labelled(&format!(
+                "answer to {task:?}, composed from {results} step results"
+            )),
+            Vec::new(),
+        );
+    }
     (
         labelled(&format!("{} received: {last_user}", request.model)),
         Vec::new(),
     )
+}
+
+/// The text after the first `marker`, up to the next blank line (or line end for a step).
+fn section<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
+    let start = text.find(marker)? + marker.len();
+    let rest = &text[start..];
+    let end = rest
+        .find("\n\n")
+        .or_else(|| rest.find('\n'))
+        .unwrap_or(rest.len());
+    Some(rest[..end].trim()).filter(|s| !s.is_empty())
 }
 
 /// The longest run of characters that looks like arithmetic and holds an operator.

@@ -109,6 +109,8 @@ pub struct AgentEnv {
     pub root: Root,
     pub system: aios_actors::agent::AgentSystem,
     pub ledger: CostLedger,
+    #[allow(dead_code)]
+    pub orch: aios_actors::orchestration::Orchestrator,
 }
 
 pub async fn agent_env(
@@ -134,9 +136,16 @@ pub async fn agent_env(
         .start_supervisor(SupervisorSpec::dynamic("agents").intensity(20, Duration::from_secs(10)))
         .await
         .expect("agents supervisor");
+    let runs = root
+        .supervisor()
+        .start_supervisor(SupervisorSpec::dynamic("runs").intensity(20, Duration::from_secs(10)))
+        .await
+        .expect("runs supervisor");
     let records = Records::new(snapshots.clone());
     let ledger = CostLedger::open(records.clone()).await.expect("ledger");
-    let registry = AgentRegistry::open(records).await.expect("registry");
+    let registry = AgentRegistry::open(records.clone())
+        .await
+        .expect("registry");
     let mut schedulers = Vec::new();
     let providers: Vec<(SchedulerConfig, SharedProvider)> = vec![
         (
@@ -168,10 +177,14 @@ pub async fn agent_env(
         None,
         config,
     );
+    let orch = aios_actors::orchestration::Orchestrator::open(system.clone(), runs, records)
+        .await
+        .expect("orchestrator");
     AgentEnv {
         root,
         system,
         ledger,
+        orch,
     }
 }
 
@@ -182,10 +195,12 @@ impl AgentEnv {
             root,
             system,
             ledger,
+            orch,
         } = self;
         root.shutdown(Duration::from_secs(10))
             .await
             .expect("shutdown");
+        drop(orch);
         drop(system);
         drop(ledger);
     }

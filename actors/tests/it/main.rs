@@ -2,5 +2,6 @@
 
 mod agents;
 mod common;
+mod orchestration;
 mod providers;
 mod scheduler;

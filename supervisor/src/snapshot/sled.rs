@@ -250,9 +250,29 @@ impl SnapshotStore for SledStore {
         Ok(out)
     }
 
-    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn keys_after(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
-        for item in self.inner.snapshots.scan_prefix(prefix).keys().take(limit) {
+        let keys = match after {
+            // Keys after `after` that still start with `prefix`.
+            Some(a) if a.as_bytes() >= prefix.as_bytes() => {
+                let start = std::ops::Bound::Excluded(a.as_bytes().to_vec());
+                let iter = self
+                    .inner
+                    .snapshots
+                    .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded));
+                Box::new(iter.keys().take_while(|k| {
+                    k.as_ref()
+                        .map_or(true, |k| k.starts_with(prefix.as_bytes()))
+                })) as Box<dyn Iterator<Item = sled::Result<sled::IVec>>>
+            }
+            _ => Box::new(self.inner.snapshots.scan_prefix(prefix).keys()),
+        };
+        for item in keys.take(limit) {
             let k = item.map_err(io)?;
             out.push(String::from_utf8_lossy(&k).into_owned());
         }
@@ -293,6 +313,22 @@ mod tests {
         s.put("b", vec![3], Durability::Buffered).await.unwrap();
         assert_eq!(s.get("a").await.unwrap(), Some(vec![1, 2]));
         assert_eq!(s.keys("", 10).await.unwrap(), vec!["a", "b"]);
+        for k in ["p/1", "p/2", "p/3", "q/1"] {
+            s.put(k, vec![1], Durability::Durable).await.unwrap();
+        }
+        assert_eq!(
+            s.keys_after("p/", Some("p/1"), 10).await.unwrap(),
+            vec!["p/2", "p/3"]
+        );
+        assert_eq!(
+            s.keys_after("p/", Some("p/3"), 10).await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(s.keys_after("p/", Some("a"), 1).await.unwrap(), vec!["p/1"]);
+        assert_eq!(
+            s.keys_after("p/", None, 2).await.unwrap(),
+            vec!["p/1", "p/2"]
+        );
         s.remove("a").await.unwrap();
         assert_eq!(s.get("a").await.unwrap(), None);
         assert!(s.group_commits() >= 2);

@@ -70,7 +70,17 @@ pub trait SnapshotStore: Send + Sync + 'static {
     /// Lists the quarantine, oldest first, at most `limit` records.
     async fn quarantined(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError>;
     /// Lists keys starting with `prefix`, in key order, at most `limit`.
-    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError>;
+    async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.keys_after(prefix, None, limit).await
+    }
+    /// Lists keys starting with `prefix` and greater than `after` (when given), in key
+    /// order, at most `limit`: pages through a large keyspace.
+    async fn keys_after(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
     /// Makes every write acknowledged so far durable.
     async fn flush(&self) -> Result<(), StoreError>;
 }

@@ -1,0 +1,585 @@
+//! Orchestration: runs (a planner's plan executed step by step by agents chosen by
+//! capability, as a persistent actor that resumes after a crash without repeating finished
+//! work), human approval of steps, and sessions (conversations with an agent or a team and
+//! their persisted history).
+//!
+//! ```text
+//! Orchestrator::start(RunSpec) ──► run actor `run:<id>` under the `runs` supervisor
+//!     Planning ──plan valid──► Running ──all steps done──► Composing ──► Succeeded
+//!         │                     │   ▲ approve                              
+//!         │                     ▼   │                                     
+//!         │               AwaitingApproval ──deny──► Failed                
+//!         └──── no valid plan / step failed every attempt ──► Failed; cancel ──► Cancelled
+//! ```
+//!
+//! Store layout: the run's snapshot `run/<id>` (its whole [`RunState`]), the active index
+//! `runidx/<id>` (runs to resume at start), session metadata `sessmeta/<id>` and entries
+//! `sesslog/<id>/<seq>`.
+
+mod plan;
+mod run;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aios_supervisor::snapshot::{Durability, Persistence, SnapshotPolicy, codec};
+use aios_supervisor::{
+    ActorHandle, CallError, PersistentWorker, Restart, SupervisorRef, WorkerSpec,
+};
+use dashmap::DashMap;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+pub use self::plan::{
+    PLAN_STEPS_MAX, Plan, PlanStep, STEP_DESCRIPTION_LEN_MAX, STEP_ID_LEN_MAX, validate_step_id,
+};
+pub use self::run::{
+    Decision, PLANNER_CAPABILITY, RUN_TASK_LEN_MAX, RunPolicy, RunSpec, RunState, RunStatus,
+    StepState, StepStatus,
+};
+use self::run::{RunMsg, RunWorker};
+pub use self::session::{EntryRole, SESSION_ENTRIES_MAX, SessionEntry, SessionInfo, SessionTarget};
+use crate::agent::AgentSystem;
+use crate::records::Records;
+
+/// Runs active (not finished) at once on a node.
+pub const RUNS_ACTIVE_MAX: usize = 1024;
+/// Run events buffered for slow subscribers.
+pub const RUN_EVENTS_BUFFER: usize = 4096;
+/// The most runs one `list` call returns.
+pub const RUNS_LIST_MAX: usize = 1000;
+/// Mailbox bound of a run actor (results of at most [`PLAN_STEPS_MAX`] steps plus calls).
+const RUN_MAILBOX_LEN_MAX: usize = 256;
+/// How long a call to a run actor may take.
+const RUN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+const RUN_KEY_PREFIX: &str = "run/";
+const RUN_INDEX_PREFIX: &str = "runidx/";
+
+/// Why an orchestration call failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OrchestrationError {
+    /// The request is invalid (names the field).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// No run with this id.
+    #[error("no run {0}")]
+    RunNotFound(String),
+    /// No session with this id.
+    #[error("no session {0}")]
+    SessionNotFound(String),
+    /// The run has no step with this id.
+    #[error("no step {0:?} in this run")]
+    UnknownStep(String),
+    /// The step does not wait for a decision.
+    #[error("step {0:?} is not awaiting approval")]
+    NotAwaitingApproval(String),
+    /// The run is already finished.
+    #[error("run {0} is already finished")]
+    Finished(String),
+    /// Too many active runs.
+    #[error("{0}")]
+    Busy(String),
+    /// The wait ended before the run did.
+    #[error("timed out waiting for run {0}")]
+    Timeout(String),
+    /// The store or an actor failed.
+    #[error("orchestration unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Something that happened in a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RunEvent {
+    /// The run.
+    pub run: String,
+    /// What happened.
+    pub kind: RunEventKind,
+}
+
+/// The kinds of [`RunEvent`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RunEventKind {
+    /// The plan was accepted.
+    Planned {
+        /// Step ids.
+        steps: Vec<String>,
+    },
+    /// The planner's answer was not a valid plan.
+    PlanRejected {
+        /// Why.
+        reason: String,
+    },
+    /// A step started.
+    StepStarted {
+        /// Step id.
+        step: String,
+        /// Its agent.
+        agent: String,
+        /// 1 on the first attempt.
+        attempt: u32,
+    },
+    /// A step finished.
+    StepDone {
+        /// Step id.
+        step: String,
+        /// Its agent.
+        agent: String,
+    },
+    /// A step attempt failed.
+    StepFailed {
+        /// Step id.
+        step: String,
+        /// Its agent.
+        agent: String,
+        /// The error.
+        error: String,
+        /// The error's kind.
+        kind: String,
+        /// Whether it will be tried again.
+        retry: bool,
+    },
+    /// A step waits for approval.
+    AwaitingApproval {
+        /// Step id.
+        step: String,
+        /// Why.
+        reason: String,
+    },
+    /// A person decided.
+    Decided {
+        /// Step id.
+        step: String,
+        /// Approved or denied.
+        approved: bool,
+        /// Who.
+        by: String,
+    },
+    /// The answer is being composed.
+    Composing,
+    /// The run finished.
+    Finished {
+        /// How.
+        status: RunStatus,
+        /// Why it failed, if it did.
+        error: Option<String>,
+    },
+}
+
+/// What run actors share.
+pub(crate) struct Shared {
+    pub(crate) system: AgentSystem,
+    pub(crate) records: Records,
+    pub(crate) events: broadcast::Sender<RunEvent>,
+    pub(crate) runs: DashMap<String, ActorHandle<RunMsg>>,
+}
+
+impl Shared {
+    /// Takes a finished run out of the active index.
+    pub(crate) async fn unindex(&self, id: &str) -> Result<(), String> {
+        self.runs.remove(id);
+        self.records
+            .delete(&format!("{RUN_INDEX_PREFIX}{id}"))
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Runs and sessions of a node. Cheap to clone.
+#[derive(Clone)]
+pub struct Orchestrator {
+    shared: Arc<Shared>,
+    supervisor: SupervisorRef,
+    sessions: Arc<session::Sessions>,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator")
+            .field("active_runs", &self.shared.runs.len())
+            .finish()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> OrchestrationError {
+    OrchestrationError::Unavailable(e.to_string())
+}
+
+fn validate_run_id(id: &str) -> Result<(), OrchestrationError> {
+    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(OrchestrationError::Invalid(format!(
+            "run id {id:?} is not 32 hex digits"
+        )))
+    }
+}
+
+impl Orchestrator {
+    /// Starts orchestration: run actors go under `supervisor` (a dynamic supervisor), runs
+    /// and sessions are kept in `records`, and every run that was active when the node last
+    /// stopped (or was killed) is resumed.
+    ///
+    /// # Errors
+    /// [`OrchestrationError::Unavailable`] when the store or the supervisor fails.
+    pub async fn open(
+        system: AgentSystem,
+        supervisor: SupervisorRef,
+        records: Records,
+    ) -> Result<Self, OrchestrationError> {
+        let (events, _) = broadcast::channel(RUN_EVENTS_BUFFER);
+        let shared = Arc::new(Shared {
+            system: system.clone(),
+            records: records.clone(),
+            events,
+            runs: DashMap::new(),
+        });
+        let this = Self {
+            sessions: Arc::new(session::Sessions::new(records.clone(), system)),
+            shared,
+            supervisor,
+        };
+        let active = records
+            .keys(RUN_INDEX_PREFIX, RUNS_ACTIVE_MAX * 2)
+            .await
+            .map_err(unavailable)?;
+        let mut resumed = 0;
+        for key in active {
+            let id = key.trim_start_matches(RUN_INDEX_PREFIX).to_string();
+            if this.load(&id).await?.is_none() {
+                tracing::warn!(run = %id, "indexed run has no snapshot; dropping it from the index");
+                this.shared.unindex(&id).await.map_err(unavailable)?;
+                continue;
+            }
+            this.spawn(&id, None).await?;
+            resumed += 1;
+        }
+        if resumed > 0 {
+            tracing::info!(runs = resumed, "resumed active runs");
+        }
+        Ok(this)
+    }
+
+    async fn spawn(&self, id: &str, initial: Option<RunState>) -> Result<(), OrchestrationError> {
+        let spec = WorkerSpec::new(
+            format!("run:{id}"),
+            RunWorker {
+                id: id.to_string(),
+                shared: self.shared.clone(),
+                initial,
+            },
+        )
+        .restart(Restart::Transient)
+        .mailbox_len_max(RUN_MAILBOX_LEN_MAX)
+        .persistent(
+            Persistence::new(format!("{RUN_KEY_PREFIX}{id}"))
+                .policy(SnapshotPolicy::EveryMessage)
+                .durability(Durability::Durable),
+        );
+        let handle = self
+            .supervisor
+            .start_worker(spec)
+            .await
+            .map_err(unavailable)?;
+        self.shared.runs.insert(id.to_string(), handle);
+        Ok(())
+    }
+
+    /// Starts a run and returns its id once its first state is on disk.
+    ///
+    /// # Errors
+    /// [`OrchestrationError::Invalid`] for a bad spec, [`OrchestrationError::Busy`] beyond
+    /// [`RUNS_ACTIVE_MAX`] active runs, [`OrchestrationError::Unavailable`] on store failures.
+    pub async fn start(&self, spec: RunSpec) -> Result<String, OrchestrationError> {
+        spec.validate().map_err(OrchestrationError::Invalid)?;
+        if let Some(p) = &spec.planner
+            && self.shared.system.registry().get(p).is_none()
+        {
+            return Err(OrchestrationError::Invalid(format!(
+                "planner: no agent named {p:?}"
+            )));
+        }
+        if self.shared.runs.len() >= RUNS_ACTIVE_MAX {
+            return Err(OrchestrationError::Busy(format!(
+                "{RUNS_ACTIVE_MAX} runs are active; wait for some to finish"
+            )));
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let state = RunState::new(id.clone(), spec);
+        self.shared
+            .records
+            .put(
+                &format!("{RUN_INDEX_PREFIX}{id}"),
+                &state.created_ms,
+                Durability::Durable,
+            )
+            .await
+            .map_err(unavailable)?;
+        self.spawn(&id, Some(state)).await?;
+        // Answered after a message's durable snapshot: the run now survives a crash.
+        self.call(&id, RunMsg::Get).await?;
+        tracing::info!(run = %id, "run started");
+        Ok(id)
+    }
+
+    async fn call<R: Send + 'static>(
+        &self,
+        id: &str,
+        msg: impl FnOnce(ractor::RpcReplyPort<R>) -> RunMsg,
+    ) -> Result<R, OrchestrationError> {
+        let handle = self
+            .shared
+            .runs
+            .get(id)
+            .map(|h| h.clone())
+            .ok_or_else(|| OrchestrationError::RunNotFound(id.to_string()))?;
+        handle
+            .call(msg, RUN_CALL_TIMEOUT)
+            .await
+            .map_err(|e| match e {
+                CallError::Timeout { .. } => unavailable(format!("run {id} did not answer")),
+                other => unavailable(format!("run {id}: {other}")),
+            })
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<RunState>, OrchestrationError> {
+        let key = format!("{RUN_KEY_PREFIX}{id}");
+        let Some(restored) = self
+            .shared
+            .records
+            .snapshots()
+            .load(&key)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        if restored.schema_version != RunWorker::SCHEMA_VERSION {
+            return Err(unavailable(format!(
+                "run {id} has schema version {}, this build reads {}",
+                restored.schema_version,
+                RunWorker::SCHEMA_VERSION
+            )));
+        }
+        codec::decode(restored.payload())
+            .map(Some)
+            .map_err(|e| unavailable(format!("run {id}: {e}")))
+    }
+
+    /// A run's state: live from its actor while active, from its snapshot afterwards.
+    ///
+    /// # Errors
+    /// [`OrchestrationError::Invalid`] for a malformed id, store failures.
+    pub async fn get(&self, id: &str) -> Result<Option<RunState>, OrchestrationError> {
+        validate_run_id(id)?;
+        if self.shared.runs.contains_key(id) {
+            match self.call(id, RunMsg::Get).await {
+                Ok(s) => return Ok(Some(s)),
+                // Finished and stopped between the lookup and the call.
+                Err(OrchestrationError::RunNotFound(_) | OrchestrationError::Unavailable(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.load(id).await
+    }
+
+    /// Up to `limit` (at most [`RUNS_LIST_MAX`]) runs, oldest id first, starting after
+    /// `after`.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn list(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunState>, OrchestrationError> {
+        let limit = limit.min(RUNS_LIST_MAX);
+        let after = after.map(|a| format!("{RUN_KEY_PREFIX}{a}"));
+        let keys = self
+            .shared
+            .records
+            .keys_after(RUN_KEY_PREFIX, after.as_deref(), limit)
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(s) = self.get(key.trim_start_matches(RUN_KEY_PREFIX)).await? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits until the run is finished, or `until` says the state is what the caller wants
+    /// (for example awaiting approval), at most `timeout`.
+    ///
+    /// # Errors
+    /// [`OrchestrationError::RunNotFound`], [`OrchestrationError::Timeout`].
+    pub async fn wait_until(
+        &self,
+        id: &str,
+        timeout: Duration,
+        until: impl Fn(&RunState) -> bool,
+    ) -> Result<RunState, OrchestrationError> {
+        let mut events = self.shared.events.subscribe();
+        let work = async {
+            loop {
+                let state = self
+                    .get(id)
+                    .await?
+                    .ok_or_else(|| OrchestrationError::RunNotFound(id.to_string()))?;
+                if state.status.is_finished() || until(&state) {
+                    return Ok(state);
+                }
+                loop {
+                    match events.recv().await {
+                        Ok(e) if e.run == id => break,
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            return Err(unavailable("the orchestrator is gone"));
+                        }
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| OrchestrationError::Timeout(id.to_string()))?
+    }
+
+    /// Waits until the run is finished, at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`Orchestrator::wait_until`].
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<RunState, OrchestrationError> {
+        self.wait_until(id, timeout, |_| false).await
+    }
+
+    /// Approves or denies a step that waits for approval. Returns once the decision is on
+    /// disk.
+    ///
+    /// # Errors
+    /// [`OrchestrationError::RunNotFound`] (also for a finished run),
+    /// [`OrchestrationError::UnknownStep`], [`OrchestrationError::NotAwaitingApproval`].
+    pub async fn decide(
+        &self,
+        id: &str,
+        step: &str,
+        decision: Decision,
+    ) -> Result<(), OrchestrationError> {
+        validate_run_id(id)?;
+        if decision.by.trim().is_empty() {
+            return Err(OrchestrationError::Invalid(
+                "decision.by: say who decided".into(),
+            ));
+        }
+        if !self.shared.runs.contains_key(id) {
+            return match self.load(id).await? {
+                Some(_) => Err(OrchestrationError::Finished(id.to_string())),
+                None => Err(OrchestrationError::RunNotFound(id.to_string())),
+            };
+        }
+        let step = step.to_string();
+        self.call(id, |r| RunMsg::Decide(step, decision, r)).await?
+    }
+
+    /// Cancels a run: in-flight LLM calls are cancelled and it ends `Cancelled`. Returns
+    /// false when it had already finished.
+    ///
+    /// # Errors
+    /// [`OrchestrationError::RunNotFound`].
+    pub async fn cancel(&self, id: &str) -> Result<bool, OrchestrationError> {
+        validate_run_id(id)?;
+        if !self.shared.runs.contains_key(id) {
+            return match self.load(id).await? {
+                Some(_) => Ok(false),
+                None => Err(OrchestrationError::RunNotFound(id.to_string())),
+            };
+        }
+        self.call(id, RunMsg::Cancel).await
+    }
+
+    /// Runs now active on this node.
+    pub fn active_count(&self) -> usize {
+        self.shared.runs.len()
+    }
+
+    /// Every run's events.
+    pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Creates a session with an agent or a team.
+    ///
+    /// # Errors
+    /// [`OrchestrationError::Invalid`] for an unknown agent or bad title.
+    pub async fn create_session(
+        &self,
+        target: SessionTarget,
+        tenant: &str,
+        title: &str,
+    ) -> Result<SessionInfo, OrchestrationError> {
+        self.sessions.create(target, tenant, title).await
+    }
+
+    /// A session's metadata.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn session(&self, id: &str) -> Result<Option<SessionInfo>, OrchestrationError> {
+        self.sessions.get(id).await
+    }
+
+    /// Up to `limit` sessions (at most [`RUNS_LIST_MAX`]), oldest id first, after `after`.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn sessions(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SessionInfo>, OrchestrationError> {
+        self.sessions.list(after, limit.min(RUNS_LIST_MAX)).await
+    }
+
+    /// Says `text` in a session and returns the answer entry. A team session runs a plan
+    /// for every message and waits up to `timeout` for it.
+    ///
+    /// # Errors
+    /// [`OrchestrationError::SessionNotFound`], invalid text, the agent's or run's failure
+    /// (also recorded in the history as a `system` entry).
+    pub async fn say(
+        &self,
+        session: &str,
+        text: &str,
+        timeout: Duration,
+    ) -> Result<SessionEntry, OrchestrationError> {
+        self.sessions.say(self, session, text, timeout).await
+    }
+
+    /// Entries of a session with `seq >= from`, at most `limit` (at most 1000).
+    ///
+    /// # Errors
+    /// [`OrchestrationError::SessionNotFound`], store failures.
+    pub async fn history(
+        &self,
+        session: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<SessionEntry>, OrchestrationError> {
+        self.sessions.history(session, from, limit).await
+    }
+
+    /// Deletes a session, its history and its agent instance.
+    ///
+    /// # Errors
+    /// [`OrchestrationError::SessionNotFound`], store failures.
+    pub async fn delete_session(&self, session: &str) -> Result<(), OrchestrationError> {
+        self.sessions.delete(session).await
+    }
+}
