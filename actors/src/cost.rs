@@ -10,6 +10,7 @@
 //! reported to anyone survives `kill -9`.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aios_supervisor::snapshot::{Durability, SnapshotError};
@@ -208,6 +209,10 @@ struct Shared {
     /// Batches begun (an update marked dirty before batch n+1 began is durable when
     /// `flushed` reaches n+1).
     begun: Mutex<u64>,
+    /// Batches written to the store (buffered).
+    written: watch::Sender<Result<u64, String>>,
+    /// A caller waits for durability: the next batch ends with a flush.
+    durable_wanted: AtomicBool,
     flushed: watch::Sender<Result<u64, String>>,
 }
 
@@ -247,6 +252,7 @@ impl CostLedger {
             }
         }
         let (flushed, _) = watch::channel(Ok(0));
+        let (written, _) = watch::channel(Ok(0));
         let wake = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
             records,
@@ -254,6 +260,8 @@ impl CostLedger {
             dirty: Mutex::new(BTreeSet::new()),
             wake: wake.clone(),
             begun: Mutex::new(0),
+            written,
+            durable_wanted: AtomicBool::new(false),
             flushed,
         });
         // The writer holds the ledger weakly: dropping the last clone releases the store.
@@ -262,7 +270,9 @@ impl CostLedger {
     }
 
     /// Adds a request's usage and cost to every scope of `charge` and waits until the new
-    /// totals are durable.
+    /// totals are in the store: on disk with [`Durability::Durable`]; with
+    /// [`Durability::Buffered`], written and made durable by the next durable write of anyone
+    /// on the node (an agent's snapshot of the same turn) or the store's periodic flush.
     ///
     /// # Errors
     /// [`CostError::Store`] if the write failed, [`CostError::Closed`] during shutdown.
@@ -272,6 +282,7 @@ impl CostLedger {
         usage: &Usage,
         cost_nanos: u64,
         cached: bool,
+        durability: Durability,
     ) -> Result<(), CostError> {
         let scopes = charge.scopes();
         let target = {
@@ -284,10 +295,17 @@ impl CostLedger {
                     .add(usage, cost_nanos, cached);
                 dirty.insert(scope);
             }
+            // Set under the `dirty` lock, where the writer takes it with the batch it belongs to.
+            if durability == Durability::Durable {
+                self.shared.durable_wanted.store(true, Ordering::Release);
+            }
             *lock(&self.shared.begun) + 1
         };
         self.shared.wake.notify_one();
-        let mut rx = self.shared.flushed.subscribe();
+        let mut rx = match durability {
+            Durability::Durable => self.shared.flushed.subscribe(),
+            Durability::Buffered => self.shared.written.subscribe(),
+        };
         loop {
             match &*rx.borrow_and_update() {
                 Ok(n) if *n >= target => return Ok(()),
@@ -341,19 +359,22 @@ async fn writer(shared: std::sync::Weak<Shared>, wake: Arc<Notify>) {
         tokio::pin!(notified);
         notified.as_mut().enable();
         let Some(s) = shared.upgrade() else { return };
-        let batch: Vec<(CostScope, CostTotals)> = {
+        let (batch, flush): (Vec<(CostScope, CostTotals)>, bool) = {
             let mut dirty = lock(&s.dirty);
             *lock(&s.begun) += 1;
-            std::mem::take(&mut *dirty)
+            let flush = s.durable_wanted.swap(false, Ordering::AcqRel);
+            let batch = std::mem::take(&mut *dirty)
                 .into_iter()
                 .map(|scope| {
                     let t = s.totals.get(&scope).map(|t| *t).unwrap_or_default();
                     (scope, t)
                 })
-                .collect()
+                .collect();
+            (batch, flush)
         };
         let batch_no = *lock(&s.begun);
         if batch.is_empty() {
+            let _previous = s.written.send_replace(Ok(batch_no));
             let _previous = s.flushed.send_replace(Ok(batch_no));
             drop(s);
             // Wait for work without keeping the ledger alive.
@@ -372,7 +393,11 @@ async fn writer(shared: std::sync::Weak<Shared>, wake: Arc<Notify>) {
                 break;
             }
         }
+        let _previous = s.written.send_replace(result.clone());
+        // Without a durable waiter the batch is left to the next durable write on the node
+        // (an agent's snapshot of the same turn) or the store's periodic flush.
         if result.is_ok()
+            && flush
             && let Err(e) = s.records.snapshots().flush().await
         {
             result = Err(e.to_string());
@@ -440,15 +465,15 @@ mod tests {
             for _ in 0..50 {
                 let l = ledger.clone();
                 let c = charge.clone();
-                tasks.push(tokio::spawn(
-                    async move { l.record(&c, &usage, 7, false).await },
-                ));
+                tasks.push(tokio::spawn(async move {
+                    l.record(&c, &usage, 7, false, Durability::Durable).await
+                }));
             }
             for t in tasks {
                 t.await.expect("join").expect("record");
             }
             ledger
-                .record(&charge, &usage, 0, true)
+                .record(&charge, &usage, 0, true, Durability::Durable)
                 .await
                 .expect("cached");
             let t = ledger.totals(&CostScope::Run("r1".into()));

@@ -94,7 +94,7 @@ impl FakeLlm {
 
     /// The number of requests received so far (all paths, including rejected ones).
     pub fn request_count(&self) -> usize {
-        self.shared.lock().requests.len()
+        self.shared.lock().request_count
     }
 
     /// The highest number of accepted chat requests (both protocols) served at the same time.
@@ -180,6 +180,9 @@ pub struct FakeConfig {
     /// 400 "context length exceeded" (OpenAI: `code: "context_length_exceeded"`; Anthropic:
     /// `invalid_request_error` "prompt is too long: ...").
     pub context_limit_chars: Option<usize>,
+    /// When true, requests are counted but not kept (`requests()` stays empty): for
+    /// benchmarks, where keeping every body would cost the fake memory and time.
+    pub forget_requests: bool,
 }
 
 /// What the fake answers to one chat request.

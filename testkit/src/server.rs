@@ -37,6 +37,7 @@ pub(crate) struct State {
     pub(crate) queue: VecDeque<FakeReply>,
     pub(crate) default: FakeReply,
     pub(crate) requests: Vec<RecordedRequest>,
+    pub(crate) request_count: usize,
     pub(crate) in_flight: usize,
     pub(crate) max_in_flight: usize,
 }
@@ -49,6 +50,7 @@ impl Shared {
                 queue: VecDeque::new(),
                 default: FakeReply::Echo,
                 requests: Vec::new(),
+                request_count: 0,
                 in_flight: 0,
                 max_in_flight: 0,
             }),
@@ -84,6 +86,13 @@ impl Shared {
 
     fn record(&self, path: &str, headers: &HeaderMap, bytes: &[u8]) -> Result<Value, ()> {
         let parsed = serde_json::from_slice::<Value>(bytes);
+        {
+            let mut state = self.lock();
+            state.request_count += 1;
+            if state.config.forget_requests {
+                return parsed.map_err(|_| ());
+            }
+        }
         let body = match &parsed {
             Ok(value) => value.clone(),
             Err(_) => Value::String(String::from_utf8_lossy(bytes).into_owned()),

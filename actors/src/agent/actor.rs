@@ -22,6 +22,8 @@ use crate::scheduler::{Budget, RequestMeta};
 pub const CONVERSATION_LEN_MAX: usize = 256;
 /// Memory snippets added to the context per task.
 pub const MEMORY_SNIPPETS_MAX: usize = 8;
+/// The schema version of [`AgentState`] snapshots written by this build.
+pub const AGENT_STATE_SCHEMA_VERSION: u32 = 2;
 /// Results of tasks with an idempotency key an agent remembers (oldest forgotten first).
 pub const RECENT_RESULTS_MAX: usize = 32;
 
@@ -205,7 +207,7 @@ impl Worker for AgentWorker {
 }
 
 impl PersistentWorker for AgentWorker {
-    const SCHEMA_VERSION: u32 = 2;
+    const SCHEMA_VERSION: u32 = AGENT_STATE_SCHEMA_VERSION;
 
     fn migrations() -> Migrations {
         Migrations::new().step(1, |bytes| {
@@ -263,17 +265,11 @@ impl AgentWorker {
         task: Task,
         state: &mut AgentState,
     ) -> Result<TaskOutput, AgentError> {
-        let def = self
+        let (def_version, def) = self
             .kernel
             .registry
-            .get(&self.id.name)
+            .current(&self.id.name)
             .ok_or_else(|| AgentError::NotFound(self.id.name.clone()))?;
-        let def_version = self
-            .kernel
-            .registry
-            .head(&self.id.name)
-            .await
-            .map_or(0, |(current, _)| current);
         let model = def.model_key().map_err(AgentError::Invalid)?;
         let tools = self.kernel.tools.specs(&def.tools);
         let tenant = if task.tenant.is_empty() {
@@ -336,24 +332,29 @@ impl AgentWorker {
                 limit_nanos,
                 spent_nanos: cost_nanos,
             });
-            let (tx, mut rx) = mpsc::channel::<Delta>(256);
-            let events = self.kernel.events.clone();
-            let agent = self.id.clone();
-            let run = task.run.clone();
-            let forward = tokio::spawn(async move {
-                while let Some(d) = rx.recv().await {
-                    let kind = match d {
-                        Delta::Text(t) => AgentEventKind::Token(t),
-                        Delta::ToolCallStarted { .. } => continue,
-                    };
-                    events.emit(AgentEvent {
-                        agent: agent.clone(),
-                        run: run.clone(),
-                        kind,
-                    });
-                }
-            });
-            let stream = self.kernel.events.has_subscribers(&self.id).then_some(tx);
+            // Tokens are streamed only while someone listens to this agent.
+            let (stream, forward) = if self.kernel.events.has_subscribers(&self.id) {
+                let (tx, mut rx) = mpsc::channel::<Delta>(256);
+                let events = self.kernel.events.clone();
+                let agent = self.id.clone();
+                let run = task.run.clone();
+                let forward = tokio::spawn(async move {
+                    while let Some(d) = rx.recv().await {
+                        let kind = match d {
+                            Delta::Text(t) => AgentEventKind::Token(t),
+                            Delta::ToolCallStarted { .. } => continue,
+                        };
+                        events.emit(AgentEvent {
+                            agent: agent.clone(),
+                            run: run.clone(),
+                            kind,
+                        });
+                    }
+                });
+                (Some(tx), Some(forward))
+            } else {
+                (None, None)
+            };
             let outcome = self
                 .kernel
                 .router
@@ -367,7 +368,9 @@ impl AgentWorker {
                 )
                 .await;
             // The sender is gone once `chat` returns: the forwarder drains and ends.
-            let _ = forward.await;
+            if let Some(forward) = forward {
+                let _ = forward.await;
+            }
             let outcome = outcome?;
             cost_nanos = cost_nanos.saturating_add(outcome.cost_nanos);
             usage.input_tokens += outcome.response.usage.input_tokens;

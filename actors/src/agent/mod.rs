@@ -12,12 +12,15 @@ mod system;
 mod templates;
 pub mod tools;
 
-pub use self::actor::{AgentError, AgentMsg, AgentState, CONVERSATION_LEN_MAX, Task, TaskOutput};
+pub use self::actor::{
+    AGENT_STATE_SCHEMA_VERSION, AgentError, AgentMsg, AgentState, CONVERSATION_LEN_MAX,
+    RECENT_RESULTS_MAX, Task, TaskOutput,
+};
 pub use self::definition::{
     AGENT_NAME_LEN_MAX, AgentDef, AgentRole, Capability, Limits, validate_name,
 };
 pub use self::events::{AGENT_EVENTS_BUFFER, AgentEvent, AgentEventKind, EventHub};
 pub use self::kernel::{Kernel, MemoryHook};
 pub use self::registry::{AgentRegistry, CapabilityMatch, CapabilityQuery, RegistryError};
-pub use self::system::{AgentSystem, AgentSystemConfig};
+pub use self::system::{AgentSystem, AgentSystemConfig, snapshot_key};
 pub use self::templates::{Template, TemplateError, builtin_templates};

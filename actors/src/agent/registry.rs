@@ -98,6 +98,8 @@ fn latency_rank(c: Option<&str>) -> u8 {
 }
 
 type Current = BTreeMap<String, (Head, Arc<AgentDef>)>;
+/// Readers' copy: name → (current version, definition).
+type Published = BTreeMap<String, (u32, Arc<AgentDef>)>;
 
 /// Versioned agent definitions. Cheap to clone.
 #[derive(Clone)]
@@ -105,8 +107,8 @@ pub struct AgentRegistry {
     records: Records,
     /// Current definitions by name; writes are serialised by this lock.
     current: Arc<Mutex<Current>>,
-    /// A lock-free copy of the current definitions for readers.
-    snapshot: Arc<arc_swap::ArcSwap<BTreeMap<String, Arc<AgentDef>>>>,
+    /// A lock-free copy of the current definitions and their version numbers for readers.
+    snapshot: Arc<arc_swap::ArcSwap<Published>>,
 }
 
 impl std::fmt::Debug for AgentRegistry {
@@ -167,7 +169,7 @@ impl AgentRegistry {
         self.snapshot.store(Arc::new(
             current
                 .iter()
-                .map(|(k, (_, d))| (k.clone(), d.clone()))
+                .map(|(k, (h, d))| (k.clone(), (h.current, d.clone())))
                 .collect(),
         ));
     }
@@ -269,6 +271,11 @@ impl AgentRegistry {
 
     /// The current definition.
     pub fn get(&self, name: &str) -> Option<Arc<AgentDef>> {
+        self.snapshot.load().get(name).map(|(_, d)| d.clone())
+    }
+
+    /// The current definition with its version number, read together without locking.
+    pub fn current(&self, name: &str) -> Option<(u32, Arc<AgentDef>)> {
         self.snapshot.load().get(name).cloned()
     }
 
@@ -300,7 +307,11 @@ impl AgentRegistry {
 
     /// Every current definition, by name.
     pub fn list(&self) -> Vec<Arc<AgentDef>> {
-        self.snapshot.load().values().cloned().collect()
+        self.snapshot
+            .load()
+            .values()
+            .map(|(_, d)| d.clone())
+            .collect()
     }
 
     /// Every agent with capability `name`.
@@ -308,7 +319,7 @@ impl AgentRegistry {
         self.snapshot
             .load()
             .values()
-            .flat_map(|d| {
+            .flat_map(|(_, d)| {
                 d.capabilities
                     .iter()
                     .filter(|c| c.name == name)

@@ -84,7 +84,8 @@ fn child_id(id: &AgentId) -> String {
     format!("agent:{}:{}", id.name, id.key)
 }
 
-fn snapshot_key(id: &AgentId) -> String {
+/// The snapshot key of agent instance `id`: `agent/<name>/<key>`.
+pub fn snapshot_key(id: &AgentId) -> String {
     format!("agent/{}/{}", id.name, id.key)
 }
 

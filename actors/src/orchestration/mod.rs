@@ -320,8 +320,13 @@ impl Orchestrator {
             .await
             .map_err(unavailable)?;
         self.spawn(&id, Some(state)).await?;
-        // Answered after a message's durable snapshot: the run now survives a crash.
-        self.call(&id, RunMsg::Get).await?;
+        // Answered after a message's durable snapshot: the run now survives a crash. A run
+        // that already finished and stopped has its final snapshot on disk.
+        if let Err(e) = self.call(&id, RunMsg::Get).await
+            && self.load(&id).await?.is_none()
+        {
+            return Err(e);
+        }
         tracing::info!(run = %id, "run started");
         Ok(id)
     }
@@ -485,7 +490,27 @@ impl Orchestrator {
             };
         }
         let step = step.to_string();
-        self.call(id, |r| RunMsg::Decide(step, decision, r)).await?
+        match self.call(id, |r| RunMsg::Decide(step, decision, r)).await {
+            Ok(result) => result,
+            Err(e) => match self.finished_meanwhile(id, e).await? {},
+        }
+    }
+
+    /// A call to a run actor failed: if the run finished and stopped in the meantime, says
+    /// so ([`OrchestrationError::Finished`]); otherwise returns the call's error.
+    async fn finished_meanwhile(
+        &self,
+        id: &str,
+        error: OrchestrationError,
+    ) -> Result<std::convert::Infallible, OrchestrationError> {
+        if matches!(
+            error,
+            OrchestrationError::RunNotFound(_) | OrchestrationError::Unavailable(_)
+        ) && self.load(id).await?.is_some_and(|s| s.status.is_finished())
+        {
+            return Err(OrchestrationError::Finished(id.to_string()));
+        }
+        Err(error)
     }
 
     /// Cancels a run: in-flight LLM calls are cancelled and it ends `Cancelled`. Returns
@@ -501,7 +526,14 @@ impl Orchestrator {
                 None => Err(OrchestrationError::RunNotFound(id.to_string())),
             };
         }
-        self.call(id, RunMsg::Cancel).await
+        match self.call(id, RunMsg::Cancel).await {
+            Ok(cancelled) => Ok(cancelled),
+            Err(e) => match self.finished_meanwhile(id, e).await {
+                Err(OrchestrationError::Finished(_)) => Ok(false),
+                Err(e) => Err(e),
+                Ok(never) => match never {},
+            },
+        }
     }
 
     /// Runs now active on this node.
