@@ -210,10 +210,10 @@ struct Shared {
     /// `flushed` reaches n+1).
     begun: Mutex<u64>,
     /// Batches written to the store (buffered).
-    written: watch::Sender<Result<u64, String>>,
+    written: watch::Sender<BatchOutcome>,
     /// A caller waits for durability: the next batch ends with a flush.
     durable_wanted: AtomicBool,
-    flushed: watch::Sender<Result<u64, String>>,
+    flushed: watch::Sender<BatchOutcome>,
 }
 
 impl Drop for Shared {
@@ -251,8 +251,8 @@ impl CostLedger {
                 totals.insert(scope, t);
             }
         }
-        let (flushed, _) = watch::channel(Ok(0));
-        let (written, _) = watch::channel(Ok(0));
+        let (flushed, _) = watch::channel((0, Ok(())));
+        let (written, _) = watch::channel((0, Ok(())));
         let wake = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
             records,
@@ -307,14 +307,17 @@ impl CostLedger {
             Durability::Buffered => self.shared.written.subscribe(),
         };
         loop {
-            match &*rx.borrow_and_update() {
-                Ok(n) if *n >= target => return Ok(()),
-                Ok(_) => {}
-                Err(e) => {
-                    return Err(CostError::Store(SnapshotError::Encode {
-                        key: COST_KEY_PREFIX.into(),
-                        reason: e.clone(),
-                    }));
+            {
+                let (n, result) = &*rx.borrow_and_update();
+                // Only the outcome of our batch (or a later one, which rewrote our scopes)
+                // answers us; an older failure does not.
+                if *n >= target {
+                    return result.clone().map_err(|reason| {
+                        CostError::Store(SnapshotError::Store {
+                            key: COST_KEY_PREFIX.into(),
+                            source: aios_supervisor::snapshot::StoreError::Io(reason),
+                        })
+                    });
                 }
             }
             if rx.changed().await.is_err() {
@@ -348,6 +351,12 @@ impl CostLedger {
     }
 }
 
+/// A batch number and whether it was persisted.
+type BatchOutcome = (u64, Result<(), String>);
+
+/// The writer's pause after a failed batch.
+const WRITE_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200);
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these locks cannot leave the data inconsistent (plain inserts).
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -374,14 +383,14 @@ async fn writer(shared: std::sync::Weak<Shared>, wake: Arc<Notify>) {
         };
         let batch_no = *lock(&s.begun);
         if batch.is_empty() {
-            let _previous = s.written.send_replace(Ok(batch_no));
-            let _previous = s.flushed.send_replace(Ok(batch_no));
+            let _previous = s.written.send_replace((batch_no, Ok(())));
+            let _previous = s.flushed.send_replace((batch_no, Ok(())));
             drop(s);
             // Wait for work without keeping the ledger alive.
             notified.await;
             continue;
         }
-        let mut result = Ok(batch_no);
+        let mut result: Result<(), String> = Ok(());
         // Buffered puts, then one durable flush: a single group commit for the batch.
         for (scope, totals) in &batch {
             if let Err(e) = s
@@ -393,7 +402,7 @@ async fn writer(shared: std::sync::Weak<Shared>, wake: Arc<Notify>) {
                 break;
             }
         }
-        let _previous = s.written.send_replace(result.clone());
+        let _previous = s.written.send_replace((batch_no, result.clone()));
         // Without a durable waiter the batch is left to the next durable write on the node
         // (an agent's snapshot of the same turn) or the store's periodic flush.
         if result.is_ok()
@@ -402,12 +411,22 @@ async fn writer(shared: std::sync::Weak<Shared>, wake: Arc<Notify>) {
         {
             result = Err(e.to_string());
         }
+        let failed = result.is_err();
         if let Err(e) = &result {
-            tracing::error!(error = %e, "cost totals could not be persisted");
-            // Put the scopes back so the next batch retries them.
-            lock(&s.dirty).extend(batch.into_iter().map(|(scope, _)| scope));
+            tracing::error!(error = %e, "cost totals could not be persisted; retrying");
+            // Put the scopes (and the wish for a flush) back so the next batch retries them.
+            let mut dirty = lock(&s.dirty);
+            dirty.extend(batch.into_iter().map(|(scope, _)| scope));
+            if flush {
+                s.durable_wanted.store(true, Ordering::Release);
+            }
         }
-        let _previous = s.flushed.send_replace(result);
+        let _previous = s.flushed.send_replace((batch_no, result));
+        if failed {
+            drop(s);
+            // A failing store is not retried in a tight loop.
+            tokio::time::sleep(WRITE_RETRY_BACKOFF).await;
+        }
     }
 }
 

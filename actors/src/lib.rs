@@ -11,9 +11,7 @@ pub mod scheduler;
 pub mod agent;
 pub mod orchestration;
 
-pub mod memory {
-    //! Sharded vector memory actors (the memory issue).
-}
+pub mod memory;
 
 pub mod tools {
     //! Tool actors and the plugin registry (the tools issue).

@@ -28,6 +28,8 @@ pub struct RuntimeConfig {
     pub llm: LlmConfig,
     /// Agent activation, passivation and task timeouts.
     pub agents: AgentSystemConfig,
+    /// Vector memory: embedding model and namespace defaults.
+    pub memory: aios_actors::memory::MemoryConfig,
 }
 
 impl RuntimeConfig {
@@ -40,6 +42,7 @@ impl RuntimeConfig {
             cache_capacity_bytes: 64 * 1024 * 1024,
             llm: LlmConfig::default(),
             agents: AgentSystemConfig::default(),
+            memory: aios_actors::memory::MemoryConfig::default(),
         }
     }
 

@@ -14,6 +14,7 @@ use aios_actors::agent::tools::ToolBox;
 use aios_actors::agent::{AgentRegistry, AgentSystem};
 use aios_actors::cost::CostLedger;
 use aios_actors::llm::config::LlmConfig;
+use aios_actors::memory::MemoryStore;
 use aios_actors::orchestration::Orchestrator;
 use aios_actors::records::Records;
 use aios_actors::scheduler::{LlmRouter, RateLimiter, Scheduler};
@@ -56,6 +57,7 @@ pub struct Runtime {
     runs: SupervisorRef,
     agent_system: AgentSystem,
     orchestrator: Orchestrator,
+    memory_store: MemoryStore,
     costs: CostLedger,
     shutdown_timeout: Duration,
 }
@@ -67,6 +69,7 @@ async fn start_agents(
     snapshots: &Snapshots,
     services: &SupervisorRef,
     agents: &SupervisorRef,
+    memory: &MemoryStore,
 ) -> Result<(AgentSystem, CostLedger), RuntimeError> {
     let agents_err = |e: String| RuntimeError::Agents(e);
     let records = Records::new(snapshots.clone());
@@ -101,7 +104,7 @@ async fn start_agents(
         router,
         ToolBox::with_builtins(),
         registry,
-        None,
+        Some(Arc::new(memory.clone())),
         config.agents.clone(),
     );
     Ok((system, costs))
@@ -153,18 +156,33 @@ impl Runtime {
             .child(agents_spec)
             .child(runs_spec);
         let root = start_root(root_spec, env).await?;
-        let started = match start_agents(&config, &snapshots, &services, &agents).await {
-            Ok((system, costs)) => Orchestrator::open(
+        let started = async {
+            let embedder = config
+                .memory
+                .embedder
+                .build()
+                .map_err(|e| RuntimeError::Agents(format!("memory: {e}")))?;
+            let memory_store = MemoryStore::open(
+                memory.clone(),
+                Records::new(snapshots.clone()),
+                embedder,
+                config.memory.clone(),
+            )
+            .await
+            .map_err(|e| RuntimeError::Agents(format!("memory: {e}")))?;
+            let (system, costs) =
+                start_agents(&config, &snapshots, &services, &agents, &memory_store).await?;
+            let orchestrator = Orchestrator::open(
                 system.clone(),
                 runs.clone(),
                 Records::new(snapshots.clone()),
             )
             .await
-            .map(|orchestrator| (system, costs, orchestrator))
-            .map_err(|e| RuntimeError::Agents(format!("orchestration: {e}"))),
-            Err(e) => Err(e),
-        };
-        let (agent_system, costs, orchestrator) = match started {
+            .map_err(|e| RuntimeError::Agents(format!("orchestration: {e}")))?;
+            Ok::<_, RuntimeError>((system, costs, orchestrator, memory_store))
+        }
+        .await;
+        let (agent_system, costs, orchestrator, memory_store) = match started {
             Ok(s) => s,
             Err(e) => {
                 // Leave nothing running behind a failed open.
@@ -185,6 +203,7 @@ impl Runtime {
             agents,
             runs,
             orchestrator,
+            memory_store,
             shutdown_timeout: config.shutdown_timeout,
         })
     }
@@ -212,6 +231,11 @@ impl Runtime {
     /// The dynamic supervisor of agents.
     pub fn agents(&self) -> &SupervisorRef {
         &self.agents
+    }
+
+    /// Vector memory: namespaces, remember, search, recall (the agents' memory hook).
+    pub fn memory_store(&self) -> &MemoryStore {
+        &self.memory_store
     }
 
     /// The dynamic supervisor of runs.

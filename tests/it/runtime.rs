@@ -65,3 +65,65 @@ fn invalid_configuration_names_the_field() {
     let err = RuntimeConfig::new("").validate().unwrap_err().to_string();
     assert!(err.contains("data_dir"), "{err}");
 }
+
+/// The node wires its vector memory into the agents: an agent with a memory namespace gets
+/// the relevant memories in its context.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_retrieve_from_the_node_memory() {
+    use aios::actors::agent::{AgentDef, AgentRole, Task};
+    use aios::actors::llm::config::{LlmConfig, ProviderConfig, ProviderKind};
+    use aios::actors::memory::NewMemory;
+    use aios::actors::protocol::AgentId;
+    use aios::actors::scheduler::{RateLimits, SchedulerConfig};
+
+    let fake = aios_testkit::FakeLlm::start(aios_testkit::FakeConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = RuntimeConfig::new(dir.path());
+    config.llm = LlmConfig {
+        providers: vec![ProviderConfig {
+            name: "fake".into(),
+            kind: ProviderKind::Openai,
+            base_url: Some(fake.base_url()),
+            api_key_env: None,
+            script_file: None,
+            limits: RateLimits::default(),
+            retry_attempts_max: 1,
+            request_timeout: Duration::from_secs(30),
+        }],
+        models: vec![SchedulerConfig::new("fake", "m")],
+    };
+    let rt = Runtime::open(config).await.unwrap();
+    let memory = rt.memory_store();
+    memory.ensure_namespace("kb").await.unwrap();
+    memory
+        .remember(
+            "kb",
+            vec![
+                NewMemory::text("the office wifi password rotates every monday"),
+                NewMemory::text("the cafeteria closes at three"),
+            ],
+        )
+        .await
+        .unwrap();
+    let mut def = AgentDef::new("helper", AgentRole::Executor, "fake/m", "You help.");
+    def.memory_namespace = Some("kb".into());
+    rt.agent_system().registry().create(def).await.unwrap();
+    rt.agent_system()
+        .ask(
+            &AgentId::main("helper"),
+            Task::new("when does the wifi password rotate?"),
+        )
+        .await
+        .unwrap();
+    let request = fake.requests().pop().unwrap();
+    let system = request.body["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(system.contains("Relevant memory:"), "{system}");
+    assert!(
+        system.contains("wifi password rotates every monday"),
+        "{system}"
+    );
+    rt.shutdown().await.unwrap();
+}

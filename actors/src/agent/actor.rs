@@ -402,6 +402,13 @@ impl AgentWorker {
                     def.limits.max_tokens
                 )));
             }
+            if task
+                .cancel
+                .as_ref()
+                .is_some_and(CancellationToken::is_cancelled)
+            {
+                return Err(AgentError::Llm(LlmError::Cancelled));
+            }
             for call in &message.tool_calls {
                 tool_calls += 1;
                 self.emit(

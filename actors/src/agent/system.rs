@@ -13,6 +13,7 @@ use aios_supervisor::{
 use dashmap::DashMap;
 use serde_json::{Value, json};
 use tokio::sync::{OnceCell, broadcast};
+use tokio_util::sync::CancellationToken;
 
 use super::actor::{AgentError, AgentMsg, AgentWorker, Task, TaskOutput};
 use super::events::{AgentEvent, EventHub};
@@ -56,6 +57,16 @@ struct Slot {
     handle: OnceCell<ActorHandle<AgentMsg>>,
     last_used_ms: AtomicU64,
     busy: AtomicUsize,
+}
+
+/// A busy mark on an agent instance; released when dropped.
+struct Held(Arc<Slot>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.last_used_ms.store(unix_ms(), Ordering::Relaxed);
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 struct Inner {
@@ -168,16 +179,11 @@ impl AgentSystem {
     /// As [`AgentSystem::ask`].
     pub async fn history(&self, id: &AgentId) -> Result<Vec<ChatMessage>, AgentError> {
         let inner = &self.inner;
-        let slot = inner.hold(id)?;
-        let result = async {
-            let h = inner.activate(id, &slot).await?;
-            h.call(AgentMsg::History, Duration::from_secs(10))
-                .await
-                .map_err(|e| AgentError::Unavailable(e.to_string()))
-        }
-        .await;
-        inner.release(&slot);
-        result
+        let held = inner.hold(id)?;
+        let h = inner.activate(id, &held.0).await?;
+        h.call(AgentMsg::History, Duration::from_secs(10))
+            .await
+            .map_err(|e| AgentError::Unavailable(e.to_string()))
     }
 
     /// Passivates `id` now (final snapshot, actor stopped). Returns false when it was not
@@ -361,8 +367,9 @@ impl AgentSystem {
 }
 
 impl Inner {
-    /// Marks `id` busy (so it is not passivated) and returns its slot.
-    fn hold(&self, id: &AgentId) -> Result<Arc<Slot>, AgentError> {
+    /// Marks `id` busy (so it is not passivated) until the returned guard is dropped, also
+    /// when the caller's future is dropped half-way.
+    fn hold(&self, id: &AgentId) -> Result<Held, AgentError> {
         if self.kernel.registry.get(&id.name).is_none() {
             return Err(AgentError::NotFound(id.name.clone()));
         }
@@ -376,12 +383,7 @@ impl Inner {
         });
         // Incremented under the map's shard lock, so the reaper's `remove_if` sees it.
         slot.busy.fetch_add(1, Ordering::AcqRel);
-        Ok(slot.clone())
-    }
-
-    fn release(&self, slot: &Slot) {
-        slot.last_used_ms.store(unix_ms(), Ordering::Relaxed);
-        slot.busy.fetch_sub(1, Ordering::AcqRel);
+        Ok(Held(slot.clone()))
     }
 
     async fn activate(
@@ -437,27 +439,31 @@ impl Inner {
                 "delegation cycle: {id} is already working on this request"
             )));
         }
-        let slot = self.hold(id)?;
-        let result = async {
-            let handle = self.activate(id, &slot).await?;
-            match handle
-                .call(
-                    |r| AgentMsg::Run(Box::new(task), r),
-                    self.config.task_timeout,
-                )
-                .await
-            {
-                Ok(out) => out,
-                Err(CallError::Timeout { .. }) => Err(AgentError::Unavailable(format!(
-                    "{id} did not finish within {:?}",
-                    self.config.task_timeout
-                ))),
-                Err(e) => Err(AgentError::Unavailable(format!("{id}: {e}"))),
-            }
+        let held = self.hold(id)?;
+        let handle = self.activate(id, &held.0).await?;
+        // The task's own token: cancelled when the caller stops waiting, so the agent stops
+        // calling the model for a task nobody will read.
+        let mut task = task;
+        let token = task
+            .cancel
+            .as_ref()
+            .map_or_else(CancellationToken::new, CancellationToken::child_token);
+        task.cancel = Some(token.clone());
+        let _cancel_on_drop = token.drop_guard();
+        match handle
+            .call(
+                |r| AgentMsg::Run(Box::new(task), r),
+                self.config.task_timeout,
+            )
+            .await
+        {
+            Ok(out) => out,
+            Err(CallError::Timeout { .. }) => Err(AgentError::Unavailable(format!(
+                "{id} did not finish within {:?}",
+                self.config.task_timeout
+            ))),
+            Err(e) => Err(AgentError::Unavailable(format!("{id}: {e}"))),
         }
-        .await;
-        self.release(&slot);
-        result
     }
 
     async fn passivate(&self, id: &AgentId, idle_for: Duration) -> Result<bool, SupervisorError> {

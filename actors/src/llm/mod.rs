@@ -10,7 +10,7 @@
 pub mod anthropic;
 pub mod config;
 mod error;
-mod http;
+pub(crate) mod http;
 pub mod openai;
 mod retry;
 pub mod scripted;

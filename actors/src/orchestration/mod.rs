@@ -30,6 +30,7 @@ use aios_supervisor::{
 use dashmap::DashMap;
 use serde::Serialize;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 pub use self::plan::{
     PLAN_STEPS_MAX, Plan, PlanStep, STEP_DESCRIPTION_LEN_MAX, STEP_ID_LEN_MAX, validate_step_id,
@@ -176,16 +177,32 @@ pub(crate) struct Shared {
     pub(crate) records: Records,
     pub(crate) events: broadcast::Sender<RunEvent>,
     pub(crate) runs: DashMap<String, ActorHandle<RunMsg>>,
+    /// The latest state of every active run, published by its actor after each message, so
+    /// readers never queue behind the run's work.
+    states: DashMap<String, RunState>,
+    /// Each active run's cancellation token; it outlives restarts of the run's actor.
+    tokens: DashMap<String, CancellationToken>,
 }
 
 impl Shared {
     /// Takes a finished run out of the active index.
     pub(crate) async fn unindex(&self, id: &str) -> Result<(), String> {
-        self.runs.remove(id);
         self.records
             .delete(&format!("{RUN_INDEX_PREFIX}{id}"))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.runs.remove(id);
+        self.states.remove(id);
+        self.tokens.remove(id);
+        Ok(())
+    }
+
+    pub(crate) fn publish(&self, state: &RunState) {
+        self.states.insert(state.id.clone(), state.clone());
+    }
+
+    pub(crate) fn token(&self, id: &str) -> CancellationToken {
+        self.tokens.entry(id.to_string()).or_default().clone()
     }
 }
 
@@ -237,6 +254,8 @@ impl Orchestrator {
             records: records.clone(),
             events,
             runs: DashMap::new(),
+            states: DashMap::new(),
+            tokens: DashMap::new(),
         });
         let this = Self {
             sessions: Arc::new(session::Sessions::new(records.clone(), system)),
@@ -250,12 +269,23 @@ impl Orchestrator {
         let mut resumed = 0;
         for key in active {
             let id = key.trim_start_matches(RUN_INDEX_PREFIX).to_string();
-            if this.load(&id).await?.is_none() {
-                tracing::warn!(run = %id, "indexed run has no snapshot; dropping it from the index");
-                this.shared.unindex(&id).await.map_err(unavailable)?;
+            match this.load(&id).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::warn!(run = %id, "indexed run has no snapshot; dropping it from the index");
+                    this.shared.unindex(&id).await.map_err(unavailable)?;
+                    continue;
+                }
+                Err(e) => {
+                    // One unreadable run must not keep the node from starting.
+                    tracing::error!(run = %id, error = %e, "cannot resume run; left in the index");
+                    continue;
+                }
+            }
+            if let Err(e) = this.spawn(&id, None).await {
+                tracing::error!(run = %id, error = %e, "cannot resume run");
                 continue;
             }
-            this.spawn(&id, None).await?;
             resumed += 1;
         }
         if resumed > 0 {
@@ -280,12 +310,13 @@ impl Orchestrator {
                 .policy(SnapshotPolicy::EveryMessage)
                 .durability(Durability::Durable),
         );
-        let handle = self
-            .supervisor
-            .start_worker(spec)
-            .await
-            .map_err(unavailable)?;
+        // Known before it starts, so a run that finishes at once removes its own entry.
+        let (child, handle) = spec.build();
         self.shared.runs.insert(id.to_string(), handle);
+        if let Err(e) = self.supervisor.start_child(child).await {
+            self.shared.runs.remove(id);
+            return Err(unavailable(e));
+        }
         Ok(())
     }
 
@@ -381,13 +412,8 @@ impl Orchestrator {
     /// [`OrchestrationError::Invalid`] for a malformed id, store failures.
     pub async fn get(&self, id: &str) -> Result<Option<RunState>, OrchestrationError> {
         validate_run_id(id)?;
-        if self.shared.runs.contains_key(id) {
-            match self.call(id, RunMsg::Get).await {
-                Ok(s) => return Ok(Some(s)),
-                // Finished and stopped between the lookup and the call.
-                Err(OrchestrationError::RunNotFound(_) | OrchestrationError::Unavailable(_)) => {}
-                Err(e) => return Err(e),
-            }
+        if let Some(s) = self.shared.states.get(id) {
+            return Ok(Some(s.clone()));
         }
         self.load(id).await
     }
@@ -412,8 +438,12 @@ impl Orchestrator {
             .map_err(unavailable)?;
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            if let Some(s) = self.get(key.trim_start_matches(RUN_KEY_PREFIX)).await? {
-                out.push(s);
+            match self.get(key.trim_start_matches(RUN_KEY_PREFIX)).await {
+                Ok(Some(s)) => out.push(s),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "unreadable run left out of the list")
+                }
             }
         }
         Ok(out)
@@ -478,9 +508,14 @@ impl Orchestrator {
         decision: Decision,
     ) -> Result<(), OrchestrationError> {
         validate_run_id(id)?;
-        if decision.by.trim().is_empty() {
+        if decision.by.trim().is_empty() || decision.by.len() > 256 {
             return Err(OrchestrationError::Invalid(
-                "decision.by: say who decided".into(),
+                "decision.by: say who decided (at most 256 bytes)".into(),
+            ));
+        }
+        if decision.note.len() > 4096 {
+            return Err(OrchestrationError::Invalid(
+                "decision.note: at most 4096 bytes".into(),
             ));
         }
         if !self.shared.runs.contains_key(id) {

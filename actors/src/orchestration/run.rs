@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use aios_supervisor::{Context, PersistentWorker, Worker};
+use aios_supervisor::{ActorHandle, Context, PersistentWorker, Worker};
 use ractor::{ActorProcessingErr, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -113,6 +113,16 @@ impl RunSpec {
         }
         if let Some(planner) = &self.planner {
             crate::agent::validate_name(planner).map_err(|e| format!("planner: {e}"))?;
+        }
+        if self.tenant.len() > 128 {
+            return Err("tenant: at most 128 bytes".into());
+        }
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.is_empty() || s.len() > 128)
+        {
+            return Err("session: 1..=128 bytes".into());
         }
         if let Some(plan) = &self.plan {
             plan.validate().map_err(|e| format!("plan: {e}"))?;
@@ -277,7 +287,9 @@ pub struct RunState {
     live: Live,
 }
 
-/// What only exists while the run's actor lives.
+/// What only exists while the run's actor lives. The cancellation token is the run's own
+/// (kept in `Shared` across restarts of the actor), so cancelling reaches calls started by
+/// an earlier incarnation too.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Live {
     in_flight: BTreeSet<Work>,
@@ -420,7 +432,11 @@ impl Worker for RunWorker {
                 return Err(format!("run {} has no snapshot to resume from", self.id).into());
             }
         };
-        state.live = Live::default();
+        state.live = Live {
+            in_flight: BTreeSet::new(),
+            cancel: CancelToken(self.shared.token(&self.id)),
+        };
+        self.shared.publish(&state);
         ctx.myself()
             .cast(RunMsg::Advance)
             .map_err(|_| "the run's own mailbox is full")?;
@@ -433,6 +449,49 @@ impl Worker for RunWorker {
         msg: RunMsg,
         state: &mut RunState,
     ) -> Result<(), ActorProcessingErr> {
+        self.handle_msg(ctx, msg, state).await;
+        if !state.cleaned {
+            self.shared.publish(state);
+        }
+        Ok(())
+    }
+}
+
+impl PersistentWorker for RunWorker {
+    const SCHEMA_VERSION: u32 = 1;
+}
+
+/// Sends a result to the run, waiting while its mailbox is full; gives up only when the run
+/// is gone (then the result is not needed: a resumed run starts the work again under the
+/// same idempotency key).
+async fn deliver(me: &ActorHandle<RunMsg>, mut msg: RunMsg) {
+    let mut wait = std::time::Duration::from_millis(1);
+    loop {
+        match me.cast(msg) {
+            Ok(()) => return,
+            Err(e) if e.is_mailbox_full() => {
+                msg = e.into_inner();
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_millis(100));
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Sends `msg` to the run itself from a handler; a full mailbox defers it to a task.
+fn send_self(ctx: &Context<RunMsg>, msg: RunMsg) {
+    if let Err(e) = ctx.myself().cast(msg)
+        && e.is_mailbox_full()
+    {
+        let me = ctx.myself().clone();
+        let msg = e.into_inner();
+        tokio::spawn(async move { deliver(&me, msg).await });
+    }
+}
+
+impl RunWorker {
+    async fn handle_msg(&self, ctx: &mut Context<RunMsg>, msg: RunMsg, state: &mut RunState) {
         match msg {
             RunMsg::Advance => self.advance(ctx, state),
             RunMsg::Planned {
@@ -510,19 +569,14 @@ impl Worker for RunWorker {
             RunMsg::Cleanup => {
                 if state.status.is_finished() && state.live.in_flight.is_empty() {
                     self.cleanup(state).await;
+                    // Stopped even when cleaning up failed: the run stays indexed and the
+                    // next start of the node tries again.
                     ctx.stop();
                 }
             }
         }
-        Ok(())
     }
-}
 
-impl PersistentWorker for RunWorker {
-    const SCHEMA_VERSION: u32 = 1;
-}
-
-impl RunWorker {
     fn emit(&self, state: &RunState, kind: RunEventKind) {
         // Nobody listening is fine.
         let _ = self.shared.events.send(RunEvent {
@@ -553,10 +607,8 @@ impl RunWorker {
         } else {
             Some(RunMsg::Advance)
         };
-        if let Some(msg) = next
-            && ctx.myself().cast(msg).is_err()
-        {
-            tracing::error!(run = %state.id, "run mailbox full; the run continues on its next message");
+        if let Some(msg) = next {
+            send_self(ctx, msg);
         }
     }
 
@@ -739,7 +791,7 @@ impl RunWorker {
     fn advance(&self, ctx: &mut Context<RunMsg>, state: &mut RunState) {
         if state.status.is_finished() {
             if state.live.in_flight.is_empty() && !state.cleaned {
-                let _ = ctx.myself().cast(RunMsg::Cleanup);
+                send_self(ctx, RunMsg::Cleanup);
             }
             return;
         }
@@ -823,7 +875,7 @@ impl RunWorker {
                     .join("\n\n");
                 state.answer = Some(answer);
                 self.finish(state, RunStatus::Succeeded, None);
-                let _ = ctx.myself().cast(RunMsg::Cleanup);
+                send_self(ctx, RunMsg::Cleanup);
             }
             return;
         }
@@ -901,7 +953,9 @@ impl RunWorker {
     }
 
     fn start_planning(&self, ctx: &mut Context<RunMsg>, state: &mut RunState) {
-        let planner = match &state.spec.planner {
+        // A resumed run keeps its planner: the same instance answers a repeated attempt from
+        // its record of finished tasks.
+        let planner = match state.planner.as_ref().or(state.spec.planner.as_ref()) {
             Some(p) => p.clone(),
             None => match self.shared.system.registry().negotiate(&CapabilityQuery {
                 capability: PLANNER_CAPABILITY.into(),
@@ -910,7 +964,7 @@ impl RunWorker {
                 Ok(m) => m.agent,
                 Err(e) => {
                     self.finish(state, RunStatus::Failed, Some(format!("no planner: {e}")));
-                    let _ = ctx.myself().cast(RunMsg::Cleanup);
+                    send_self(ctx, RunMsg::Cleanup);
                     return;
                 }
             },
@@ -948,12 +1002,15 @@ impl RunWorker {
         tracing::debug!(run = %state.id, planner = %planner, attempt, "planning");
         tokio::spawn(async move {
             let result = system.ask(&id, task).await;
-            // The run may be gone (cancelled and stopped); then the result is not needed.
-            let _ = me.cast(RunMsg::Planned {
-                attempt,
-                planner,
-                result,
-            });
+            deliver(
+                &me,
+                RunMsg::Planned {
+                    attempt,
+                    planner,
+                    result,
+                },
+            )
+            .await;
         });
     }
 
@@ -993,12 +1050,16 @@ impl RunWorker {
         let me = ctx.myself().clone();
         tokio::spawn(async move {
             let result = system.ask(&id, task).await;
-            let _ = me.cast(RunMsg::StepFinished {
-                index,
-                attempt,
-                agent,
-                result,
-            });
+            deliver(
+                &me,
+                RunMsg::StepFinished {
+                    index,
+                    attempt,
+                    agent,
+                    result,
+                },
+            )
+            .await;
         });
     }
 
@@ -1023,7 +1084,7 @@ impl RunWorker {
                         RunStatus::Failed,
                         Some("no planner to compose the answer".into()),
                     );
-                    let _ = ctx.myself().cast(RunMsg::Cleanup);
+                    send_self(ctx, RunMsg::Cleanup);
                     return;
                 }
             },
@@ -1051,7 +1112,7 @@ impl RunWorker {
         let me = ctx.myself().clone();
         tokio::spawn(async move {
             let result = system.ask(&id, task).await;
-            let _ = me.cast(RunMsg::Composed { attempt, result });
+            deliver(&me, RunMsg::Composed { attempt, result }).await;
         });
     }
 
@@ -1077,9 +1138,11 @@ impl RunWorker {
                 tracing::warn!(run = %state.id, agent = %id, error = %e, "forgetting a run's agent instance");
             }
         }
-        if let Err(e) = self.shared.unindex(&state.id).await {
-            tracing::warn!(run = %state.id, error = %e, "removing the run from the active index");
+        match self.shared.unindex(&state.id).await {
+            Ok(()) => state.cleaned = true,
+            Err(e) => {
+                tracing::warn!(run = %state.id, error = %e, "removing the run from the active index; retried at the next start");
+            }
         }
-        state.cleaned = true;
     }
 }

@@ -332,13 +332,20 @@ impl Sessions {
                 let mut task = String::new();
                 if !context.is_empty() {
                     task.push_str("Conversation so far:\n");
+                    // The context shares the task's size limit with the new message.
+                    let room = RUN_TASK_LEN_MAX.saturating_sub(text.len() + 64);
+                    let per_entry = room / context.len().max(1) / 2;
                     for e in &context {
                         let who = match e.role {
                             EntryRole::User => "user",
                             EntryRole::Assistant => "assistant",
                             EntryRole::System => "system",
                         };
-                        task.push_str(&format!("{who}: {}\n", e.text));
+                        let mut end = e.text.len().min(per_entry);
+                        while !e.text.is_char_boundary(end) {
+                            end -= 1;
+                        }
+                        task.push_str(&format!("{who}: {}\n", &e.text[..end]));
                     }
                     task.push_str("\nNew message: ");
                 }

@@ -2,6 +2,7 @@
 
 mod agents;
 mod common;
+mod memory;
 mod orchestration;
 mod providers;
 mod scheduler;

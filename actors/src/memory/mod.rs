@@ -1,0 +1,1117 @@
+//! Vector memory: namespaces split into shards, each shard a supervised actor owning its
+//! items and index; a router ([`MemoryStore`]) that embeds, validates, writes durably and
+//! fans queries out to every shard with a deadline; context-aware retrieval for agents.
+//!
+//! ```text
+//! MemoryStore ── remember(ns, items) ── embed ─ id % shards ─► shard actors (durable puts)
+//!             ── search(ns, query) ──── embed ─ fan out with deadline ─► merge top-k
+//!             ── recall(ns, query) ──── search k×4 → recency/importance rescoring → MMR
+//!                                       → a context block within a token budget
+//! ```
+//!
+//! Store layout: namespace metadata `memns/<ns>`, items `mem/<ns>/<shard>/<id>`.
+
+mod embed;
+mod index;
+mod shard;
+pub mod vector;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aios_supervisor::snapshot::Durability;
+use aios_supervisor::{ActorHandle, CallError, Restart, SupervisorRef, WorkerSpec};
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+pub use self::embed::{
+    EMBED_BATCH_MAX, Embedder, HASH_EMBEDDER_DIM, HashEmbedder, OpenAiEmbedder,
+    OpenAiEmbedderConfig, SharedEmbedder,
+};
+pub use self::index::{AnnParams, CosineDistance, IndexKind, VectorIndex};
+pub use self::shard::{MemoryItem, ShardStats};
+use self::shard::{ShardMsg, ShardQuery, ShardWorker, now_ms};
+use self::vector::{dot, is_finite, normalize};
+use crate::agent::MemoryHook;
+use crate::records::Records;
+
+/// Shards per namespace at most.
+pub const SHARDS_MAX: u32 = 64;
+/// The longest memory text, in bytes.
+pub const MEMORY_TEXT_LEN_MAX: usize = 64 * 1024;
+/// Items per `remember` call at most.
+pub const REMEMBER_BATCH_MAX: usize = 10_000;
+/// Results per query at most.
+pub const K_MAX: usize = 1000;
+/// Tags per item at most.
+const TAGS_MAX: usize = 32;
+/// Mailbox bound of a shard.
+const SHARD_MAILBOX_LEN_MAX: usize = 1024;
+/// How long a write may take before its caller stops waiting.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+const NS_KEY_PREFIX: &str = "memns/";
+
+/// Why a memory operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MemoryError {
+    /// The request is invalid (names the field).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// No such namespace.
+    #[error("no memory namespace {0:?}")]
+    NamespaceNotFound(String),
+    /// The namespace exists already.
+    #[error("memory namespace {0:?} exists")]
+    NamespaceExists(String),
+    /// A vector's dimension or model does not match the namespace's.
+    #[error("{0}")]
+    ModelMismatch(String),
+    /// The namespace is full.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+    /// The embedding model failed.
+    #[error("embedding failed: {0}")]
+    Embedding(String),
+    /// The store failed.
+    #[error("memory store: {0}")]
+    Store(String),
+    /// A shard could not be reached.
+    #[error("memory shard unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Who wrote a memory, when, and how much it matters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemoryMeta {
+    /// The agent it belongs to.
+    pub agent: Option<String>,
+    /// The session it came from.
+    pub session: Option<String>,
+    /// The user it is about.
+    pub user: Option<String>,
+    /// Free tags.
+    pub tags: Vec<String>,
+    /// When it was stored, Unix ms (set by `remember` when 0).
+    pub created_ms: u64,
+    /// 0.0..=1.0; weighs in context-aware retrieval.
+    pub importance: f32,
+    /// After this Unix ms it is no longer returned, and cleanup deletes it.
+    pub expires_ms: Option<u64>,
+}
+
+/// Which memories a query, update or delete applies to. Empty fields match everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryFilter {
+    /// Only this agent's.
+    pub agent: Option<String>,
+    /// Only this session's.
+    pub session: Option<String>,
+    /// Only about this user.
+    pub user: Option<String>,
+    /// Only items carrying every one of these tags.
+    pub tags: Vec<String>,
+    /// Created at or after (Unix ms).
+    pub since_ms: Option<u64>,
+    /// Created before (Unix ms).
+    pub until_ms: Option<u64>,
+}
+
+impl MemoryFilter {
+    /// True when it matches everything.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+
+    /// True when `meta` matches and has not expired at `now_ms`.
+    pub fn matches(&self, meta: &MemoryMeta, now_ms: u64) -> bool {
+        meta.expires_ms.is_none_or(|e| e > now_ms) && self.matches_ignoring_expiry(meta)
+    }
+
+    /// True when `meta` matches, expired or not.
+    pub fn matches_ignoring_expiry(&self, meta: &MemoryMeta) -> bool {
+        fn eq(want: &Option<String>, have: &Option<String>) -> bool {
+            want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
+        }
+        eq(&self.agent, &meta.agent)
+            && eq(&self.session, &meta.session)
+            && eq(&self.user, &meta.user)
+            && self.tags.iter().all(|t| meta.tags.contains(t))
+            && self.since_ms.is_none_or(|s| meta.created_ms >= s)
+            && self.until_ms.is_none_or(|u| meta.created_ms < u)
+    }
+}
+
+/// A search result.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Hit {
+    /// The memory's id.
+    pub id: u64,
+    /// Cosine similarity to the query.
+    pub similarity: f32,
+    /// The ranking score (the similarity for `search`; the combined score for `recall`).
+    pub score: f32,
+    /// The text.
+    pub text: String,
+    /// Its metadata.
+    pub meta: MemoryMeta,
+    /// The shard that holds it.
+    pub shard: u32,
+}
+
+/// The answer to a query.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SearchResult {
+    /// Best first.
+    pub hits: Vec<Hit>,
+    /// True when some shard failed or missed the deadline: the hits come from the others.
+    pub partial: bool,
+    /// The shards that did not answer.
+    pub failed_shards: Vec<u32>,
+}
+
+/// What to search with.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Query {
+    /// A text, embedded with the namespace's model.
+    Text(String),
+    /// A vector made with `model` (refused unless it is the namespace's model).
+    Vector {
+        /// The model that made it.
+        model: String,
+        /// The vector (normalised before use).
+        vector: Vec<f32>,
+    },
+}
+
+/// A search.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchRequest {
+    /// What to look for.
+    pub query: Query,
+    /// How many results, 1..=[`K_MAX`].
+    pub k: usize,
+    /// Which memories qualify.
+    pub filter: MemoryFilter,
+    /// How long to wait for the shards.
+    pub timeout: Duration,
+}
+
+impl SearchRequest {
+    /// The `k` best matches of `text`, within the default deadline.
+    pub fn text(text: impl Into<String>, k: usize) -> Self {
+        Self {
+            query: Query::Text(text.into()),
+            k,
+            filter: MemoryFilter::default(),
+            timeout: DEFAULT_SEARCH_TIMEOUT,
+        }
+    }
+}
+
+/// Shards wait this long by default.
+pub const DEFAULT_SEARCH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A memory to store.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NewMemory {
+    /// The text.
+    pub text: String,
+    /// Its vector when the caller has one (made with the namespace's model); otherwise the
+    /// store embeds the text.
+    pub vector: Option<Vec<f32>>,
+    /// Its metadata.
+    pub meta: MemoryMeta,
+}
+
+impl NewMemory {
+    /// A memory with just a text.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// How to create a namespace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamespaceSpec {
+    /// 1..=64 of `a-z A-Z 0-9 _ - .`.
+    pub name: String,
+    /// 1..=[`SHARDS_MAX`].
+    pub shards: u32,
+    /// Exact, HNSW, or by size.
+    pub index: IndexKind,
+    /// HNSW settings.
+    pub ann: AnnParams,
+    /// Items the namespace may hold at most.
+    pub quota_items: Option<u64>,
+}
+
+impl NamespaceSpec {
+    /// A namespace of `shards` shards with the default index and no quota.
+    pub fn new(name: impl Into<String>, shards: u32) -> Self {
+        Self {
+            name: name.into(),
+            shards,
+            index: IndexKind::Auto,
+            ann: AnnParams::default(),
+            quota_items: None,
+        }
+    }
+}
+
+/// A namespace as persisted: what it was built with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceInfo {
+    /// Its name.
+    pub name: String,
+    /// Shards.
+    pub shards: u32,
+    /// The embedding model its vectors come from.
+    pub model: String,
+    /// Their dimension.
+    pub dim: u32,
+    /// Index kind.
+    pub index: IndexKind,
+    /// HNSW settings.
+    pub ann: AnnParams,
+    /// Items at most.
+    pub quota_items: Option<u64>,
+    /// Unix ms.
+    pub created_ms: u64,
+}
+
+impl NamespaceInfo {
+    /// The quota share of one shard (rounded up).
+    pub(crate) fn quota_items_per_shard(&self) -> Option<u64> {
+        self.quota_items
+            .map(|q| q.div_ceil(u64::from(self.shards.max(1))))
+    }
+}
+
+/// How `recall` ranks, in the manner of the "Generative Agents" memory stream.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RecallWeights {
+    /// Weight of the cosine similarity.
+    pub similarity: f32,
+    /// Weight of recency: `0.5^(age / half_life)`.
+    pub recency: f32,
+    /// Weight of importance.
+    pub importance: f32,
+    /// Age at which recency counts half.
+    pub half_life: Duration,
+    /// MMR trade-off: 1.0 ranks by score only, lower values favour diversity (measured on
+    /// the texts' lexical overlap). `None` skips MMR.
+    pub mmr_lambda: Option<f32>,
+}
+
+impl Default for RecallWeights {
+    /// Similarity 1.0, recency 0.3 (half-life 1 day), importance 0.3, MMR 0.7.
+    fn default() -> Self {
+        Self {
+            similarity: 1.0,
+            recency: 0.3,
+            importance: 0.3,
+            half_life: Duration::from_secs(24 * 3600),
+            mmr_lambda: Some(0.7),
+        }
+    }
+}
+
+/// A context-aware retrieval.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecallRequest {
+    /// The query text.
+    pub text: String,
+    /// Memories to return at most.
+    pub k: usize,
+    /// Which memories qualify (for example the agent's current session).
+    pub filter: MemoryFilter,
+    /// Ranking.
+    pub weights: RecallWeights,
+    /// The context block holds at most this many tokens (estimated at 4 bytes per token).
+    pub token_budget: usize,
+}
+
+impl RecallRequest {
+    /// `k` memories for `text` with the default weights and a 1,000-token budget.
+    pub fn new(text: impl Into<String>, k: usize) -> Self {
+        Self {
+            text: text.into(),
+            k,
+            filter: MemoryFilter::default(),
+            weights: RecallWeights::default(),
+            token_budget: 1000,
+        }
+    }
+}
+
+/// What `recall` returns.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Recalled {
+    /// The memories chosen, in order.
+    pub hits: Vec<Hit>,
+    /// They as one block of lines for a prompt, within the token budget.
+    pub block: String,
+    /// As [`SearchResult::partial`].
+    pub partial: bool,
+}
+
+/// Which embedding model a node uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EmbedderConfig {
+    /// The built-in offline [`HashEmbedder`] of this dimension.
+    Hash {
+        /// Dimension, 8..=4096.
+        dim: usize,
+    },
+    /// An OpenAI-compatible `/v1/embeddings` server.
+    OpenAi {
+        /// Base URL.
+        base_url: String,
+        /// Model name.
+        model: String,
+        /// The dimension it returns.
+        dim: usize,
+        /// The environment variable holding the API key, if any.
+        api_key_env: Option<String>,
+    },
+}
+
+impl Default for EmbedderConfig {
+    /// The built-in embedder, 384 dimensions.
+    fn default() -> Self {
+        Self::Hash {
+            dim: HASH_EMBEDDER_DIM,
+        }
+    }
+}
+
+impl EmbedderConfig {
+    /// Builds the embedder.
+    ///
+    /// # Errors
+    /// A dimension out of range, a bad URL, or a missing API key variable.
+    pub fn build(&self) -> Result<SharedEmbedder, String> {
+        match self {
+            Self::Hash { dim } => {
+                if !(8..=4096).contains(dim) {
+                    return Err("embedder.dim: must be 8..=4096".into());
+                }
+                Ok(Arc::new(HashEmbedder::new(*dim)))
+            }
+            Self::OpenAi {
+                base_url,
+                model,
+                dim,
+                api_key_env,
+            } => {
+                let api_key = match api_key_env {
+                    Some(var) => Some(crate::llm::ApiKey::from_env(var).ok_or_else(|| {
+                        format!("embedder.api_key_env: environment variable {var} is not set")
+                    })?),
+                    None => None,
+                };
+                Ok(Arc::new(OpenAiEmbedder::new(OpenAiEmbedderConfig {
+                    name: format!("embedder {model}"),
+                    base_url: base_url.clone(),
+                    model: model.clone(),
+                    dim: *dim,
+                    api_key,
+                    http: crate::llm::HttpOptions::default(),
+                    retry: crate::llm::RetryPolicy::default(),
+                })?))
+            }
+        }
+    }
+}
+
+/// Memory settings of a node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryConfig {
+    /// The embedding model.
+    pub embedder: EmbedderConfig,
+    /// Shards of a namespace the agents' hook creates on first use.
+    pub shards_default: u32,
+    /// Index of such namespaces.
+    pub index: IndexKind,
+    /// HNSW settings of such namespaces.
+    pub ann: AnnParams,
+}
+
+impl Default for MemoryConfig {
+    /// The built-in embedder, 2 shards, `Auto` index.
+    fn default() -> Self {
+        Self {
+            embedder: EmbedderConfig::default(),
+            shards_default: 2,
+            index: IndexKind::Auto,
+            ann: AnnParams::default(),
+        }
+    }
+}
+
+struct Namespace {
+    info: NamespaceInfo,
+    shards: Vec<ActorHandle<ShardMsg>>,
+}
+
+struct Inner {
+    supervisor: SupervisorRef,
+    records: Records,
+    embedder: SharedEmbedder,
+    config: MemoryConfig,
+    namespaces: DashMap<String, Arc<Namespace>>,
+    /// Serialises namespace creation and shard changes.
+    admin: tokio::sync::Mutex<()>,
+}
+
+/// The memory of a node. Cheap to clone.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("namespaces", &self.inner.namespaces.len())
+            .field("model", &self.inner.embedder.model())
+            .finish()
+    }
+}
+
+fn store_err(e: impl std::fmt::Display) -> MemoryError {
+    MemoryError::Store(e.to_string())
+}
+
+fn shard_child_id(ns: &str, shard: u32) -> String {
+    format!("mem:{ns}:{shard}")
+}
+
+impl MemoryStore {
+    /// Opens the memory: shards go under `supervisor` (a dynamic supervisor), items are kept
+    /// in `records`, texts are embedded with `embedder`. Every persisted namespace's shards
+    /// start (and reload their items).
+    ///
+    /// # Errors
+    /// Store failures, or a shard that cannot start.
+    pub async fn open(
+        supervisor: SupervisorRef,
+        records: Records,
+        embedder: SharedEmbedder,
+        config: MemoryConfig,
+    ) -> Result<Self, MemoryError> {
+        let this = Self {
+            inner: Arc::new(Inner {
+                supervisor,
+                records,
+                embedder,
+                config,
+                namespaces: DashMap::new(),
+                admin: tokio::sync::Mutex::new(()),
+            }),
+        };
+        let keys = this
+            .inner
+            .records
+            .keys(NS_KEY_PREFIX, 100_000)
+            .await
+            .map_err(store_err)?;
+        for key in keys {
+            let Some(info) = this
+                .inner
+                .records
+                .get::<NamespaceInfo>(&key)
+                .await
+                .map_err(store_err)?
+            else {
+                continue;
+            };
+            this.start(info).await?;
+        }
+        Ok(this)
+    }
+
+    /// The embedding model of this node.
+    pub fn embedder(&self) -> &SharedEmbedder {
+        &self.inner.embedder
+    }
+
+    async fn start(&self, info: NamespaceInfo) -> Result<Arc<Namespace>, MemoryError> {
+        let mut shards = Vec::with_capacity(info.shards as usize);
+        for shard in 0..info.shards {
+            let spec = WorkerSpec::new(
+                shard_child_id(&info.name, shard),
+                ShardWorker {
+                    info: info.clone(),
+                    shard,
+                    records: self.inner.records.clone(),
+                },
+            )
+            .restart(Restart::Permanent)
+            .mailbox_len_max(SHARD_MAILBOX_LEN_MAX);
+            let handle = self
+                .inner
+                .supervisor
+                .start_worker(spec)
+                .await
+                .map_err(|e| MemoryError::Unavailable(format!("starting shard {shard}: {e}")))?;
+            shards.push(handle);
+        }
+        let ns = Arc::new(Namespace {
+            info: info.clone(),
+            shards,
+        });
+        self.inner.namespaces.insert(info.name, ns.clone());
+        Ok(ns)
+    }
+
+    /// Creates a namespace built with this node's embedding model.
+    ///
+    /// # Errors
+    /// [`MemoryError::Invalid`], [`MemoryError::NamespaceExists`], store failures.
+    pub async fn create_namespace(
+        &self,
+        spec: NamespaceSpec,
+    ) -> Result<NamespaceInfo, MemoryError> {
+        crate::agent::validate_name(&spec.name)
+            .map_err(|e| MemoryError::Invalid(format!("name: {e}")))?;
+        if !(1..=SHARDS_MAX).contains(&spec.shards) {
+            return Err(MemoryError::Invalid(format!(
+                "shards: must be 1..={SHARDS_MAX}"
+            )));
+        }
+        spec.ann.validate().map_err(MemoryError::Invalid)?;
+        if spec.quota_items == Some(0) {
+            return Err(MemoryError::Invalid("quota_items: must be positive".into()));
+        }
+        let _admin = self.inner.admin.lock().await;
+        if self.inner.namespaces.contains_key(&spec.name) {
+            return Err(MemoryError::NamespaceExists(spec.name));
+        }
+        let info = NamespaceInfo {
+            name: spec.name,
+            shards: spec.shards,
+            model: self.inner.embedder.model().to_string(),
+            dim: self.inner.embedder.dim() as u32,
+            index: spec.index,
+            ann: spec.ann,
+            quota_items: spec.quota_items,
+            created_ms: now_ms(),
+        };
+        self.inner
+            .records
+            .put(
+                &format!("{NS_KEY_PREFIX}{}", info.name),
+                &info,
+                Durability::Durable,
+            )
+            .await
+            .map_err(store_err)?;
+        self.start(info.clone()).await?;
+        tracing::info!(namespace = %info.name, shards = info.shards, model = %info.model, "memory namespace created");
+        Ok(info)
+    }
+
+    /// The namespace `name`, created with the node's defaults ([`MemoryConfig`]) if it does
+    /// not exist yet.
+    ///
+    /// # Errors
+    /// As [`MemoryStore::create_namespace`].
+    pub async fn ensure_namespace(&self, name: &str) -> Result<NamespaceInfo, MemoryError> {
+        if let Some(info) = self.namespace(name) {
+            return Ok(info);
+        }
+        let c = &self.inner.config;
+        let spec = NamespaceSpec {
+            name: name.to_string(),
+            shards: c.shards_default,
+            index: c.index,
+            ann: c.ann,
+            quota_items: None,
+        };
+        match self.create_namespace(spec).await {
+            Ok(info) => Ok(info),
+            // Created by a concurrent caller.
+            Err(MemoryError::NamespaceExists(_)) => self
+                .namespace(name)
+                .ok_or_else(|| MemoryError::NamespaceNotFound(name.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A namespace's metadata.
+    pub fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
+        self.inner.namespaces.get(name).map(|n| n.info.clone())
+    }
+
+    /// Every namespace.
+    pub fn namespaces(&self) -> Vec<NamespaceInfo> {
+        let mut v: Vec<NamespaceInfo> = self
+            .inner
+            .namespaces
+            .iter()
+            .map(|n| n.info.clone())
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    fn ns(&self, name: &str) -> Result<Arc<Namespace>, MemoryError> {
+        self.inner
+            .namespaces
+            .get(name)
+            .map(|n| n.clone())
+            .ok_or_else(|| MemoryError::NamespaceNotFound(name.to_string()))
+    }
+
+    /// Checks that this node's embedder made (or can make) the namespace's vectors.
+    fn check_model(&self, info: &NamespaceInfo) -> Result<(), MemoryError> {
+        let e = &self.inner.embedder;
+        if e.model() != info.model || e.dim() as u32 != info.dim {
+            return Err(MemoryError::ModelMismatch(format!(
+                "namespace {} was built with {} ({} dimensions) but this node embeds with {} ({}); re-embed the namespace or configure its model",
+                info.name,
+                info.model,
+                info.dim,
+                e.model(),
+                e.dim()
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_vector(info: &NamespaceInfo, model: &str, v: &mut [f32]) -> Result<(), MemoryError> {
+        if model != info.model {
+            return Err(MemoryError::ModelMismatch(format!(
+                "the vector was made with {model}, namespace {} holds {} vectors",
+                info.name, info.model
+            )));
+        }
+        if v.len() != info.dim as usize {
+            return Err(MemoryError::ModelMismatch(format!(
+                "the vector has {} dimensions, namespace {} holds {}",
+                v.len(),
+                info.name,
+                info.dim
+            )));
+        }
+        if !is_finite(v) || !normalize(v) {
+            return Err(MemoryError::Invalid(
+                "the vector is zero or not finite".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stores memories durably and returns their ids, in order. Texts without a vector are
+    /// embedded with the namespace's model.
+    ///
+    /// # Errors
+    /// [`MemoryError::Invalid`] (empty or oversized text, too many items, bad importance),
+    /// [`MemoryError::ModelMismatch`], [`MemoryError::QuotaExceeded`], store or shard
+    /// failures. Nothing is acknowledged unless every shard wrote its part durably.
+    pub async fn remember(
+        &self,
+        namespace: &str,
+        memories: Vec<NewMemory>,
+    ) -> Result<Vec<u64>, MemoryError> {
+        let ns = self.ns(namespace)?;
+        if memories.len() > REMEMBER_BATCH_MAX {
+            return Err(MemoryError::Invalid(format!(
+                "at most {REMEMBER_BATCH_MAX} memories per call"
+            )));
+        }
+        for (i, m) in memories.iter().enumerate() {
+            if m.text.trim().is_empty() || m.text.len() > MEMORY_TEXT_LEN_MAX {
+                return Err(MemoryError::Invalid(format!(
+                    "memories[{i}].text: must be 1..={MEMORY_TEXT_LEN_MAX} bytes"
+                )));
+            }
+            if !(0.0..=1.0).contains(&m.meta.importance) {
+                return Err(MemoryError::Invalid(format!(
+                    "memories[{i}].meta.importance: must be 0.0..=1.0"
+                )));
+            }
+            if m.meta.tags.len() > TAGS_MAX {
+                return Err(MemoryError::Invalid(format!(
+                    "memories[{i}].meta.tags: at most {TAGS_MAX}"
+                )));
+            }
+        }
+        let to_embed: Vec<String> = memories
+            .iter()
+            .filter(|m| m.vector.is_none())
+            .map(|m| m.text.clone())
+            .collect();
+        let mut embedded = if to_embed.is_empty() {
+            Vec::new().into_iter()
+        } else {
+            self.check_model(&ns.info)?;
+            self.inner.embedder.embed(&to_embed).await?.into_iter()
+        };
+        let now = now_ms();
+        let mut per_shard: Vec<Vec<MemoryItem>> = vec![Vec::new(); ns.shards.len()];
+        let mut ids = Vec::with_capacity(memories.len());
+        for m in memories {
+            let (model, mut vector) = match m.vector {
+                Some(v) => (ns.info.model.clone(), v),
+                None => (
+                    self.inner.embedder.model().to_string(),
+                    embedded
+                        .next()
+                        .ok_or_else(|| MemoryError::Embedding("fewer vectors than texts".into()))?,
+                ),
+            };
+            Self::check_vector(&ns.info, &model, &mut vector)?;
+            let id = fastrand::u64(1..);
+            let mut meta = m.meta;
+            if meta.created_ms == 0 {
+                meta.created_ms = now;
+            }
+            per_shard[(id % ns.shards.len() as u64) as usize].push(MemoryItem {
+                id,
+                text: m.text,
+                vector,
+                meta,
+            });
+            ids.push(id);
+        }
+        let writes = per_shard
+            .into_iter()
+            .enumerate()
+            .filter(|(_, batch)| !batch.is_empty())
+            .map(|(shard, batch)| {
+                let handle = ns.shards[shard].clone();
+                async move {
+                    handle
+                        .call(|r| ShardMsg::Put(batch, r), WRITE_TIMEOUT)
+                        .await
+                        .map_err(|e| unavailable(shard, &e))?
+                }
+            });
+        for result in futures_util::future::join_all(writes).await {
+            result?;
+        }
+        Ok(ids)
+    }
+
+    /// The `k` best matches, merged from every shard. Shards that fail or miss the deadline
+    /// leave the result marked partial; the call never waits longer than the deadline.
+    ///
+    /// # Errors
+    /// [`MemoryError::NamespaceNotFound`], [`MemoryError::Invalid`] (k),
+    /// [`MemoryError::ModelMismatch`], embedding failures.
+    pub async fn search(
+        &self,
+        namespace: &str,
+        request: SearchRequest,
+    ) -> Result<SearchResult, MemoryError> {
+        let ns = self.ns(namespace)?;
+        if !(1..=K_MAX).contains(&request.k) {
+            return Err(MemoryError::Invalid(format!("k: must be 1..={K_MAX}")));
+        }
+        let vector = match request.query {
+            Query::Text(text) => {
+                self.check_model(&ns.info)?;
+                self.inner
+                    .embedder
+                    .embed(&[text])
+                    .await?
+                    .pop()
+                    .ok_or_else(|| MemoryError::Embedding("no vector".into()))?
+            }
+            Query::Vector { model, mut vector } => {
+                Self::check_vector(&ns.info, &model, &mut vector)?;
+                vector
+            }
+        };
+        let query = Arc::new(ShardQuery {
+            vector,
+            k: request.k,
+            filter: request.filter,
+            now_ms: now_ms(),
+        });
+        let deadline = tokio::time::Instant::now() + request.timeout;
+        let calls = ns.shards.iter().enumerate().map(|(shard, handle)| {
+            let (handle, query) = (handle.clone(), query.clone());
+            async move {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                (
+                    shard as u32,
+                    handle.call(|r| ShardMsg::Search(query, r), left).await,
+                )
+            }
+        });
+        let mut result = SearchResult::default();
+        let mut hits = Vec::new();
+        for (shard, answer) in futures_util::future::join_all(calls).await {
+            match answer {
+                Ok(h) => hits.extend(h),
+                Err(e) => {
+                    tracing::warn!(namespace = %ns.info.name, shard, error = %e, "memory shard missed a query");
+                    result.partial = true;
+                    result.failed_shards.push(shard);
+                }
+            }
+        }
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        hits.truncate(request.k);
+        result.hits = hits;
+        Ok(result)
+    }
+
+    /// Context-aware retrieval: candidates by similarity, re-ranked by similarity, recency and
+    /// importance, diversified by MMR, and assembled into a block within the token budget.
+    ///
+    /// # Errors
+    /// As [`MemoryStore::search`].
+    pub async fn recall(
+        &self,
+        namespace: &str,
+        request: RecallRequest,
+    ) -> Result<Recalled, MemoryError> {
+        let k = request.k.clamp(1, K_MAX);
+        let found = self
+            .search(
+                namespace,
+                SearchRequest {
+                    query: Query::Text(request.text),
+                    k: (k * 4).clamp(20, K_MAX),
+                    filter: request.filter,
+                    timeout: DEFAULT_SEARCH_TIMEOUT,
+                },
+            )
+            .await?;
+        let w = request.weights;
+        let now = now_ms();
+        let half_life_ms = w.half_life.as_millis().max(1) as f64;
+        let mut candidates: Vec<Hit> = found
+            .hits
+            .into_iter()
+            .map(|mut h| {
+                let age = now.saturating_sub(h.meta.created_ms) as f64;
+                let recency = 0.5f64.powf(age / half_life_ms) as f32;
+                h.score = w.similarity * h.similarity
+                    + w.recency * recency
+                    + w.importance * h.meta.importance;
+                h
+            })
+            .collect();
+        candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        let chosen = match w.mmr_lambda {
+            Some(lambda) => mmr(candidates, k, lambda),
+            None => {
+                candidates.truncate(k);
+                candidates
+            }
+        };
+        let budget_bytes = request.token_budget.saturating_mul(4);
+        let mut block = String::new();
+        let mut hits = Vec::new();
+        for h in chosen {
+            let line = format!("- {}\n", h.text.replace('\n', " "));
+            if block.len() + line.len() > budget_bytes {
+                break;
+            }
+            block.push_str(&line);
+            hits.push(h);
+        }
+        Ok(Recalled {
+            hits,
+            block,
+            partial: found.partial,
+        })
+    }
+
+    /// Deletes the memories with these ids and those matching `filter` (an empty filter
+    /// matches nothing here). Returns how many were deleted; each deletion is durable.
+    ///
+    /// # Errors
+    /// [`MemoryError::NamespaceNotFound`], store or shard failures.
+    pub async fn forget(
+        &self,
+        namespace: &str,
+        ids: Vec<u64>,
+        filter: MemoryFilter,
+    ) -> Result<u64, MemoryError> {
+        let ns = self.ns(namespace)?;
+        let calls = ns.shards.iter().enumerate().map(|(shard, handle)| {
+            let (handle, ids, filter) = (handle.clone(), ids.clone(), filter.clone());
+            async move {
+                handle
+                    .call(|r| ShardMsg::Delete(ids, filter, r), WRITE_TIMEOUT)
+                    .await
+                    .map_err(|e| unavailable(shard, &e))?
+            }
+        });
+        let mut total = 0;
+        for r in futures_util::future::join_all(calls).await {
+            total += r?;
+        }
+        Ok(total)
+    }
+
+    /// Items and index kind per shard.
+    ///
+    /// # Errors
+    /// [`MemoryError::NamespaceNotFound`], unreachable shards.
+    pub async fn stats(&self, namespace: &str) -> Result<Vec<ShardStats>, MemoryError> {
+        let ns = self.ns(namespace)?;
+        let mut out = Vec::new();
+        for (shard, h) in ns.shards.iter().enumerate() {
+            out.push(
+                h.call(ShardMsg::Stats, WRITE_TIMEOUT)
+                    .await
+                    .map_err(|e| unavailable(shard, &e))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Waits until shard `shard` runs with a generation of at least `min` (1 on the first
+    /// start, +1 per restart); tests use it after killing a shard.
+    ///
+    /// # Errors
+    /// [`MemoryError::NamespaceNotFound`], [`MemoryError::Unavailable`] on timeout.
+    #[doc(hidden)]
+    pub async fn wait_shard_generation(
+        &self,
+        namespace: &str,
+        shard: u32,
+        min: u64,
+        timeout: Duration,
+    ) -> Result<u64, MemoryError> {
+        let ns = self.ns(namespace)?;
+        let handle = ns
+            .shards
+            .get(shard as usize)
+            .ok_or_else(|| MemoryError::Invalid(format!("no shard {shard}")))?;
+        handle
+            .wait_for_generation(min, timeout)
+            .await
+            .map_err(|e| unavailable(shard as usize, &e))
+    }
+
+    /// The actor cell of a shard (tests kill shards through it).
+    #[doc(hidden)]
+    pub fn shard_cell(&self, namespace: &str, shard: u32) -> Option<ractor::ActorCell> {
+        self.inner
+            .namespaces
+            .get(namespace)?
+            .shards
+            .get(shard as usize)?
+            .actor_cell()
+    }
+}
+
+fn unavailable(shard: usize, e: &CallError) -> MemoryError {
+    MemoryError::Unavailable(format!("shard {shard}: {e}"))
+}
+
+/// Maximal marginal relevance over `candidates` (best first): each pick maximises
+/// `lambda * score - (1 - lambda) * max similarity to what was picked`, the similarity taken
+/// between the texts' lexical embeddings.
+fn mmr(candidates: Vec<Hit>, k: usize, lambda: f32) -> Vec<Hit> {
+    let lexical = HashEmbedder::new(256);
+    let vectors: Vec<Vec<f32>> = candidates
+        .iter()
+        .map(|h| lexical.embed_one(&h.text))
+        .collect();
+    let mut left: Vec<usize> = (0..candidates.len()).collect();
+    let mut picked: Vec<usize> = Vec::new();
+    while picked.len() < k && !left.is_empty() {
+        let (best_pos, _) = left
+            .iter()
+            .enumerate()
+            .map(|(pos, &i)| {
+                let redundancy = picked
+                    .iter()
+                    .map(|&j| dot(&vectors[i], &vectors[j]))
+                    .fold(0.0f32, f32::max);
+                (
+                    pos,
+                    lambda * candidates[i].score - (1.0 - lambda) * redundancy,
+                )
+            })
+            .fold((0, f32::MIN), |best, c| if c.1 > best.1 { c } else { best });
+        picked.push(left.remove(best_pos));
+    }
+    let mut slots: Vec<Option<Hit>> = candidates.into_iter().map(Some).collect();
+    picked.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+#[async_trait::async_trait]
+impl MemoryHook for MemoryStore {
+    async fn retrieve(&self, namespace: &str, query: &str, k: usize) -> Vec<String> {
+        if self.namespace(namespace).is_none() {
+            return Vec::new();
+        }
+        match self.recall(namespace, RecallRequest::new(query, k)).await {
+            Ok(r) => r.hits.into_iter().map(|h| h.text).collect(),
+            Err(e) => {
+                tracing::warn!(namespace, error = %e, "memory retrieval failed");
+                Vec::new()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(id: u64, text: &str, score: f32) -> Hit {
+        Hit {
+            id,
+            similarity: score,
+            score,
+            text: text.into(),
+            meta: MemoryMeta::default(),
+            shard: 0,
+        }
+    }
+
+    #[test]
+    fn mmr_prefers_a_different_second_item() {
+        let c = vec![
+            hit(1, "the deploy failed on friday", 0.9),
+            hit(2, "the deploy failed on friday night", 0.89),
+            hit(3, "lunch is at noon", 0.6),
+        ];
+        let picked: Vec<u64> = mmr(c.clone(), 2, 0.5).iter().map(|h| h.id).collect();
+        assert_eq!(picked, vec![1, 3]);
+        let picked: Vec<u64> = mmr(c, 2, 1.0).iter().map(|h| h.id).collect();
+        assert_eq!(picked, vec![1, 2]);
+    }
+
+    #[test]
+    fn filters_match_fields_tags_times_and_expiry() {
+        let meta = MemoryMeta {
+            agent: Some("a".into()),
+            tags: vec!["x".into(), "y".into()],
+            created_ms: 100,
+            expires_ms: Some(200),
+            ..MemoryMeta::default()
+        };
+        let f = MemoryFilter {
+            agent: Some("a".into()),
+            tags: vec!["x".into()],
+            since_ms: Some(100),
+            until_ms: Some(101),
+            ..MemoryFilter::default()
+        };
+        assert!(f.matches(&meta, 150));
+        assert!(!f.matches(&meta, 200), "expired");
+        assert!(f.matches_ignoring_expiry(&meta));
+        let other = MemoryFilter {
+            agent: Some("b".into()),
+            ..MemoryFilter::default()
+        };
+        assert!(!other.matches(&meta, 0));
+        assert!(MemoryFilter::default().is_empty());
+    }
+}

@@ -1,0 +1,293 @@
+//! A memory shard: a supervised actor that owns a slice of a namespace — texts and
+//! metadata in memory, vectors in its index, every item as a record in the node's store.
+//! A write is answered once its records are durable; on (re)start the shard reloads its
+//! records and rebuilds its index, so an acknowledged write survives a panic or a kill.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aios_supervisor::snapshot::Durability;
+use aios_supervisor::{Context, Worker};
+use ractor::{ActorProcessingErr, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+
+use super::index::VectorIndex;
+use super::{Hit, MemoryError, MemoryFilter, MemoryMeta, NamespaceInfo};
+use crate::protocol::unix_ms;
+use crate::records::Records;
+
+/// Records loaded per page while a shard starts.
+const LOAD_PAGE: usize = 4096;
+
+/// One stored memory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemoryItem {
+    /// Unique in its namespace.
+    pub id: u64,
+    /// The text.
+    pub text: String,
+    /// Its unit vector.
+    pub vector: Vec<f32>,
+    /// Who, when, how important.
+    pub meta: MemoryMeta,
+}
+
+/// The record key prefix of shard `shard` of namespace `ns`.
+pub(crate) fn shard_prefix(ns: &str, shard: u32) -> String {
+    format!("mem/{ns}/{shard:04}/")
+}
+
+fn item_key(ns: &str, shard: u32, id: u64) -> String {
+    format!("{}{id:016x}", shard_prefix(ns, shard))
+}
+
+/// A query as a shard sees it.
+#[derive(Debug)]
+pub(crate) struct ShardQuery {
+    pub(crate) vector: Vec<f32>,
+    pub(crate) k: usize,
+    pub(crate) filter: MemoryFilter,
+    pub(crate) now_ms: u64,
+}
+
+/// What a shard holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ShardStats {
+    /// Items.
+    pub items: u64,
+    /// Whether the index is HNSW.
+    pub ann: bool,
+}
+
+pub(crate) enum ShardMsg {
+    Put(Vec<MemoryItem>, RpcReplyPort<Result<(), MemoryError>>),
+    Search(Arc<ShardQuery>, RpcReplyPort<Vec<Hit>>),
+    Delete(
+        Vec<u64>,
+        MemoryFilter,
+        RpcReplyPort<Result<u64, MemoryError>>,
+    ),
+    Stats(RpcReplyPort<ShardStats>),
+}
+
+/// The worker of shard `shard` of a namespace.
+pub(crate) struct ShardWorker {
+    pub(crate) info: NamespaceInfo,
+    pub(crate) shard: u32,
+    pub(crate) records: Records,
+}
+
+pub(crate) struct ShardState {
+    items: HashMap<u64, (String, MemoryMeta)>,
+    index: VectorIndex,
+}
+
+impl ShardWorker {
+    fn store_err(&self, e: impl std::fmt::Display) -> MemoryError {
+        MemoryError::Store(format!(
+            "namespace {} shard {}: {e}",
+            self.info.name, self.shard
+        ))
+    }
+
+    /// Every item record of this shard, in key order.
+    async fn load(&self) -> Result<Vec<MemoryItem>, MemoryError> {
+        let prefix = shard_prefix(&self.info.name, self.shard);
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let keys = self
+                .records
+                .keys_after(&prefix, after.as_deref(), LOAD_PAGE)
+                .await
+                .map_err(|e| self.store_err(e))?;
+            let Some(last) = keys.last().cloned() else {
+                break;
+            };
+            for key in &keys {
+                if let Some(item) = self
+                    .records
+                    .get::<MemoryItem>(key)
+                    .await
+                    .map_err(|e| self.store_err(e))?
+                {
+                    out.push(item);
+                }
+            }
+            after = Some(last);
+        }
+        Ok(out)
+    }
+
+    async fn rebuild(&self, state: &mut ShardState) -> Result<(), MemoryError> {
+        let items = self.load().await?;
+        state.index = VectorIndex::build(
+            self.info.dim as usize,
+            self.info.index,
+            self.info.ann,
+            items.iter().map(|i| (i.id, i.vector.as_slice())),
+        );
+        tracing::info!(namespace = %self.info.name, shard = self.shard, items = items.len(), ann = state.index.is_ann(), "memory index rebuilt");
+        Ok(())
+    }
+
+    async fn put(&self, state: &mut ShardState, batch: Vec<MemoryItem>) -> Result<(), MemoryError> {
+        if let Some(quota) = self.info.quota_items_per_shard() {
+            let new = batch
+                .iter()
+                .filter(|i| !state.items.contains_key(&i.id))
+                .count() as u64;
+            if state.items.len() as u64 + new > quota {
+                return Err(MemoryError::QuotaExceeded(format!(
+                    "namespace {} holds at most {} items ({quota} per shard); delete some or raise the quota",
+                    self.info.name,
+                    self.info.quota_items.unwrap_or(0)
+                )));
+            }
+        }
+        for item in &batch {
+            self.records
+                .put(
+                    &item_key(&self.info.name, self.shard, item.id),
+                    item,
+                    Durability::Buffered,
+                )
+                .await
+                .map_err(|e| self.store_err(e))?;
+        }
+        // One group commit for the batch: acknowledged only once on disk.
+        self.records
+            .snapshots()
+            .flush()
+            .await
+            .map_err(|e| self.store_err(e))?;
+        for item in batch {
+            state.index.insert(item.id, &item.vector);
+            state.items.insert(item.id, (item.text, item.meta));
+        }
+        Ok(())
+    }
+
+    fn search(&self, state: &ShardState, q: &ShardQuery) -> Vec<Hit> {
+        let keep = |id: u64| {
+            state
+                .items
+                .get(&id)
+                .is_some_and(|(_, meta)| q.filter.matches(meta, q.now_ms))
+        };
+        state
+            .index
+            .search(&q.vector, q.k, &keep)
+            .into_iter()
+            .filter_map(|(id, similarity)| {
+                let (text, meta) = state.items.get(&id)?;
+                Some(Hit {
+                    id,
+                    similarity,
+                    score: similarity,
+                    text: text.clone(),
+                    meta: meta.clone(),
+                    shard: self.shard,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete(
+        &self,
+        state: &mut ShardState,
+        ids: Vec<u64>,
+        filter: MemoryFilter,
+    ) -> Result<u64, MemoryError> {
+        let mut doomed: Vec<u64> = ids
+            .into_iter()
+            .filter(|id| state.items.contains_key(id))
+            .collect();
+        if !filter.is_empty() {
+            doomed.extend(
+                state
+                    .items
+                    .iter()
+                    .filter(|(_, (_, meta))| filter.matches_ignoring_expiry(meta))
+                    .map(|(id, _)| *id),
+            );
+        }
+        doomed.sort_unstable();
+        doomed.dedup();
+        for id in &doomed {
+            // Each removal is durable before the item leaves the index.
+            self.records
+                .delete(&item_key(&self.info.name, self.shard, *id))
+                .await
+                .map_err(|e| self.store_err(e))?;
+            state.index.remove(*id);
+            state.items.remove(id);
+        }
+        Ok(doomed.len() as u64)
+    }
+}
+
+impl Worker for ShardWorker {
+    type Msg = ShardMsg;
+    type State = ShardState;
+
+    async fn init(
+        &self,
+        _ctx: &mut Context<ShardMsg>,
+        _restored: Option<ShardState>,
+    ) -> Result<ShardState, ActorProcessingErr> {
+        let items = self.load().await?;
+        let index = VectorIndex::build(
+            self.info.dim as usize,
+            self.info.index,
+            self.info.ann,
+            items.iter().map(|i| (i.id, i.vector.as_slice())),
+        );
+        let items = items
+            .into_iter()
+            .map(|i| (i.id, (i.text, i.meta)))
+            .collect();
+        Ok(ShardState { items, index })
+    }
+
+    async fn handle(
+        &self,
+        ctx: &mut Context<ShardMsg>,
+        msg: ShardMsg,
+        state: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ShardMsg::Put(batch, reply) => {
+                let result = self.put(state, batch).await;
+                if result.is_ok() && state.index.wants_rebuild() {
+                    self.rebuild(state).await?;
+                }
+                ctx.reply(reply, result);
+            }
+            ShardMsg::Search(q, reply) => {
+                let hits = self.search(state, &q);
+                ctx.reply(reply, hits);
+            }
+            ShardMsg::Delete(ids, filter, reply) => {
+                let result = self.delete(state, ids, filter).await;
+                if result.is_ok() && state.index.wants_rebuild() {
+                    self.rebuild(state).await?;
+                }
+                ctx.reply(reply, result);
+            }
+            ShardMsg::Stats(reply) => ctx.reply(
+                reply,
+                ShardStats {
+                    items: state.items.len() as u64,
+                    ann: state.index.is_ann(),
+                },
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// The current time for queries (expiry is judged against it).
+pub(crate) fn now_ms() -> u64 {
+    unix_ms()
+}

@@ -1,0 +1,388 @@
+//! Vector memory end to end: durable writes across a restart and a shard crash, filters,
+//! deletes, quotas, model checks, partial results from a killed shard, context-aware
+//! recall, and the OpenAI-compatible embedder against the fake server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aios_actors::memory::{
+    AnnParams, HashEmbedder, IndexKind, MemoryConfig, MemoryError, MemoryFilter, MemoryMeta,
+    MemoryStore, NamespaceSpec, NewMemory, OpenAiEmbedder, OpenAiEmbedderConfig, Query,
+    RecallRequest, RecallWeights, SearchRequest, SharedEmbedder,
+};
+use aios_actors::records::Records;
+use aios_supervisor::snapshot::{SledStore, Snapshots};
+use aios_supervisor::{Root, Strategy, SupervisorSpec, TreeEnv, start_root};
+use aios_testkit::{FakeConfig, FakeLlm};
+
+struct Mem {
+    root: Root,
+    store: MemoryStore,
+}
+
+async fn open(dir: &std::path::Path, embedder: SharedEmbedder) -> Mem {
+    let snapshots = Snapshots::new(Arc::new(
+        SledStore::open(dir, &Default::default()).expect("store"),
+    ));
+    let root = start_root(
+        SupervisorSpec::new("root", Strategy::OneForOne),
+        TreeEnv::new(Some(snapshots.clone())),
+    )
+    .await
+    .expect("root");
+    let memory = root
+        .supervisor()
+        .start_supervisor(SupervisorSpec::dynamic("memory").intensity(20, Duration::from_secs(10)))
+        .await
+        .expect("memory supervisor");
+    let store = MemoryStore::open(
+        memory,
+        Records::new(snapshots),
+        embedder,
+        MemoryConfig::default(),
+    )
+    .await
+    .expect("memory opens");
+    Mem { root, store }
+}
+
+impl Mem {
+    async fn close(self) {
+        self.root
+            .shutdown(Duration::from_secs(10))
+            .await
+            .expect("shutdown");
+        drop(self.store);
+    }
+}
+
+fn hash() -> SharedEmbedder {
+    Arc::new(HashEmbedder::default())
+}
+
+fn tagged(text: &str, agent: &str, tags: &[&str]) -> NewMemory {
+    NewMemory {
+        text: text.into(),
+        vector: None,
+        meta: MemoryMeta {
+            agent: Some(agent.into()),
+            tags: tags.iter().map(|t| (*t).to_string()).collect(),
+            ..MemoryMeta::default()
+        },
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_memories_survive_a_restart_and_a_shard_crash() {
+    let dir = tempfile::tempdir().expect("dir");
+    let facts = [
+        "the deploy pipeline runs on friday evenings",
+        "alice prefers tea over coffee",
+        "the database backup is stored in bucket aios-backups",
+        "bob is allergic to peanuts",
+        "the staging cluster has three nodes",
+    ];
+    let ids = {
+        let m = open(dir.path(), hash()).await;
+        m.store
+            .create_namespace(NamespaceSpec::new("team", 3))
+            .await
+            .expect("namespace");
+        let ids = m
+            .store
+            .remember(
+                "team",
+                facts.iter().map(|f| tagged(f, "ops", &["fact"])).collect(),
+            )
+            .await
+            .expect("remember");
+        assert_eq!(ids.len(), facts.len());
+        // A panicking shard is restarted by its supervisor and reloads its items.
+        let cell = m.store.shard_cell("team", 0).expect("shard 0");
+        cell.kill();
+        m.store
+            .wait_shard_generation("team", 0, 2, Duration::from_secs(10))
+            .await
+            .expect("shard 0 restarted");
+        for (fact, query) in [
+            (facts[2], "where is the database backup stored"),
+            (facts[4], "how many nodes has the staging cluster"),
+        ] {
+            let r = m
+                .store
+                .search("team", SearchRequest::text(query, 1))
+                .await
+                .expect("search");
+            assert!(!r.partial);
+            assert_eq!(r.hits[0].text, fact);
+        }
+        m.close().await;
+        ids
+    };
+    let m = open(dir.path(), hash()).await;
+    let info = m.store.namespace("team").expect("namespace restored");
+    assert_eq!((info.shards, info.dim), (3, 384));
+    let result = m
+        .store
+        .search("team", SearchRequest::text("who is allergic to peanuts", 2))
+        .await
+        .expect("search");
+    assert!(!result.partial);
+    assert_eq!(result.hits[0].text, facts[3]);
+    assert!(ids.contains(&result.hits[0].id));
+    let stats = m.store.stats("team").await.expect("stats");
+    assert_eq!(stats.iter().map(|s| s.items).sum::<u64>(), 5);
+    m.close().await;
+}
+
+#[tokio::test]
+async fn a_killed_shard_gives_a_partial_marked_result_within_the_deadline() {
+    let dir = tempfile::tempdir().expect("dir");
+    let m = open(dir.path(), hash()).await;
+    m.store
+        .create_namespace(NamespaceSpec::new("team", 4))
+        .await
+        .expect("namespace");
+    let texts: Vec<NewMemory> = (0..40)
+        .map(|i| NewMemory::text(format!("note number {i} about the roadmap")))
+        .collect();
+    m.store.remember("team", texts).await.expect("remember");
+    let cell = m.store.shard_cell("team", 2).expect("shard 2");
+    cell.kill();
+    let started = std::time::Instant::now();
+    let mut request = SearchRequest::text("roadmap note", 10);
+    request.timeout = Duration::from_millis(500);
+    let r = m.store.search("team", request).await.expect("search");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(r.partial, "{r:?}");
+    assert_eq!(r.failed_shards, vec![2]);
+    assert!(!r.hits.is_empty() && r.hits.iter().all(|h| h.shard != 2));
+    m.close().await;
+}
+
+#[tokio::test]
+async fn filters_deletes_quotas_and_model_checks() {
+    let dir = tempfile::tempdir().expect("dir");
+    let m = open(dir.path(), hash()).await;
+    let mut spec = NamespaceSpec::new("ns", 2);
+    spec.quota_items = Some(10);
+    spec.index = IndexKind::Exact;
+    m.store.create_namespace(spec).await.expect("namespace");
+    m.store
+        .remember(
+            "ns",
+            vec![
+                tagged("the release is planned for march", "planner", &["plan"]),
+                tagged("the release notes need a review", "writer", &["docs"]),
+                tagged(
+                    "the release train leaves every two weeks",
+                    "planner",
+                    &["plan", "process"],
+                ),
+            ],
+        )
+        .await
+        .expect("remember");
+    let mut request = SearchRequest::text("release", 10);
+    request.filter = MemoryFilter {
+        agent: Some("planner".into()),
+        tags: vec!["plan".into()],
+        ..MemoryFilter::default()
+    };
+    let r = m.store.search("ns", request.clone()).await.expect("search");
+    assert_eq!(r.hits.len(), 2);
+    assert!(
+        r.hits
+            .iter()
+            .all(|h| h.meta.agent.as_deref() == Some("planner"))
+    );
+
+    // Erase everything of one agent: it is no longer found.
+    let deleted = m
+        .store
+        .forget(
+            "ns",
+            Vec::new(),
+            MemoryFilter {
+                agent: Some("planner".into()),
+                ..MemoryFilter::default()
+            },
+        )
+        .await
+        .expect("forget");
+    assert_eq!(deleted, 2);
+    assert!(
+        m.store
+            .search("ns", request)
+            .await
+            .expect("search")
+            .hits
+            .is_empty()
+    );
+
+    // Quota: 10 items at most (5 per shard); a batch that would pass it is refused.
+    let many: Vec<NewMemory> = (0..20)
+        .map(|i| NewMemory::text(format!("item {i}")))
+        .collect();
+    assert!(matches!(
+        m.store.remember("ns", many).await,
+        Err(MemoryError::QuotaExceeded(_))
+    ));
+
+    // Wrong dimension, wrong model, bad input.
+    let bad = NewMemory {
+        text: "x".into(),
+        vector: Some(vec![1.0; 3]),
+        meta: MemoryMeta::default(),
+    };
+    assert!(matches!(
+        m.store.remember("ns", vec![bad]).await,
+        Err(MemoryError::ModelMismatch(m)) if m.contains("3 dimensions")
+    ));
+    let other_model = SearchRequest {
+        query: Query::Vector {
+            model: "text-embedding-3-small".into(),
+            vector: vec![0.1; 384],
+        },
+        ..SearchRequest::text("", 3)
+    };
+    assert!(matches!(
+        m.store.search("ns", other_model).await,
+        Err(MemoryError::ModelMismatch(m)) if m.contains("text-embedding-3-small")
+    ));
+    assert!(matches!(
+        m.store.remember("ns", vec![NewMemory::text("  ")]).await,
+        Err(MemoryError::Invalid(_))
+    ));
+    assert!(matches!(
+        m.store.search("nope", SearchRequest::text("x", 1)).await,
+        Err(MemoryError::NamespaceNotFound(_))
+    ));
+    assert!(matches!(
+        m.store.search("ns", SearchRequest::text("x", 0)).await,
+        Err(MemoryError::Invalid(_))
+    ));
+    assert!(matches!(
+        m.store.create_namespace(NamespaceSpec::new("ns", 2)).await,
+        Err(MemoryError::NamespaceExists(_))
+    ));
+    // A namespace built with another model refuses text this node would embed differently.
+    m.close().await;
+    let m = open(dir.path(), Arc::new(HashEmbedder::new(64))).await;
+    assert!(matches!(
+        m.store.search("ns", SearchRequest::text("release", 1)).await,
+        Err(MemoryError::ModelMismatch(m)) if m.contains("re-embed")
+    ));
+    m.close().await;
+}
+
+#[tokio::test]
+async fn recall_weighs_recency_and_importance_and_fits_the_budget() {
+    let dir = tempfile::tempdir().expect("dir");
+    let m = open(dir.path(), hash()).await;
+    let mut spec = NamespaceSpec::new("agent", 1);
+    spec.ann = AnnParams::default();
+    m.store.create_namespace(spec).await.expect("namespace");
+    let day = 24 * 3600 * 1000;
+    let now = aios_actors::protocol::unix_ms();
+    let memory = |text: &str, age_days: u64, importance: f32| NewMemory {
+        text: text.into(),
+        vector: None,
+        meta: MemoryMeta {
+            created_ms: now - age_days * day,
+            importance,
+            ..MemoryMeta::default()
+        },
+    };
+    m.store
+        .remember(
+            "agent",
+            vec![
+                memory("the user's favourite colour is blue", 30, 0.1),
+                memory("the user's favourite colour is green now", 0, 0.9),
+                memory("the user lives in lisbon", 1, 0.5),
+            ],
+        )
+        .await
+        .expect("remember");
+    let r = m
+        .store
+        .recall(
+            "agent",
+            RecallRequest::new("favourite colour of the user", 2),
+        )
+        .await
+        .expect("recall");
+    assert_eq!(r.hits.len(), 2);
+    assert!(r.hits[0].text.contains("green"), "{:?}", r.hits);
+    assert!(
+        r.block
+            .starts_with("- the user's favourite colour is green now\n")
+    );
+    // Pure similarity, no recency or importance: the order may differ, but scores are the
+    // similarities.
+    let mut plain = RecallRequest::new("favourite colour of the user", 3);
+    plain.weights = RecallWeights {
+        recency: 0.0,
+        importance: 0.0,
+        mmr_lambda: None,
+        ..RecallWeights::default()
+    };
+    let r = m
+        .store
+        .recall("agent", plain.clone())
+        .await
+        .expect("recall");
+    assert!(r.hits.iter().all(|h| (h.score - h.similarity).abs() < 1e-6));
+    // A tiny budget keeps only what fits.
+    plain.token_budget = 12;
+    let r = m.store.recall("agent", plain).await.expect("recall");
+    assert_eq!(r.hits.len(), 1);
+    assert!(r.block.len() <= 48);
+    m.close().await;
+}
+
+#[tokio::test]
+async fn the_openai_compatible_embedder_talks_to_the_fake_server() {
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let embedder = OpenAiEmbedder::new(OpenAiEmbedderConfig {
+        name: "fake".into(),
+        base_url: fake.base_url(),
+        model: "fake-embedding".into(),
+        dim: 8,
+        api_key: None,
+        http: Default::default(),
+        retry: Default::default(),
+    })
+    .expect("embedder");
+    let dir = tempfile::tempdir().expect("dir");
+    let m = open(dir.path(), Arc::new(embedder)).await;
+    let info = m
+        .store
+        .create_namespace(NamespaceSpec::new("remote", 2))
+        .await
+        .expect("namespace");
+    assert_eq!((info.model.as_str(), info.dim), ("fake-embedding", 8));
+    m.store
+        .remember(
+            "remote",
+            vec![NewMemory::text("alpha"), NewMemory::text("beta")],
+        )
+        .await
+        .expect("remember");
+    let r = m
+        .store
+        .search("remote", SearchRequest::text("alpha", 1))
+        .await
+        .expect("search");
+    // The fake's embeddings are a hash of the text: the same text is the nearest.
+    assert_eq!(r.hits[0].text, "alpha");
+    assert!((r.hits[0].similarity - 1.0).abs() < 1e-4);
+    let embeddings = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/embeddings")
+        .count();
+    assert_eq!(embeddings, 2, "one batch for the writes, one for the query");
+    m.close().await;
+}
