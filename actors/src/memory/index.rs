@@ -1,13 +1,13 @@
 //! The vector index of one shard: exact search (a scan with the vectorised dot product) for
-//! small shards, HNSW (the `hnsw_rs` crate) for large ones. Both search with a filter
+//! small shards, HNSW (our own, `hnsw.rs`) for large ones. Both search with a filter
 //! applied during the search, so a filtered query still returns up to k matches.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
-use hnsw_rs::prelude::{Distance, Hnsw};
 use serde::{Deserialize, Serialize};
 
+use super::hnsw::Hnsw;
 use super::vector::dot;
 
 /// Which index a namespace uses.
@@ -37,12 +37,12 @@ pub struct AnnParams {
 }
 
 impl Default for AnnParams {
-    /// M 16, ef_construction 200, ef_search 128, threshold 20,000.
+    /// M 16, ef_construction 100, ef_search 64, threshold 20,000.
     fn default() -> Self {
         Self {
             m: 16,
-            ef_construction: 200,
-            ef_search: 128,
+            ef_construction: 100,
+            ef_search: 64,
             threshold: 20_000,
         }
     }
@@ -64,16 +64,6 @@ impl AnnParams {
             return Err("ann.ef_search: must be 16..=4096".into());
         }
         Ok(())
-    }
-}
-
-/// `1 - dot`: the cosine distance of unit vectors, with our vectorised dot product.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CosineDistance;
-
-impl Distance<f32> for CosineDistance {
-    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        (1.0 - dot(a, b)).max(0.0)
     }
 }
 
@@ -179,52 +169,53 @@ impl Exact {
 /// HNSW with tombstones: a removed item stays in the graph, filtered out of results, until
 /// the shard rebuilds the index.
 struct Ann {
-    hnsw: Hnsw<'static, f32, CosineDistance>,
-    /// Slot (the graph's data id) → memory id; `None` once removed.
+    hnsw: Hnsw,
+    /// Node → memory id; `None` once removed.
     slots: Vec<Option<u64>>,
-    slot_of: HashMap<u64, usize>,
+    slot_of: HashMap<u64, u32>,
     ef_search: usize,
 }
 
 impl Ann {
-    fn new(params: &AnnParams, capacity: usize) -> Self {
+    fn new(dim: usize, params: &AnnParams, capacity: usize) -> Self {
         Self {
-            hnsw: Hnsw::new(
-                params.m,
-                capacity.max(1024),
-                16,
-                params.ef_construction,
-                CosineDistance,
-            ),
-            slots: Vec::new(),
-            slot_of: HashMap::new(),
+            hnsw: Hnsw::new(dim, params.m, params.ef_construction, capacity),
+            slots: Vec::with_capacity(capacity),
+            slot_of: HashMap::with_capacity(capacity),
             ef_search: params.ef_search,
         }
     }
 
     fn insert(&mut self, id: u64, v: &[f32]) {
         self.remove(id);
-        let slot = self.slots.len();
-        self.hnsw.insert_slice((v, slot));
+        let node = self.hnsw.insert(v);
+        debug_assert_eq!(node as usize, self.slots.len());
         self.slots.push(Some(id));
-        self.slot_of.insert(id, slot);
+        self.slot_of.insert(id, node);
     }
 
     fn remove(&mut self, id: u64) {
-        if let Some(slot) = self.slot_of.remove(&id) {
-            self.slots[slot] = None;
+        if let Some(node) = self.slot_of.remove(&id) {
+            self.slots[node as usize] = None;
         }
     }
 
     fn search(&self, q: &[f32], k: usize, keep: &dyn Fn(u64) -> bool) -> Vec<(u64, f32)> {
-        let filter = |slot: &usize| self.slots.get(*slot).copied().flatten().is_some_and(&keep);
-        let ef = self.ef_search.max(k);
+        let filter = |node: u32| {
+            self.slots
+                .get(node as usize)
+                .copied()
+                .flatten()
+                .is_some_and(keep)
+        };
         self.hnsw
-            .search_filter(q, k, ef, Some(&filter))
+            .search(q, k, self.ef_search.max(k), &filter)
             .into_iter()
-            .filter_map(|n| {
-                let id = self.slots.get(n.d_id).copied().flatten()?;
-                Some((id, 1.0 - n.distance))
+            .filter_map(|(node, similarity)| {
+                Some((
+                    self.slots.get(node as usize).copied().flatten()?,
+                    similarity,
+                ))
             })
             .collect()
     }
@@ -251,7 +242,7 @@ impl VectorIndex {
     /// An empty index of `dim`-dimensional unit vectors.
     pub fn new(dim: usize, kind: IndexKind, params: AnnParams) -> Self {
         let inner = match kind {
-            IndexKind::Ann => Inner::Ann(Ann::new(&params, 0)),
+            IndexKind::Ann => Inner::Ann(Ann::new(dim, &params, 0)),
             IndexKind::Auto | IndexKind::Exact => Inner::Exact(Exact {
                 dim,
                 ..Exact::default()
@@ -265,7 +256,7 @@ impl VectorIndex {
         }
     }
 
-    /// Builds an index over `items` at once (HNSW inserts in parallel).
+    /// Builds an index over `items`.
     pub fn build<'a>(
         dim: usize,
         kind: IndexKind,
@@ -286,16 +277,10 @@ impl VectorIndex {
             }
             return index;
         }
-        let mut a = Ann::new(&params, n);
-        let batch: Vec<(&[f32], usize)> = items
-            .enumerate()
-            .map(|(slot, (id, v))| {
-                a.slots.push(Some(id));
-                a.slot_of.insert(id, slot);
-                (v, slot)
-            })
-            .collect();
-        a.hnsw.parallel_insert_slice(&batch);
+        let mut a = Ann::new(dim, &params, n);
+        for (id, v) in items {
+            a.insert(id, v);
+        }
         Self {
             kind,
             params,
@@ -357,6 +342,14 @@ impl VectorIndex {
         match &self.inner {
             Inner::Exact(e) => e.search(q, k, keep),
             Inner::Ann(a) => a.search(q, k, keep),
+        }
+    }
+
+    /// Changes how many candidates HNSW explores per query (no effect on exact search).
+    pub fn set_ef_search(&mut self, ef: usize) {
+        self.params.ef_search = ef;
+        if let Inner::Ann(a) = &mut self.inner {
+            a.ef_search = ef;
         }
     }
 

@@ -12,6 +12,7 @@
 //! Store layout: namespace metadata `memns/<ns>`, items `mem/<ns>/<shard>/<id>`.
 
 mod embed;
+mod hnsw;
 mod index;
 mod shard;
 pub mod vector;
@@ -28,7 +29,7 @@ pub use self::embed::{
     EMBED_BATCH_MAX, Embedder, HASH_EMBEDDER_DIM, HashEmbedder, OpenAiEmbedder,
     OpenAiEmbedderConfig, SharedEmbedder,
 };
-pub use self::index::{AnnParams, CosineDistance, IndexKind, VectorIndex};
+pub use self::index::{AnnParams, IndexKind, VectorIndex};
 pub use self::shard::{MemoryItem, ShardStats};
 use self::shard::{ShardMsg, ShardQuery, ShardWorker, now_ms};
 use self::vector::{dot, is_finite, normalize};
