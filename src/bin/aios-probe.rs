@@ -16,6 +16,11 @@
 //! exists; starts a run unless one is already active (after a restart the node resumes it);
 //! prints `RUN <id>`, one `EVENT <json>` line per run event, and `DONE <status> <answer>`
 //! when the run ends. The orchestration crash test kills it mid-plan.
+//!
+//! `aios-probe remember --data-dir D` stores memories in namespace `probe` one small batch
+//! after another, printing `ACK <id>` for every memory once its batch is acknowledged, until
+//! killed. `aios-probe recall --data-dir D` reads ids from standard input and prints
+//! `FOUND <id>` or `MISSING <id>` for each.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -54,6 +59,18 @@ enum Command {
         /// Base URL of the OpenAI-compatible server (127.0.0.1 in tests).
         #[arg(long)]
         llm_url: String,
+    },
+    /// Durable memory writes until killed, one `ACK <id>` line per acknowledged memory.
+    Remember {
+        /// The node's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Reads memory ids from standard input; prints `FOUND <id>` or `MISSING <id>`.
+    Recall {
+        /// The node's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
     },
     /// Prints `STATE <writer> <value>` for every counter.
     Read {
@@ -152,6 +169,59 @@ async fn run(data_dir: &std::path::Path, llm_url: String) -> anyhow::Result<()> 
     Ok(())
 }
 
+async fn remember(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use aios::actors::memory::{NamespaceSpec, NewMemory};
+    let rt = Runtime::open(RuntimeConfig::new(data_dir))
+        .await
+        .with_context(|| format!("opening {}", data_dir.display()))?;
+    let memory = rt.memory_store();
+    if memory.namespace("probe").is_none() {
+        memory
+            .create_namespace(NamespaceSpec::new("probe", 3))
+            .await?;
+    }
+    for round in 0u64.. {
+        let batch = (0..4)
+            .map(|i| NewMemory::text(format!("probe memory {round}-{i}")))
+            .collect();
+        for id in memory.remember("probe", batch).await? {
+            emit(format_args!("ACK {id}"))?;
+        }
+    }
+    Ok(())
+}
+
+async fn recall(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let rt = Runtime::open(RuntimeConfig::new(data_dir))
+        .await
+        .with_context(|| format!("opening {}", data_dir.display()))?;
+    let mut ids = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        if !line.trim().is_empty() {
+            ids.push(line.trim().parse::<u64>().context("an id per line")?);
+        }
+    }
+    let found: std::collections::HashSet<u64> = rt
+        .memory_store()
+        .get("probe", &ids)
+        .await?
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    for id in ids {
+        let tag = if found.contains(&id) {
+            "FOUND"
+        } else {
+            "MISSING"
+        };
+        emit(format_args!("{tag} {id}"))?;
+    }
+    rt.shutdown().await?;
+    Ok(())
+}
+
 fn emit(line: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_fmt(line)?;
@@ -186,6 +256,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run { data_dir, llm_url } => run(&data_dir, llm_url).await,
+        Command::Remember { data_dir } => remember(&data_dir).await,
+        Command::Recall { data_dir } => recall(&data_dir).await,
         Command::Read { data_dir, writers } => {
             let rt = Runtime::open(RuntimeConfig::new(&data_dir))
                 .await

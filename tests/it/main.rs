@@ -1,5 +1,6 @@
 //! Integration tests of the `aios` facade: the node API, and crash tests with real processes.
 
 mod crash;
+mod memory_crash;
 mod run_crash;
 mod runtime;

@@ -116,6 +116,11 @@ impl Hnsw {
         self.counts0.len()
     }
 
+    /// Node `i`'s vector.
+    pub(crate) fn vector_of(&self, i: u32) -> &[f32] {
+        self.vector(i)
+    }
+
     #[inline]
     fn vector(&self, i: u32) -> &[f32] {
         let start = i as usize * self.dim;

@@ -345,6 +345,14 @@ impl VectorIndex {
         }
     }
 
+    /// The vector of `id`, if indexed.
+    pub fn vector(&self, id: u64) -> Option<&[f32]> {
+        match &self.inner {
+            Inner::Exact(e) => e.pos.get(&id).map(|&p| &e.data[p * e.dim..(p + 1) * e.dim]),
+            Inner::Ann(a) => a.slot_of.get(&id).map(|&node| a.hnsw.vector_of(node)),
+        }
+    }
+
     /// Changes how many candidates HNSW explores per query (no effect on exact search).
     pub fn set_ef_search(&mut self, ef: usize) {
         self.params.ef_search = ef;

@@ -14,6 +14,7 @@
 mod embed;
 mod hnsw;
 mod index;
+mod redact;
 mod shard;
 pub mod vector;
 
@@ -30,7 +31,8 @@ pub use self::embed::{
     OpenAiEmbedderConfig, SharedEmbedder,
 };
 pub use self::index::{AnnParams, IndexKind, VectorIndex};
-pub use self::shard::{MemoryItem, ShardStats};
+pub use self::redact::redact;
+pub use self::shard::{CleanupPolicy, CleanupReport, DEDUP_CHECK_MAX, MemoryItem, ShardStats};
 use self::shard::{ShardMsg, ShardQuery, ShardWorker, now_ms};
 use self::vector::{dot, is_finite, normalize};
 use crate::agent::MemoryHook;
@@ -248,6 +250,8 @@ pub struct NamespaceSpec {
     pub ann: AnnParams,
     /// Items the namespace may hold at most.
     pub quota_items: Option<u64>,
+    /// Mask secrets and personal data ([`redact`]) before storing or embedding.
+    pub redact: bool,
 }
 
 impl NamespaceSpec {
@@ -259,6 +263,7 @@ impl NamespaceSpec {
             index: IndexKind::Auto,
             ann: AnnParams::default(),
             quota_items: None,
+            redact: false,
         }
     }
 }
@@ -280,6 +285,8 @@ pub struct NamespaceInfo {
     pub ann: AnnParams,
     /// Items at most.
     pub quota_items: Option<u64>,
+    /// Texts are redacted before they are stored or embedded.
+    pub redact: bool,
     /// Unix ms.
     pub created_ms: u64,
 }
@@ -440,16 +447,27 @@ pub struct MemoryConfig {
     pub index: IndexKind,
     /// HNSW settings of such namespaces.
     pub ann: AnnParams,
+    /// Redaction of such namespaces.
+    pub redact: bool,
+    /// How often the cleanup job runs over every namespace (expiry, duplicates, index
+    /// rebuild); `None` disables it.
+    pub cleanup_every: Option<Duration>,
+    /// Similarity at which the cleanup job merges near-duplicates; `None` disables merging.
+    pub duplicate_similarity: Option<f32>,
 }
 
 impl Default for MemoryConfig {
-    /// The built-in embedder, 2 shards, `Auto` index.
+    /// The built-in embedder, 2 shards, `Auto` index, no redaction, cleanup every 10
+    /// minutes merging items at least 0.97 similar.
     fn default() -> Self {
         Self {
             embedder: EmbedderConfig::default(),
             shards_default: 2,
             index: IndexKind::Auto,
             ann: AnnParams::default(),
+            redact: false,
+            cleanup_every: Some(Duration::from_secs(600)),
+            duplicate_similarity: Some(0.97),
         }
     }
 }
@@ -533,6 +551,9 @@ impl MemoryStore {
             };
             this.start(info).await?;
         }
+        if let Some(every) = this.inner.config.cleanup_every {
+            tokio::spawn(cleanup_job(Arc::downgrade(&this.inner), every));
+        }
         Ok(this)
     }
 
@@ -601,6 +622,7 @@ impl MemoryStore {
             index: spec.index,
             ann: spec.ann,
             quota_items: spec.quota_items,
+            redact: spec.redact,
             created_ms: now_ms(),
         };
         self.inner
@@ -633,6 +655,7 @@ impl MemoryStore {
             index: c.index,
             ann: c.ann,
             quota_items: None,
+            redact: c.redact,
         };
         match self.create_namespace(spec).await {
             Ok(info) => Ok(info),
@@ -743,6 +766,19 @@ impl MemoryStore {
                 )));
             }
         }
+        let mut memories = memories;
+        if ns.info.redact {
+            for m in &mut memories {
+                let (text, masked) = redact(&m.text);
+                if masked > 0 {
+                    if m.vector.is_some() {
+                        // A caller's vector was made from the unmasked text: embed again.
+                        m.vector = None;
+                    }
+                    m.text = text;
+                }
+            }
+        }
         let to_embed: Vec<String> = memories
             .iter()
             .filter(|m| m.vector.is_none())
@@ -768,12 +804,16 @@ impl MemoryStore {
                 ),
             };
             Self::check_vector(&ns.info, &model, &mut vector)?;
-            let id = fastrand::u64(1..);
             let mut meta = m.meta;
             if meta.created_ms == 0 {
                 meta.created_ms = now;
             }
-            per_shard[(id % ns.shards.len() as u64) as usize].push(MemoryItem {
+            // The shard follows the owner and the text, so repeated memories land together
+            // (where cleanup merges them); the id encodes the shard (`id % shards`).
+            let n = ns.shards.len() as u64;
+            let shard = placement(&meta, &m.text) % n;
+            let id = fastrand::u64(n..u64::MAX / 2) / n * n + shard;
+            per_shard[shard as usize].push(MemoryItem {
                 id,
                 text: m.text,
                 vector,
@@ -956,6 +996,70 @@ impl MemoryStore {
         Ok(total)
     }
 
+    /// The memories with these ids (missing ones are left out), in no particular order.
+    ///
+    /// # Errors
+    /// [`MemoryError::NamespaceNotFound`], unreachable shards.
+    pub async fn get(&self, namespace: &str, ids: &[u64]) -> Result<Vec<Hit>, MemoryError> {
+        let ns = self.ns(namespace)?;
+        let n = ns.shards.len() as u64;
+        let mut per_shard: Vec<Vec<u64>> = vec![Vec::new(); ns.shards.len()];
+        for id in ids {
+            per_shard[(id % n) as usize].push(*id);
+        }
+        let mut out = Vec::new();
+        for (shard, ids) in per_shard.into_iter().enumerate() {
+            if ids.is_empty() {
+                continue;
+            }
+            out.extend(
+                ns.shards[shard]
+                    .call(|r| ShardMsg::Get(ids, r), WRITE_TIMEOUT)
+                    .await
+                    .map_err(|e| unavailable(shard, &e))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Runs one cleanup pass over a namespace: deletes expired items, merges
+    /// near-duplicates (per the node's [`MemoryConfig::duplicate_similarity`] unless
+    /// `policy` says otherwise), rebuilds indexes that need it. Returns the sum over shards.
+    ///
+    /// # Errors
+    /// [`MemoryError::NamespaceNotFound`], store or shard failures.
+    pub async fn cleanup(
+        &self,
+        namespace: &str,
+        policy: Option<CleanupPolicy>,
+    ) -> Result<CleanupReport, MemoryError> {
+        let ns = self.ns(namespace)?;
+        let policy = policy.unwrap_or(CleanupPolicy {
+            now_ms: now_ms(),
+            duplicate_similarity: self.inner.config.duplicate_similarity,
+        });
+        let mut total = CleanupReport::default();
+        for (shard, h) in ns.shards.iter().enumerate() {
+            let r = h
+                .call(|reply| ShardMsg::Cleanup(policy, reply), WRITE_TIMEOUT)
+                .await
+                .map_err(|e| unavailable(shard, &e))??;
+            total.expired += r.expired;
+            total.merged += r.merged;
+            total.checked += r.checked;
+            total.rebuilt |= r.rebuilt;
+        }
+        tracing::info!(
+            namespace,
+            expired = total.expired,
+            merged = total.merged,
+            checked = total.checked,
+            rebuilt = total.rebuilt,
+            "memory cleanup"
+        );
+        Ok(total)
+    }
+
     /// Items and index kind per shard.
     ///
     /// # Errors
@@ -1006,6 +1110,38 @@ impl MemoryStore {
             .shards
             .get(shard as usize)?
             .actor_cell()
+    }
+}
+
+/// A stable hash of an item's owner and text (FNV-1a).
+fn placement(meta: &MemoryMeta, text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let parts = [
+        meta.agent.as_deref().unwrap_or(""),
+        meta.session.as_deref().unwrap_or(""),
+        meta.user.as_deref().unwrap_or(""),
+        text,
+    ];
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0xff)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Cleans every namespace every `every`, until the store is dropped.
+async fn cleanup_job(inner: std::sync::Weak<Inner>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let store = MemoryStore { inner };
+        for ns in store.namespaces() {
+            if let Err(e) = store.cleanup(&ns.name, None).await {
+                tracing::warn!(namespace = %ns.name, error = %e, "memory cleanup failed");
+            }
+        }
     }
 }
 

@@ -68,7 +68,39 @@ pub(crate) enum ShardMsg {
         RpcReplyPort<Result<u64, MemoryError>>,
     ),
     Stats(RpcReplyPort<ShardStats>),
+    Get(Vec<u64>, RpcReplyPort<Vec<Hit>>),
+    Cleanup(
+        CleanupPolicy,
+        RpcReplyPort<Result<CleanupReport, MemoryError>>,
+    ),
 }
+
+/// What a cleanup pass does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CleanupPolicy {
+    /// Items expired at this time are deleted.
+    pub now_ms: u64,
+    /// Two items of the same agent, session and user at least this similar are merged
+    /// (the older one stays, with the higher importance and both tag sets). `None` skips
+    /// duplicate detection.
+    pub duplicate_similarity: Option<f32>,
+}
+
+/// What a cleanup pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CleanupReport {
+    /// Expired items deleted.
+    pub expired: u64,
+    /// Near-duplicates merged into an older item.
+    pub merged: u64,
+    /// Items checked for duplicates.
+    pub checked: u64,
+    /// Whether the index was rebuilt.
+    pub rebuilt: bool,
+}
+
+/// Items checked for duplicates per shard and pass at most (newest first).
+pub const DEDUP_CHECK_MAX: usize = 20_000;
 
 /// The worker of shard `shard` of a namespace.
 pub(crate) struct ShardWorker {
@@ -80,6 +112,9 @@ pub(crate) struct ShardWorker {
 pub(crate) struct ShardState {
     items: HashMap<u64, (String, MemoryMeta)>,
     index: VectorIndex,
+    /// Items created before this were checked for duplicates by an earlier pass of this
+    /// incarnation.
+    dedup_checked_ms: u64,
 }
 
 impl ShardWorker {
@@ -193,6 +228,107 @@ impl ShardWorker {
             .collect()
     }
 
+    async fn cleanup(
+        &self,
+        state: &mut ShardState,
+        policy: CleanupPolicy,
+    ) -> Result<CleanupReport, MemoryError> {
+        let mut report = CleanupReport::default();
+        let expired: Vec<u64> = state
+            .items
+            .iter()
+            .filter(|(_, (_, m))| m.expires_ms.is_some_and(|e| e <= policy.now_ms))
+            .map(|(id, _)| *id)
+            .collect();
+        report.expired = self.delete(state, expired, MemoryFilter::default()).await?;
+        if let Some(threshold) = policy.duplicate_similarity {
+            let mut fresh: Vec<(u64, u64)> = state
+                .items
+                .iter()
+                .filter(|(_, (_, m))| m.created_ms >= state.dedup_checked_ms)
+                .map(|(id, (_, m))| (m.created_ms, *id))
+                .collect();
+            fresh.sort_unstable_by(|a, b| b.cmp(a));
+            fresh.truncate(DEDUP_CHECK_MAX);
+            for (_, id) in fresh {
+                let Some((_, meta)) = state.items.get(&id).cloned() else {
+                    continue; // merged away earlier in this pass
+                };
+                let Some(v) = state.index.vector(id).map(<[f32]>::to_vec) else {
+                    continue;
+                };
+                report.checked += 1;
+                let same_owner = |other: u64| {
+                    other != id
+                        && state.items.get(&other).is_some_and(|(_, m)| {
+                            m.agent == meta.agent
+                                && m.session == meta.session
+                                && m.user == meta.user
+                        })
+                };
+                let Some(&(other, similarity)) = state.index.search(&v, 1, &same_owner).first()
+                else {
+                    continue;
+                };
+                if similarity < threshold {
+                    continue;
+                }
+                // The older one survives.
+                let Some((_, other_meta)) = state.items.get(&other).cloned() else {
+                    continue;
+                };
+                let (keep, drop) = if (other_meta.created_ms, other) <= (meta.created_ms, id) {
+                    (other, id)
+                } else {
+                    (id, other)
+                };
+                let dropped = state.items.get(&drop).map(|(_, m)| m.clone());
+                if let (Some(dropped), Some((text, kept))) =
+                    (dropped, state.items.get(&keep).cloned())
+                {
+                    let mut merged = kept.clone();
+                    merged.importance = merged.importance.max(dropped.importance);
+                    for t in dropped.tags {
+                        if !merged.tags.contains(&t) {
+                            merged.tags.push(t);
+                        }
+                    }
+                    if merged != kept {
+                        let vector = state
+                            .index
+                            .vector(keep)
+                            .map(<[f32]>::to_vec)
+                            .unwrap_or_default();
+                        let item = MemoryItem {
+                            id: keep,
+                            text: text.clone(),
+                            vector,
+                            meta: merged.clone(),
+                        };
+                        self.records
+                            .put(
+                                &item_key(&self.info.name, self.shard, keep),
+                                &item,
+                                Durability::Durable,
+                            )
+                            .await
+                            .map_err(|e| self.store_err(e))?;
+                        state.items.insert(keep, (text, merged));
+                    }
+                }
+                report.merged += self
+                    .delete(state, vec![drop], MemoryFilter::default())
+                    .await?;
+            }
+            state.dedup_checked_ms = policy.now_ms;
+        }
+        if state.index.wants_rebuild() {
+            self.rebuild(state).await?;
+            report.rebuilt = true;
+        }
+        Ok(report)
+    }
+
     async fn delete(
         &self,
         state: &mut ShardState,
@@ -247,7 +383,11 @@ impl Worker for ShardWorker {
             .into_iter()
             .map(|i| (i.id, (i.text, i.meta)))
             .collect();
-        Ok(ShardState { items, index })
+        Ok(ShardState {
+            items,
+            index,
+            dedup_checked_ms: 0,
+        })
     }
 
     async fn handle(
@@ -274,6 +414,27 @@ impl Worker for ShardWorker {
                     self.rebuild(state).await?;
                 }
                 ctx.reply(reply, result);
+            }
+            ShardMsg::Get(ids, reply) => {
+                let hits = ids
+                    .into_iter()
+                    .filter_map(|id| {
+                        let (text, meta) = state.items.get(&id)?;
+                        Some(Hit {
+                            id,
+                            similarity: 1.0,
+                            score: 1.0,
+                            text: text.clone(),
+                            meta: meta.clone(),
+                            shard: self.shard,
+                        })
+                    })
+                    .collect();
+                ctx.reply(reply, hits);
+            }
+            ShardMsg::Cleanup(policy, reply) => {
+                let report = self.cleanup(state, policy).await;
+                ctx.reply(reply, report);
             }
             ShardMsg::Stats(reply) => ctx.reply(
                 reply,

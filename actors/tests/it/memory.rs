@@ -386,3 +386,121 @@ async fn the_openai_compatible_embedder_talks_to_the_fake_server() {
     assert_eq!(embeddings, 2, "one batch for the writes, one for the query");
     m.close().await;
 }
+
+#[tokio::test]
+async fn cleanup_expires_merges_duplicates_and_redaction_masks_before_storing() {
+    use aios_actors::memory::CleanupPolicy;
+    let dir = tempfile::tempdir().expect("dir");
+    let m = open(dir.path(), hash()).await;
+    let mut spec = NamespaceSpec::new("ops", 2);
+    spec.redact = true;
+    m.store.create_namespace(spec).await.expect("namespace");
+    let now = aios_actors::protocol::unix_ms();
+    let with =
+        |text: &str, created: u64, expires: Option<u64>, importance: f32, tag: &str| NewMemory {
+            text: text.into(),
+            vector: None,
+            meta: MemoryMeta {
+                user: Some("u1".into()),
+                created_ms: created,
+                expires_ms: expires,
+                importance,
+                tags: vec![tag.into()],
+                ..MemoryMeta::default()
+            },
+        };
+    let ids = m
+        .store
+        .remember(
+            "ops",
+            vec![
+                with(
+                    "the on-call phone is in the drawer",
+                    now - 10,
+                    None,
+                    0.2,
+                    "a",
+                ),
+                with(
+                    "the on-call phone is in the drawer",
+                    now - 5,
+                    None,
+                    0.8,
+                    "b",
+                ),
+                with(
+                    "temporary door code 4471",
+                    now - 5,
+                    Some(now + 60_000),
+                    0.5,
+                    "c",
+                ),
+                with(
+                    "write to carol@example.com with key sk-abcdefghijklmnopqrstuv",
+                    now,
+                    None,
+                    0.5,
+                    "d",
+                ),
+            ],
+        )
+        .await
+        .expect("remember");
+    // Redacted before it was stored: the stored text has neither the address nor the key.
+    let stored = m.store.get("ops", &ids[3..]).await.expect("get");
+    assert!(
+        stored[0].text.contains("[REDACTED:email]")
+            && stored[0].text.contains("[REDACTED:api_key]")
+    );
+    assert!(!stored[0].text.contains("carol@"));
+
+    // An hour later: the door code has expired; the duplicate merged into the older item.
+    let report = m
+        .store
+        .cleanup(
+            "ops",
+            Some(CleanupPolicy {
+                now_ms: now + 3_600_000,
+                duplicate_similarity: Some(0.97),
+            }),
+        )
+        .await
+        .expect("cleanup");
+    assert_eq!((report.expired, report.merged), (1, 1), "{report:?}");
+    let left = m.store.get("ops", &ids).await.expect("get");
+    let left_ids: Vec<u64> = left.iter().map(|h| h.id).collect();
+    assert!(
+        left_ids.contains(&ids[0]) && !left_ids.contains(&ids[1]) && !left_ids.contains(&ids[2])
+    );
+    let survivor = left.iter().find(|h| h.id == ids[0]).expect("survivor");
+    assert!((survivor.meta.importance - 0.8).abs() < 1e-6);
+    assert!(
+        survivor.meta.tags.contains(&"a".to_string())
+            && survivor.meta.tags.contains(&"b".to_string())
+    );
+
+    // Erasure of a user: gone from search and from the store, also after a restart.
+    let erased = m
+        .store
+        .forget(
+            "ops",
+            Vec::new(),
+            MemoryFilter {
+                user: Some("u1".into()),
+                ..MemoryFilter::default()
+            },
+        )
+        .await
+        .expect("erase");
+    assert_eq!(erased, 2);
+    m.close().await;
+    let m = open(dir.path(), hash()).await;
+    assert!(m.store.get("ops", &ids).await.expect("get").is_empty());
+    let r = m
+        .store
+        .search("ops", SearchRequest::text("on-call phone", 5))
+        .await
+        .expect("search");
+    assert!(r.hits.is_empty());
+    m.close().await;
+}
