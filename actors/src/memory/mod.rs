@@ -11,6 +11,7 @@
 //!
 //! Store layout: namespace metadata `memns/<ns>`, items `mem/<ns>/<shard>/<id>`.
 
+mod backup;
 mod embed;
 mod hnsw;
 mod index;
@@ -26,6 +27,7 @@ use aios_supervisor::{ActorHandle, CallError, Restart, SupervisorRef, WorkerSpec
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
+pub use self::backup::{BackupReport, Progress, ProgressFn};
 pub use self::embed::{
     EMBED_BATCH_MAX, Embedder, HASH_EMBEDDER_DIM, HashEmbedder, OpenAiEmbedder,
     OpenAiEmbedderConfig, SharedEmbedder,
@@ -637,6 +639,73 @@ impl MemoryStore {
         self.start(info.clone()).await?;
         tracing::info!(namespace = %info.name, shards = info.shards, model = %info.model, "memory namespace created");
         Ok(info)
+    }
+
+    /// Every item of one shard, with vectors.
+    pub(crate) async fn dump_shard(
+        &self,
+        namespace: &str,
+        shard: u32,
+    ) -> Result<Vec<MemoryItem>, MemoryError> {
+        let ns = self.ns(namespace)?;
+        let h = ns
+            .shards
+            .get(shard as usize)
+            .ok_or_else(|| MemoryError::Invalid(format!("no shard {shard}")))?;
+        h.call(ShardMsg::Dump, WRITE_TIMEOUT)
+            .await
+            .map_err(|e| unavailable(shard as usize, &e))
+    }
+
+    /// Creates a namespace exactly as described (model and dimension included): restore.
+    pub(crate) async fn create_from_info(&self, info: NamespaceInfo) -> Result<(), MemoryError> {
+        let _admin = self.inner.admin.lock().await;
+        if self.inner.namespaces.contains_key(&info.name) {
+            return Err(MemoryError::NamespaceExists(info.name));
+        }
+        self.inner
+            .records
+            .put(
+                &format!("{NS_KEY_PREFIX}{}", info.name),
+                &info,
+                Durability::Durable,
+            )
+            .await
+            .map_err(store_err)?;
+        self.start(info).await?;
+        Ok(())
+    }
+
+    /// Writes items with their ids and vectors as they are (restore); returns how many.
+    pub(crate) async fn put_items(
+        &self,
+        items: Vec<(String, MemoryItem)>,
+    ) -> Result<u64, MemoryError> {
+        let mut groups: std::collections::BTreeMap<(String, usize), Vec<MemoryItem>> =
+            std::collections::BTreeMap::new();
+        let n = items.len() as u64;
+        for (ns_name, item) in items {
+            let ns = self.ns(&ns_name)?;
+            if item.vector.len() != ns.info.dim as usize {
+                return Err(MemoryError::ModelMismatch(format!(
+                    "item {} has {} dimensions, namespace {} holds {}",
+                    item.id,
+                    item.vector.len(),
+                    ns_name,
+                    ns.info.dim
+                )));
+            }
+            let shard = (item.id % ns.shards.len() as u64) as usize;
+            groups.entry((ns_name, shard)).or_default().push(item);
+        }
+        for ((ns_name, shard), batch) in groups {
+            let ns = self.ns(&ns_name)?;
+            ns.shards[shard]
+                .call(|r| ShardMsg::Put(batch, r), WRITE_TIMEOUT)
+                .await
+                .map_err(|e| unavailable(shard, &e))??;
+        }
+        Ok(n)
     }
 
     /// The namespace `name`, created with the node's defaults ([`MemoryConfig`]) if it does

@@ -73,6 +73,9 @@ pub(crate) enum ShardMsg {
         CleanupPolicy,
         RpcReplyPort<Result<CleanupReport, MemoryError>>,
     ),
+    /// Every item with its vector, in id order (one message: consistent with the writes
+    /// acknowledged before it).
+    Dump(RpcReplyPort<Vec<MemoryItem>>),
 }
 
 /// What a cleanup pass does.
@@ -431,6 +434,22 @@ impl Worker for ShardWorker {
                     })
                     .collect();
                 ctx.reply(reply, hits);
+            }
+            ShardMsg::Dump(reply) => {
+                let mut items: Vec<MemoryItem> = state
+                    .items
+                    .iter()
+                    .filter_map(|(id, (text, meta))| {
+                        Some(MemoryItem {
+                            id: *id,
+                            text: text.clone(),
+                            vector: state.index.vector(*id)?.to_vec(),
+                            meta: meta.clone(),
+                        })
+                    })
+                    .collect();
+                items.sort_unstable_by_key(|i| i.id);
+                ctx.reply(reply, items);
             }
             ShardMsg::Cleanup(policy, reply) => {
                 let report = self.cleanup(state, policy).await;

@@ -504,3 +504,127 @@ async fn cleanup_expires_merges_duplicates_and_redaction_masks_before_storing() 
     assert!(r.hits.is_empty());
     m.close().await;
 }
+
+#[tokio::test]
+async fn backup_restore_round_trip_is_identical_and_erased_data_stays_out() {
+    let a_dir = tempfile::tempdir().expect("dir");
+    let b_dir = tempfile::tempdir().expect("dir");
+    let files = tempfile::tempdir().expect("dir");
+    let backup = files.path().join("memory.aiosmem");
+    let a = open(a_dir.path(), hash()).await;
+    for (ns, shards) in [("one", 1), ("three", 3)] {
+        a.store
+            .create_namespace(NamespaceSpec::new(ns, shards))
+            .await
+            .expect("namespace");
+        let items: Vec<NewMemory> = (0..50)
+            .map(|i| NewMemory {
+                text: format!("{ns} memory {i}"),
+                vector: None,
+                meta: MemoryMeta {
+                    user: Some(if i % 10 == 0 { "erase-me" } else { "keep" }.into()),
+                    tags: vec![format!("t{}", i % 3)],
+                    importance: 0.5,
+                    ..MemoryMeta::default()
+                },
+            })
+            .collect();
+        a.store.remember(ns, items).await.expect("remember");
+        a.store
+            .forget(
+                ns,
+                Vec::new(),
+                MemoryFilter {
+                    user: Some("erase-me".into()),
+                    ..MemoryFilter::default()
+                },
+            )
+            .await
+            .expect("erase");
+    }
+    let reports = std::sync::Mutex::new(Vec::new());
+    let progress = |p: aios_actors::memory::Progress| reports.lock().unwrap().push(p);
+    let report = a
+        .store
+        .backup(&backup, Some(&progress))
+        .await
+        .expect("backup");
+    assert_eq!((report.namespaces, report.items), (2, 90));
+    assert_eq!(
+        reports.lock().unwrap().last().map(|p| (p.done, p.total)),
+        Some((90, 90))
+    );
+    let bytes = std::fs::read(&backup).expect("read");
+    assert!(
+        !bytes.windows(8).any(|w| w == b"erase-me"),
+        "erased data is not in the backup"
+    );
+
+    let b = open(b_dir.path(), hash()).await;
+    let restored = b.store.restore(&backup, None).await.expect("restore");
+    assert_eq!(restored.items, 90);
+    for ns in ["one", "three"] {
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        a.store.export_jsonl(ns, &mut x).await.expect("export a");
+        b.store.export_jsonl(ns, &mut y).await.expect("export b");
+        let sorted = |v: Vec<u8>| {
+            let mut lines: Vec<String> = String::from_utf8(v)
+                .unwrap()
+                .lines()
+                .map(String::from)
+                .collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(sorted(x), sorted(y), "namespace {ns} differs after restore");
+        assert_eq!(a.store.namespace(ns), b.store.namespace(ns));
+    }
+    // Restoring again refuses to overwrite.
+    assert!(matches!(
+        b.store.restore(&backup, None).await,
+        Err(MemoryError::NamespaceExists(_))
+    ));
+    // JSONL import into a fresh namespace embeds nothing when vectors are given.
+    let mut jsonl = Vec::new();
+    b.store
+        .export_jsonl("three", &mut jsonl)
+        .await
+        .expect("export");
+    b.store
+        .create_namespace(NamespaceSpec::new("copy", 2))
+        .await
+        .expect("namespace");
+    let n = b
+        .store
+        .import_jsonl("copy", &mut std::io::Cursor::new(jsonl))
+        .await
+        .expect("import");
+    assert_eq!(n, 45);
+    assert!(matches!(
+        b.store
+            .import_jsonl("copy", &mut std::io::Cursor::new(b"{\"text\": 1}\n".to_vec()))
+            .await,
+        Err(MemoryError::Invalid(m)) if m.contains("line 1")
+    ));
+    b.close().await;
+    a.close().await;
+
+    // A damaged backup is refused before anything is written.
+    let mut damaged = bytes.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 0xff;
+    let bad = files.path().join("damaged.aiosmem");
+    std::fs::write(&bad, &damaged).expect("write");
+    let c_dir = tempfile::tempdir().expect("dir");
+    let c = open(c_dir.path(), hash()).await;
+    assert!(matches!(
+        c.store.restore(&bad, None).await,
+        Err(MemoryError::Store(m)) if m.contains("byte")
+    ));
+    assert!(c.store.namespaces().is_empty());
+    let truncated = files.path().join("truncated.aiosmem");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 30]).expect("write");
+    assert!(c.store.restore(&truncated, None).await.is_err());
+    assert!(c.store.namespaces().is_empty());
+    c.close().await;
+}
