@@ -15,6 +15,7 @@ mod backup;
 mod embed;
 mod hnsw;
 mod index;
+mod migrate;
 mod redact;
 mod shard;
 pub mod vector;
@@ -33,6 +34,7 @@ pub use self::embed::{
     OpenAiEmbedderConfig, SharedEmbedder,
 };
 pub use self::index::{AnnParams, IndexKind, VectorIndex};
+pub use self::migrate::Migration;
 pub use self::redact::redact;
 pub use self::shard::{CleanupPolicy, CleanupReport, DEDUP_CHECK_MAX, MemoryItem, ShardStats};
 use self::shard::{ShardMsg, ShardQuery, ShardWorker, now_ms};
@@ -54,7 +56,7 @@ const TAGS_MAX: usize = 32;
 const SHARD_MAILBOX_LEN_MAX: usize = 1024;
 /// How long a write may take before its caller stops waiting.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
-const NS_KEY_PREFIX: &str = "memns/";
+pub(crate) const NS_KEY_PREFIX: &str = "memns/";
 
 /// Why a memory operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -291,6 +293,9 @@ pub struct NamespaceInfo {
     pub redact: bool,
     /// Unix ms.
     pub created_ms: u64,
+    /// Bumped by every migration (re-embedding, resharding); items live under
+    /// `mem/<ns>/<generation>/`.
+    pub generation: u32,
 }
 
 impl NamespaceInfo {
@@ -485,8 +490,10 @@ struct Inner {
     embedder: SharedEmbedder,
     config: MemoryConfig,
     namespaces: DashMap<String, Arc<Namespace>>,
-    /// Serialises namespace creation and shard changes.
+    /// Serialises namespace creation and migrations.
     admin: tokio::sync::Mutex<()>,
+    /// Namespaces being migrated: writes and deletes are refused meanwhile.
+    migrating: dashmap::DashSet<String>,
 }
 
 /// The memory of a node. Cheap to clone.
@@ -504,7 +511,7 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
-fn store_err(e: impl std::fmt::Display) -> MemoryError {
+pub(crate) fn store_err(e: impl std::fmt::Display) -> MemoryError {
     MemoryError::Store(e.to_string())
 }
 
@@ -533,6 +540,7 @@ impl MemoryStore {
                 config,
                 namespaces: DashMap::new(),
                 admin: tokio::sync::Mutex::new(()),
+                migrating: dashmap::DashSet::new(),
             }),
         };
         let keys = this
@@ -551,6 +559,7 @@ impl MemoryStore {
             else {
                 continue;
             };
+            this.delete_stale_generations(&info).await?;
             this.start(info).await?;
         }
         if let Some(every) = this.inner.config.cleanup_every {
@@ -626,6 +635,7 @@ impl MemoryStore {
             quota_items: spec.quota_items,
             redact: spec.redact,
             created_ms: now_ms(),
+            generation: 0,
         };
         self.inner
             .records
@@ -639,6 +649,29 @@ impl MemoryStore {
         self.start(info.clone()).await?;
         tracing::info!(namespace = %info.name, shards = info.shards, model = %info.model, "memory namespace created");
         Ok(info)
+    }
+
+    /// Stops a namespace's shard actors.
+    pub(crate) async fn stop_shards(&self, info: &NamespaceInfo) {
+        for shard in 0..info.shards {
+            if let Err(e) = self
+                .inner
+                .supervisor
+                .remove_child(&shard_child_id(&info.name, shard))
+                .await
+            {
+                tracing::warn!(namespace = %info.name, shard, error = %e, "stopping a memory shard");
+            }
+        }
+    }
+
+    fn writable(&self, namespace: &str) -> Result<(), MemoryError> {
+        if self.inner.migrating.contains(namespace) {
+            return Err(MemoryError::Unavailable(format!(
+                "namespace {namespace} is being migrated; retry when it is done"
+            )));
+        }
+        Ok(())
     }
 
     /// Every item of one shard, with vectors.
@@ -813,6 +846,7 @@ impl MemoryStore {
         memories: Vec<NewMemory>,
     ) -> Result<Vec<u64>, MemoryError> {
         let ns = self.ns(namespace)?;
+        self.writable(namespace)?;
         if memories.len() > REMEMBER_BATCH_MAX {
             return Err(MemoryError::Invalid(format!(
                 "at most {REMEMBER_BATCH_MAX} memories per call"
@@ -1049,6 +1083,7 @@ impl MemoryStore {
         filter: MemoryFilter,
     ) -> Result<u64, MemoryError> {
         let ns = self.ns(namespace)?;
+        self.writable(namespace)?;
         let calls = ns.shards.iter().enumerate().map(|(shard, handle)| {
             let (handle, ids, filter) = (handle.clone(), ids.clone(), filter.clone());
             async move {
@@ -1103,6 +1138,7 @@ impl MemoryStore {
         policy: Option<CleanupPolicy>,
     ) -> Result<CleanupReport, MemoryError> {
         let ns = self.ns(namespace)?;
+        self.writable(namespace)?;
         let policy = policy.unwrap_or(CleanupPolicy {
             now_ms: now_ms(),
             duplicate_similarity: self.inner.config.duplicate_similarity,

@@ -32,13 +32,21 @@ pub struct MemoryItem {
     pub meta: MemoryMeta,
 }
 
-/// The record key prefix of shard `shard` of namespace `ns`.
-pub(crate) fn shard_prefix(ns: &str, shard: u32) -> String {
-    format!("mem/{ns}/{shard:04}/")
+/// The record key prefix of a namespace's generation: `mem/<ns>/<generation>/`.
+pub(crate) fn generation_prefix(ns: &str, generation: u32) -> String {
+    format!("mem/{ns}/{generation:06}/")
 }
 
-fn item_key(ns: &str, shard: u32, id: u64) -> String {
-    format!("{}{id:016x}", shard_prefix(ns, shard))
+/// The record key prefix of shard `shard` of the namespace's current generation.
+pub(crate) fn shard_prefix(info: &NamespaceInfo, shard: u32) -> String {
+    format!(
+        "{}{shard:04}/",
+        generation_prefix(&info.name, info.generation)
+    )
+}
+
+pub(crate) fn item_key(info: &NamespaceInfo, shard: u32, id: u64) -> String {
+    format!("{}{id:016x}", shard_prefix(info, shard))
 }
 
 /// A query as a shard sees it.
@@ -130,7 +138,7 @@ impl ShardWorker {
 
     /// Every item record of this shard, in key order.
     async fn load(&self) -> Result<Vec<MemoryItem>, MemoryError> {
-        let prefix = shard_prefix(&self.info.name, self.shard);
+        let prefix = shard_prefix(&self.info, self.shard);
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -186,7 +194,7 @@ impl ShardWorker {
         for item in &batch {
             self.records
                 .put(
-                    &item_key(&self.info.name, self.shard, item.id),
+                    &item_key(&self.info, self.shard, item.id),
                     item,
                     Durability::Buffered,
                 )
@@ -310,7 +318,7 @@ impl ShardWorker {
                         };
                         self.records
                             .put(
-                                &item_key(&self.info.name, self.shard, keep),
+                                &item_key(&self.info, self.shard, keep),
                                 &item,
                                 Durability::Durable,
                             )
@@ -356,7 +364,7 @@ impl ShardWorker {
         for id in &doomed {
             // Each removal is durable before the item leaves the index.
             self.records
-                .delete(&item_key(&self.info.name, self.shard, *id))
+                .delete(&item_key(&self.info, self.shard, *id))
                 .await
                 .map_err(|e| self.store_err(e))?;
             state.index.remove(*id);

@@ -628,3 +628,86 @@ async fn backup_restore_round_trip_is_identical_and_erased_data_stays_out() {
     assert!(c.store.namespaces().is_empty());
     c.close().await;
 }
+
+#[tokio::test]
+async fn resharding_and_reembedding_keep_every_memory() {
+    use aios_actors::memory::Migration;
+    let dir = tempfile::tempdir().expect("dir");
+    let ids = {
+        let m = open(dir.path(), hash()).await;
+        m.store
+            .create_namespace(NamespaceSpec::new("kb", 2))
+            .await
+            .expect("namespace");
+        let ids = m
+            .store
+            .remember(
+                "kb",
+                (0..30)
+                    .map(|i| NewMemory::text(format!("fact number {i} about the fleet")))
+                    .collect(),
+            )
+            .await
+            .expect("remember");
+        let info = m
+            .store
+            .migrate(
+                "kb",
+                Migration {
+                    reembed: false,
+                    shards: Some(5),
+                },
+                None,
+            )
+            .await
+            .expect("reshard");
+        assert_eq!((info.shards, info.generation), (5, 1));
+        let stats = m.store.stats("kb").await.expect("stats");
+        assert_eq!(stats.len(), 5);
+        assert_eq!(stats.iter().map(|s| s.items).sum::<u64>(), 30);
+        assert_eq!(m.store.get("kb", &ids).await.expect("get").len(), 30);
+        assert!(matches!(
+            m.store.migrate("kb", Migration::default(), None).await,
+            Err(MemoryError::Invalid(_))
+        ));
+        m.close().await;
+        ids
+    };
+    // A node with another model: refused until the namespace is re-embedded.
+    let m = open(dir.path(), Arc::new(HashEmbedder::new(64))).await;
+    assert!(matches!(
+        m.store.search("kb", SearchRequest::text("fleet", 3)).await,
+        Err(MemoryError::ModelMismatch(_))
+    ));
+    let progress = std::sync::Mutex::new(0u64);
+    let report = |p: aios_actors::memory::Progress| *progress.lock().unwrap() = p.done;
+    let info = m
+        .store
+        .migrate(
+            "kb",
+            Migration {
+                reembed: true,
+                shards: None,
+            },
+            Some(&report),
+        )
+        .await
+        .expect("re-embed");
+    assert_eq!((info.dim, info.generation, info.shards), (64, 2, 5));
+    assert_eq!(*progress.lock().unwrap(), 30);
+    let r = m
+        .store
+        .search(
+            "kb",
+            SearchRequest::text("fact number 7 about the fleet", 1),
+        )
+        .await
+        .expect("search");
+    assert_eq!(r.hits[0].text, "fact number 7 about the fleet");
+    assert!(ids.contains(&r.hits[0].id));
+    m.close().await;
+    // Reopened: the new generation serves; nothing of the old ones remains.
+    let m = open(dir.path(), Arc::new(HashEmbedder::new(64))).await;
+    assert_eq!(m.store.get("kb", &ids).await.expect("get").len(), 30);
+    m.close().await;
+}
