@@ -125,5 +125,30 @@ async fn agents_retrieve_from_the_node_memory() {
         system.contains("wifi password rotates every monday"),
         "{system}"
     );
+
+    // "Remember that …" goes through short-term memory into the agent's namespace, once.
+    for _ in 0..2 {
+        rt.agent_system()
+            .ask(
+                &AgentId::main("helper"),
+                Task::new("Please remember that the parking garage closes at 22:00"),
+            )
+            .await
+            .unwrap();
+    }
+    let found = memory
+        .search(
+            "kb",
+            aios::actors::memory::SearchRequest::text("when does the parking garage close", 5),
+        )
+        .await
+        .unwrap();
+    let saved: Vec<_> = found
+        .hits
+        .iter()
+        .filter(|h| h.text == "the parking garage closes at 22:00")
+        .collect();
+    assert_eq!(saved.len(), 1, "{:?}", found.hits);
+    assert_eq!(saved[0].meta.agent.as_deref(), Some("helper"));
     rt.shutdown().await.unwrap();
 }

@@ -14,6 +14,7 @@ use super::events::{AgentEvent, AgentEventKind};
 use super::kernel::Kernel;
 use super::tools::ToolContext;
 use crate::llm::{ChatMessage, ChatRequest, Delta, LlmError, Role, Usage};
+use crate::memory::short_term::{ShortTerm, explicit_save};
 use crate::protocol::AgentId;
 use crate::scheduler::{Budget, RequestMeta};
 
@@ -23,7 +24,9 @@ pub const CONVERSATION_LEN_MAX: usize = 256;
 /// Memory snippets added to the context per task.
 pub const MEMORY_SNIPPETS_MAX: usize = 8;
 /// The schema version of [`AgentState`] snapshots written by this build.
-pub const AGENT_STATE_SCHEMA_VERSION: u32 = 2;
+pub const AGENT_STATE_SCHEMA_VERSION: u32 = 3;
+/// Importance of an ordinary user message noted in short-term memory.
+const NOTE_IMPORTANCE: f32 = 0.3;
 /// Results of tasks with an idempotency key an agent remembers (oldest forgotten first).
 pub const RECENT_RESULTS_MAX: usize = 32;
 
@@ -140,6 +143,17 @@ pub struct AgentState {
     /// Results of the latest tasks that had an idempotency key, oldest first, at most
     /// [`RECENT_RESULTS_MAX`].
     pub recent: Vec<(String, TaskOutput)>,
+    /// Short-term notes (consolidated into the agent's memory namespace by policy).
+    pub short_term: ShortTerm,
+}
+
+/// [`AgentState`] as written by schema version 2 (before `short_term`).
+#[derive(Serialize, Deserialize)]
+struct AgentStateV2 {
+    conversation: Vec<ChatMessage>,
+    tasks_done: u64,
+    cost_nanos_total: u64,
+    recent: Vec<(String, TaskOutput)>,
 }
 
 /// [`AgentState`] as written by schema version 1 (before `recent`).
@@ -184,8 +198,11 @@ impl Worker for AgentWorker {
                     ctx.reply(reply, Ok(done.1.clone()));
                     return Ok(());
                 }
+                let input = task.input.clone();
+                let session = task.session.clone();
                 let out = self.run(*task, state).await;
                 if let Ok(done) = &out {
+                    self.note(state, &input, session).await;
                     state.tasks_done += 1;
                     if let Some(k) = key {
                         if state.recent.len() >= RECENT_RESULTS_MAX {
@@ -210,15 +227,26 @@ impl PersistentWorker for AgentWorker {
     const SCHEMA_VERSION: u32 = AGENT_STATE_SCHEMA_VERSION;
 
     fn migrations() -> Migrations {
-        Migrations::new().step(1, |bytes| {
-            let v1: AgentStateV1 = codec::decode(bytes)?;
-            codec::encode(&AgentState {
-                conversation: v1.conversation,
-                tasks_done: v1.tasks_done,
-                cost_nanos_total: v1.cost_nanos_total,
-                recent: Vec::new(),
+        Migrations::new()
+            .step(1, |bytes| {
+                let v1: AgentStateV1 = codec::decode(bytes)?;
+                codec::encode(&AgentStateV2 {
+                    conversation: v1.conversation,
+                    tasks_done: v1.tasks_done,
+                    cost_nanos_total: v1.cost_nanos_total,
+                    recent: Vec::new(),
+                })
             })
-        })
+            .step(2, |bytes| {
+                let v2: AgentStateV2 = codec::decode(bytes)?;
+                codec::encode(&AgentState {
+                    conversation: v2.conversation,
+                    tasks_done: v2.tasks_done,
+                    cost_nanos_total: v2.cost_nanos_total,
+                    recent: v2.recent,
+                    short_term: ShortTerm::default(),
+                })
+            })
     }
 }
 
@@ -238,6 +266,41 @@ fn trim(conversation: &mut Vec<ChatMessage>) {
 }
 
 impl AgentWorker {
+    /// Notes the user's message in short-term memory and consolidates it into the agent's
+    /// memory namespace when the policy says so (explicit "remember that …", importance,
+    /// repetition).
+    async fn note(&self, state: &mut AgentState, input: &str, session: Option<String>) {
+        let (Some(memory), Some(def)) =
+            (&self.kernel.memory, self.kernel.registry.get(&self.id.name))
+        else {
+            return;
+        };
+        let Some(namespace) = &def.memory_namespace else {
+            return;
+        };
+        let (text, save) = match explicit_save(input) {
+            Some(t) => (t, true),
+            None => (input, false),
+        };
+        let now = crate::protocol::unix_ms();
+        let Some((note, reason)) = state.short_term.note(text, NOTE_IMPORTANCE, save, now) else {
+            return;
+        };
+        let meta = crate::memory::MemoryMeta {
+            agent: Some(self.id.name.clone()),
+            session,
+            importance: note.importance,
+            created_ms: note.created_ms,
+            ..crate::memory::MemoryMeta::default()
+        };
+        match memory.store(namespace, &note.text, meta).await {
+            Ok(stored) => {
+                tracing::debug!(agent = %self.id, ?reason, stored, "short-term note consolidated");
+            }
+            Err(e) => tracing::warn!(agent = %self.id, error = %e, "consolidating a note failed"),
+        }
+    }
+
     fn emit(&self, task_run: Option<&String>, kind: AgentEventKind) {
         self.kernel.events.emit(AgentEvent {
             agent: self.id.clone(),
@@ -474,7 +537,7 @@ mod tests {
     }
 
     #[test]
-    fn version_1_state_migrates() {
+    fn version_1_state_migrates_to_the_current_one() {
         let old = codec::encode(&V1 {
             conversation: vec![ChatMessage::user("hi")],
             tasks_done: 3,
@@ -488,6 +551,6 @@ mod tests {
         assert_eq!(state.tasks_done, 3);
         assert_eq!(state.cost_nanos_total, 7);
         assert_eq!(state.conversation, vec![ChatMessage::user("hi")]);
-        assert!(state.recent.is_empty());
+        assert!(state.recent.is_empty() && state.short_term.is_empty());
     }
 }

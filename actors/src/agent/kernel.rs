@@ -8,12 +8,27 @@ use super::registry::AgentRegistry;
 use super::tools::ToolBox;
 use crate::scheduler::LlmRouter;
 
-/// The memory-retrieval hook an agent calls while assembling its context. The memory issue
-/// provides the vector-memory implementation.
+/// The memory an agent reads while assembling its context and writes when it consolidates
+/// short-term notes; [`crate::memory::MemoryStore`] implements it.
 #[async_trait::async_trait]
 pub trait MemoryHook: Send + Sync + 'static {
     /// Up to `k` snippets from `namespace` relevant to `query`.
     async fn retrieve(&self, namespace: &str, query: &str, k: usize) -> Vec<String>;
+
+    /// Stores `text` in long-term memory unless the owner already has it; returns whether it
+    /// was stored.
+    ///
+    /// # Errors
+    /// Why it could not be stored.
+    async fn store(
+        &self,
+        namespace: &str,
+        text: &str,
+        meta: crate::memory::MemoryMeta,
+    ) -> Result<bool, String> {
+        let _ = (namespace, text, meta);
+        Ok(false)
+    }
 }
 
 /// The services agents run on.

@@ -18,6 +18,7 @@ mod index;
 mod migrate;
 mod redact;
 mod shard;
+pub mod short_term;
 pub mod vector;
 
 use std::sync::Arc;
@@ -1286,8 +1287,47 @@ fn mmr(candidates: Vec<Hit>, k: usize, lambda: f32) -> Vec<Hit> {
     picked.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
+/// Similarity at which a consolidated note counts as already known.
+const CONSOLIDATE_DUPLICATE_SIMILARITY: f32 = 0.97;
+
 #[async_trait::async_trait]
 impl MemoryHook for MemoryStore {
+    async fn store(&self, namespace: &str, text: &str, meta: MemoryMeta) -> Result<bool, String> {
+        self.ensure_namespace(namespace)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Without duplicates: a note the owner already has in long-term memory is skipped.
+        let mut probe = SearchRequest::text(text, 1);
+        probe.filter = MemoryFilter {
+            agent: meta.agent.clone(),
+            session: None,
+            user: meta.user.clone(),
+            ..MemoryFilter::default()
+        };
+        let known = self
+            .search(namespace, probe)
+            .await
+            .map_err(|e| e.to_string())?;
+        if known
+            .hits
+            .first()
+            .is_some_and(|h| h.similarity >= CONSOLIDATE_DUPLICATE_SIMILARITY)
+        {
+            return Ok(false);
+        }
+        self.remember(
+            namespace,
+            vec![NewMemory {
+                text: text.to_string(),
+                vector: None,
+                meta,
+            }],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+
     async fn retrieve(&self, namespace: &str, query: &str, k: usize) -> Vec<String> {
         if self.namespace(namespace).is_none() {
             return Vec::new();

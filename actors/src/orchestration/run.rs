@@ -578,6 +578,8 @@ impl RunWorker {
     }
 
     fn emit(&self, state: &RunState, kind: RunEventKind) {
+        // Readers woken by the event must see the state that caused it.
+        self.shared.publish(state);
         // Nobody listening is fine.
         let _ = self.shared.events.send(RunEvent {
             run: state.id.clone(),
