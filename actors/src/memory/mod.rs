@@ -15,6 +15,8 @@ mod backup;
 mod embed;
 mod hnsw;
 mod index;
+#[cfg(feature = "local-embedder")]
+mod local;
 mod migrate;
 mod redact;
 mod shard;
@@ -35,6 +37,8 @@ pub use self::embed::{
     OpenAiEmbedderConfig, SharedEmbedder,
 };
 pub use self::index::{AnnParams, IndexKind, VectorIndex};
+#[cfg(feature = "local-embedder")]
+pub use self::local::{LOCAL_TOKENS_MAX, LocalEmbedder};
 pub use self::migrate::Migration;
 pub use self::redact::redact;
 pub use self::shard::{CleanupPolicy, CleanupReport, DEDUP_CHECK_MAX, MemoryItem, ShardStats};
@@ -394,6 +398,14 @@ pub enum EmbedderConfig {
         /// The environment variable holding the API key, if any.
         api_key_env: Option<String>,
     },
+    /// A local BERT-family model directory (`config.json`, `model.safetensors`,
+    /// `tokenizer.json`); needs the `local-embedder` feature.
+    Local {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The model's name, recorded with namespaces.
+        name: String,
+    },
 }
 
 impl Default for EmbedderConfig {
@@ -440,6 +452,12 @@ impl EmbedderConfig {
                     retry: crate::llm::RetryPolicy::default(),
                 })?))
             }
+            #[cfg(feature = "local-embedder")]
+            Self::Local { dir, name } => Ok(Arc::new(LocalEmbedder::load(dir, name.clone())?)),
+            #[cfg(not(feature = "local-embedder"))]
+            Self::Local { .. } => Err(
+                "embedder: a local model needs a build with the `local-embedder` feature".into(),
+            ),
         }
     }
 }
