@@ -41,7 +41,9 @@ pub use self::index::{AnnParams, IndexKind, VectorIndex};
 pub use self::local::{LOCAL_TOKENS_MAX, LocalEmbedder};
 pub use self::migrate::Migration;
 pub use self::redact::redact;
-pub use self::shard::{CleanupPolicy, CleanupReport, DEDUP_CHECK_MAX, MemoryItem, ShardStats};
+pub use self::shard::{
+    CleanupPolicy, CleanupReport, DEDUP_CHECK_MAX, MemoryItem, MetaPatch, ShardStats,
+};
 use self::shard::{ShardMsg, ShardQuery, ShardWorker, now_ms};
 use self::vector::{dot, is_finite, normalize};
 use crate::agent::MemoryHook;
@@ -1181,6 +1183,47 @@ impl MemoryStore {
             rebuilt = total.rebuilt,
             "memory cleanup"
         );
+        Ok(total)
+    }
+
+    /// Changes the metadata of the memories with these ids and of those matching `filter`
+    /// (an empty filter matches nothing here); each change is durable before it returns.
+    /// Returns how many changed.
+    ///
+    /// # Errors
+    /// [`MemoryError::Invalid`] for an importance outside 0..=1, the errors of
+    /// [`MemoryStore::forget`].
+    pub async fn update(
+        &self,
+        namespace: &str,
+        ids: Vec<u64>,
+        filter: MemoryFilter,
+        patch: MetaPatch,
+    ) -> Result<u64, MemoryError> {
+        let ns = self.ns(namespace)?;
+        self.writable(namespace)?;
+        if patch.importance.is_some_and(|i| !(0.0..=1.0).contains(&i)) {
+            return Err(MemoryError::Invalid("importance: must be 0.0..=1.0".into()));
+        }
+        if patch.add_tags.len() > TAGS_MAX {
+            return Err(MemoryError::Invalid(format!(
+                "add_tags: at most {TAGS_MAX}"
+            )));
+        }
+        let calls = ns.shards.iter().enumerate().map(|(shard, handle)| {
+            let (handle, ids, filter, patch) =
+                (handle.clone(), ids.clone(), filter.clone(), patch.clone());
+            async move {
+                handle
+                    .call(|r| ShardMsg::Update(ids, filter, patch, r), WRITE_TIMEOUT)
+                    .await
+                    .map_err(|e| unavailable(shard, &e))?
+            }
+        });
+        let mut total = 0;
+        for r in futures_util::future::join_all(calls).await {
+            total += r?;
+        }
         Ok(total)
     }
 

@@ -84,6 +84,25 @@ pub(crate) enum ShardMsg {
     /// Every item with its vector, in id order (one message: consistent with the writes
     /// acknowledged before it).
     Dump(RpcReplyPort<Vec<MemoryItem>>),
+    Update(
+        Vec<u64>,
+        MemoryFilter,
+        MetaPatch,
+        RpcReplyPort<Result<u64, MemoryError>>,
+    ),
+}
+
+/// Changes to apply to the metadata of the memories an update selects.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetaPatch {
+    /// New importance (0.0..=1.0).
+    pub importance: Option<f32>,
+    /// Tags to add.
+    pub add_tags: Vec<String>,
+    /// Tags to remove.
+    pub remove_tags: Vec<String>,
+    /// New expiry: `Some(None)` removes it.
+    pub expires_ms: Option<Option<u64>>,
 }
 
 /// What a cleanup pass does.
@@ -340,6 +359,84 @@ impl ShardWorker {
         Ok(report)
     }
 
+    async fn update(
+        &self,
+        state: &mut ShardState,
+        ids: Vec<u64>,
+        filter: MemoryFilter,
+        patch: MetaPatch,
+    ) -> Result<u64, MemoryError> {
+        let mut chosen: Vec<u64> = ids
+            .into_iter()
+            .filter(|id| state.items.contains_key(id))
+            .collect();
+        if !filter.is_empty() {
+            chosen.extend(
+                state
+                    .items
+                    .iter()
+                    .filter(|(_, (_, meta))| filter.matches_ignoring_expiry(meta))
+                    .map(|(id, _)| *id),
+            );
+        }
+        chosen.sort_unstable();
+        chosen.dedup();
+        let mut changed = Vec::new();
+        for id in chosen {
+            let Some((text, meta)) = state.items.get(&id) else {
+                continue;
+            };
+            let mut m = meta.clone();
+            if let Some(i) = patch.importance {
+                m.importance = i;
+            }
+            for t in &patch.add_tags {
+                if !m.tags.contains(t) {
+                    m.tags.push(t.clone());
+                }
+            }
+            m.tags.retain(|t| !patch.remove_tags.contains(t));
+            if let Some(e) = patch.expires_ms {
+                m.expires_ms = e;
+            }
+            if &m == meta {
+                continue;
+            }
+            let vector = state
+                .index
+                .vector(id)
+                .map(<[f32]>::to_vec)
+                .unwrap_or_default();
+            let item = MemoryItem {
+                id,
+                text: text.clone(),
+                vector,
+                meta: m,
+            };
+            self.records
+                .put(
+                    &item_key(&self.info, self.shard, id),
+                    &item,
+                    Durability::Buffered,
+                )
+                .await
+                .map_err(|e| self.store_err(e))?;
+            changed.push(item);
+        }
+        if !changed.is_empty() {
+            self.records
+                .snapshots()
+                .flush()
+                .await
+                .map_err(|e| self.store_err(e))?;
+        }
+        let n = changed.len() as u64;
+        for item in changed {
+            state.items.insert(item.id, (item.text, item.meta));
+        }
+        Ok(n)
+    }
+
     async fn delete(
         &self,
         state: &mut ShardState,
@@ -442,6 +539,10 @@ impl Worker for ShardWorker {
                     })
                     .collect();
                 ctx.reply(reply, hits);
+            }
+            ShardMsg::Update(ids, filter, patch, reply) => {
+                let result = self.update(state, ids, filter, patch).await;
+                ctx.reply(reply, result);
             }
             ShardMsg::Dump(reply) => {
                 let mut items: Vec<MemoryItem> = state

@@ -197,6 +197,35 @@ async fn filters_deletes_quotas_and_model_checks() {
             .all(|h| h.meta.agent.as_deref() == Some("planner"))
     );
 
+    // Update by filter: the planner's memories get a tag and importance.
+    let changed = m
+        .store
+        .update(
+            "ns",
+            Vec::new(),
+            MemoryFilter {
+                agent: Some("planner".into()),
+                ..MemoryFilter::default()
+            },
+            aios_actors::memory::MetaPatch {
+                importance: Some(0.9),
+                add_tags: vec!["reviewed".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("update");
+    assert_eq!(changed, 2);
+    let mut reviewed = SearchRequest::text("release", 10);
+    reviewed.filter.tags = vec!["reviewed".into()];
+    let r = m.store.search("ns", reviewed).await.expect("search");
+    assert_eq!(r.hits.len(), 2);
+    assert!(
+        r.hits
+            .iter()
+            .all(|h| (h.meta.importance - 0.9).abs() < 1e-6)
+    );
+
     // Erase everything of one agent: it is no longer found.
     let deleted = m
         .store
