@@ -13,6 +13,4 @@ pub mod orchestration;
 
 pub mod memory;
 
-pub mod tools {
-    //! Tool actors and the plugin registry (the tools issue).
-}
+pub mod tools;

@@ -76,6 +76,8 @@ pub struct ToolContext {
 #[derive(Clone, Default)]
 pub struct ToolBox {
     tools: Arc<BTreeMap<String, Arc<dyn Tool>>>,
+    /// Compiled argument schemas, by tool name: arguments are checked before a tool runs.
+    schemas: Arc<BTreeMap<String, Arc<crate::tools::Schema>>>,
 }
 
 impl std::fmt::Debug for ToolBox {
@@ -95,8 +97,17 @@ impl ToolBox {
 
     /// Adds (or replaces) a tool.
     pub fn register(&mut self, tool: Arc<dyn Tool>) {
-        let name = tool.spec().name;
-        Arc::make_mut(&mut self.tools).insert(name, tool);
+        let spec = tool.spec();
+        match crate::tools::Schema::compile(&spec.parameters) {
+            Ok(schema) => {
+                Arc::make_mut(&mut self.schemas).insert(spec.name.clone(), Arc::new(schema));
+            }
+            Err(e) => {
+                tracing::warn!(tool = %spec.name, error = %e, "tool argument schema does not compile; arguments go unchecked");
+                Arc::make_mut(&mut self.schemas).remove(&spec.name);
+            }
+        }
+        Arc::make_mut(&mut self.tools).insert(spec.name, tool);
     }
 
     /// A tool by name.
@@ -144,6 +155,13 @@ impl ToolBox {
                 ))
             })?
         };
+        // Checked before the tool runs: the model gets the violations back and can correct
+        // its call.
+        if let Some(schema) = self.schemas.get(name) {
+            schema
+                .check(&args)
+                .map_err(|v| ToolError::InvalidArguments(v.to_string()))?;
+        }
         let mut out = tokio::time::timeout(TOOL_TIMEOUT, tool.call(args, ctx))
             .await
             .map_err(|_| ToolError::Timeout(TOOL_TIMEOUT))??;
@@ -275,6 +293,14 @@ mod tests {
                 .await,
             Err(ToolError::InvalidArguments(_))
         ));
+        // Checked against the tool's schema before it runs, with a message the model can use.
+        match tb
+            .call(&allowed, "calculator", r#"{"expr": "1 + 1"}"#, &ctx)
+            .await
+        {
+            Err(ToolError::InvalidArguments(m)) => assert!(m.contains("expression"), "{m}"),
+            other => panic!("expected a schema error, got {other:?}"),
+        }
         assert_eq!(
             tb.call(&allowed, "clock", "{}", &ctx).await,
             Err(ToolError::NotAvailable("clock".into()))

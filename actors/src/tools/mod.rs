@@ -1,0 +1,14 @@
+//! The tool plugin layer: manifests (versions, schemas, permissions, dependencies,
+//! examples), JSON Schema validation of arguments and results, and the versioned registry.
+//! Tool actors, built-in plugin tools, MCP servers, access control and analytics build on
+//! these (the tools issue, in progress).
+
+mod manifest;
+mod registry;
+mod schema;
+
+pub use self::manifest::{
+    Example, ManifestError, Permissions, TOOL_CONCURRENCY_MAX, TOOL_TIMEOUT_MAX, ToolManifest,
+};
+pub use self::registry::{TOOL_VERSIONS_MAX, ToolRegistry, ToolRegistryError, ToolRequirement};
+pub use self::schema::{Schema, Violation, Violations};
