@@ -6,9 +6,14 @@
 mod manifest;
 mod registry;
 mod schema;
+mod service;
 
 pub use self::manifest::{
     Example, ManifestError, Permissions, TOOL_CONCURRENCY_MAX, TOOL_TIMEOUT_MAX, ToolManifest,
 };
 pub use self::registry::{TOOL_VERSIONS_MAX, ToolRegistry, ToolRegistryError, ToolRequirement};
 pub use self::schema::{Schema, Violation, Violations};
+pub use self::service::{
+    CallContext, DENIALS_MAX, Denial, Grant, TOOL_CACHE_ENTRIES_MAX, TOOL_CACHE_TTL, ToolCallError,
+    ToolImpl, ToolService, ToolUsage,
+};

@@ -6,3 +6,4 @@ mod memory;
 mod orchestration;
 mod providers;
 mod scheduler;
+mod tools;
