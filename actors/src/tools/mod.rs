@@ -3,6 +3,7 @@
 //! Tool actors, built-in plugin tools, MCP servers, access control and analytics build on
 //! these (the tools issue, in progress).
 
+pub mod builtin;
 mod manifest;
 mod registry;
 mod schema;
@@ -14,6 +15,6 @@ pub use self::manifest::{
 pub use self::registry::{TOOL_VERSIONS_MAX, ToolRegistry, ToolRegistryError, ToolRequirement};
 pub use self::schema::{Schema, Violation, Violations};
 pub use self::service::{
-    CallContext, DENIALS_MAX, Denial, Grant, TOOL_CACHE_ENTRIES_MAX, TOOL_CACHE_TTL, ToolCallError,
-    ToolImpl, ToolService, ToolUsage,
+    CallContext, DENIALS_MAX, Denial, ExampleOutcome, Grant, TOOL_CACHE_ENTRIES_MAX,
+    TOOL_CACHE_TTL, ToolCallError, ToolImpl, ToolService, ToolUsage,
 };

@@ -143,6 +143,17 @@ impl Grant {
     }
 }
 
+/// The outcome of one manifest example.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExampleOutcome {
+    /// The example's name.
+    pub name: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// Why it failed.
+    pub detail: String,
+}
+
 /// A refused call, for the audit log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Denial {
@@ -309,6 +320,78 @@ impl ToolService {
         host.wait_for_generation(min, timeout)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// Runs the examples of the version `requirement` resolves to (grants are not checked:
+    /// this is the operator's test command). Each example passes when the call succeeds and
+    /// its result equals the expected output and satisfies the expected output schema.
+    ///
+    /// # Errors
+    /// [`ToolCallError::NotFound`].
+    pub async fn run_examples(
+        &self,
+        requirement: &ToolRequirement,
+    ) -> Result<Vec<ExampleOutcome>, ToolCallError> {
+        let manifest =
+            self.inner
+                .registry
+                .resolve(requirement)
+                .ok_or_else(|| ToolCallError::NotFound {
+                    requirement: requirement.to_string(),
+                })?;
+        let id = manifest.id();
+        let installed = self
+            .inner
+            .installed
+            .get(&id)
+            .map(|i| i.clone())
+            .ok_or_else(|| ToolCallError::NotFound {
+                requirement: format!("{requirement} (installed without an implementation)"),
+            })?;
+        let ctx = CallContext {
+            agent: "tool-test".into(),
+            ..CallContext::default()
+        };
+        let mut out = Vec::new();
+        for (i, ex) in manifest.examples.iter().enumerate() {
+            let name = if ex.name.is_empty() {
+                format!("example {i}")
+            } else {
+                ex.name.clone()
+            };
+            let verdict = match self.run(&installed, &id, ex.input.clone(), &ctx).await {
+                Err(e) => Err(e.to_string()),
+                Ok((value, _)) => {
+                    let mut problems = Vec::new();
+                    if let Some(expected) = &ex.output
+                        && expected != &value
+                    {
+                        problems.push(format!("expected {expected}, got {value}"));
+                    }
+                    if let Some(schema) = &ex.output_schema {
+                        match Schema::compile(schema) {
+                            Ok(s) => {
+                                if let Err(v) = s.check(&value) {
+                                    problems.push(v.to_string());
+                                }
+                            }
+                            Err(e) => problems.push(format!("output_schema: {e}")),
+                        }
+                    }
+                    if problems.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(problems.join("; "))
+                    }
+                }
+            };
+            out.push(ExampleOutcome {
+                name,
+                passed: verdict.is_ok(),
+                detail: verdict.err().unwrap_or_default(),
+            });
+        }
+        Ok(out)
     }
 
     /// Adds a grant.

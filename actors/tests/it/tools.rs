@@ -162,7 +162,7 @@ async fn validation_grants_cache_crashes_timeouts_and_usage() {
     ));
     assert!(matches!(
         service
-            .call(&risky, json!({"msg": "x", "sleep_ms": 2000}), &ctx("alice"))
+            .call(&risky, json!({"msg": "x", "sleep_ms": 700}), &ctx("alice"))
             .await,
         Err(ToolCallError::Timeout { after_ms: 300, .. })
     ));
@@ -185,6 +185,151 @@ async fn validation_grants_cache_crashes_timeouts_and_usage() {
     );
     let risky_use = &usage[&("risky@1.0.0".to_string(), "alice".to_string())];
     assert_eq!((risky_use.calls, risky_use.errors), (4, 3));
+    root.shutdown(Duration::from_secs(10))
+        .await
+        .expect("shutdown");
+}
+
+#[tokio::test]
+async fn built_in_tools_files_web_fetch_memory_and_examples() {
+    use aios_actors::memory::{HashEmbedder, MemoryConfig, MemoryStore};
+    use aios_actors::tools::builtin::{Files, MemoryTool, WebFetch};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().expect("dir");
+    let snapshots = Snapshots::new(Arc::new(SledStore::temporary().expect("store")));
+    let root = start_root(
+        SupervisorSpec::new("root", Strategy::OneForOne),
+        TreeEnv::new(Some(snapshots.clone())),
+    )
+    .await
+    .expect("root");
+    let tools_sup = root
+        .supervisor()
+        .start_supervisor(SupervisorSpec::dynamic("tools"))
+        .await
+        .expect("tools");
+    let memory_sup = root
+        .supervisor()
+        .start_supervisor(SupervisorSpec::dynamic("memory"))
+        .await
+        .expect("memory");
+    let records = Records::new(snapshots);
+    let memory = MemoryStore::open(
+        memory_sup,
+        records.clone(),
+        Arc::new(HashEmbedder::default()),
+        MemoryConfig::default(),
+    )
+    .await
+    .expect("memory");
+    let service = ToolService::new(
+        ToolRegistry::open(records).await.expect("registry"),
+        tools_sup,
+    );
+
+    // A tiny HTTP server on 127.0.0.1.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+                )
+                .await;
+        }
+    });
+    service
+        .install(
+            WebFetch::manifest(),
+            Arc::new(WebFetch::new(vec![format!("127.0.0.1:{port}")])),
+        )
+        .await
+        .expect("web_fetch");
+    service
+        .install(
+            Files::manifest(),
+            Arc::new(Files::new(dir.path().join("sandbox")).expect("sandbox")),
+        )
+        .await
+        .expect("files");
+    let (save, search) = MemoryTool::pair(memory);
+    let (save_m, search_m) = MemoryTool::manifests();
+    service.install(save_m, save).await.expect("memory_save");
+    service
+        .install(search_m, search)
+        .await
+        .expect("memory_search");
+    service.grant(Grant {
+        role: Some("executor".into()),
+        tools: vec!["*".into()],
+        ..Grant::default()
+    });
+    let r = |s: &str| ToolRequirement::parse(s).expect("req");
+    let me = ctx("bob");
+
+    let page = service
+        .call(
+            &r("web_fetch"),
+            json!({"url": format!("http://127.0.0.1:{port}/x")}),
+            &me,
+        )
+        .await
+        .expect("allowed host");
+    assert_eq!(page["status"], 200);
+    assert_eq!(page["body"], "hello");
+    assert!(matches!(
+        service.call(&r("web_fetch"), json!({"url": "http://localhost:1/"}), &me).await,
+        Err(ToolCallError::Failed { message, .. }) if message.contains("allow-list")
+    ));
+
+    service
+        .call(
+            &r("files"),
+            json!({"op": "write", "path": "a/b.txt", "content": "data"}),
+            &me,
+        )
+        .await
+        .expect("write");
+    assert_eq!(
+        service
+            .call(&r("files"), json!({"op": "read", "path": "a/b.txt"}), &me)
+            .await
+            .expect("read")["content"],
+        "data"
+    );
+    assert!(matches!(
+        service.call(&r("files"), json!({"op": "read", "path": "../../etc/passwd"}), &me).await,
+        Err(ToolCallError::Failed { message, .. }) if message.contains("relative")
+    ));
+
+    service
+        .call(
+            &r("memory_save"),
+            json!({"namespace": "notes", "text": "the deploy key lives in vault"}),
+            &me,
+        )
+        .await
+        .expect("save");
+    let found = service
+        .call(
+            &r("memory_search"),
+            json!({"namespace": "notes", "query": "where is the deploy key", "k": 1}),
+            &me,
+        )
+        .await
+        .expect("search");
+    assert_eq!(found["hits"][0]["text"], "the deploy key lives in vault");
+
+    // The manifest examples of the built-in `files` tool pass.
+    let outcomes = service.run_examples(&r("files")).await.expect("examples");
+    assert_eq!(outcomes.len(), 2);
+    assert!(outcomes.iter().all(|o| o.passed), "{outcomes:?}");
     root.shutdown(Duration::from_secs(10))
         .await
         .expect("shutdown");

@@ -1,0 +1,321 @@
+//! Built-in plugin tools with their manifests: `web_fetch` (HTTP GET limited to an
+//! allow-list of hosts), `files` (read and write inside a sandbox directory), and
+//! `memory_save` / `memory_search` (the node's vector memory).
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::manifest::ToolManifest;
+use super::service::{CallContext, ToolImpl};
+use crate::memory::{MemoryMeta, MemoryStore, NewMemory, SearchRequest};
+
+/// The largest body `web_fetch` returns, in bytes (longer bodies are cut).
+pub const FETCH_BODY_MAX: usize = 256 * 1024;
+/// The largest file `files` reads or writes, in bytes.
+pub const FILE_LEN_MAX: usize = 1024 * 1024;
+
+fn manifest(toml: &str) -> ToolManifest {
+    // The built-in manifests are constants validated by this module's tests.
+    ToolManifest::from_toml(toml).expect("a valid built-in manifest")
+}
+
+/// `web_fetch`: GET a URL whose host is on the allow-list.
+pub struct WebFetch {
+    allowed_hosts: Vec<String>,
+    client: reqwest::Client,
+}
+
+impl WebFetch {
+    /// A fetcher for these hosts (`example.com`, `*.example.com`, `127.0.0.1:8080`).
+    pub fn new(allowed_hosts: Vec<String>) -> Self {
+        Self {
+            allowed_hosts,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Its manifest.
+    pub fn manifest() -> ToolManifest {
+        manifest(
+            r#"
+name = "web_fetch"
+version = "1.0.0"
+description = "Fetches a web page over HTTP(S) from an allowed host and returns its status and text."
+timeout = "30s"
+concurrency_max = 8
+input_schema = { type = "object", properties = { url = { type = "string", pattern = "^https?://" } }, required = ["url"], additionalProperties = false }
+output_schema = { type = "object", properties = { status = { type = "integer" }, body = { type = "string" }, truncated = { type = "boolean" } }, required = ["status", "body"] }
+capabilities = [{ name = "web" }]
+"#,
+        )
+    }
+
+    fn allowed(&self, host: &str, port: Option<u16>) -> bool {
+        let with_port = port.map(|p| format!("{host}:{p}"));
+        self.allowed_hosts.iter().any(|a| {
+            a == host
+                || with_port.as_deref() == Some(a.as_str())
+                || a.strip_prefix("*.")
+                    .is_some_and(|suffix| host.ends_with(&format!(".{suffix}")))
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl ToolImpl for WebFetch {
+    async fn call(&self, args: Value, _: &CallContext) -> Result<Value, String> {
+        let url = args["url"].as_str().unwrap_or_default();
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad url: {e}"))?;
+        let host = parsed.host_str().unwrap_or_default();
+        if !matches!(parsed.scheme(), "http" | "https") || !self.allowed(host, parsed.port()) {
+            return Err(format!("host {host} is not on this tool's allow-list"));
+        }
+        let response = self
+            .client
+            .get(parsed)
+            .send()
+            .await
+            .map_err(|e| format!("fetch failed: {e}"))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("reading the body failed: {e}"))?;
+        let truncated = bytes.len() > FETCH_BODY_MAX;
+        let body = String::from_utf8_lossy(&bytes[..bytes.len().min(FETCH_BODY_MAX)]).into_owned();
+        Ok(json!({"status": status, "body": body, "truncated": truncated}))
+    }
+}
+
+/// `files`: read and write files inside a sandbox directory.
+pub struct Files {
+    root: PathBuf,
+}
+
+impl Files {
+    /// A sandbox rooted at `root` (created if missing).
+    ///
+    /// # Errors
+    /// The directory cannot be created.
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self, String> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        let root = root
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", root.display()))?;
+        Ok(Self { root })
+    }
+
+    /// Its manifest.
+    pub fn manifest() -> ToolManifest {
+        manifest(
+            r#"
+name = "files"
+version = "1.0.0"
+description = "Reads or writes a text file inside the agent's sandbox directory (relative paths only)."
+timeout = "10s"
+concurrency_max = 4
+input_schema = { type = "object", properties = { op = { enum = ["read", "write"] }, path = { type = "string", minLength = 1 }, content = { type = "string" } }, required = ["op", "path"], additionalProperties = false }
+output_schema = { type = "object" }
+capabilities = [{ name = "files" }]
+[[examples]]
+name = "write a note"
+input = { op = "write", path = "examples/note.txt", content = "hello" }
+output = { written = 5 }
+[[examples]]
+name = "read it back"
+input = { op = "read", path = "examples/note.txt" }
+output = { content = "hello" }
+"#,
+        )
+    }
+
+    /// Resolves `rel` inside the sandbox, refusing absolute paths, `..` and symlinks out.
+    fn resolve(&self, rel: &str) -> Result<PathBuf, String> {
+        let rel = Path::new(rel);
+        if rel
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err("path must be relative, without '..'".into());
+        }
+        let path = self.root.join(rel);
+        // The deepest existing ancestor must still be inside the sandbox (symlinks resolved).
+        let mut existing = path.as_path();
+        while !existing.exists() {
+            existing = existing.parent().unwrap_or(&self.root);
+        }
+        let real = existing.canonicalize().map_err(|e| e.to_string())?;
+        if !real.starts_with(&self.root) {
+            return Err("path leaves the sandbox".into());
+        }
+        Ok(path)
+    }
+}
+
+#[async_trait::async_trait]
+impl ToolImpl for Files {
+    async fn call(&self, args: Value, _: &CallContext) -> Result<Value, String> {
+        let path = self.resolve(args["path"].as_str().unwrap_or_default())?;
+        match args["op"].as_str() {
+            Some("read") => {
+                let meta = tokio::fs::metadata(&path)
+                    .await
+                    .map_err(|e| format!("cannot read: {e}"))?;
+                if meta.len() as usize > FILE_LEN_MAX {
+                    return Err(format!("file larger than {FILE_LEN_MAX} bytes"));
+                }
+                let text = tokio::fs::read_to_string(&path)
+                    .await
+                    .map_err(|e| format!("cannot read: {e}"))?;
+                Ok(json!({"content": text}))
+            }
+            Some("write") => {
+                let content = args["content"].as_str().unwrap_or_default();
+                if content.len() > FILE_LEN_MAX {
+                    return Err(format!("content larger than {FILE_LEN_MAX} bytes"));
+                }
+                if let Some(parent) = path.parent() {
+                    tokio::fs::create_dir_all(parent)
+                        .await
+                        .map_err(|e| format!("cannot write: {e}"))?;
+                }
+                tokio::fs::write(&path, content)
+                    .await
+                    .map_err(|e| format!("cannot write: {e}"))?;
+                Ok(json!({"written": content.len()}))
+            }
+            _ => Err("op must be read or write".into()),
+        }
+    }
+}
+
+/// `memory_save` and `memory_search` over the node's memory.
+pub struct MemoryTool {
+    store: MemoryStore,
+    search: bool,
+}
+
+impl MemoryTool {
+    /// The save tool and the search tool.
+    pub fn pair(store: MemoryStore) -> (Arc<Self>, Arc<Self>) {
+        (
+            Arc::new(Self {
+                store: store.clone(),
+                search: false,
+            }),
+            Arc::new(Self {
+                store,
+                search: true,
+            }),
+        )
+    }
+
+    /// The manifests of the save and the search tool.
+    pub fn manifests() -> (ToolManifest, ToolManifest) {
+        (
+            manifest(
+                r#"
+name = "memory_save"
+version = "1.0.0"
+description = "Saves a note in a memory namespace."
+input_schema = { type = "object", properties = { namespace = { type = "string" }, text = { type = "string", minLength = 1 }, tags = { type = "array", items = { type = "string" } } }, required = ["namespace", "text"], additionalProperties = false }
+capabilities = [{ name = "memory" }]
+"#,
+            ),
+            manifest(
+                r#"
+name = "memory_search"
+version = "1.0.0"
+description = "Finds the notes in a memory namespace most related to a query."
+input_schema = { type = "object", properties = { namespace = { type = "string" }, query = { type = "string" }, k = { type = "integer", minimum = 1, maximum = 50 } }, required = ["namespace", "query"], additionalProperties = false }
+capabilities = [{ name = "memory" }]
+"#,
+            ),
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl ToolImpl for MemoryTool {
+    async fn call(&self, args: Value, ctx: &CallContext) -> Result<Value, String> {
+        let ns = args["namespace"].as_str().unwrap_or_default();
+        if self.search {
+            let k = args["k"].as_u64().unwrap_or(5) as usize;
+            let found = self
+                .store
+                .search(
+                    ns,
+                    SearchRequest::text(args["query"].as_str().unwrap_or_default(), k),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let hits: Vec<Value> = found
+                .hits
+                .iter()
+                .map(|h| json!({"text": h.text, "similarity": h.similarity}))
+                .collect();
+            Ok(json!({"hits": hits, "partial": found.partial}))
+        } else {
+            self.store
+                .ensure_namespace(ns)
+                .await
+                .map_err(|e| e.to_string())?;
+            let tags = args["tags"]
+                .as_array()
+                .map(|t| {
+                    t.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let ids = self
+                .store
+                .remember(
+                    ns,
+                    vec![NewMemory {
+                        text: args["text"].as_str().unwrap_or_default().to_string(),
+                        vector: None,
+                        meta: MemoryMeta {
+                            agent: Some(ctx.agent.clone()).filter(|a| !a.is_empty()),
+                            tags,
+                            ..MemoryMeta::default()
+                        },
+                    }],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(json!({"id": ids.first()}))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_manifests_are_valid_and_the_sandbox_holds() {
+        let _ = WebFetch::manifest();
+        let _ = Files::manifest();
+        let _ = MemoryTool::manifests();
+        let dir = tempfile::tempdir().expect("dir");
+        let files = Files::new(dir.path().join("sandbox")).expect("sandbox");
+        assert!(files.resolve("notes/a.txt").is_ok());
+        assert!(files.resolve("../escape").is_err());
+        assert!(files.resolve("/etc/passwd").is_err());
+        let fetch = WebFetch::new(vec![
+            "example.com".into(),
+            "*.docs.rs".into(),
+            "127.0.0.1:8080".into(),
+        ]);
+        assert!(fetch.allowed("example.com", None));
+        assert!(fetch.allowed("api.docs.rs", None));
+        assert!(fetch.allowed("127.0.0.1", Some(8080)));
+        assert!(!fetch.allowed("127.0.0.1", Some(9090)));
+        assert!(!fetch.allowed("evil.com", None));
+        assert!(!fetch.allowed("docs.rs.evil.com", None));
+    }
+}
