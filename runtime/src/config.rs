@@ -30,6 +30,8 @@ pub struct RuntimeConfig {
     pub agents: AgentSystemConfig,
     /// Vector memory: embedding model and namespace defaults.
     pub memory: aios_actors::memory::MemoryConfig,
+    /// Built-in plugin tools and default grants.
+    pub tools: aios_actors::tools::ToolsConfig,
 }
 
 impl RuntimeConfig {
@@ -43,6 +45,7 @@ impl RuntimeConfig {
             llm: LlmConfig::default(),
             agents: AgentSystemConfig::default(),
             memory: aios_actors::memory::MemoryConfig::default(),
+            tools: aios_actors::tools::ToolsConfig::default(),
         }
     }
 

@@ -18,6 +18,7 @@ use aios_actors::memory::MemoryStore;
 use aios_actors::orchestration::Orchestrator;
 use aios_actors::records::Records;
 use aios_actors::scheduler::{LlmRouter, RateLimiter, Scheduler};
+use aios_actors::tools::{ToolRegistry, ToolService, install_builtins};
 
 use crate::RuntimeConfig;
 
@@ -58,6 +59,7 @@ pub struct Runtime {
     agent_system: AgentSystem,
     orchestrator: Orchestrator,
     memory_store: MemoryStore,
+    tool_service: ToolService,
     costs: CostLedger,
     shutdown_timeout: Duration,
 }
@@ -70,6 +72,7 @@ async fn start_agents(
     services: &SupervisorRef,
     agents: &SupervisorRef,
     memory: &MemoryStore,
+    toolbox: ToolBox,
 ) -> Result<(AgentSystem, CostLedger), RuntimeError> {
     let agents_err = |e: String| RuntimeError::Agents(e);
     let records = Records::new(snapshots.clone());
@@ -102,7 +105,7 @@ async fn start_agents(
     let system = AgentSystem::start(
         agents.clone(),
         router,
-        ToolBox::with_builtins(),
+        toolbox,
         registry,
         Some(Arc::new(memory.clone())),
         config.agents.clone(),
@@ -170,8 +173,31 @@ impl Runtime {
             )
             .await
             .map_err(|e| RuntimeError::Agents(format!("memory: {e}")))?;
-            let (system, costs) =
-                start_agents(&config, &snapshots, &services, &agents, &memory_store).await?;
+            let tool_registry = ToolRegistry::open(Records::new(snapshots.clone()))
+                .await
+                .map_err(|e| RuntimeError::Agents(format!("tools: {e}")))?;
+            let tool_service = ToolService::new(tool_registry, tools.clone());
+            let mut toolbox = ToolBox::with_builtins();
+            for tool in install_builtins(
+                &tool_service,
+                &config.tools,
+                config.data_dir.join("sandbox"),
+                memory_store.clone(),
+            )
+            .await
+            .map_err(|e| RuntimeError::Agents(format!("tools: {e}")))?
+            {
+                toolbox.register(tool);
+            }
+            let (system, costs) = start_agents(
+                &config,
+                &snapshots,
+                &services,
+                &agents,
+                &memory_store,
+                toolbox,
+            )
+            .await?;
             let orchestrator = Orchestrator::open(
                 system.clone(),
                 runs.clone(),
@@ -179,10 +205,10 @@ impl Runtime {
             )
             .await
             .map_err(|e| RuntimeError::Agents(format!("orchestration: {e}")))?;
-            Ok::<_, RuntimeError>((system, costs, orchestrator, memory_store))
+            Ok::<_, RuntimeError>((system, costs, orchestrator, memory_store, tool_service))
         }
         .await;
-        let (agent_system, costs, orchestrator, memory_store) = match started {
+        let (agent_system, costs, orchestrator, memory_store, tool_service) = match started {
             Ok(s) => s,
             Err(e) => {
                 // Leave nothing running behind a failed open.
@@ -204,6 +230,7 @@ impl Runtime {
             runs,
             orchestrator,
             memory_store,
+            tool_service,
             shutdown_timeout: config.shutdown_timeout,
         })
     }
@@ -231,6 +258,11 @@ impl Runtime {
     /// The dynamic supervisor of agents.
     pub fn agents(&self) -> &SupervisorRef {
         &self.agents
+    }
+
+    /// Plugin tools: registry, grants, calls, usage.
+    pub fn tool_service(&self) -> &ToolService {
+        &self.tool_service
     }
 
     /// Vector memory: namespaces, remember, search, recall (the agents' memory hook).

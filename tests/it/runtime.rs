@@ -152,3 +152,62 @@ async fn agents_retrieve_from_the_node_memory() {
     assert_eq!(saved[0].meta.agent.as_deref(), Some("helper"));
     rt.shutdown().await.unwrap();
 }
+
+/// The node's plugin tools reach agents: a model's call to `files` goes through the tool
+/// service (grants, schema, host actor) and writes into the node's sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_call_plugin_tools_through_the_tool_service() {
+    use aios::actors::agent::{AgentDef, AgentRole, Task};
+    use aios::actors::llm::config::{LlmConfig, ProviderConfig, ProviderKind};
+    use aios::actors::protocol::AgentId;
+    use aios::actors::scheduler::{RateLimits, SchedulerConfig};
+    use aios_testkit::{FakeReply, FakeToolCall};
+
+    let fake = aios_testkit::FakeLlm::start(aios_testkit::FakeConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = RuntimeConfig::new(dir.path());
+    config.llm = LlmConfig {
+        providers: vec![ProviderConfig {
+            name: "fake".into(),
+            kind: ProviderKind::Openai,
+            base_url: Some(fake.base_url()),
+            api_key_env: None,
+            script_file: None,
+            limits: RateLimits::default(),
+            retry_attempts_max: 1,
+            request_timeout: Duration::from_secs(30),
+        }],
+        models: vec![SchedulerConfig::new("fake", "m")],
+    };
+    let rt = Runtime::open(config).await.unwrap();
+    let mut def = AgentDef::new("scribe", AgentRole::Executor, "fake/m", "You write files.");
+    def.tools = vec!["files".into()];
+    rt.agent_system().registry().create(def).await.unwrap();
+    fake.push_script(FakeReply::ToolCalls(vec![
+        FakeToolCall::new(
+            "c1",
+            "files",
+            r#"{"op":"write","path":"notes/todo.txt","content":"ship it"}"#,
+            0,
+        ),
+        FakeToolCall::new("c2", "files", r#"{"op":"delete","path":"x"}"#, 1),
+    ]));
+    fake.push_script(FakeReply::Text("done".into()));
+    rt.agent_system()
+        .ask(&AgentId::main("scribe"), Task::new("write the todo"))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("sandbox/notes/todo.txt")).unwrap(),
+        "ship it"
+    );
+    // The invalid call was refused by the schema and its reason went back to the model.
+    let last = fake.requests().pop().unwrap().body.to_string();
+    assert!(last.contains("invalid arguments"), "{last}");
+    let usage = rt.tool_service().usage();
+    assert_eq!(
+        usage[&("files@1.0.0".to_string(), "scribe".to_string())].calls,
+        1
+    );
+    rt.shutdown().await.unwrap();
+}

@@ -352,6 +352,7 @@ impl AgentWorker {
         let tool_ctx = ToolContext {
             agent: Some(self.id.clone()),
             chain,
+            role: def.role.as_str().to_string(),
             tenant,
             session: task.session.clone(),
             run: task.run.clone(),

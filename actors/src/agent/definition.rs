@@ -30,6 +30,18 @@ pub enum AgentRole {
     Custom(String),
 }
 
+impl AgentRole {
+    /// The role's name (`planner`, `executor`, `researcher`, or the custom name).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Planner => "planner",
+            Self::Executor => "executor",
+            Self::Researcher => "researcher",
+            Self::Custom(name) => name,
+        }
+    }
+}
+
 /// A capability an agent or tool advertises: a name with optional parameters, for example
 /// `translate` with `languages = "en,de"`, `cost_class = "low"`, `latency_class = "fast"`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -66,6 +66,8 @@ pub struct ToolContext {
     pub chain: Vec<crate::protocol::AgentId>,
     /// The tenant.
     pub tenant: String,
+    /// The calling agent's role.
+    pub role: String,
     /// The session, if any.
     pub session: Option<String>,
     /// The run, if any.

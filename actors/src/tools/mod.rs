@@ -15,6 +15,78 @@ pub use self::manifest::{
 pub use self::registry::{TOOL_VERSIONS_MAX, ToolRegistry, ToolRegistryError, ToolRequirement};
 pub use self::schema::{Schema, Violation, Violations};
 pub use self::service::{
-    CallContext, DENIALS_MAX, Denial, ExampleOutcome, Grant, TOOL_CACHE_ENTRIES_MAX,
+    CallContext, DENIALS_MAX, Denial, ExampleOutcome, Grant, PluginTool, TOOL_CACHE_ENTRIES_MAX,
     TOOL_CACHE_TTL, ToolCallError, ToolImpl, ToolService, ToolUsage,
 };
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Tool settings of a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolsConfig {
+    /// Hosts `web_fetch` may reach (empty: none).
+    pub web_allow_hosts: Vec<String>,
+    /// The `files` tool's sandbox (default `<data_dir>/sandbox`).
+    pub sandbox_dir: Option<PathBuf>,
+    /// Grant every tool to every agent (agent definitions still list the tools each agent
+    /// may call); turn off to grant per agent, role or tenant.
+    pub grant_all: bool,
+}
+
+impl Default for ToolsConfig {
+    /// No web hosts, the default sandbox, every tool granted.
+    fn default() -> Self {
+        Self {
+            web_allow_hosts: Vec::new(),
+            sandbox_dir: None,
+            grant_all: true,
+        }
+    }
+}
+
+/// Installs the built-in plugin tools into `service` and returns them as agent-side tools.
+///
+/// # Errors
+/// A sandbox that cannot be created, or a registry refusal.
+pub async fn install_builtins(
+    service: &ToolService,
+    config: &ToolsConfig,
+    sandbox_default: PathBuf,
+    memory: crate::memory::MemoryStore,
+) -> Result<Vec<Arc<dyn crate::agent::tools::Tool>>, String> {
+    use self::builtin::{Files, MemoryTool, WebFetch};
+    let sandbox = config.sandbox_dir.clone().unwrap_or(sandbox_default);
+    let (save, search) = MemoryTool::pair(memory);
+    let (save_m, search_m) = MemoryTool::manifests();
+    let tools: Vec<(ToolManifest, Arc<dyn ToolImpl>)> = vec![
+        (
+            WebFetch::manifest(),
+            Arc::new(WebFetch::new(config.web_allow_hosts.clone())),
+        ),
+        (Files::manifest(), Arc::new(Files::new(sandbox)?)),
+        (save_m, save),
+        (search_m, search),
+    ];
+    let mut out: Vec<Arc<dyn crate::agent::tools::Tool>> = Vec::new();
+    for (manifest, implementation) in tools {
+        let requirement = ToolRequirement {
+            name: manifest.name.clone(),
+            req: semver::VersionReq::STAR,
+        };
+        service
+            .install(manifest, implementation)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(t) = PluginTool::new(service.clone(), requirement) {
+            out.push(Arc::new(t));
+        }
+    }
+    if config.grant_all {
+        service.grant(Grant {
+            tools: vec!["*".into()],
+            ..Grant::default()
+        });
+    }
+    Ok(out)
+}

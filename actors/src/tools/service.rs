@@ -604,3 +604,65 @@ impl Worker for HostWorker {
         Ok(())
     }
 }
+
+/// A plugin tool as seen by agents: the version `requirement` resolves to, called through
+/// the service (grants, schemas, cache, host actors) with the agent's name, role and tenant.
+pub struct PluginTool {
+    service: ToolService,
+    requirement: ToolRequirement,
+    manifest: Arc<ToolManifest>,
+}
+
+impl PluginTool {
+    /// The agent-side tool for `requirement`, if it resolves.
+    pub fn new(service: ToolService, requirement: ToolRequirement) -> Option<Self> {
+        let manifest = service.registry().resolve(&requirement)?;
+        Some(Self {
+            service,
+            requirement,
+            manifest,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::agent::tools::Tool for PluginTool {
+    fn spec(&self) -> crate::llm::ToolSpec {
+        crate::llm::ToolSpec {
+            name: self.manifest.name.clone(),
+            description: self.manifest.description.clone(),
+            parameters: self.manifest.input_schema.clone(),
+        }
+    }
+
+    fn capabilities(&self) -> Vec<crate::agent::Capability> {
+        self.manifest.capabilities.clone()
+    }
+
+    async fn call(
+        &self,
+        args: Value,
+        ctx: &crate::agent::tools::ToolContext,
+    ) -> Result<String, crate::agent::tools::ToolError> {
+        use crate::agent::tools::ToolError;
+        let call_ctx = CallContext {
+            agent: ctx
+                .agent
+                .as_ref()
+                .map(|a| a.name.clone())
+                .unwrap_or_default(),
+            role: ctx.role.clone(),
+            tenant: ctx.tenant.clone(),
+        };
+        match self.service.call(&self.requirement, args, &call_ctx).await {
+            Ok(v) => Ok(match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            }),
+            Err(ToolCallError::InvalidArguments { violations, .. }) => {
+                Err(ToolError::InvalidArguments(violations.to_string()))
+            }
+            Err(e) => Err(ToolError::Failed(e.to_string())),
+        }
+    }
+}
