@@ -71,28 +71,14 @@ fn invalid_configuration_names_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_retrieve_from_the_node_memory() {
     use aios::actors::agent::{AgentDef, AgentRole, Task};
-    use aios::actors::llm::config::{LlmConfig, ProviderConfig, ProviderKind};
     use aios::actors::memory::NewMemory;
     use aios::actors::protocol::AgentId;
-    use aios::actors::scheduler::{RateLimits, SchedulerConfig};
 
     let fake = aios_testkit::FakeLlm::start(aios_testkit::FakeConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = RuntimeConfig::new(dir.path());
-    config.llm = LlmConfig {
-        providers: vec![ProviderConfig {
-            name: "fake".into(),
-            kind: ProviderKind::Openai,
-            base_url: Some(fake.base_url()),
-            api_key_env: None,
-            script_file: None,
-            limits: RateLimits::default(),
-            retry_attempts_max: 1,
-            request_timeout: Duration::from_secs(30),
-        }],
-        models: vec![SchedulerConfig::new("fake", "m")],
-    };
-    let rt = Runtime::open(config).await.unwrap();
+    let rt = Runtime::open(fake_llm_config(dir.path(), &fake.base_url()))
+        .await
+        .unwrap();
     let memory = rt.memory_store();
     memory.ensure_namespace("kb").await.unwrap();
     memory
@@ -158,28 +144,14 @@ async fn agents_retrieve_from_the_node_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_call_plugin_tools_through_the_tool_service() {
     use aios::actors::agent::{AgentDef, AgentRole, Task};
-    use aios::actors::llm::config::{LlmConfig, ProviderConfig, ProviderKind};
     use aios::actors::protocol::AgentId;
-    use aios::actors::scheduler::{RateLimits, SchedulerConfig};
     use aios_testkit::{FakeReply, FakeToolCall};
 
     let fake = aios_testkit::FakeLlm::start(aios_testkit::FakeConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = RuntimeConfig::new(dir.path());
-    config.llm = LlmConfig {
-        providers: vec![ProviderConfig {
-            name: "fake".into(),
-            kind: ProviderKind::Openai,
-            base_url: Some(fake.base_url()),
-            api_key_env: None,
-            script_file: None,
-            limits: RateLimits::default(),
-            retry_attempts_max: 1,
-            request_timeout: Duration::from_secs(30),
-        }],
-        models: vec![SchedulerConfig::new("fake", "m")],
-    };
-    let rt = Runtime::open(config).await.unwrap();
+    let rt = Runtime::open(fake_llm_config(dir.path(), &fake.base_url()))
+        .await
+        .unwrap();
     let mut def = AgentDef::new("scribe", AgentRole::Executor, "fake/m", "You write files.");
     def.tools = vec!["files".into()];
     rt.agent_system().registry().create(def).await.unwrap();
@@ -210,4 +182,25 @@ async fn agents_call_plugin_tools_through_the_tool_service() {
         1
     );
     rt.shutdown().await.unwrap();
+}
+
+/// A node whose only model is `fake/m`, the fake OpenAI-compatible server at `url`.
+fn fake_llm_config(dir: &std::path::Path, url: &str) -> RuntimeConfig {
+    use aios::actors::llm::config::{LlmConfig, ProviderConfig, ProviderKind};
+    use aios::actors::scheduler::{RateLimits, SchedulerConfig};
+    let mut config = RuntimeConfig::new(dir);
+    config.llm = LlmConfig {
+        providers: vec![ProviderConfig {
+            name: "fake".into(),
+            kind: ProviderKind::Openai,
+            base_url: Some(url.to_string()),
+            api_key_env: None,
+            script_file: None,
+            limits: RateLimits::default(),
+            retry_attempts_max: 1,
+            request_timeout: Duration::from_secs(30),
+        }],
+        models: vec![SchedulerConfig::new("fake", "m")],
+    };
+    config
 }

@@ -322,16 +322,11 @@ impl ToolService {
             .map_err(|e| e.to_string())
     }
 
-    /// Runs the examples of the version `requirement` resolves to (grants are not checked:
-    /// this is the operator's test command). Each example passes when the call succeeds and
-    /// its result equals the expected output and satisfies the expected output schema.
-    ///
-    /// # Errors
-    /// [`ToolCallError::NotFound`].
-    pub async fn run_examples(
+    /// The version `requirement` resolves to, with its id, if it has an implementation.
+    fn installed(
         &self,
         requirement: &ToolRequirement,
-    ) -> Result<Vec<ExampleOutcome>, ToolCallError> {
+    ) -> Result<(String, Arc<Installed>), ToolCallError> {
         let manifest =
             self.inner
                 .registry
@@ -348,6 +343,21 @@ impl ToolService {
             .ok_or_else(|| ToolCallError::NotFound {
                 requirement: format!("{requirement} (installed without an implementation)"),
             })?;
+        Ok((id, installed))
+    }
+
+    /// Runs the examples of the version `requirement` resolves to (grants are not checked:
+    /// this is the operator's test command). Each example passes when the call succeeds and
+    /// its result equals the expected output and satisfies the expected output schema.
+    ///
+    /// # Errors
+    /// [`ToolCallError::NotFound`].
+    pub async fn run_examples(
+        &self,
+        requirement: &ToolRequirement,
+    ) -> Result<Vec<ExampleOutcome>, ToolCallError> {
+        let (id, installed) = self.installed(requirement)?;
+        let manifest = installed.manifest.clone();
         let ctx = CallContext {
             agent: "tool-test".into(),
             ..CallContext::default()
@@ -432,22 +442,8 @@ impl ToolService {
         args: Value,
         ctx: &CallContext,
     ) -> Result<Value, ToolCallError> {
-        let manifest =
-            self.inner
-                .registry
-                .resolve(requirement)
-                .ok_or_else(|| ToolCallError::NotFound {
-                    requirement: requirement.to_string(),
-                })?;
-        let id = manifest.id();
-        let installed = self
-            .inner
-            .installed
-            .get(&id)
-            .map(|i| i.clone())
-            .ok_or_else(|| ToolCallError::NotFound {
-                requirement: format!("{requirement} (installed without an implementation)"),
-            })?;
+        let (id, installed) = self.installed(requirement)?;
+        let manifest = installed.manifest.clone();
         let granted = lock(&self.inner.grants)
             .iter()
             .any(|g| g.allows(ctx, &manifest.name));
