@@ -26,6 +26,10 @@ pub const GROUP_COMMIT_QUEUE_MAX: usize = 65_536;
 pub const GROUP_COMMIT_BATCH_MAX: usize = 8_192;
 
 const SNAPSHOT_TREE: &str = "snapshots/v1";
+/// Attempts to take the data directory's lock after the first (see [`SledStore::open`]).
+const LOCK_RETRIES_MAX: u32 = 50;
+/// The pause between them (so at most half a second in all).
+const LOCK_RETRY_WAIT: Duration = Duration::from_millis(10);
 const QUARANTINE_TREE: &str = "quarantine/v1";
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
@@ -85,10 +89,28 @@ impl SledStore {
             .path(path)
             .cache_capacity(options.cache_capacity_bytes)
             .flush_every_ms(Some(flush_every_ms(options.flush_every)));
-        let db = config.open().map_err(|e| StoreError::Open {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        // sled releases its file lock when its last handle's background threads have ended,
+        // which can trail the drop of the previous store in this process by a moment: retry
+        // a lock conflict briefly before reporting it (another process keeps it for good).
+        let mut attempt = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && attempt < LOCK_RETRIES_MAX =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(LOCK_RETRY_WAIT);
+                }
+                Err(e) => {
+                    return Err(StoreError::Open {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        };
         Self::from_db(db, Some(path.to_path_buf()))
     }
 
