@@ -21,6 +21,23 @@ fn manifest(toml: &str) -> ToolManifest {
     ToolManifest::from_toml(toml).expect("a valid built-in manifest")
 }
 
+/// Redirect hops `web_fetch` follows at most.
+const REDIRECTS_MAX: usize = 5;
+
+/// True when `host` (with `port`) matches an allow-list entry: `host`, `host:port`, or
+/// `*.suffix` (subdomains only). Hosts compare case-insensitively.
+fn host_allowed(allowed: &[String], host: &str, port: Option<u16>) -> bool {
+    let host = host.to_ascii_lowercase();
+    let with_port = port.map(|p| format!("{host}:{p}"));
+    allowed.iter().any(|a| {
+        let a = a.to_ascii_lowercase();
+        a == host
+            || with_port.as_deref() == Some(a.as_str())
+            || a.strip_prefix("*.")
+                .is_some_and(|suffix| host.ends_with(&format!(".{suffix}")))
+    })
+}
+
 /// `web_fetch`: GET a URL whose host is on the allow-list.
 pub struct WebFetch {
     allowed_hosts: Vec<String>,
@@ -30,9 +47,30 @@ pub struct WebFetch {
 impl WebFetch {
     /// A fetcher for these hosts (`example.com`, `*.example.com`, `127.0.0.1:8080`).
     pub fn new(allowed_hosts: Vec<String>) -> Self {
+        let hosts = allowed_hosts.clone();
+        // Every redirect hop must stay on the allow-list too, and there are few of them.
+        let policy = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= REDIRECTS_MAX {
+                return attempt.error("too many redirects");
+            }
+            let url = attempt.url();
+            let ok = matches!(url.scheme(), "http" | "https")
+                && url
+                    .host_str()
+                    .is_some_and(|h| host_allowed(&hosts, h, url.port()));
+            if ok {
+                attempt.follow()
+            } else {
+                attempt.error("redirect to a host not on this tool's allow-list")
+            }
+        });
+        let client = reqwest::Client::builder()
+            .redirect(policy)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
         Self {
             allowed_hosts,
-            client: reqwest::Client::new(),
+            client,
         }
     }
 
@@ -53,13 +91,7 @@ capabilities = [{ name = "web" }]
     }
 
     fn allowed(&self, host: &str, port: Option<u16>) -> bool {
-        let with_port = port.map(|p| format!("{host}:{p}"));
-        self.allowed_hosts.iter().any(|a| {
-            a == host
-                || with_port.as_deref() == Some(a.as_str())
-                || a.strip_prefix("*.")
-                    .is_some_and(|suffix| host.ends_with(&format!(".{suffix}")))
-        })
+        host_allowed(&self.allowed_hosts, host, port)
     }
 }
 

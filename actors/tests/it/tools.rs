@@ -236,12 +236,16 @@ async fn built_in_tools_files_web_fetch_memory_and_examples() {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf).await;
-            let _ = s
-                .write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let response = if buf[..n].starts_with(b"GET /redirect") {
+                // Off the allow-list (which names 127.0.0.1:<port>, not localhost).
+                format!(
+                    "HTTP/1.1 302 Found\r\nlocation: http://localhost:{port}/x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
                 )
-                .await;
+            } else {
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello".to_string()
+            };
+            let _ = s.write_all(response.as_bytes()).await;
         }
     });
     service
@@ -286,6 +290,17 @@ async fn built_in_tools_files_web_fetch_memory_and_examples() {
     assert!(matches!(
         service.call(&r("web_fetch"), json!({"url": "http://localhost:1/"}), &me).await,
         Err(ToolCallError::Failed { message, .. }) if message.contains("allow-list")
+    ));
+    // A redirect off the allow-list is not followed.
+    assert!(matches!(
+        service
+            .call(
+                &r("web_fetch"),
+                json!({"url": format!("http://127.0.0.1:{port}/redirect")}),
+                &me
+            )
+            .await,
+        Err(ToolCallError::Failed { .. })
     ));
 
     service
