@@ -154,6 +154,13 @@ impl MemoryStore {
         };
         let result = async {
             for ns in &namespaces {
+                // Shared with writers, exclusive of migrations: the shard list is current.
+                let lock = self.write_lock(&ns.name);
+                let _no_migration = lock.read().await;
+                let Some(ns) = self.namespace(&ns.name) else {
+                    continue;
+                };
+                let ns = &ns;
                 report.bytes += write_frame(&mut w, &Entry::Namespace(ns.clone()))?;
                 report.namespaces += 1;
                 for shard in 0..ns.shards {
@@ -222,12 +229,29 @@ impl MemoryStore {
             }
             match entry {
                 Entry::Namespace(info) => {
+                    validate_info(&info)
+                        .map_err(|e| io_err(format!("namespace at byte {at}: {e}")))?;
                     if self.namespace(&info.name).is_some() {
                         return Err(MemoryError::NamespaceExists(info.name));
                     }
                     namespaces.push(info);
                 }
-                Entry::Item(..) => items += 1,
+                Entry::Item(ns, item) => {
+                    // Only into namespaces this file declares, with their dimension.
+                    let Some(info) = namespaces.iter().find(|n| n.name == ns) else {
+                        return Err(io_err(format!(
+                            "item at byte {at} belongs to namespace {ns:?}, which the file does not declare first"
+                        )));
+                    };
+                    if item.vector.len() != info.dim as usize
+                        || item.text.len() > super::MEMORY_TEXT_LEN_MAX
+                    {
+                        return Err(io_err(format!(
+                            "item at byte {at} does not fit namespace {ns:?}"
+                        )));
+                    }
+                    items += 1;
+                }
                 Entry::End {
                     namespaces: n,
                     items: i,
@@ -359,6 +383,18 @@ impl MemoryStore {
         }
         Ok(n)
     }
+}
+
+/// The checks `create_namespace` makes, applied to a namespace read from a file.
+fn validate_info(info: &NamespaceInfo) -> Result<(), String> {
+    crate::agent::validate_name(&info.name)?;
+    if !(1..=super::SHARDS_MAX).contains(&info.shards) {
+        return Err(format!("shards {} out of range", info.shards));
+    }
+    if !(1..=16_384).contains(&info.dim) {
+        return Err(format!("dimension {} out of range", info.dim));
+    }
+    info.ann.validate()
 }
 
 trait Position {

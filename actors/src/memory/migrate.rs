@@ -63,7 +63,13 @@ impl MemoryStore {
                 "namespace {namespace} is already being migrated"
             )));
         }
-        let result = self.migrate_locked(&old, migration, progress).await;
+        // Waits for writes in progress; later ones wait for the migration (or are refused
+        // while it runs).
+        let lock = self.write_lock(namespace);
+        let result = {
+            let _exclusive = lock.write().await;
+            self.migrate_locked(&old, migration, progress).await
+        };
         self.inner.migrating.remove(namespace);
         result
     }
@@ -93,6 +99,13 @@ impl MemoryStore {
                 for chunk in items.chunks_mut(REEMBED_BATCH) {
                     let texts: Vec<String> = chunk.iter().map(|i| i.text.clone()).collect();
                     let vectors = self.inner.embedder.embed(&texts).await?;
+                    if vectors.len() != chunk.len()
+                        || vectors.iter().any(|v| v.len() != new.dim as usize)
+                    {
+                        return Err(MemoryError::Embedding(
+                            "the model returned the wrong number or size of vectors".into(),
+                        ));
+                    }
                     for (item, v) in chunk.iter_mut().zip(vectors) {
                         item.vector = v;
                     }
@@ -128,9 +141,13 @@ impl MemoryStore {
             .await
             .map_err(store_err)?;
         self.stop_shards(old).await;
-        self.inner.namespaces.remove(&old.name);
+        // `start` replaces the namespace's entry; searches in the gap see the old shards
+        // stopping and come back partial rather than failing.
         self.start(new.clone()).await?;
-        self.delete_generation(&old.name, old.generation).await?;
+        if let Err(e) = self.delete_generation(&old.name, old.generation).await {
+            // Removed at the next open.
+            tracing::warn!(namespace = %old.name, error = %e, "deleting the previous generation");
+        }
         tracing::info!(namespace = %new.name, generation = new.generation, shards = new.shards, model = %new.model, items = done, "memory namespace migrated");
         Ok(new)
     }

@@ -515,6 +515,9 @@ struct Inner {
     admin: tokio::sync::Mutex<()>,
     /// Namespaces being migrated: writes and deletes are refused meanwhile.
     migrating: dashmap::DashSet<String>,
+    /// Per namespace: writers hold it shared until their shards answered; a migration holds
+    /// it exclusively, so no acknowledged write lands in a generation being replaced.
+    write_locks: DashMap<String, Arc<tokio::sync::RwLock<()>>>,
 }
 
 /// The memory of a node. Cheap to clone.
@@ -562,6 +565,7 @@ impl MemoryStore {
                 namespaces: DashMap::new(),
                 admin: tokio::sync::Mutex::new(()),
                 migrating: dashmap::DashSet::new(),
+                write_locks: DashMap::new(),
             }),
         };
         let keys = this
@@ -684,6 +688,15 @@ impl MemoryStore {
                 tracing::warn!(namespace = %info.name, shard, error = %e, "stopping a memory shard");
             }
         }
+    }
+
+    /// The write lock of a namespace.
+    pub(crate) fn write_lock(&self, namespace: &str) -> Arc<tokio::sync::RwLock<()>> {
+        self.inner
+            .write_locks
+            .entry(namespace.to_string())
+            .or_default()
+            .clone()
     }
 
     fn writable(&self, namespace: &str) -> Result<(), MemoryError> {
@@ -866,6 +879,9 @@ impl MemoryStore {
         namespace: &str,
         memories: Vec<NewMemory>,
     ) -> Result<Vec<u64>, MemoryError> {
+        self.writable(namespace)?;
+        let lock = self.write_lock(namespace);
+        let _writing = lock.read().await;
         let ns = self.ns(namespace)?;
         self.writable(namespace)?;
         if memories.len() > REMEMBER_BATCH_MAX {
@@ -1103,6 +1119,9 @@ impl MemoryStore {
         ids: Vec<u64>,
         filter: MemoryFilter,
     ) -> Result<u64, MemoryError> {
+        self.writable(namespace)?;
+        let lock = self.write_lock(namespace);
+        let _writing = lock.read().await;
         let ns = self.ns(namespace)?;
         self.writable(namespace)?;
         let calls = ns.shards.iter().enumerate().map(|(shard, handle)| {
@@ -1158,6 +1177,9 @@ impl MemoryStore {
         namespace: &str,
         policy: Option<CleanupPolicy>,
     ) -> Result<CleanupReport, MemoryError> {
+        self.writable(namespace)?;
+        let lock = self.write_lock(namespace);
+        let _writing = lock.read().await;
         let ns = self.ns(namespace)?;
         self.writable(namespace)?;
         let policy = policy.unwrap_or(CleanupPolicy {
@@ -1200,6 +1222,9 @@ impl MemoryStore {
         filter: MemoryFilter,
         patch: MetaPatch,
     ) -> Result<u64, MemoryError> {
+        self.writable(namespace)?;
+        let lock = self.write_lock(namespace);
+        let _writing = lock.read().await;
         let ns = self.ns(namespace)?;
         self.writable(namespace)?;
         if patch.importance.is_some_and(|i| !(0.0..=1.0).contains(&i)) {

@@ -136,16 +136,14 @@ impl ShortTerm {
 /// Reads what a message asks to remember: the text after "remember that" / "remember:"
 /// / "note that" (case-insensitive), if any.
 pub fn explicit_save(text: &str) -> Option<&str> {
-    let lower = text.to_lowercase();
-    for marker in ["remember that ", "remember: ", "note that "] {
-        if let Some(at) = lower.find(marker) {
-            let rest = text[at + marker.len()..].trim();
-            if !rest.is_empty() {
-                return Some(rest);
-            }
-        }
-    }
-    None
+    // Case-insensitive on the original text: lower-casing can change byte offsets.
+    static MARKER: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?i)(?:remember that |remember: |note that )")
+            .expect("a valid built-in pattern")
+    });
+    let m = MARKER.find(text)?;
+    let rest = text[m.end()..].trim();
+    (!rest.is_empty()).then_some(rest)
 }
 
 #[cfg(test)]
@@ -185,5 +183,6 @@ mod tests {
             Some("the vault code is 12")
         );
         assert_eq!(explicit_save("nothing here"), None);
+        assert_eq!(explicit_save("İ REMEMBER THAT éa"), Some("éa"));
     }
 }

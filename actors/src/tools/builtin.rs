@@ -41,7 +41,8 @@ fn host_allowed(allowed: &[String], host: &str, port: Option<u16>) -> bool {
 /// `web_fetch`: GET a URL whose host is on the allow-list.
 pub struct WebFetch {
     allowed_hosts: Vec<String>,
-    client: reqwest::Client,
+    /// `None` when the HTTP client could not be built (every call then fails).
+    client: Option<reqwest::Client>,
 }
 
 impl WebFetch {
@@ -64,10 +65,7 @@ impl WebFetch {
                 attempt.error("redirect to a host not on this tool's allow-list")
             }
         });
-        let client = reqwest::Client::builder()
-            .redirect(policy)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+        let client = reqwest::Client::builder().redirect(policy).build().ok();
         Self {
             allowed_hosts,
             client,
@@ -104,19 +102,33 @@ impl ToolImpl for WebFetch {
         if !matches!(parsed.scheme(), "http" | "https") || !self.allowed(host, parsed.port()) {
             return Err(format!("host {host} is not on this tool's allow-list"));
         }
-        let response = self
+        let client = self
             .client
+            .as_ref()
+            .ok_or("the HTTP client could not be built")?;
+        let mut response = client
             .get(parsed)
             .send()
             .await
             .map_err(|e| format!("fetch failed: {e}"))?;
         let status = response.status().as_u16();
-        let bytes = response
-            .bytes()
+        // Read at most FETCH_BODY_MAX bytes, whatever the server sends.
+        let mut bytes = Vec::new();
+        let mut truncated = false;
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| format!("reading the body failed: {e}"))?;
-        let truncated = bytes.len() > FETCH_BODY_MAX;
-        let body = String::from_utf8_lossy(&bytes[..bytes.len().min(FETCH_BODY_MAX)]).into_owned();
+            .map_err(|e| format!("reading the body failed: {e}"))?
+        {
+            let room = FETCH_BODY_MAX - bytes.len();
+            if chunk.len() > room {
+                bytes.extend_from_slice(&chunk[..room]);
+                truncated = true;
+                break;
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let body = String::from_utf8_lossy(&bytes).into_owned();
         Ok(json!({"status": status, "body": body, "truncated": truncated}))
     }
 }
@@ -174,14 +186,21 @@ output = { content = "hello" }
             return Err("path must be relative, without '..'".into());
         }
         let path = self.root.join(rel);
-        // The deepest existing ancestor must still be inside the sandbox (symlinks resolved).
-        let mut existing = path.as_path();
-        while !existing.exists() {
-            existing = existing.parent().unwrap_or(&self.root);
-        }
-        let real = existing.canonicalize().map_err(|e| e.to_string())?;
-        if !real.starts_with(&self.root) {
-            return Err("path leaves the sandbox".into());
+        // No component below the root may be a symbolic link (dangling ones included): a
+        // link could point anywhere, now or after this check.
+        let mut at = self.root.clone();
+        for c in rel.components() {
+            if let Component::Normal(part) = c {
+                at.push(part);
+                match std::fs::symlink_metadata(&at) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        return Err("path goes through a symbolic link".into());
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
         }
         Ok(path)
     }
@@ -336,6 +355,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let files = Files::new(dir.path().join("sandbox")).expect("sandbox");
         assert!(files.resolve("notes/a.txt").is_ok());
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("/nonexistent/target", dir.path().join("sandbox/link"))
+                .expect("symlink");
+            assert!(files.resolve("link").is_err(), "a dangling link is refused");
+            assert!(files.resolve("link/below").is_err());
+        }
         assert!(files.resolve("../escape").is_err());
         assert!(files.resolve("/etc/passwd").is_err());
         let fetch = WebFetch::new(vec![

@@ -449,6 +449,12 @@ impl ToolRegistry {
             .delete(&manifest_key(name, version))
             .await
             .map_err(store_err)?;
+        if self.read().pins.get(name) == Some(version) {
+            self.records
+                .delete(&format!("{PIN_PREFIX}{name}"))
+                .await
+                .map_err(store_err)?;
+        }
         let mut state = self.write_state();
         if let Some(vs) = state.tools.get_mut(name) {
             vs.remove(version);

@@ -501,10 +501,11 @@ impl ToolService {
                 tool: id.to_string(),
                 violations,
             })?;
+        // Per tenant: one tenant's results are never served to another.
         let key = installed
             .manifest
             .pure
-            .then(|| (id.to_string(), args.to_string()));
+            .then(|| (format!("{}\u{0}{id}", ctx.tenant), args.to_string()));
         if let Some(k) = &key {
             let mut cache = lock(&self.inner.cache);
             if let Some((at, v)) = cache.get(k) {
