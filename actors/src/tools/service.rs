@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -186,17 +187,27 @@ struct Installed {
     manifest: Arc<ToolManifest>,
     input: Schema,
     output: Option<Schema>,
-    /// `concurrency_max` host actors, each running one call at a time.
-    hosts: Vec<ActorHandle<HostMsg>>,
+    /// `concurrency_max` host actors, each running one call at a time, with the calls sent
+    /// to it and not answered yet.
+    hosts: Vec<(ActorHandle<HostMsg>, Arc<AtomicUsize>)>,
 }
 
 impl Installed {
-    /// The host with the shortest queue (the first among equals).
-    fn host(&self) -> &ActorHandle<HostMsg> {
+    /// The least busy host (the first among equals) and its busy count.
+    fn host(&self) -> &(ActorHandle<HostMsg>, Arc<AtomicUsize>) {
         self.hosts
             .iter()
-            .min_by_key(|h| h.mailbox_len())
+            .min_by_key(|(_, busy)| busy.load(Ordering::Relaxed))
             .unwrap_or(&self.hosts[0])
+    }
+}
+
+/// Counts a call against its host until dropped.
+struct Busy<'a>(&'a AtomicUsize);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -279,17 +290,19 @@ impl ToolService {
                 HostWorker {
                     implementation: implementation.clone(),
                     name: id.clone(),
+                    timeout: manifest.timeout,
                 },
             )
             .restart(Restart::Permanent)
             .mailbox_len_max(HOST_MAILBOX_LEN_MAX);
-            hosts.push(
+            hosts.push((
                 self.inner
                     .supervisor
                     .start_worker(spec)
                     .await
                     .map_err(|e| ToolRegistryError::Store(format!("starting {id}: {e}")))?,
-            );
+                Arc::new(AtomicUsize::new(0)),
+            ));
         }
         self.inner.impls.insert(id.clone(), implementation);
         self.inner.installed.insert(
@@ -315,7 +328,7 @@ impl ToolService {
             .inner
             .installed
             .get(id)
-            .map(|i| i.hosts[0].clone())
+            .map(|i| i.hosts[0].0.clone())
             .ok_or_else(|| format!("no tool {id}"))?;
         host.wait_for_generation(min, timeout)
             .await
@@ -517,28 +530,33 @@ impl ToolService {
         }
         let timeout = installed.manifest.timeout;
         let ctx = ctx.clone();
-        let call = installed
-            .host()
-            .call(|r| HostMsg::Call(args, ctx, r), timeout);
-        let value = match call.await {
+        let (host, busy) = installed.host();
+        busy.fetch_add(1, Ordering::Relaxed);
+        let _busy = Busy(busy);
+        // The host abandons the call at the manifest's timeout; waiting twice as long here
+        // also covers time in the host's queue.
+        let timed_out = || ToolCallError::Timeout {
+            tool: id.to_string(),
+            after_ms: timeout.as_millis() as u64,
+        };
+        let value = match host
+            .call(|r| HostMsg::Call(args, ctx, r), timeout * 2)
+            .await
+        {
             Ok(Ok(v)) => v,
-            Ok(Err(message)) => {
+            Ok(Err(HostError::Failed(message))) => {
                 return Err(ToolCallError::Failed {
                     tool: id.to_string(),
                     message,
                 });
             }
+            Ok(Err(HostError::TimedOut)) => return Err(timed_out()),
             Err(CallError::Dropped { .. }) => {
                 return Err(ToolCallError::Crashed {
                     tool: id.to_string(),
                 });
             }
-            Err(CallError::Timeout { .. }) => {
-                return Err(ToolCallError::Timeout {
-                    tool: id.to_string(),
-                    after_ms: timeout.as_millis() as u64,
-                });
-            }
+            Err(CallError::Timeout { .. }) => return Err(timed_out()),
             Err(e) => {
                 return Err(ToolCallError::Failed {
                     tool: id.to_string(),
@@ -565,7 +583,12 @@ impl ToolService {
 const HOST_MAILBOX_LEN_MAX: usize = 256;
 
 enum HostMsg {
-    Call(Value, CallContext, RpcReplyPort<Result<Value, String>>),
+    Call(Value, CallContext, RpcReplyPort<Result<Value, HostError>>),
+}
+
+enum HostError {
+    Failed(String),
+    TimedOut,
 }
 
 /// Runs one call at a time of a tool version. A panic in the tool crashes the host (its
@@ -574,6 +597,8 @@ enum HostMsg {
 struct HostWorker {
     implementation: Arc<dyn ToolImpl>,
     name: String,
+    /// A call running longer is abandoned, so a hung call does not hold the host.
+    timeout: Duration,
 }
 
 impl Worker for HostWorker {
@@ -596,7 +621,13 @@ impl Worker for HostWorker {
     ) -> Result<(), ActorProcessingErr> {
         let HostMsg::Call(args, call_ctx, reply) = msg;
         tracing::trace!(tool = %self.name, agent = %call_ctx.agent, "tool call");
-        let result = self.implementation.call(args, &call_ctx).await;
+        let result =
+            match tokio::time::timeout(self.timeout, self.implementation.call(args, &call_ctx))
+                .await
+            {
+                Ok(r) => r.map_err(HostError::Failed),
+                Err(_) => Err(HostError::TimedOut),
+            };
         ctx.reply(reply, result);
         Ok(())
     }
