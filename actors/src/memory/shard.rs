@@ -184,6 +184,8 @@ impl ShardWorker {
         Ok(out)
     }
 
+    /// Reloads items and index from the store: after an index change of kind, or after a
+    /// write that failed half-way (so memory matches what is stored).
     async fn rebuild(&self, state: &mut ShardState) -> Result<(), MemoryError> {
         let items = self.load().await?;
         state.index = VectorIndex::build(
@@ -192,6 +194,10 @@ impl ShardWorker {
             self.info.ann,
             items.iter().map(|i| (i.id, i.vector.as_slice())),
         );
+        state.items = items
+            .iter()
+            .map(|i| (i.id, (i.text.clone(), i.meta.clone())))
+            .collect();
         tracing::info!(namespace = %self.info.name, shard = self.shard, items = items.len(), ann = state.index.is_ann(), "memory index rebuilt");
         Ok(())
     }
@@ -507,10 +513,14 @@ impl Worker for ShardWorker {
         match msg {
             ShardMsg::Put(batch, reply) => {
                 let result = self.put(state, batch).await;
-                if result.is_ok() && state.index.wants_rebuild() {
+                let resync = result.is_err();
+                // Answered first: a rebuild that fails must not turn a stored write into an
+                // error for its caller.
+                ctx.reply(reply, result);
+                if resync || state.index.wants_rebuild() {
+                    // After a failed write some records may be stored: reload what is.
                     self.rebuild(state).await?;
                 }
-                ctx.reply(reply, result);
             }
             ShardMsg::Search(q, reply) => {
                 let hits = self.search(state, &q);

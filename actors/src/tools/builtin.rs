@@ -271,7 +271,7 @@ impl MemoryTool {
                 r#"
 name = "memory_save"
 version = "1.0.0"
-description = "Saves a note in a memory namespace."
+description = "Saves a note in one of the caller's tenant's memory namespaces."
 input_schema = { type = "object", properties = { namespace = { type = "string" }, text = { type = "string", minLength = 1 }, tags = { type = "array", items = { type = "string" } } }, required = ["namespace", "text"], additionalProperties = false }
 capabilities = [{ name = "memory" }]
 "#,
@@ -292,7 +292,15 @@ capabilities = [{ name = "memory" }]
 #[async_trait::async_trait]
 impl ToolImpl for MemoryTool {
     async fn call(&self, args: Value, ctx: &CallContext) -> Result<Value, String> {
-        let ns = args["namespace"].as_str().unwrap_or_default();
+        // Each tenant has its own namespaces: `<tenant>.<namespace>`.
+        let requested = args["namespace"].as_str().unwrap_or_default();
+        let tenant = if ctx.tenant.is_empty() {
+            "default"
+        } else {
+            &ctx.tenant
+        };
+        let scoped = format!("{tenant}.{requested}");
+        let ns = scoped.as_str();
         if self.search {
             let k = args["k"].as_u64().unwrap_or(5) as usize;
             let found = self

@@ -26,6 +26,8 @@ use super::schema::{Schema, Violations};
 pub const TOOL_CACHE_ENTRIES_MAX: usize = 10_000;
 /// How long a cached result lives.
 pub const TOOL_CACHE_TTL: Duration = Duration::from_secs(300);
+/// (tool, agent) pairs counted separately at most; further agents are counted as `*`.
+pub const USAGE_KEYS_MAX: usize = 100_000;
 /// Denied calls remembered for the audit log at most (oldest dropped).
 pub const DENIALS_MAX: usize = 10_000;
 /// Latency histogram bucket bounds, in microseconds.
@@ -437,6 +439,17 @@ impl ToolService {
     }
 
     fn record(&self, tool: &str, agent: &str, f: impl FnOnce(&mut ToolUsage)) {
+        // Bounded: beyond USAGE_KEYS_MAX (tool, agent) pairs, new agents count as `*`.
+        let agent = if self.inner.usage.len() >= USAGE_KEYS_MAX
+            && !self
+                .inner
+                .usage
+                .contains_key(&(tool.to_string(), agent.to_string()))
+        {
+            "*"
+        } else {
+            agent
+        };
         let mut u = self
             .inner
             .usage

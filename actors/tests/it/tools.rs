@@ -340,6 +340,21 @@ async fn built_in_tools_files_web_fetch_memory_and_examples() {
         .await
         .expect("search");
     assert_eq!(found["hits"][0]["text"], "the deploy key lives in vault");
+    // Another tenant's agents do not see it: namespaces are per tenant.
+    let other = CallContext {
+        tenant: "globex".into(),
+        ..ctx("eve")
+    };
+    assert!(
+        service
+            .call(
+                &r("memory_search"),
+                json!({"namespace": "notes", "query": "deploy key"}),
+                &other
+            )
+            .await
+            .is_err()
+    );
 
     // The manifest examples of the built-in `files` tool pass.
     let outcomes = service.run_examples(&r("files")).await.expect("examples");
