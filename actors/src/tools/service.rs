@@ -297,14 +297,22 @@ impl ToolService {
             )
             .restart(Restart::Permanent)
             .mailbox_len_max(HOST_MAILBOX_LEN_MAX);
-            hosts.push((
-                self.inner
-                    .supervisor
-                    .start_worker(spec)
-                    .await
-                    .map_err(|e| ToolRegistryError::Store(format!("starting {id}: {e}")))?,
-                Arc::new(AtomicUsize::new(0)),
-            ));
+            match self.inner.supervisor.start_worker(spec).await {
+                Ok(h) => hosts.push((h, Arc::new(AtomicUsize::new(0)))),
+                Err(e) => {
+                    // Undo: no manifest without running hosts shadows older versions.
+                    self.stop_hosts(&id, hosts.len()).await;
+                    if let Err(u) = self
+                        .inner
+                        .registry
+                        .uninstall(&manifest.name, &manifest.version, &[])
+                        .await
+                    {
+                        tracing::warn!(tool = %id, error = %u, "removing a tool whose hosts failed to start");
+                    }
+                    return Err(ToolRegistryError::Store(format!("starting {id}: {e}")));
+                }
+            }
         }
         self.inner.impls.insert(id.clone(), implementation);
         self.inner.installed.insert(
@@ -359,6 +367,42 @@ impl ToolService {
                 requirement: format!("{requirement} (installed without an implementation)"),
             })?;
         Ok((id, installed))
+    }
+
+    async fn stop_hosts(&self, id: &str, count: usize) {
+        for i in 0..count {
+            if let Err(e) = self
+                .inner
+                .supervisor
+                .remove_child(&format!("tool:{id}:{i}"))
+                .await
+            {
+                tracing::warn!(tool = %id, host = i, error = %e, "stopping a tool host");
+            }
+        }
+    }
+
+    /// Removes one version (see [`ToolRegistry::uninstall`] for when it is refused) and
+    /// stops its hosts.
+    ///
+    /// # Errors
+    /// As [`ToolRegistry::uninstall`].
+    pub async fn uninstall(
+        &self,
+        name: &str,
+        version: &semver::Version,
+        agent_needs: &[(String, ToolRequirement)],
+    ) -> Result<(), ToolRegistryError> {
+        self.inner
+            .registry
+            .uninstall(name, version, agent_needs)
+            .await?;
+        let id = format!("{name}@{version}");
+        self.inner.impls.remove(&id);
+        if let Some((_, installed)) = self.inner.installed.remove(&id) {
+            self.stop_hosts(&id, installed.hosts.len()).await;
+        }
+        Ok(())
     }
 
     /// Runs the examples of the version `requirement` resolves to (grants are not checked:

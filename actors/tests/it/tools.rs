@@ -177,6 +177,18 @@ async fn validation_grants_cache_crashes_timeouts_and_usage() {
         Err(ToolCallError::NotFound { .. })
     ));
 
+    // Uninstalling stops the version: it is no longer found.
+    service
+        .uninstall("risky", &semver::Version::new(1, 0, 0), &[])
+        .await
+        .expect("uninstall");
+    assert!(matches!(
+        service
+            .call(&risky, json!({"msg": "x"}), &ctx("alice"))
+            .await,
+        Err(ToolCallError::NotFound { .. })
+    ));
+
     let usage = service.usage();
     let echo_use = &usage[&("echo@1.0.0".to_string(), "alice".to_string())];
     assert_eq!(
