@@ -129,8 +129,9 @@ pub struct CleanupReport {
     pub rebuilt: bool,
 }
 
-/// Items checked for duplicates per shard and pass at most (newest first).
-pub const DEDUP_CHECK_MAX: usize = 20_000;
+/// Items checked for duplicates per shard and pass at most (oldest unchecked first; the
+/// next pass goes on from there), so one pass never holds a shard for long.
+pub const DEDUP_CHECK_MAX: usize = 2_000;
 
 /// The worker of shard `shard` of a namespace.
 pub(crate) struct ShardWorker {
@@ -284,8 +285,13 @@ impl ShardWorker {
                 .filter(|(_, (_, m))| m.created_ms >= state.dedup_checked_ms)
                 .map(|(id, (_, m))| (m.created_ms, *id))
                 .collect();
-            fresh.sort_unstable_by(|a, b| b.cmp(a));
+            fresh.sort_unstable();
+            let truncated = fresh.len() > DEDUP_CHECK_MAX;
             fresh.truncate(DEDUP_CHECK_MAX);
+            let checked_up_to = match (truncated, fresh.last()) {
+                (true, Some(&(created, _))) => created,
+                _ => policy.now_ms,
+            };
             for (_, id) in fresh {
                 let Some((_, meta)) = state.items.get(&id).cloned() else {
                     continue; // merged away earlier in this pass
@@ -356,7 +362,7 @@ impl ShardWorker {
                     .delete(state, vec![drop], MemoryFilter::default())
                     .await?;
             }
-            state.dedup_checked_ms = policy.now_ms;
+            state.dedup_checked_ms = checked_up_to;
         }
         if state.index.wants_rebuild() {
             self.rebuild(state).await?;
