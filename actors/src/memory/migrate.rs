@@ -13,7 +13,7 @@
 
 use super::backup::{Progress, ProgressFn};
 use super::shard::{generation_prefix, item_key};
-use super::{MemoryError, MemoryStore, NS_KEY_PREFIX, NamespaceInfo, SHARDS_MAX, store_err};
+use super::{MemoryError, MemoryStore, NamespaceInfo, SHARDS_MAX, store_err};
 use aios_supervisor::snapshot::Durability;
 
 /// Texts embedded per call while re-embedding.
@@ -131,15 +131,7 @@ impl MemoryStore {
             .await
             .map_err(store_err)?;
         // The switch.
-        self.inner
-            .records
-            .put(
-                &format!("{NS_KEY_PREFIX}{}", new.name),
-                &new,
-                Durability::Durable,
-            )
-            .await
-            .map_err(store_err)?;
+        self.save_info(&new).await?;
         self.stop_shards(old).await;
         // `start` replaces the namespace's entry; searches in the gap see the old shards
         // stopping and come back partial rather than failing.

@@ -646,10 +646,6 @@ impl MemoryStore {
         if spec.quota_items == Some(0) {
             return Err(MemoryError::Invalid("quota_items: must be positive".into()));
         }
-        let _admin = self.inner.admin.lock().await;
-        if self.inner.namespaces.contains_key(&spec.name) {
-            return Err(MemoryError::NamespaceExists(spec.name));
-        }
         let info = NamespaceInfo {
             name: spec.name,
             shards: spec.shards,
@@ -662,16 +658,7 @@ impl MemoryStore {
             created_ms: now_ms(),
             generation: 0,
         };
-        self.inner
-            .records
-            .put(
-                &format!("{NS_KEY_PREFIX}{}", info.name),
-                &info,
-                Durability::Durable,
-            )
-            .await
-            .map_err(store_err)?;
-        self.start(info.clone()).await?;
+        self.create_from_info(info.clone()).await?;
         tracing::info!(namespace = %info.name, shards = info.shards, model = %info.model, "memory namespace created");
         Ok(info)
     }
@@ -724,23 +711,29 @@ impl MemoryStore {
             .map_err(|e| unavailable(shard as usize, &e))
     }
 
-    /// Creates a namespace exactly as described (model and dimension included): restore.
+    /// Creates a namespace exactly as described (model and dimension included); used by
+    /// `create_namespace` and by restore.
     pub(crate) async fn create_from_info(&self, info: NamespaceInfo) -> Result<(), MemoryError> {
         let _admin = self.inner.admin.lock().await;
         if self.inner.namespaces.contains_key(&info.name) {
             return Err(MemoryError::NamespaceExists(info.name));
         }
+        self.save_info(&info).await?;
+        self.start(info).await?;
+        Ok(())
+    }
+
+    /// Writes a namespace's metadata durably (creation, and the switch of a migration).
+    pub(crate) async fn save_info(&self, info: &NamespaceInfo) -> Result<(), MemoryError> {
         self.inner
             .records
             .put(
                 &format!("{NS_KEY_PREFIX}{}", info.name),
-                &info,
+                info,
                 Durability::Durable,
             )
             .await
-            .map_err(store_err)?;
-        self.start(info).await?;
-        Ok(())
+            .map_err(store_err)
     }
 
     /// Writes items with their ids and vectors as they are (restore); returns how many.
