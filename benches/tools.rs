@@ -2,6 +2,11 @@
 //! schema validation, the host actor hop and task, output check — one call at a time, against
 //! calling the same implementation directly in the same run. Goal p99 ≤ 50 µs.
 //! `AIOS_BENCH_TOOL_CALLS` (default 20,000) sets the number of calls.
+//!
+//! `BENCH mcp_stdio`: the `echo` tool of the `aios-mcp-test-server` child process called over
+//! stdio through the tool service (grants, schema, host actor, MCP round trip), against a bare
+//! `rmcp` client calling the same tool of another child in the same run.
+//! `AIOS_BENCH_MCP_CALLS` (default 5,000) sets the number of calls.
 
 mod common;
 
@@ -10,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use aios::actors::records::Records;
 use aios::actors::tools::{
-    CallContext, Grant, ToolImpl, ToolManifest, ToolRegistry, ToolRequirement, ToolService,
+    CallContext, Grant, McpServerConfig, ToolFailure, ToolImpl, ToolManifest, ToolRegistry,
+    ToolRequirement, ToolService,
 };
 use aios_supervisor::snapshot::{SledStore, Snapshots};
 use aios_supervisor::{Strategy, SupervisorSpec, TreeEnv, start_root};
@@ -21,7 +27,7 @@ struct Noop;
 
 #[async_trait::async_trait]
 impl ToolImpl for Noop {
-    async fn call(&self, args: Value, _: &CallContext) -> Result<Value, String> {
+    async fn call(&self, args: Value, _: &CallContext) -> Result<Value, ToolFailure> {
         Ok(args)
     }
 }
@@ -41,12 +47,14 @@ fn main() {
             .start_supervisor(SupervisorSpec::dynamic("tools"))
             .await
             .expect("tools supervisor");
-        let service = ToolService::new(
+        let service = ToolService::open(
             ToolRegistry::open(Records::new(snapshots))
                 .await
                 .expect("registry"),
             sup,
-        );
+        )
+        .await
+        .expect("service");
         let manifest = ToolManifest::from_toml(
             r#"
 name = "noop"
@@ -60,7 +68,7 @@ input_schema = { type = "object", properties = { n = { type = "integer" } }, req
             .install(manifest, Arc::new(Noop))
             .await
             .expect("install");
-        service.grant(Grant {
+        service.grant_node(Grant {
             tools: vec!["*".into()],
             ..Grant::default()
         });
@@ -103,6 +111,57 @@ input_schema = { type = "object", properties = { n = { type = "integer" } }, req
                 ("calls", calls.to_string()),
             ],
         );
+
+        let mcp_calls = env_count("AIOS_BENCH_MCP_CALLS", 5_000) as usize;
+        let server = env!("CARGO_BIN_EXE_aios-mcp-test-server");
+        service
+            .add_mcp_server(McpServerConfig::stdio("b", server, vec![]))
+            .await
+            .expect("MCP server");
+        let echo = ToolRequirement::parse("b__echo").expect("req");
+        let args = json!({"text": "ping"});
+        for _ in 0..200 {
+            service.call(&echo, args.clone(), &ctx).await.expect("call");
+        }
+        let mut lat = Vec::with_capacity(mcp_calls);
+        for _ in 0..mcp_calls {
+            let t = Instant::now();
+            service.call(&echo, args.clone(), &ctx).await.expect("call");
+            lat.push(t.elapsed());
+        }
+
+        use rmcp::ServiceExt;
+        let child = rmcp::transport::TokioChildProcess::new(tokio::process::Command::new(server))
+            .expect("spawn");
+        let client = ().serve(child).await.expect("handshake");
+        let call = || {
+            let mut p = rmcp::model::CallToolRequestParams::new("echo");
+            p.arguments = args.as_object().cloned();
+            client.call_tool(p)
+        };
+        for _ in 0..200 {
+            call().await.expect("call");
+        }
+        let mut direct = Vec::with_capacity(mcp_calls);
+        for _ in 0..mcp_calls {
+            let t = Instant::now();
+            call().await.expect("call");
+            direct.push(t.elapsed());
+        }
+        let p99 = quantile_us(&mut lat, 0.99);
+        let direct_p99 = quantile_us(&mut direct, 0.99);
+        bench_line(
+            "mcp_stdio",
+            &[
+                ("p50_us", fmt1(quantile_us(&mut lat, 0.5))),
+                ("p99_us", fmt1(p99)),
+                ("direct_p50_us", fmt1(quantile_us(&mut direct, 0.5))),
+                ("direct_p99_us", fmt1(direct_p99)),
+                ("ratio_p99", format!("{:.2}", p99 / direct_p99)),
+                ("calls", mcp_calls.to_string()),
+            ],
+        );
+        drop(client);
         root.shutdown(Duration::from_secs(10)).await.expect("stop");
     });
 }

@@ -18,7 +18,9 @@ use aios_actors::memory::MemoryStore;
 use aios_actors::orchestration::Orchestrator;
 use aios_actors::records::Records;
 use aios_actors::scheduler::{LlmRouter, RateLimiter, Scheduler};
-use aios_actors::tools::{ToolRegistry, ToolService, install_builtins};
+use aios_actors::tools::{
+    McpServerConfig, ToolRegistry, ToolRequirement, ToolService, install_builtins,
+};
 
 use crate::RuntimeConfig;
 
@@ -66,6 +68,29 @@ pub struct Runtime {
 
 /// Starts the cost ledger, the agent registry, one LLM scheduler per configured model
 /// (under `services`) and the agent system (its agents under `agents`).
+/// Reconnects the persisted MCP servers, then adds the configured ones not known yet. A
+/// server that cannot be reached is logged (and listed with its error), not fatal: the node
+/// starts without its tools.
+async fn connect_mcp_servers(service: &ToolService, configured: &[McpServerConfig]) {
+    match service.restore_mcp_servers().await {
+        Ok(failures) => {
+            for (name, error) in failures {
+                tracing::error!(mcp_server = %name, %error, "MCP server not restored");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "reading MCP server records"),
+    }
+    let known: Vec<String> = service.mcp_servers().into_iter().map(|s| s.name).collect();
+    for config in configured {
+        if known.contains(&config.name) {
+            continue;
+        }
+        if let Err(e) = service.add_mcp_server(config.clone()).await {
+            tracing::error!(mcp_server = %config.name, error = %e, "MCP server not connected");
+        }
+    }
+}
+
 async fn start_agents(
     config: &RuntimeConfig,
     snapshots: &Snapshots,
@@ -176,8 +201,10 @@ impl Runtime {
             let tool_registry = ToolRegistry::open(Records::new(snapshots.clone()))
                 .await
                 .map_err(|e| RuntimeError::Agents(format!("tools: {e}")))?;
-            let tool_service = ToolService::new(tool_registry, tools.clone());
-            let mut toolbox = ToolBox::with_builtins();
+            let tool_service = ToolService::open(tool_registry, tools.clone())
+                .await
+                .map_err(|e| RuntimeError::Agents(format!("tools: {e}")))?;
+            let mut toolbox = ToolBox::with_builtins().with_plugins(tool_service.clone());
             for tool in install_builtins(
                 &tool_service,
                 &config.tools,
@@ -189,6 +216,7 @@ impl Runtime {
             {
                 toolbox.register(tool);
             }
+            connect_mcp_servers(&tool_service, &config.tools.mcp_servers).await;
             let (system, costs) = start_agents(
                 &config,
                 &snapshots,
@@ -198,6 +226,20 @@ impl Runtime {
                 toolbox,
             )
             .await?;
+            let registry = system.registry().clone();
+            tool_service.set_agent_needs(Arc::new(move || {
+                registry
+                    .list()
+                    .iter()
+                    .flat_map(|def| {
+                        def.tools.iter().filter_map(|entry| {
+                            ToolRequirement::parse(entry)
+                                .ok()
+                                .map(|req| (def.name.clone(), req))
+                        })
+                    })
+                    .collect()
+            }));
             let orchestrator = Orchestrator::open(
                 system.clone(),
                 runs.clone(),
@@ -332,6 +374,9 @@ impl Runtime {
     /// [`RuntimeError::Supervisor`] when the tree had to be killed, [`RuntimeError::Store`]
     /// when the final flush fails.
     pub async fn shutdown(self) -> Result<(), RuntimeError> {
+        if let Err(e) = self.tool_service.flush_usage().await {
+            tracing::warn!(error = %e, "writing tool usage at shutdown");
+        }
         let stopped = self.root.shutdown(self.shutdown_timeout).await;
         self.snapshots.flush().await?;
         stopped?;

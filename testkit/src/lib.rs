@@ -136,13 +136,12 @@ impl FakeLlm {
     /// first bytes (their connections are dropped), and waits (at most 5 s) for it to stop.
     pub async fn shutdown(mut self) {
         self.shutdown_tx.send_replace(true);
-        if let Some(mut task) = self.task.take() {
-            if tokio::time::timeout(Duration::from_secs(5), &mut task)
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(Duration::from_secs(5), &mut task)
                 .await
                 .is_err()
-            {
-                task.abort();
-            }
+        {
+            task.abort();
         }
     }
 }

@@ -451,12 +451,12 @@ async fn chat(shared: Arc<Shared>, proto: Proto, headers: HeaderMap, bytes: Byte
     // Capacity check, in-flight increment and queue pop, atomically.
     let (guard, reply, latency) = {
         let mut state = shared.lock();
-        if let Some(capacity) = state.config.capacity {
-            if state.in_flight >= capacity {
-                let retry_after_s = state.config.retry_after_s;
-                drop(state);
-                return over_capacity(proto, retry_after_s);
-            }
+        if let Some(capacity) = state.config.capacity
+            && state.in_flight >= capacity
+        {
+            let retry_after_s = state.config.retry_after_s;
+            drop(state);
+            return over_capacity(proto, retry_after_s);
         }
         state.in_flight += 1;
         state.max_in_flight = state.max_in_flight.max(state.in_flight);

@@ -125,7 +125,8 @@ pub struct AgentDef {
     pub system_prompt: String,
     /// `provider/model`.
     pub model: String,
-    /// Tools it may call, by name.
+    /// Tools it may call: `name`, or `name@requirement` to pin plugin tool versions
+    /// (`web_fetch@^1.2`).
     #[serde(default)]
     pub tools: Vec<String>,
     /// The memory namespace its retrieval hook reads.
@@ -212,6 +213,11 @@ impl AgentDef {
             && !(0.0..=2.0).contains(&t)
         {
             return err(format!("temperature must be 0..=2, got {t}"));
+        }
+        for entry in &self.tools {
+            if let Err(e) = crate::tools::ToolRequirement::parse(entry) {
+                return err(format!("tools: {e}"));
+            }
         }
         if self.capabilities.iter().any(|c| c.name.is_empty()) {
             return err("a capability has an empty name".into());

@@ -74,12 +74,19 @@ pub struct ToolContext {
     pub run: Option<String>,
 }
 
-/// The tools of a node by name. Cheap to clone.
+/// The tools of a node by name, and the plugin tools of its [`crate::tools::ToolService`].
+/// Cheap to clone.
+///
+/// An agent definition lists tools as `name` or `name@requirement` (`web_fetch@^1.2`). A
+/// plain name is looked up among the registered tools first, then among the plugin tools
+/// (newest or pinned version); a requirement always goes to the plugin tools, so an agent can
+/// stay on a version while newer ones are installed beside it.
 #[derive(Clone, Default)]
 pub struct ToolBox {
     tools: Arc<BTreeMap<String, Arc<dyn Tool>>>,
     /// Compiled argument schemas, by tool name: arguments are checked before a tool runs.
     schemas: Arc<BTreeMap<String, Arc<crate::tools::Schema>>>,
+    plugins: Option<crate::tools::ToolService>,
 }
 
 impl std::fmt::Debug for ToolBox {
@@ -112,9 +119,23 @@ impl ToolBox {
         Arc::make_mut(&mut self.tools).insert(spec.name, tool);
     }
 
-    /// A tool by name.
-    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
-        self.tools.get(name)
+    /// Resolves plugin tools (installed at any time, MCP servers' included) through
+    /// `service`.
+    pub fn with_plugins(mut self, service: crate::tools::ToolService) -> Self {
+        self.plugins = Some(service);
+        self
+    }
+
+    /// The tool an agent's list entry (`name` or `name@requirement`) stands for.
+    pub fn get(&self, entry: &str) -> Option<Arc<dyn Tool>> {
+        let (name, pinned) = split_entry(entry);
+        if !pinned && let Some(t) = self.tools.get(name) {
+            return Some(t.clone());
+        }
+        let service = self.plugins.as_ref()?;
+        let requirement = crate::tools::ToolRequirement::parse(entry).ok()?;
+        crate::tools::PluginTool::new(service.clone(), requirement)
+            .map(|t| Arc::new(t) as Arc<dyn Tool>)
     }
 
     /// Every tool's name.
@@ -122,11 +143,11 @@ impl ToolBox {
         self.tools.keys().map(String::as_str)
     }
 
-    /// The specs of the named tools that exist.
-    pub fn specs(&self, names: &[String]) -> Vec<ToolSpec> {
-        names
+    /// The specs of the listed tools that exist (entries as in [`ToolBox::get`]).
+    pub fn specs(&self, entries: &[String]) -> Vec<ToolSpec> {
+        entries
             .iter()
-            .filter_map(|n| self.tools.get(n))
+            .filter_map(|e| self.get(e))
             .map(|t| t.spec())
             .collect()
     }
@@ -143,10 +164,13 @@ impl ToolBox {
         arguments: &str,
         ctx: &ToolContext,
     ) -> Result<String, ToolError> {
+        // The model names a tool without a version; the agent's entry for it says which.
+        let entry = allowed
+            .iter()
+            .find(|a| split_entry(a).0 == name)
+            .ok_or_else(|| ToolError::NotAvailable(name.to_string()))?;
         let tool = self
-            .tools
-            .get(name)
-            .filter(|_| allowed.iter().any(|a| a == name))
+            .get(entry)
             .ok_or_else(|| ToolError::NotAvailable(name.to_string()))?;
         let args: Value = if arguments.trim().is_empty() {
             json!({})
@@ -159,7 +183,10 @@ impl ToolBox {
         };
         // Checked before the tool runs: the model gets the violations back and can correct
         // its call.
-        if let Some(schema) = self.schemas.get(name) {
+        // (A pinned plugin tool is checked by the tool service against its own version.)
+        if !split_entry(entry).1
+            && let Some(schema) = self.schemas.get(name)
+        {
             schema
                 .check(&args)
                 .map_err(|v| ToolError::InvalidArguments(v.to_string()))?;
@@ -176,6 +203,14 @@ impl ToolBox {
             out.push_str(" [output cut]");
         }
         Ok(out)
+    }
+}
+
+/// `web_fetch@^1.2` → (`web_fetch`, true); `calculator` → (`calculator`, false).
+fn split_entry(entry: &str) -> (&str, bool) {
+    match entry.split_once('@') {
+        Some((name, _)) => (name.trim(), true),
+        None => (entry.trim(), false),
     }
 }
 

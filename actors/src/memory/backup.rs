@@ -168,7 +168,7 @@ impl MemoryStore {
                         report.bytes += write_frame(&mut w, &Entry::Item(ns.name.clone(), item))?;
                         report.items += 1;
                         if let Some(p) = progress
-                            && report.items % 1000 == 0
+                            && report.items.is_multiple_of(1000)
                         {
                             p(Progress {
                                 done: report.items,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::manifest::ToolManifest;
-use super::service::{CallContext, ToolImpl};
+use super::service::{CallContext, ToolFailure, ToolImpl};
 use crate::memory::{MemoryMeta, MemoryStore, NewMemory, SearchRequest};
 
 /// The largest body `web_fetch` returns, in bytes (longer bodies are cut).
@@ -95,12 +95,12 @@ capabilities = [{ name = "web" }]
 
 #[async_trait::async_trait]
 impl ToolImpl for WebFetch {
-    async fn call(&self, args: Value, _: &CallContext) -> Result<Value, String> {
+    async fn call(&self, args: Value, _: &CallContext) -> Result<Value, ToolFailure> {
         let url = args["url"].as_str().unwrap_or_default();
         let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad url: {e}"))?;
         let host = parsed.host_str().unwrap_or_default();
         if !matches!(parsed.scheme(), "http" | "https") || !self.allowed(host, parsed.port()) {
-            return Err(format!("host {host} is not on this tool's allow-list"));
+            return Err(format!("host {host} is not on this tool's allow-list").into());
         }
         let client = self
             .client
@@ -208,7 +208,7 @@ output = { content = "hello" }
 
 #[async_trait::async_trait]
 impl ToolImpl for Files {
-    async fn call(&self, args: Value, _: &CallContext) -> Result<Value, String> {
+    async fn call(&self, args: Value, _: &CallContext) -> Result<Value, ToolFailure> {
         let path = self.resolve(args["path"].as_str().unwrap_or_default())?;
         match args["op"].as_str() {
             Some("read") => {
@@ -216,7 +216,7 @@ impl ToolImpl for Files {
                     .await
                     .map_err(|e| format!("cannot read: {e}"))?;
                 if meta.len() as usize > FILE_LEN_MAX {
-                    return Err(format!("file larger than {FILE_LEN_MAX} bytes"));
+                    return Err(format!("file larger than {FILE_LEN_MAX} bytes").into());
                 }
                 let text = tokio::fs::read_to_string(&path)
                     .await
@@ -226,7 +226,7 @@ impl ToolImpl for Files {
             Some("write") => {
                 let content = args["content"].as_str().unwrap_or_default();
                 if content.len() > FILE_LEN_MAX {
-                    return Err(format!("content larger than {FILE_LEN_MAX} bytes"));
+                    return Err(format!("content larger than {FILE_LEN_MAX} bytes").into());
                 }
                 if let Some(parent) = path.parent() {
                     tokio::fs::create_dir_all(parent)
@@ -291,7 +291,7 @@ capabilities = [{ name = "memory" }]
 
 #[async_trait::async_trait]
 impl ToolImpl for MemoryTool {
-    async fn call(&self, args: Value, ctx: &CallContext) -> Result<Value, String> {
+    async fn call(&self, args: Value, ctx: &CallContext) -> Result<Value, ToolFailure> {
         // Each tenant has its own namespaces: `<tenant>.<namespace>`.
         let requested = args["namespace"].as_str().unwrap_or_default();
         let tenant = if ctx.tenant.is_empty() {

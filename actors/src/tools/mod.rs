@@ -5,6 +5,7 @@
 
 pub mod builtin;
 mod manifest;
+mod mcp;
 mod registry;
 mod schema;
 mod service;
@@ -12,11 +13,15 @@ mod service;
 pub use self::manifest::{
     Example, ManifestError, Permissions, TOOL_CONCURRENCY_MAX, TOOL_TIMEOUT_MAX, ToolManifest,
 };
+pub use self::mcp::{
+    MCP_CONNECT_TIMEOUT, MCP_SERVERS_MAX, MCP_TOOLS_MAX, McpServerConfig, McpTransport, tool_name,
+};
 pub use self::registry::{TOOL_VERSIONS_MAX, ToolRegistry, ToolRegistryError, ToolRequirement};
 pub use self::schema::{Schema, Violation, Violations};
 pub use self::service::{
-    CallContext, DENIALS_MAX, Denial, ExampleOutcome, Grant, PluginTool, TOOL_CACHE_ENTRIES_MAX,
-    TOOL_CACHE_TTL, ToolCallError, ToolImpl, ToolService, ToolUsage,
+    AgentNeeds, CallContext, DENIALS_MAX, Denial, ExampleOutcome, GRANTS_MAX, Grant,
+    McpServerStatus, PluginTool, TOOL_CACHE_ENTRIES_MAX, TOOL_CACHE_TTL, ToolCallError,
+    ToolFailure, ToolImpl, ToolService, ToolUsage, USAGE_FLUSH_INTERVAL,
 };
 
 use std::path::PathBuf;
@@ -32,6 +37,9 @@ pub struct ToolsConfig {
     /// Grant every tool to every agent (agent definitions still list the tools each agent
     /// may call); turn off to grant per agent, role or tenant.
     pub grant_all: bool,
+    /// MCP servers to connect at start (in addition to those added at run time, which are
+    /// persisted); one that is already known by name is left as it is.
+    pub mcp_servers: Vec<McpServerConfig>,
 }
 
 impl Default for ToolsConfig {
@@ -41,6 +49,7 @@ impl Default for ToolsConfig {
             web_allow_hosts: Vec::new(),
             sandbox_dir: None,
             grant_all: true,
+            mcp_servers: Vec::new(),
         }
     }
 }
@@ -83,7 +92,7 @@ pub async fn install_builtins(
         }
     }
     if config.grant_all {
-        service.grant(Grant {
+        service.grant_node(Grant {
             tools: vec!["*".into()],
             ..Grant::default()
         });

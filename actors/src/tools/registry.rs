@@ -58,6 +58,12 @@ pub enum ToolRegistryError {
     /// Too many versions installed.
     #[error("at most {TOOL_VERSIONS_MAX} tool versions can be installed")]
     Full,
+    /// A configuration (of an MCP server, a grant) is invalid.
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// A tool's server could not be reached or started.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -241,6 +247,11 @@ impl ToolRegistry {
             state: Arc::new(RwLock::new(state)),
             write: Arc::new(tokio::sync::Mutex::new(())),
         })
+    }
+
+    /// The store the registry keeps its records in.
+    pub(crate) fn records(&self) -> &Records {
+        &self.records
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {

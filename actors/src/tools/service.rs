@@ -19,8 +19,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::manifest::ToolManifest;
+use super::mcp::{ConnMsg, ConnWorker, MCP_SERVERS_MAX, McpLink, McpServerConfig, McpTool};
 use super::registry::{ToolRegistry, ToolRegistryError, ToolRequirement};
 use super::schema::{Schema, Violations};
+use aios_supervisor::snapshot::Durability;
 
 /// Cached results of pure tools at most.
 pub const TOOL_CACHE_ENTRIES_MAX: usize = 10_000;
@@ -48,8 +50,31 @@ pub trait ToolImpl: Send + Sync + 'static {
     /// Runs one call with validated arguments.
     ///
     /// # Errors
-    /// Why the call failed; returned to the caller as [`ToolCallError::Failed`].
-    async fn call(&self, args: Value, ctx: &CallContext) -> Result<Value, String>;
+    /// Why the call failed; returned to the caller as [`ToolCallError::Failed`] or
+    /// [`ToolCallError::Crashed`].
+    async fn call(&self, args: Value, ctx: &CallContext) -> Result<Value, ToolFailure>;
+}
+
+/// Why a tool implementation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToolFailure {
+    /// The tool ran and failed; the message goes back to the caller.
+    Failed(String),
+    /// The process or connection behind the tool went away during the call (its supervisor
+    /// restarts it).
+    Crashed(String),
+}
+
+impl From<String> for ToolFailure {
+    fn from(message: String) -> Self {
+        Self::Failed(message)
+    }
+}
+
+impl From<&str> for ToolFailure {
+    fn from(message: &str) -> Self {
+        Self::Failed(message.to_string())
+    }
 }
 
 /// Who calls.
@@ -109,10 +134,12 @@ pub enum ToolCallError {
         message: String,
     },
     /// The tool crashed during the call (it is restarted).
-    #[error("{tool} crashed during the call; it is being restarted")]
+    #[error("{tool} crashed during the call and is being restarted: {detail}")]
     Crashed {
         /// The tool.
         tool: String,
+        /// What went away.
+        detail: String,
     },
     /// The call took longer than the manifest's timeout.
     #[error("{tool} timed out after {after_ms} ms")]
@@ -125,13 +152,17 @@ pub enum ToolCallError {
 }
 
 /// A grant: who may call which tools. Empty fields match everything.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Grant {
     /// Only this agent.
+    #[serde(default)]
     pub agent: Option<String>,
     /// Only agents with this role.
+    #[serde(default)]
     pub role: Option<String>,
     /// Only this tenant.
+    #[serde(default)]
     pub tenant: Option<String>,
     /// Tool names (`*` for all).
     pub tools: Vec<String>,
@@ -173,7 +204,7 @@ pub struct Denial {
 }
 
 /// Usage of one tool version by one agent.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ToolUsage {
     /// Calls (cache hits included).
     pub calls: u64,
@@ -187,6 +218,7 @@ pub struct ToolUsage {
 
 struct Installed {
     manifest: Arc<ToolManifest>,
+    metrics: ToolMetrics,
     input: Schema,
     output: Option<Schema>,
     /// `concurrency_max` host actors, each running one call at a time, with the calls sent
@@ -213,14 +245,123 @@ impl Drop for Busy<'_> {
     }
 }
 
+/// Metric handles of one tool version, registered once at install (the metrics recorder,
+/// if any, must be installed before the node starts).
+struct ToolMetrics {
+    ok: metrics::Counter,
+    failed: metrics::Counter,
+    cache_hits: metrics::Counter,
+    seconds: metrics::Histogram,
+}
+
+impl ToolMetrics {
+    fn new(m: &ToolManifest) -> Self {
+        let labels = |outcome: &'static str| {
+            [
+                ("tool", m.name.clone()),
+                ("version", m.version.to_string()),
+                ("outcome", outcome.to_string()),
+            ]
+        };
+        Self {
+            ok: metrics::counter!("aios_tool_calls_total", &labels("ok")),
+            failed: metrics::counter!("aios_tool_calls_total", &labels("error")),
+            cache_hits: metrics::counter!("aios_tool_cache_hits_total", &labels("ok")[..2]),
+            seconds: metrics::histogram!("aios_tool_call_seconds", &labels("ok")[..2]),
+        }
+    }
+}
+
 type CacheKey = (String, String);
+
+/// Who needs which tools among the agents (for refusing to remove what is still needed).
+pub type AgentNeeds = Arc<dyn Fn() -> Vec<(String, ToolRequirement)> + Send + Sync>;
+
+/// The record of the persisted grants.
+const GRANTS_KEY: &str = "toolgrants";
+/// Usage records, one per tool version: `toolusage/<name>@<version>`.
+const USAGE_PREFIX: &str = "toolusage/";
+/// MCP server records: `mcpsrv/<name>`.
+const MCP_PREFIX: &str = "mcpsrv/";
+/// How often changed usage counts are written.
+pub const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+/// Persisted grants at most.
+pub const GRANTS_MAX: usize = 10_000;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JsonRecord {
+    json: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct McpRecord {
+    /// The server's configuration, as JSON.
+    config: String,
+    /// The version its tools were installed as.
+    version: String,
+}
+
+/// Mailbox bound of an MCP connection actor.
+const MCP_MAILBOX_LEN_MAX: usize = 16;
+
+/// An MCP server of the node.
+struct McpEntry {
+    config: McpServerConfig,
+    version: semver::Version,
+    link: Arc<McpLink>,
+    handle: ActorHandle<ConnMsg>,
+    /// Installed tool ids (`name@version`).
+    tools: Vec<String>,
+}
+
+struct McpView {
+    status: McpServerStatus,
+    link: Option<Arc<McpLink>>,
+    handle: Option<ActorHandle<ConnMsg>>,
+}
+
+/// An MCP server as reported by [`ToolService::mcp_servers`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct McpServerStatus {
+    /// Its name.
+    pub name: String,
+    /// `stdio` or `http`.
+    pub transport: String,
+    /// Whether it is connected now.
+    pub connected: bool,
+    /// The connection actor's generation (1 + restarts).
+    pub generation: Option<u64>,
+    /// The child's process id (stdio servers).
+    pub pid: Option<u32>,
+    /// The version its tools are installed as.
+    pub version: String,
+    /// The version the server reports.
+    pub server_version: Option<String>,
+    /// Its tools, as `name@version`.
+    pub tools: Vec<String>,
+    /// Why it could not be restored, if it could not.
+    pub error: Option<String>,
+}
 
 struct Inner {
     registry: ToolRegistry,
     supervisor: SupervisorRef,
     impls: DashMap<String, Arc<dyn ToolImpl>>,
     installed: DashMap<String, Arc<Installed>>,
+    /// Persisted grants, then the node's configured ones.
     grants: Mutex<Vec<Grant>>,
+    node_grants: Mutex<Vec<Grant>>,
+    /// Serialises changes to the persisted grants.
+    grants_write: tokio::sync::Mutex<()>,
+    /// Tool ids whose usage changed since the last flush.
+    usage_dirty: Mutex<std::collections::BTreeSet<String>>,
+    /// Serialises usage flushes.
+    usage_write: tokio::sync::Mutex<()>,
+    agent_needs: Mutex<Option<AgentNeeds>>,
+    /// MCP servers by name; the async lock serialises adding and removing.
+    mcp: tokio::sync::Mutex<BTreeMap<String, McpEntry>>,
+    /// A read-only view for status, updated with `mcp`.
+    mcp_view: Mutex<BTreeMap<String, McpView>>,
     denials: Mutex<std::collections::VecDeque<Denial>>,
     usage: DashMap<(String, String), ToolUsage>,
     cache: Mutex<lru::LruCache<CacheKey, (Instant, Value)>>,
@@ -244,23 +385,128 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+fn store_err(e: impl std::fmt::Display) -> ToolRegistryError {
+    ToolRegistryError::Store(e.to_string())
+}
+
 impl ToolService {
-    /// A service over `registry`, running hosts under `supervisor`.
-    pub fn new(registry: ToolRegistry, supervisor: SupervisorRef) -> Self {
-        Self {
+    /// A service over `registry`, running hosts under `supervisor`, with the grants and
+    /// usage counts persisted in the registry's store. Changed usage counts are written every
+    /// [`USAGE_FLUSH_INTERVAL`] and by [`ToolService::flush_usage`]. MCP servers are not
+    /// reconnected here: see [`ToolService::restore_mcp_servers`].
+    ///
+    /// # Errors
+    /// Store failures or unreadable records.
+    pub async fn open(
+        registry: ToolRegistry,
+        supervisor: SupervisorRef,
+    ) -> Result<Self, ToolRegistryError> {
+        let records = registry.records().clone();
+        let grants: Vec<Grant> = match records
+            .get::<JsonRecord>(GRANTS_KEY)
+            .await
+            .map_err(store_err)?
+        {
+            Some(r) => serde_json::from_str(&r.json)
+                .map_err(|e| ToolRegistryError::Store(format!("{GRANTS_KEY}: {e}")))?,
+            None => Vec::new(),
+        };
+        let usage = DashMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let keys = records
+                .keys_after(USAGE_PREFIX, after.as_deref(), 256)
+                .await
+                .map_err(store_err)?;
+            let Some(last) = keys.last().cloned() else {
+                break;
+            };
+            for key in keys {
+                let tool = key.trim_start_matches(USAGE_PREFIX).to_string();
+                let rows: Vec<(String, ToolUsage)> = records
+                    .get(&key)
+                    .await
+                    .map_err(store_err)?
+                    .unwrap_or_default();
+                for (agent, u) in rows {
+                    if usage.len() < USAGE_KEYS_MAX {
+                        usage.insert((tool.clone(), agent), u);
+                    }
+                }
+            }
+            after = Some(last);
+        }
+        let service = Self {
             inner: Arc::new(Inner {
                 registry,
                 supervisor,
                 impls: DashMap::new(),
                 installed: DashMap::new(),
-                grants: Mutex::new(Vec::new()),
+                grants: Mutex::new(grants),
+                node_grants: Mutex::new(Vec::new()),
+                grants_write: tokio::sync::Mutex::new(()),
+                usage_dirty: Mutex::new(std::collections::BTreeSet::new()),
+                usage_write: tokio::sync::Mutex::new(()),
+                agent_needs: Mutex::new(None),
+                mcp: tokio::sync::Mutex::new(BTreeMap::new()),
+                mcp_view: Mutex::new(BTreeMap::new()),
                 denials: Mutex::new(std::collections::VecDeque::new()),
-                usage: DashMap::new(),
+                usage,
                 cache: Mutex::new(lru::LruCache::new(
                     NonZeroUsize::new(TOOL_CACHE_ENTRIES_MAX).unwrap_or(NonZeroUsize::MIN),
                 )),
             }),
+        };
+        // Periodic usage flush; ends when the service is dropped.
+        let weak = Arc::downgrade(&service.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(USAGE_FLUSH_INTERVAL).await;
+                let Some(inner) = weak.upgrade() else { break };
+                if let Err(e) = (ToolService { inner }).flush_usage().await {
+                    tracing::warn!(error = %e, "writing tool usage");
+                }
+            }
+        });
+        Ok(service)
+    }
+
+    /// Tells the service which tools the agents need, so that removing one of them is
+    /// refused (the runtime wires its agent registry here).
+    pub fn set_agent_needs(&self, needs: AgentNeeds) {
+        *lock(&self.inner.agent_needs) = Some(needs);
+    }
+
+    /// Writes the usage counts that changed since the last flush.
+    ///
+    /// # Errors
+    /// Store failures (the counts stay marked as changed).
+    pub async fn flush_usage(&self) -> Result<(), ToolRegistryError> {
+        let _w = self.inner.usage_write.lock().await;
+        let dirty = std::mem::take(&mut *lock(&self.inner.usage_dirty));
+        let records = self.inner.registry.records();
+        for (i, tool) in dirty.iter().enumerate() {
+            let rows: Vec<(String, ToolUsage)> = self
+                .inner
+                .usage
+                .iter()
+                .filter(|e| &e.key().0 == tool)
+                .map(|e| (e.key().1.clone(), e.value().clone()))
+                .collect();
+            let durability = if i + 1 == dirty.len() {
+                Durability::Durable
+            } else {
+                Durability::Buffered
+            };
+            if let Err(e) = records
+                .put(&format!("{USAGE_PREFIX}{tool}"), &rows, durability)
+                .await
+            {
+                lock(&self.inner.usage_dirty).extend(dirty.iter().skip(i).cloned());
+                return Err(store_err(e));
+            }
         }
+        Ok(())
     }
 
     /// The registry.
@@ -278,6 +524,18 @@ impl ToolService {
         implementation: Arc<dyn ToolImpl>,
     ) -> Result<(), ToolRegistryError> {
         self.inner.registry.install(manifest.clone()).await?;
+        self.start_hosts(manifest, implementation, true).await
+    }
+
+    /// Starts the hosts of an installed manifest. When they cannot start and `undo` is set,
+    /// the manifest is uninstalled again, so no manifest without running hosts shadows older
+    /// versions.
+    async fn start_hosts(
+        &self,
+        manifest: ToolManifest,
+        implementation: Arc<dyn ToolImpl>,
+        undo: bool,
+    ) -> Result<(), ToolRegistryError> {
         let id = manifest.id();
         let input = Schema::compile(&manifest.input_schema).map_err(ToolRegistryError::Store)?;
         let output = match &manifest.output_schema {
@@ -300,13 +558,13 @@ impl ToolService {
             match self.inner.supervisor.start_worker(spec).await {
                 Ok(h) => hosts.push((h, Arc::new(AtomicUsize::new(0)))),
                 Err(e) => {
-                    // Undo: no manifest without running hosts shadows older versions.
                     self.stop_hosts(&id, hosts.len()).await;
-                    if let Err(u) = self
-                        .inner
-                        .registry
-                        .uninstall(&manifest.name, &manifest.version, &[])
-                        .await
+                    if undo
+                        && let Err(u) = self
+                            .inner
+                            .registry
+                            .uninstall(&manifest.name, &manifest.version, &[])
+                            .await
                     {
                         tracing::warn!(tool = %id, error = %u, "removing a tool whose hosts failed to start");
                     }
@@ -318,6 +576,7 @@ impl ToolService {
         self.inner.installed.insert(
             id,
             Arc::new(Installed {
+                metrics: ToolMetrics::new(&manifest),
                 manifest,
                 input,
                 output,
@@ -391,11 +650,12 @@ impl ToolService {
         &self,
         name: &str,
         version: &semver::Version,
-        agent_needs: &[(String, ToolRequirement)],
     ) -> Result<(), ToolRegistryError> {
+        let needs = lock(&self.inner.agent_needs).clone();
+        let agent_needs = needs.map(|f| f()).unwrap_or_default();
         self.inner
             .registry
-            .uninstall(name, version, agent_needs)
+            .uninstall(name, version, &agent_needs)
             .await?;
         let id = format!("{name}@{version}");
         self.inner.impls.remove(&id);
@@ -403,6 +663,288 @@ impl ToolService {
             self.stop_hosts(&id, installed.hosts.len()).await;
         }
         Ok(())
+    }
+
+    /// Connects an MCP server, installs each tool it lists as `<server>__<tool>` (at the
+    /// configured version, else the server's own when it is semver, else `0.1.0`), and
+    /// persists the server so that [`ToolService::restore_mcp_servers`] reconnects it after a
+    /// restart. Returns the installed tool ids.
+    ///
+    /// # Errors
+    /// [`ToolRegistryError::InvalidConfig`], [`ToolRegistryError::Exists`] for a taken name,
+    /// [`ToolRegistryError::Unavailable`] when the server cannot be started or reached,
+    /// registry refusals, store failures. Nothing is left behind on an error.
+    pub async fn add_mcp_server(
+        &self,
+        config: McpServerConfig,
+    ) -> Result<Vec<String>, ToolRegistryError> {
+        config
+            .validate()
+            .map_err(ToolRegistryError::InvalidConfig)?;
+        let mut servers = self.inner.mcp.lock().await;
+        if servers.contains_key(&config.name) {
+            return Err(ToolRegistryError::Exists(format!(
+                "MCP server {}",
+                config.name
+            )));
+        }
+        if servers.len() >= MCP_SERVERS_MAX {
+            return Err(ToolRegistryError::InvalidConfig(format!(
+                "at most {MCP_SERVERS_MAX} MCP servers"
+            )));
+        }
+        let entry = self.start_mcp(config, None, false).await?;
+        let record = McpRecord {
+            config: serde_json::to_string(&entry.config).map_err(store_err)?,
+            version: entry.version.to_string(),
+        };
+        if let Err(e) = self
+            .inner
+            .registry
+            .records()
+            .put(
+                &format!("{MCP_PREFIX}{}", entry.config.name),
+                &record,
+                Durability::Durable,
+            )
+            .await
+        {
+            self.stop_mcp(&entry).await;
+            return Err(store_err(e));
+        }
+        let tools = entry.tools.clone();
+        self.set_view(&entry, None);
+        servers.insert(entry.config.name.clone(), entry);
+        Ok(tools)
+    }
+
+    /// Reconnects the MCP servers persisted by [`ToolService::add_mcp_server`]. A server
+    /// that cannot be started is reported (and listed by [`ToolService::mcp_servers`] with
+    /// its error) but does not stop the others.
+    ///
+    /// # Errors
+    /// Store failures reading the records.
+    pub async fn restore_mcp_servers(&self) -> Result<Vec<(String, String)>, ToolRegistryError> {
+        let records = self.inner.registry.records();
+        let keys = records
+            .keys(MCP_PREFIX, MCP_SERVERS_MAX)
+            .await
+            .map_err(store_err)?;
+        let mut failures = Vec::new();
+        let mut servers = self.inner.mcp.lock().await;
+        for key in keys {
+            let name = key.trim_start_matches(MCP_PREFIX).to_string();
+            if servers.contains_key(&name) {
+                continue;
+            }
+            let restored = async {
+                let r: McpRecord = records
+                    .get(&key)
+                    .await
+                    .map_err(store_err)?
+                    .ok_or_else(|| ToolRegistryError::NotFound(key.clone()))?;
+                let config: McpServerConfig = serde_json::from_str(&r.config)
+                    .map_err(|e| ToolRegistryError::Store(format!("{key}: {e}")))?;
+                let version = semver::Version::parse(&r.version)
+                    .map_err(|e| ToolRegistryError::Store(format!("{key}: {e}")))?;
+                self.start_mcp(config, Some(version), true).await
+            }
+            .await;
+            match restored {
+                Ok(entry) => {
+                    self.set_view(&entry, None);
+                    servers.insert(name, entry);
+                }
+                Err(e) => {
+                    tracing::warn!(mcp_server = %name, error = %e, "MCP server not restored");
+                    lock(&self.inner.mcp_view).insert(
+                        name.clone(),
+                        McpView {
+                            status: McpServerStatus {
+                                name: name.clone(),
+                                error: Some(e.to_string()),
+                                ..McpServerStatus::default()
+                            },
+                            link: None,
+                            handle: None,
+                        },
+                    );
+                    failures.push((name, e.to_string()));
+                }
+            }
+        }
+        Ok(failures)
+    }
+
+    /// Removes an MCP server: uninstalls its tools (refused, with the reason, while a tool
+    /// or an agent still needs one; the tools removed before the refusal stay removed and the
+    /// server stays with the rest), stops its connection (killing a stdio child) and forgets
+    /// it.
+    ///
+    /// # Errors
+    /// [`ToolRegistryError::NotFound`], [`ToolRegistryError::InUse`], store failures.
+    pub async fn remove_mcp_server(&self, name: &str) -> Result<(), ToolRegistryError> {
+        let mut servers = self.inner.mcp.lock().await;
+        let Some(entry) = servers.get_mut(name) else {
+            lock(&self.inner.mcp_view).remove(name);
+            self.inner
+                .registry
+                .records()
+                .delete(&format!("{MCP_PREFIX}{name}"))
+                .await
+                .map_err(store_err)?;
+            return Err(ToolRegistryError::NotFound(format!("MCP server {name}")));
+        };
+        while let Some(id) = entry.tools.first().cloned() {
+            let tool = id.split('@').next().unwrap_or_default().to_string();
+            match self.uninstall(&tool, &entry.version).await {
+                Ok(()) | Err(ToolRegistryError::NotFound(_)) => {
+                    entry.tools.remove(0);
+                }
+                Err(e) => {
+                    let entry = &*entry;
+                    self.set_view(entry, None);
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(entry) = servers.remove(name) {
+            self.stop_mcp(&entry).await;
+        }
+        lock(&self.inner.mcp_view).remove(name);
+        self.inner
+            .registry
+            .records()
+            .delete(&format!("{MCP_PREFIX}{name}"))
+            .await
+            .map_err(store_err)
+    }
+
+    /// The MCP servers: connection state, child pid, restarts, tools; servers that failed to
+    /// restore carry their error.
+    pub fn mcp_servers(&self) -> Vec<McpServerStatus> {
+        lock(&self.inner.mcp_view)
+            .values()
+            .map(|v| {
+                let mut s = v.status.clone();
+                if let Some(link) = &v.link {
+                    s.connected = link.connected();
+                    s.pid = link.pid();
+                    s.server_version = link.server_version();
+                }
+                s.generation = v.handle.as_ref().and_then(ActorHandle::generation);
+                s
+            })
+            .collect()
+    }
+
+    fn set_view(&self, entry: &McpEntry, error: Option<String>) {
+        let status = McpServerStatus {
+            name: entry.config.name.clone(),
+            transport: entry.config.transport_kind().to_string(),
+            version: entry.version.to_string(),
+            tools: entry.tools.clone(),
+            error,
+            ..McpServerStatus::default()
+        };
+        lock(&self.inner.mcp_view).insert(
+            entry.config.name.clone(),
+            McpView {
+                status,
+                link: Some(entry.link.clone()),
+                handle: Some(entry.handle.clone()),
+            },
+        );
+    }
+
+    /// Starts the connection actor, then installs the listed tools. On a restore
+    /// (`restoring`), a tool already registered with a different manifest at the same
+    /// version keeps its registered manifest (logged).
+    async fn start_mcp(
+        &self,
+        config: McpServerConfig,
+        version: Option<semver::Version>,
+        restoring: bool,
+    ) -> Result<McpEntry, ToolRegistryError> {
+        let link = Arc::new(McpLink::default());
+        let spec = WorkerSpec::new(
+            format!("mcp:{}", config.name),
+            ConnWorker {
+                config: config.clone(),
+                link: link.clone(),
+            },
+        )
+        .restart(Restart::Permanent)
+        .mailbox_len_max(MCP_MAILBOX_LEN_MAX);
+        let handle = self
+            .inner
+            .supervisor
+            .start_worker(spec)
+            .await
+            .map_err(|e| ToolRegistryError::Unavailable(e.to_string()))?;
+        let version = version
+            .or_else(|| config.version.clone())
+            .or_else(|| {
+                link.server_version()
+                    .and_then(|v| semver::Version::parse(&v).ok())
+            })
+            .unwrap_or_else(|| semver::Version::new(0, 1, 0));
+        let mut entry = McpEntry {
+            config,
+            version,
+            link,
+            handle,
+            tools: Vec::new(),
+        };
+        for (manifest, mcp_name) in
+            super::mcp::manifests(&entry.config, &entry.version, &entry.link.tools())
+        {
+            let id = manifest.id();
+            let implementation: Arc<dyn ToolImpl> = Arc::new(McpTool {
+                server: entry.config.name.clone(),
+                tool: mcp_name,
+                link: entry.link.clone(),
+            });
+            let installed = match self.inner.registry.install(manifest.clone()).await {
+                Ok(()) => self.start_hosts(manifest, implementation, true).await,
+                Err(ToolRegistryError::Exists(_)) if restoring => {
+                    tracing::warn!(tool = %id, "the MCP server changed this tool without a new version; keeping the installed manifest");
+                    match self.inner.registry.resolve(&ToolRequirement {
+                        name: manifest.name.clone(),
+                        req: semver::VersionReq::parse(&format!("={}", manifest.version))
+                            .unwrap_or(semver::VersionReq::STAR),
+                    }) {
+                        Some(m) => self.start_hosts((*m).clone(), implementation, false).await,
+                        None => Err(ToolRegistryError::NotFound(id.clone())),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = installed {
+                self.stop_mcp(&entry).await;
+                return Err(e);
+            }
+            entry.tools.push(id);
+        }
+        Ok(entry)
+    }
+
+    /// Uninstalls what `start_mcp` installed (ignoring refusals) and stops the connection.
+    async fn stop_mcp(&self, entry: &McpEntry) {
+        for id in &entry.tools {
+            let tool = id.split('@').next().unwrap_or_default();
+            if let Err(e) = self.uninstall(tool, &entry.version).await {
+                tracing::warn!(tool = %id, error = %e, "removing an MCP tool");
+            }
+        }
+        if let Err(e) = self
+            .inner
+            .supervisor
+            .remove_child(&format!("mcp:{}", entry.config.name))
+            .await
+        {
+            tracing::warn!(mcp_server = %entry.config.name, error = %e, "stopping an MCP connection");
+        }
     }
 
     /// Runs the examples of the version `requirement` resolves to (grants are not checked:
@@ -463,9 +1005,67 @@ impl ToolService {
         Ok(out)
     }
 
-    /// Adds a grant.
-    pub fn grant(&self, grant: Grant) {
-        lock(&self.inner.grants).push(grant);
+    /// Adds a grant and persists it (an identical grant is not added twice).
+    ///
+    /// # Errors
+    /// An empty tool list, too many grants, or a store failure (then nothing changed).
+    pub async fn grant(&self, grant: Grant) -> Result<(), ToolRegistryError> {
+        if grant.tools.is_empty() || grant.tools.iter().any(|t| t.is_empty()) {
+            return Err(ToolRegistryError::Store(
+                "a grant names at least one tool (or \"*\"), none empty".into(),
+            ));
+        }
+        let _w = self.inner.grants_write.lock().await;
+        let mut next = lock(&self.inner.grants).clone();
+        if next.contains(&grant) {
+            return Ok(());
+        }
+        if next.len() >= GRANTS_MAX {
+            return Err(ToolRegistryError::Store(format!(
+                "at most {GRANTS_MAX} grants"
+            )));
+        }
+        next.push(grant);
+        self.save_grants(next).await
+    }
+
+    /// Removes a grant; returns whether it existed.
+    ///
+    /// # Errors
+    /// A store failure (then nothing changed).
+    pub async fn revoke(&self, grant: &Grant) -> Result<bool, ToolRegistryError> {
+        let _w = self.inner.grants_write.lock().await;
+        let mut next = lock(&self.inner.grants).clone();
+        let before = next.len();
+        next.retain(|g| g != grant);
+        if next.len() == before {
+            return Ok(false);
+        }
+        self.save_grants(next).await.map(|()| true)
+    }
+
+    async fn save_grants(&self, grants: Vec<Grant>) -> Result<(), ToolRegistryError> {
+        let json = serde_json::to_string(&grants).map_err(store_err)?;
+        self.inner
+            .registry
+            .records()
+            .put(GRANTS_KEY, &JsonRecord { json }, Durability::Durable)
+            .await
+            .map_err(store_err)?;
+        *lock(&self.inner.grants) = grants;
+        Ok(())
+    }
+
+    /// Adds a grant for this run of the node only (from its configuration; not persisted).
+    pub fn grant_node(&self, grant: Grant) {
+        lock(&self.inner.node_grants).push(grant);
+    }
+
+    /// The persisted grants, then the node's configured ones.
+    pub fn grants(&self) -> Vec<Grant> {
+        let mut all = lock(&self.inner.grants).clone();
+        all.extend(lock(&self.inner.node_grants).iter().cloned());
+        all
     }
 
     /// The latest refused calls, oldest first.
@@ -500,6 +1100,11 @@ impl ToolService {
             .entry((tool.to_string(), agent.to_string()))
             .or_default();
         f(&mut u);
+        drop(u);
+        let mut dirty = lock(&self.inner.usage_dirty);
+        if !dirty.contains(tool) {
+            dirty.insert(tool.to_string());
+        }
     }
 
     /// Calls the version of a tool that `requirement` resolves to.
@@ -516,7 +1121,10 @@ impl ToolService {
         let manifest = installed.manifest.clone();
         let granted = lock(&self.inner.grants)
             .iter()
-            .any(|g| g.allows(ctx, &manifest.name));
+            .any(|g| g.allows(ctx, &manifest.name))
+            || lock(&self.inner.node_grants)
+                .iter()
+                .any(|g| g.allows(ctx, &manifest.name));
         if !granted {
             let reason = "no grant covers this agent, role and tenant".to_string();
             let mut denials = lock(&self.inner.denials);
@@ -554,6 +1162,16 @@ impl ToolService {
             u.cache_hits += u64::from(hit);
             u.latency_buckets[bucket] += 1;
         });
+        let m = &installed.metrics;
+        if failed {
+            m.failed.increment(1);
+        } else {
+            m.ok.increment(1);
+        }
+        if hit {
+            m.cache_hits.increment(1);
+        }
+        m.seconds.record(micros as f64 / 1e6);
         result.map(|(v, _)| v)
     }
 
@@ -608,9 +1226,16 @@ impl ToolService {
                 });
             }
             Ok(Err(HostError::TimedOut)) => return Err(timed_out()),
+            Ok(Err(HostError::Crashed(detail))) => {
+                return Err(ToolCallError::Crashed {
+                    tool: id.to_string(),
+                    detail,
+                });
+            }
             Err(CallError::Dropped { .. }) => {
                 return Err(ToolCallError::Crashed {
                     tool: id.to_string(),
+                    detail: "the tool's host actor failed".into(),
                 });
             }
             Err(CallError::Timeout { .. }) => return Err(timed_out()),
@@ -645,6 +1270,7 @@ enum HostMsg {
 
 enum HostError {
     Failed(String),
+    Crashed(String),
     TimedOut,
 }
 
@@ -682,7 +1308,9 @@ impl Worker for HostWorker {
             match tokio::time::timeout(self.timeout, self.implementation.call(args, &call_ctx))
                 .await
             {
-                Ok(r) => r.map_err(HostError::Failed),
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(ToolFailure::Failed(m))) => Err(HostError::Failed(m)),
+                Ok(Err(ToolFailure::Crashed(m))) => Err(HostError::Crashed(m)),
                 Err(_) => Err(HostError::TimedOut),
             };
         ctx.reply(reply, result);

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use aios_actors::records::Records;
 use aios_actors::tools::{
-    CallContext, Grant, ToolCallError, ToolImpl, ToolManifest, ToolRegistry, ToolRequirement,
-    ToolService,
+    CallContext, Grant, ToolCallError, ToolFailure, ToolImpl, ToolManifest, ToolRegistry,
+    ToolRequirement, ToolService,
 };
 use aios_supervisor::snapshot::{SledStore, Snapshots};
 use aios_supervisor::{Strategy, SupervisorSpec, TreeEnv, start_root};
@@ -21,7 +21,7 @@ struct Echo {
 
 #[async_trait::async_trait]
 impl ToolImpl for Echo {
-    async fn call(&self, args: Value, _: &CallContext) -> Result<Value, String> {
+    async fn call(&self, args: Value, _: &CallContext) -> Result<Value, ToolFailure> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if args["panic"] == true {
             panic!("asked to panic");
@@ -79,7 +79,9 @@ async fn validation_grants_cache_crashes_timeouts_and_usage() {
     let registry = ToolRegistry::open(Records::new(snapshots))
         .await
         .expect("registry");
-    let service = ToolService::new(registry, tools_sup);
+    let service = ToolService::open(registry, tools_sup)
+        .await
+        .expect("service");
     let echo = Arc::new(Echo {
         calls: AtomicU64::new(0),
     });
@@ -91,11 +93,14 @@ async fn validation_grants_cache_crashes_timeouts_and_usage() {
         .install(manifest("risky", false), echo.clone())
         .await
         .expect("install risky");
-    service.grant(Grant {
-        agent: Some("alice".into()),
-        tools: vec!["*".into()],
-        ..Grant::default()
-    });
+    service
+        .grant(Grant {
+            agent: Some("alice".into()),
+            tools: vec!["*".into()],
+            ..Grant::default()
+        })
+        .await
+        .expect("grant");
     let echo_req = ToolRequirement::parse("echo@^1").expect("req");
     let risky = ToolRequirement::parse("risky").expect("req");
 
@@ -179,7 +184,7 @@ async fn validation_grants_cache_crashes_timeouts_and_usage() {
 
     // Uninstalling stops the version: it is no longer found.
     service
-        .uninstall("risky", &semver::Version::new(1, 0, 0), &[])
+        .uninstall("risky", &semver::Version::new(1, 0, 0))
         .await
         .expect("uninstall");
     assert!(matches!(
@@ -235,10 +240,12 @@ async fn built_in_tools_files_web_fetch_memory_and_examples() {
     )
     .await
     .expect("memory");
-    let service = ToolService::new(
+    let service = ToolService::open(
         ToolRegistry::open(records).await.expect("registry"),
         tools_sup,
-    );
+    )
+    .await
+    .expect("service");
 
     // A tiny HTTP server on 127.0.0.1.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -281,11 +288,14 @@ async fn built_in_tools_files_web_fetch_memory_and_examples() {
         .install(search_m, search)
         .await
         .expect("memory_search");
-    service.grant(Grant {
-        role: Some("executor".into()),
-        tools: vec!["*".into()],
-        ..Grant::default()
-    });
+    service
+        .grant(Grant {
+            role: Some("executor".into()),
+            tools: vec!["*".into()],
+            ..Grant::default()
+        })
+        .await
+        .expect("grant");
     let r = |s: &str| ToolRequirement::parse(s).expect("req");
     let me = ctx("bob");
 
@@ -372,6 +382,126 @@ async fn built_in_tools_files_web_fetch_memory_and_examples() {
     let outcomes = service.run_examples(&r("files")).await.expect("examples");
     assert_eq!(outcomes.len(), 2);
     assert!(outcomes.iter().all(|o| o.passed), "{outcomes:?}");
+    root.shutdown(Duration::from_secs(10))
+        .await
+        .expect("shutdown");
+}
+
+/// Answers with its version, to tell versions apart.
+struct Versioned(&'static str);
+
+#[async_trait::async_trait]
+impl ToolImpl for Versioned {
+    async fn call(&self, _: Value, _: &CallContext) -> Result<Value, ToolFailure> {
+        Ok(json!({"echo": self.0}))
+    }
+}
+
+#[tokio::test]
+async fn agents_pin_plugin_tool_versions_and_grants_are_persisted() {
+    use aios_actors::agent::tools::{ToolBox, ToolContext, ToolError};
+    let snapshots = Snapshots::new(Arc::new(SledStore::temporary().expect("store")));
+    let root = start_root(
+        SupervisorSpec::new("root", Strategy::OneForOne),
+        TreeEnv::new(Some(snapshots.clone())),
+    )
+    .await
+    .expect("root");
+    let tools_sup = root
+        .supervisor()
+        .start_supervisor(SupervisorSpec::dynamic("tools"))
+        .await
+        .expect("tools supervisor");
+    let service = ToolService::open(
+        ToolRegistry::open(Records::new(snapshots.clone()))
+            .await
+            .expect("registry"),
+        tools_sup.clone(),
+    )
+    .await
+    .expect("service");
+    for (version, answer) in [("1.2.0", "v1"), ("2.0.0", "v2")] {
+        let mut m = manifest("lookup", false);
+        m.version = semver::Version::parse(version).expect("version");
+        service
+            .install(m, Arc::new(Versioned(answer)))
+            .await
+            .expect("install");
+    }
+    let grant = Grant {
+        tenant: Some("acme".into()),
+        tools: vec!["lookup".into()],
+        ..Grant::default()
+    };
+    service.grant(grant.clone()).await.expect("grant");
+    service.grant(grant.clone()).await.expect("granted twice");
+    assert_eq!(service.grants(), vec![grant.clone()], "no duplicate");
+    assert!(
+        service
+            .grant(Grant {
+                tools: vec![],
+                ..Grant::default()
+            })
+            .await
+            .is_err(),
+        "a grant with no tools is refused"
+    );
+
+    let toolbox = ToolBox::default().with_plugins(service.clone());
+    let tctx = ToolContext {
+        tenant: "acme".into(),
+        role: "executor".into(),
+        ..ToolContext::default()
+    };
+    let call = |allowed: &'static str| {
+        let toolbox = toolbox.clone();
+        let tctx = tctx.clone();
+        async move {
+            toolbox
+                .call(&[allowed.to_string()], "lookup", r#"{"msg": "x"}"#, &tctx)
+                .await
+        }
+    };
+    // Unpinned: the newest version; pinned: the newest matching version.
+    assert_eq!(call("lookup").await.expect("newest"), r#"{"echo":"v2"}"#);
+    assert_eq!(
+        call("lookup@^1.2").await.expect("pinned"),
+        r#"{"echo":"v1"}"#
+    );
+    assert!(matches!(
+        call("lookup@^3").await,
+        Err(ToolError::NotAvailable(_))
+    ));
+    assert_eq!(toolbox.specs(&["lookup@^1".into()]).len(), 1);
+    // The pin is also what protects the version from removal.
+    service.set_agent_needs(Arc::new(|| {
+        vec![(
+            "researcher".to_string(),
+            ToolRequirement::parse("lookup@^1.2").expect("req"),
+        )]
+    }));
+    let refused = service
+        .uninstall("lookup", &semver::Version::new(1, 2, 0))
+        .await
+        .expect_err("still needed");
+    assert!(refused.to_string().contains("researcher"), "{refused}");
+    service
+        .uninstall("lookup", &semver::Version::new(2, 0, 0))
+        .await
+        .expect("2.0.0 is not needed");
+
+    // Grants come back when the service is opened again on the same store.
+    let again = ToolService::open(
+        ToolRegistry::open(Records::new(snapshots))
+            .await
+            .expect("registry"),
+        tools_sup,
+    )
+    .await
+    .expect("service");
+    assert_eq!(again.grants(), vec![grant.clone()]);
+    assert!(again.revoke(&grant).await.expect("revoke"));
+    assert!(again.grants().is_empty());
     root.shutdown(Duration::from_secs(10))
         .await
         .expect("shutdown");
