@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 mod config;
+pub mod daemon;
 mod node;
 
 pub use crate::config::{BUFFERED_FLUSH_EVERY_MAX, RuntimeConfig};

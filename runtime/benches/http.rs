@@ -1,0 +1,244 @@
+//! `BENCH http` and `BENCH http_security_cost`: a release `aiosd` on 127.0.0.1 under load from
+//! a keep-alive HTTP/1.1 load generator in this process, for two routes:
+//! `get_agents` (GET `/v1/agents`, 10 agents) and `post_message` (POST a message to an agent
+//! backed by the offline scripted model; each connection rotates over its own sessions).
+//! Each route runs with security on (API key, rate limit set high, audit of the POSTs) and
+//! then off (`insecure_no_auth`), in the same run; the cost line is rps on / rps off.
+//!
+//! `AIOS_BENCH_HTTP_SECS` (default 4) sets the seconds per case, `AIOS_BENCH_HTTP_CONNS`
+//! (default 32) the connections.
+
+#[path = "../../benches/common/mod.rs"]
+mod common;
+
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+
+use common::{bench_line, env_count, fmt0, fmt2};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const AIOSD: &str = env!("CARGO_BIN_EXE_aiosd");
+const ADMIN: &str = "aios_00112233aabb_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZ";
+
+struct Server {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(secure: bool) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("aiosd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ninsecure_no_auth = {}\n[rate_limit]\nrequests_per_s = 10000000\nburst = 10000000\n",
+            !secure
+        ),
+    )
+    .expect("config");
+    let mut child = std::process::Command::new(AIOSD)
+        .args(["--config", config.to_str().expect("path")])
+        .args(["--data-dir", dir.path().join("data").to_str().expect("path")])
+        .env("AIOS_ADMIN_KEY", ADMIN)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn aiosd");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(out.read_line(&mut line).expect("read") > 0, "aiosd exited");
+        if let Some(url) = line.trim().strip_prefix("aiosd listening on http://") {
+            break url.to_string();
+        }
+    };
+    Server {
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
+/// One keep-alive connection sending requests one after another.
+struct Conn {
+    r: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: tokio::net::tcp::OwnedWriteHalf,
+    body: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> Self {
+        let s = TcpStream::connect(addr).await.expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        let (r, w) = s.into_split();
+        Self {
+            r: BufReader::new(r),
+            w,
+            body: Vec::new(),
+        }
+    }
+
+    /// Sends one request, reads the response; returns the status.
+    async fn send(&mut self, request: &[u8]) -> u16 {
+        self.w.write_all(request).await.expect("write");
+        let mut line = String::new();
+        self.r.read_line(&mut line).await.expect("status line");
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status");
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.r.read_line(&mut line).await.expect("header");
+            let h = line.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse().expect("length");
+            }
+        }
+        self.body.resize(len, 0);
+        self.r.read_exact(&mut self.body).await.expect("body");
+        status
+    }
+}
+
+fn request(method: &str, path: &str, secure: bool, body: &str) -> Vec<u8> {
+    let auth = if secure {
+        format!("authorization: Bearer {ADMIN}\r\n")
+    } else {
+        String::new()
+    };
+    let mut r = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n{auth}");
+    if !body.is_empty() {
+        r.push_str(&format!(
+            "content-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        ));
+    }
+    r.push_str("\r\n");
+    r.push_str(body);
+    r.into_bytes()
+}
+
+struct Outcome {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn load(addr: &str, secure: bool, route: &str, conns: usize, secs: u64) -> Outcome {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let addr = addr.to_string();
+        let route = route.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&addr).await;
+            let mut lat = Vec::new();
+            let get = request("GET", "/v1/agents", secure, "");
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let status = if route == "get_agents" {
+                    conn.send(&get).await
+                } else {
+                    // A fresh session every 20 turns keeps conversations short.
+                    let body = format!(
+                        r#"{{"content":"hello {n}","session":"c{c}-{}"}}"#,
+                        n / 20
+                    );
+                    conn.send(&request("POST", "/v1/agents/echo/messages", secure, &body))
+                        .await
+                };
+                assert_eq!(status, 200, "{route}: status {status}");
+                lat.push(t.elapsed());
+                n += 1;
+            }
+            lat
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("load task"));
+    }
+    let elapsed = started.elapsed();
+    let rps = all.len() as f64 / elapsed.as_secs_f64();
+    let p50 = common::quantile_us(&mut all, 0.5) / 1000.0;
+    let p99 = common::quantile_us(&mut all, 0.99) / 1000.0;
+    Outcome {
+        rps,
+        p50_ms: p50,
+        p99_ms: p99,
+    }
+}
+
+async fn setup(addr: &str, secure: bool) {
+    let mut conn = Conn::open(addr).await;
+    for i in 0..10 {
+        let name = if i == 0 {
+            "echo".to_string()
+        } else {
+            format!("agent{i}")
+        };
+        let body = format!(
+            r#"{{"name":"{name}","role":"executor","model":"scripted/demo","system_prompt":"Be brief."}}"#
+        );
+        let status = conn.send(&request("POST", "/v1/agents", secure, &body)).await;
+        assert_eq!(status, 201, "creating {name}");
+    }
+}
+
+fn main() {
+    let secs = env_count("AIOS_BENCH_HTTP_SECS", 4);
+    let conns = env_count("AIOS_BENCH_HTTP_CONNS", 32) as usize;
+    let rt = common::runtime();
+    for route in ["get_agents", "post_message"] {
+        let mut rps = [0.0f64; 2];
+        for (i, secure) in [true, false].into_iter().enumerate() {
+            let server = start(secure);
+            let out = rt.block_on(async {
+                setup(&server.addr, secure).await;
+                // Warm-up.
+                load(&server.addr, secure, route, conns, 1).await;
+                load(&server.addr, secure, route, conns, secs).await
+            });
+            rps[i] = out.rps;
+            bench_line(
+                "http",
+                &[
+                    ("route", route.to_string()),
+                    ("security", if secure { "on" } else { "off" }.to_string()),
+                    ("rps", fmt0(out.rps)),
+                    ("p50_ms", fmt2(out.p50_ms)),
+                    ("p99_ms", fmt2(out.p99_ms)),
+                    ("conns", conns.to_string()),
+                ],
+            );
+            drop(server);
+        }
+        bench_line(
+            "http_security_cost",
+            &[
+                ("route", route.to_string()),
+                ("ratio", fmt2(rps[0] / rps[1])),
+            ],
+        );
+    }
+}

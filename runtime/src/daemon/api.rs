@@ -1,0 +1,721 @@
+//! The `/v1` routes. Every route goes through [`Api::route`] with the least role it needs;
+//! [`routes`] is the whole table. Agents and memory namespaces are tenant-scoped by name: the
+//! API name `writer` of tenant `acme` is the node's agent `acme.writer`, so one tenant can
+//! neither see nor touch another's. Node-wide resources (the actor tree, tool installation,
+//! MCP servers, recent errors, audit verification) belong to the operator tenant
+//! ([`OPERATOR_TENANT`]).
+
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use aios_actors::agent::{AgentDef, AgentError, RegistryError, Task};
+use aios_actors::memory::{MemoryError, MemoryFilter, NamespaceSpec, NewMemory, SearchRequest};
+use aios_actors::protocol::AgentId;
+use aios_actors::tools::{McpServerConfig, ToolRegistryError, ToolRequirement};
+
+use super::audit::AuditQuery;
+use super::http::{Api, ApiJson, Problem, Shared};
+use super::keys::{KeyError, OPERATOR_TENANT, Principal, Role};
+
+type ApiResult = Result<Response, Problem>;
+
+/// Every `/v1` route.
+pub fn routes() -> Api {
+    use Method as M;
+    use Role::{Admin, Operator, Viewer};
+    Api::new()
+        .route(M::GET, "/v1/status", Viewer, status)
+        .route(M::GET, "/v1/tree", Viewer, tree)
+        .route(M::POST, "/v1/tree/restart", Operator, tree_restart)
+        .route(M::GET, "/v1/errors", Operator, recent_errors)
+        .route(M::GET, "/v1/agents", Viewer, agents_list)
+        .route(M::POST, "/v1/agents", Operator, agents_create)
+        .route(M::GET, "/v1/agents/{name}", Viewer, agents_get)
+        .route(M::PUT, "/v1/agents/{name}", Operator, agents_update)
+        .route(M::DELETE, "/v1/agents/{name}", Operator, agents_delete)
+        .route(
+            M::POST,
+            "/v1/agents/{name}/messages",
+            Operator,
+            agents_message,
+        )
+        .route(M::GET, "/v1/tools", Viewer, tools_list)
+        .route(M::GET, "/v1/tools/usage", Viewer, tools_usage)
+        .route(M::POST, "/v1/tools/{name}/test", Operator, tools_test)
+        .route(M::GET, "/v1/mcp-servers", Viewer, mcp_list)
+        .route(M::POST, "/v1/mcp-servers", Admin, mcp_add)
+        .route(M::DELETE, "/v1/mcp-servers/{name}", Admin, mcp_remove)
+        .route(M::GET, "/v1/memory/namespaces", Viewer, ns_list)
+        .route(M::POST, "/v1/memory/namespaces", Operator, ns_create)
+        .route(
+            M::POST,
+            "/v1/memory/namespaces/{ns}/items",
+            Operator,
+            mem_upsert,
+        )
+        .route(
+            M::POST,
+            "/v1/memory/namespaces/{ns}/search",
+            Viewer,
+            mem_search,
+        )
+        .route(
+            M::DELETE,
+            "/v1/memory/namespaces/{ns}/items/{id}",
+            Operator,
+            mem_delete,
+        )
+        .route(M::GET, "/v1/costs", Viewer, costs)
+        .route(M::GET, "/v1/keys", Admin, keys_list)
+        .route(M::POST, "/v1/keys", Admin, keys_create)
+        .route(M::POST, "/v1/keys/{id}/rotate", Admin, keys_rotate)
+        .route(M::DELETE, "/v1/keys/{id}", Admin, keys_revoke)
+        .route(M::GET, "/v1/audit", Admin, audit_query)
+        .route(M::GET, "/v1/audit/verify", Admin, audit_verify)
+}
+
+fn ok(v: Value) -> ApiResult {
+    Ok(axum::Json(v).into_response())
+}
+
+fn created(v: Value) -> ApiResult {
+    Ok((StatusCode::CREATED, axum::Json(v)).into_response())
+}
+
+/// Node-wide resources are for the operator tenant only.
+fn operator_tenant(p: &Principal) -> Result<(), Problem> {
+    if p.tenant == OPERATOR_TENANT {
+        Ok(())
+    } else {
+        Err(Problem::forbidden(format!(
+            "this is node-wide; only keys of the {OPERATOR_TENANT:?} tenant may use it"
+        )))
+    }
+}
+
+/// The node's name for a tenant's `name`.
+fn scoped(p: &Principal, name: &str) -> Result<String, Problem> {
+    aios_actors::agent::validate_name(name).map_err(Problem::bad_request)?;
+    let full = format!("{}.{name}", p.tenant);
+    if full.len() > 64 {
+        return Err(Problem::bad_request(format!(
+            "name {name:?} is too long: with the tenant it must fit in 64 characters"
+        )));
+    }
+    Ok(full)
+}
+
+/// The tenant's name for a node name, if it is the tenant's.
+fn unscoped<'a>(p: &Principal, full: &'a str) -> Option<&'a str> {
+    full.strip_prefix(p.tenant.as_str())?.strip_prefix('.')
+}
+
+fn registry_problem(e: RegistryError) -> Problem {
+    match e {
+        RegistryError::Invalid(m) => Problem::bad_request(m),
+        RegistryError::Exists(_) => Problem::conflict(e.to_string()),
+        RegistryError::NotFound(_) => Problem::not_found(e.to_string()),
+        RegistryError::Full => Problem::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
+        other => Problem::internal(other),
+    }
+}
+
+fn memory_problem(e: MemoryError) -> Problem {
+    match e {
+        MemoryError::Invalid(_) | MemoryError::ModelMismatch(_) => {
+            Problem::bad_request(e.to_string())
+        }
+        MemoryError::NamespaceNotFound(_) => Problem::not_found(e.to_string()),
+        MemoryError::NamespaceExists(_) => Problem::conflict(e.to_string()),
+        MemoryError::QuotaExceeded(_) => {
+            Problem::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
+        }
+        MemoryError::Unavailable(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        other => Problem::internal(other),
+    }
+}
+
+fn tools_problem(e: ToolRegistryError) -> Problem {
+    match e {
+        ToolRegistryError::NotFound(_) => Problem::not_found(e.to_string()),
+        ToolRegistryError::Exists(_) | ToolRegistryError::InUse { .. } => {
+            Problem::conflict(e.to_string())
+        }
+        ToolRegistryError::Unavailable(_) => Problem::new(StatusCode::BAD_GATEWAY, e.to_string()),
+        ToolRegistryError::Store(_) => Problem::internal(e),
+        other => Problem::bad_request(other.to_string()),
+    }
+}
+
+fn key_problem(e: KeyError) -> Problem {
+    match e {
+        KeyError::Invalid(m) => Problem::bad_request(m),
+        KeyError::NotFound(_) => Problem::not_found(e.to_string()),
+        KeyError::Full => Problem::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
+        KeyError::Store(_) => Problem::internal(e),
+    }
+}
+
+fn agent_problem(e: AgentError) -> Problem {
+    let status = match e.kind().as_str() {
+        "not_found" => StatusCode::NOT_FOUND,
+        "invalid" => StatusCode::BAD_REQUEST,
+        "limit_exceeded" => StatusCode::UNPROCESSABLE_ENTITY,
+        "deadline_exceeded" => StatusCode::GATEWAY_TIMEOUT,
+        "unavailable" | "rate_limited" => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    Problem::new(status, e.to_string())
+}
+
+async fn status(State(s): State<Shared>) -> ApiResult {
+    ok(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": s.started.elapsed().as_secs(),
+        "running": s.rt.is_running(),
+        "actors": s.rt.registry().len(),
+        "agents_active": s.rt.agent_system().active_count(),
+    }))
+}
+
+async fn tree(State(s): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult {
+    operator_tenant(&p)?;
+    let mut groups = serde_json::Map::new();
+    for (name, sup) in [
+        ("services", s.rt.services()),
+        ("memory", s.rt.memory()),
+        ("tools", s.rt.tools()),
+        ("agents", s.rt.agents()),
+        ("runs", s.rt.runs()),
+    ] {
+        let children = sup.which_children().await.map_err(Problem::internal)?;
+        groups.insert(
+            name.into(),
+            serde_json::to_value(children).map_err(Problem::internal)?,
+        );
+    }
+    ok(Value::Object(groups))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartBody {
+    /// `agents/echo`: the supervisor's path, a slash, the child's id.
+    path: String,
+}
+
+async fn tree_restart(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    ApiJson(body): ApiJson<RestartBody>,
+) -> ApiResult {
+    operator_tenant(&p)?;
+    let (parent, id) = body
+        .path
+        .rsplit_once('/')
+        .ok_or_else(|| Problem::bad_request("path must be <supervisor>/<child>"))?;
+    let sup =
+        s.rt.registry()
+            .lookup_supervisor(parent)
+            .ok_or_else(|| Problem::not_found(format!("no supervisor {parent:?}")))?;
+    let info = sup
+        .restart_child(id)
+        .await
+        .map_err(|e| Problem::not_found(e.to_string()))?;
+    ok(serde_json::to_value(info).map_err(Problem::internal)?)
+}
+
+async fn recent_errors(State(s): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult {
+    operator_tenant(&p)?;
+    let errors: Vec<_> = s
+        .errors
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .cloned()
+        .collect();
+    ok(json!({ "errors": errors }))
+}
+
+fn def_view(p: &Principal, def: &AgentDef, version: Option<u32>) -> Value {
+    let mut v = serde_json::to_value(def).unwrap_or(Value::Null);
+    if let Some(name) = unscoped(p, &def.name) {
+        v["name"] = json!(name);
+    }
+    if let Some(version) = version {
+        v["version"] = json!(version);
+    }
+    v
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    /// Continue after this name.
+    after: Option<String>,
+    /// At most this many (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+async fn agents_list(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Query(page): Query<Page>,
+) -> ApiResult {
+    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+    let mut defs: Vec<_> =
+        s.rt.agent_system()
+            .registry()
+            .list()
+            .into_iter()
+            .filter(|d| {
+                unscoped(&p, &d.name)
+                    .is_some_and(|n| page.after.as_ref().is_none_or(|a| n > a.as_str()))
+            })
+            .collect();
+    defs.sort_by(|a, b| a.name.cmp(&b.name));
+    let more = defs.len() > limit;
+    defs.truncate(limit);
+    let next = more
+        .then(|| {
+            defs.last()
+                .and_then(|d| unscoped(&p, &d.name))
+                .map(str::to_string)
+        })
+        .flatten();
+    let items: Vec<Value> = defs.iter().map(|d| def_view(&p, d, None)).collect();
+    ok(json!({ "items": items, "next": next }))
+}
+
+async fn agents_create(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    ApiJson(mut def): ApiJson<AgentDef>,
+) -> ApiResult {
+    def.name = scoped(&p, &def.name)?;
+    let version =
+        s.rt.agent_system()
+            .registry()
+            .create(def.clone())
+            .await
+            .map_err(registry_problem)?;
+    created(def_view(&p, &def, Some(version)))
+}
+
+async fn agents_get(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let full = scoped(&p, &name)?;
+    let (version, def) =
+        s.rt.agent_system()
+            .registry()
+            .current(&full)
+            .ok_or_else(|| Problem::not_found(format!("agent {name:?} not found")))?;
+    ok(def_view(&p, &def, Some(version)))
+}
+
+async fn agents_update(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    ApiJson(mut def): ApiJson<AgentDef>,
+) -> ApiResult {
+    if def.name != name {
+        return Err(Problem::bad_request(format!(
+            "the body names agent {:?}, the path {name:?}",
+            def.name
+        )));
+    }
+    def.name = scoped(&p, &name)?;
+    let version =
+        s.rt.agent_system()
+            .registry()
+            .update(def.clone())
+            .await
+            .map_err(registry_problem)?;
+    ok(def_view(&p, &def, Some(version)))
+}
+
+async fn agents_delete(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let full = scoped(&p, &name)?;
+    s.rt.agent_system()
+        .delete_agent(&full)
+        .await
+        .map_err(registry_problem)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageBody {
+    /// The message.
+    content: String,
+    /// A session: the agent keeps a separate conversation per session.
+    #[serde(default)]
+    session: Option<String>,
+}
+
+async fn agents_message(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<MessageBody>,
+) -> ApiResult {
+    let full = scoped(&p, &name)?;
+    if body.content.trim().is_empty() {
+        return Err(Problem::bad_request("content: must not be empty"));
+    }
+    if body.content.len() > 256 * 1024 {
+        return Err(Problem::bad_request("content: at most 256 KiB"));
+    }
+    if let Some(session) = &body.session {
+        aios_actors::agent::validate_name(session)
+            .map_err(|e| Problem::bad_request(format!("session: {e}")))?;
+    }
+    if s.rt.agent_system().registry().get(&full).is_none() {
+        return Err(Problem::not_found(format!("agent {name:?} not found")));
+    }
+    let key = body.session.clone().unwrap_or_else(|| "main".into());
+    let mut task = Task::new(body.content);
+    task.tenant = p.tenant.clone();
+    task.session = body.session;
+    let out =
+        s.rt.agent_system()
+            .ask(&AgentId::new(full, key), task)
+            .await
+            .map_err(agent_problem)?;
+    ok(json!({
+        "text": out.text,
+        "steps": out.steps,
+        "tool_calls": out.tool_calls,
+        "usage": out.usage,
+        "cost_usd": out.cost_nanos as f64 / 1e9,
+    }))
+}
+
+async fn tools_list(State(s): State<Shared>) -> ApiResult {
+    let tools: Vec<Value> =
+        s.rt.tool_service()
+            .registry()
+            .list()
+            .iter()
+            .map(|m| {
+                json!({
+                    "name": m.name,
+                    "version": m.version.to_string(),
+                    "description": m.description,
+                    "capabilities": m.capabilities,
+                    "pure": m.pure,
+                    "input_schema": m.input_schema,
+                })
+            })
+            .collect();
+    ok(json!({ "items": tools }))
+}
+
+async fn tools_usage(State(s): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult {
+    let items: Vec<Value> =
+        s.rt.tool_service()
+            .usage()
+            .into_iter()
+            .filter_map(|((tool, agent), u)| {
+                unscoped(&p, &agent).map(|a| json!({"tool": tool, "agent": a, "usage": u}))
+            })
+            .collect();
+    ok(json!({ "items": items }))
+}
+
+async fn tools_test(State(s): State<Shared>, Path(name): Path<String>) -> ApiResult {
+    let req = ToolRequirement::parse(&name).map_err(Problem::bad_request)?;
+    let outcomes =
+        s.rt.tool_service()
+            .run_examples(&req)
+            .await
+            .map_err(|e| Problem::not_found(e.to_string()))?;
+    let passed = outcomes.iter().all(|o| o.passed);
+    ok(json!({ "passed": passed, "examples": outcomes }))
+}
+
+async fn mcp_list(State(s): State<Shared>) -> ApiResult {
+    ok(json!({ "items": s.rt.tool_service().mcp_servers() }))
+}
+
+async fn mcp_add(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    ApiJson(config): ApiJson<McpServerConfig>,
+) -> ApiResult {
+    operator_tenant(&p)?;
+    let tools =
+        s.rt.tool_service()
+            .add_mcp_server(config)
+            .await
+            .map_err(tools_problem)?;
+    created(json!({ "tools": tools }))
+}
+
+async fn mcp_remove(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    operator_tenant(&p)?;
+    s.rt.tool_service()
+        .remove_mcp_server(&name)
+        .await
+        .map_err(tools_problem)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn ns_list(State(s): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult {
+    let items: Vec<Value> =
+        s.rt.memory_store()
+            .namespaces()
+            .into_iter()
+            .filter_map(|ns| {
+                let name = unscoped(&p, &ns.name)?.to_string();
+                let mut v = serde_json::to_value(&ns).ok()?;
+                v["name"] = json!(name);
+                Some(v)
+            })
+            .collect();
+    ok(json!({ "items": items }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceBody {
+    name: String,
+    #[serde(default)]
+    shards: Option<u32>,
+}
+
+async fn ns_create(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    ApiJson(body): ApiJson<NamespaceBody>,
+) -> ApiResult {
+    let full = scoped(&p, &body.name)?;
+    let info =
+        s.rt.memory_store()
+            .create_namespace(NamespaceSpec::new(full, body.shards.unwrap_or(1)))
+            .await
+            .map_err(memory_problem)?;
+    let mut v = serde_json::to_value(&info).map_err(Problem::internal)?;
+    v["name"] = json!(body.name);
+    created(v)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemsBody {
+    items: Vec<ItemBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemBody {
+    text: String,
+    #[serde(default)]
+    importance: Option<f32>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+async fn mem_upsert(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(ns): Path<String>,
+    ApiJson(body): ApiJson<ItemsBody>,
+) -> ApiResult {
+    let full = scoped(&p, &ns)?;
+    let items = body
+        .items
+        .into_iter()
+        .map(|i| {
+            let mut m = NewMemory::text(i.text);
+            if let Some(imp) = i.importance {
+                m.meta.importance = imp;
+            }
+            m.meta.tags = i.tags;
+            m
+        })
+        .collect();
+    let ids =
+        s.rt.memory_store()
+            .remember(&full, items)
+            .await
+            .map_err(memory_problem)?;
+    created(json!({ "ids": ids }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchBody {
+    query: String,
+    #[serde(default = "default_k")]
+    k: usize,
+}
+
+fn default_k() -> usize {
+    5
+}
+
+async fn mem_search(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(ns): Path<String>,
+    ApiJson(body): ApiJson<SearchBody>,
+) -> ApiResult {
+    let full = scoped(&p, &ns)?;
+    let result =
+        s.rt.memory_store()
+            .search(&full, SearchRequest::text(body.query, body.k))
+            .await
+            .map_err(memory_problem)?;
+    ok(serde_json::to_value(result).map_err(Problem::internal)?)
+}
+
+async fn mem_delete(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path((ns, id)): Path<(String, u64)>,
+) -> ApiResult {
+    let full = scoped(&p, &ns)?;
+    let n =
+        s.rt.memory_store()
+            .forget(&full, vec![id], MemoryFilter::default())
+            .await
+            .map_err(memory_problem)?;
+    if n == 0 {
+        return Err(Problem::not_found(format!("no item {id} in {ns}")));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn costs(State(s): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult {
+    use aios_actors::cost::CostScope;
+    let ledger = s.rt.costs();
+    let tenant = ledger.totals(&CostScope::Tenant(p.tenant.clone()));
+    let agents: Vec<Value> = ledger
+        .list(&CostScope::Agent(String::new()))
+        .into_iter()
+        .filter_map(|(scope, t)| match scope {
+            CostScope::Agent(a) => {
+                unscoped(&p, &a).map(|n| json!({"agent": n, "totals": t, "cost_usd": t.cost_usd()}))
+            }
+            _ => None,
+        })
+        .collect();
+    ok(json!({
+        "tenant": p.tenant,
+        "totals": tenant,
+        "cost_usd": tenant.cost_usd(),
+        "agents": agents,
+        "requests_today": s.quotas.used(&p.tenant),
+    }))
+}
+
+async fn keys_list(State(s): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult {
+    ok(json!({ "items": s.keys.list(Some(&p.tenant)) }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKeyBody {
+    #[serde(default)]
+    name: String,
+    role: Role,
+    /// Another tenant (operator-tenant admins only).
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    expires_ms: Option<u64>,
+}
+
+async fn keys_create(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    ApiJson(body): ApiJson<NewKeyBody>,
+) -> ApiResult {
+    let tenant = body.tenant.unwrap_or_else(|| p.tenant.clone());
+    if tenant != p.tenant {
+        operator_tenant(&p)?;
+    }
+    let new = s
+        .keys
+        .create(&body.name, body.role, &tenant, body.expires_ms)
+        .await
+        .map_err(key_problem)?;
+    created(json!({ "key": new.info, "secret": new.secret }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    /// How long the old key keeps working (default 24 h).
+    #[serde(default)]
+    overlap_ms: Option<u64>,
+}
+
+async fn keys_rotate(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    // The body is optional.
+    let body: RotateBody = if body.is_empty() {
+        RotateBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| Problem::bad_request(format!("body: {e}")))?
+    };
+    let overlap = body.overlap_ms.unwrap_or(24 * 3600 * 1000);
+    let new = s
+        .keys
+        .rotate(&id, Some(&p.tenant), overlap)
+        .await
+        .map_err(key_problem)?;
+    created(json!({ "key": new.info, "secret": new.secret }))
+}
+
+async fn keys_revoke(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let info = s
+        .keys
+        .revoke(&id, Some(&p.tenant))
+        .await
+        .map_err(key_problem)?;
+    ok(serde_json::to_value(info).map_err(Problem::internal)?)
+}
+
+async fn audit_query(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Query(mut q): Query<AuditQuery>,
+) -> ApiResult {
+    if p.tenant != OPERATOR_TENANT {
+        q.tenant = Some(p.tenant.clone());
+    }
+    let (items, next) = s.audit.query(&q).await.map_err(Problem::internal)?;
+    ok(json!({ "items": items, "next": next }))
+}
+
+async fn audit_verify(State(s): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult {
+    operator_tenant(&p)?;
+    let report = s.audit.verify().await.map_err(Problem::internal)?;
+    ok(serde_json::to_value(report).map_err(Problem::internal)?)
+}

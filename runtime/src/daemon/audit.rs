@@ -1,0 +1,419 @@
+//! The audit log: append-only and hash-chained in the node's store. Entry `n` holds
+//! `hash = SHA-256(prev_hash ‖ canonical JSON of the entry without its hash)`, where
+//! `prev_hash` is entry `n−1`'s hash (zeros for the first). [`AuditLog::verify`] recomputes the
+//! chain, so a changed entry, a removed one (a gap in the sequence) or a re-linked chain is
+//! found, with the sequence number where it breaks.
+//!
+//! Appends are ordered under one lock (sequence number, previous hash, insert) and made
+//! durable after it with the store's group commit, so concurrent requests share fsyncs, and
+//! any entry that is on disk has every earlier entry on disk too.
+
+use std::sync::Arc;
+
+use aios_actors::records::Records;
+use aios_supervisor::snapshot::Durability;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+const PREFIX: &str = "audit/";
+/// The last entry's sequence number and hash, so removing entries at the end is found.
+const HEAD_KEY: &str = "auditlog-head";
+/// Entries returned by one query at most.
+pub const AUDIT_PAGE_MAX: usize = 1000;
+
+/// One audited event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// Unix ms.
+    pub at_ms: u64,
+    /// The request id (`x-request-id`).
+    pub request_id: String,
+    /// The key that made the request (empty when authentication failed).
+    pub key_id: String,
+    /// The tenant (empty when unknown).
+    pub tenant: String,
+    /// What was done: `POST /v1/agents`, `auth_failed`, `tool_denied`, …
+    pub action: String,
+    /// What it was done to (path, tool, key id).
+    pub target: String,
+    /// `ok`, `denied`, `failed`, or an HTTP status.
+    pub outcome: String,
+    /// More detail.
+    pub detail: String,
+    /// The previous entry's hash, hex.
+    pub prev_hash: String,
+    /// This entry's hash, hex.
+    pub hash: String,
+}
+
+/// What an append records (the log fills in the sequence, time and hashes).
+#[derive(Clone, Debug, Default)]
+pub struct AuditEvent {
+    /// The request id.
+    pub request_id: String,
+    /// The key.
+    pub key_id: String,
+    /// The tenant.
+    pub tenant: String,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub target: String,
+    /// Outcome.
+    pub outcome: String,
+    /// Detail.
+    pub detail: String,
+}
+
+/// A query: entries after `after` (a sequence number) matching every given field.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only after this sequence number (the cursor).
+    pub after: Option<u64>,
+    /// At most this many (default 100, at most [`AUDIT_PAGE_MAX`]).
+    pub limit: Option<usize>,
+    /// Only this tenant (forced to the caller's own).
+    pub tenant: Option<String>,
+    /// Only this key.
+    pub key_id: Option<String>,
+    /// Only actions starting with this.
+    pub action: Option<String>,
+    /// Only this outcome.
+    pub outcome: Option<String>,
+}
+
+/// Where the chain breaks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// Entries checked.
+    pub checked: u64,
+    /// Whether the chain is intact.
+    pub ok: bool,
+    /// The first entry that does not verify, and why.
+    pub broken_at: Option<u64>,
+    /// Why.
+    pub problem: Option<String>,
+}
+
+/// Why an audit operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("audit log: {0}")]
+pub struct AuditError(pub String);
+
+struct Head {
+    seq: u64,
+    hash: [u8; 32],
+}
+
+/// The audit log of a daemon. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    records: Records,
+    head: Arc<tokio::sync::Mutex<Head>>,
+}
+
+fn key(seq: u64) -> String {
+    format!("{PREFIX}{seq:020}")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn entry_hash(prev: &str, e: &AuditEntry) -> Result<[u8; 32], AuditError> {
+    let mut unsigned = e.clone();
+    unsigned.hash.clear();
+    let body = serde_json::to_vec(&unsigned).map_err(|x| AuditError(x.to_string()))?;
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(&body);
+    Ok(h.finalize().into())
+}
+
+fn err(e: impl std::fmt::Display) -> AuditError {
+    AuditError(e.to_string())
+}
+
+impl AuditLog {
+    /// Opens the log, finding its head.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn open(records: Records) -> Result<Self, AuditError> {
+        // The head record names the last entry; without one (a new log) the chain is empty.
+        let head = match records.get::<(u64, String)>(HEAD_KEY).await.map_err(err)? {
+            Some((seq, hash_hex)) => {
+                let mut hash = [0u8; 32];
+                for (i, b) in hash.iter_mut().enumerate() {
+                    *b = hash_hex
+                        .get(i * 2..i * 2 + 2)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| AuditError(format!("{HEAD_KEY}: bad hash")))?;
+                }
+                Head { seq, hash }
+            }
+            None => Head {
+                seq: 0,
+                hash: [0u8; 32],
+            },
+        };
+        Ok(Self {
+            records,
+            head: Arc::new(tokio::sync::Mutex::new(head)),
+        })
+    }
+
+    /// Appends an entry; returns once it is durable.
+    ///
+    /// # Errors
+    /// Store failures (the entry is then not in the chain).
+    pub async fn append(&self, event: AuditEvent) -> Result<AuditEntry, AuditError> {
+        let entry = {
+            let mut head = self.head.lock().await;
+            let mut e = AuditEntry {
+                seq: head.seq + 1,
+                at_ms: aios_actors::protocol::unix_ms(),
+                request_id: event.request_id,
+                key_id: event.key_id,
+                tenant: event.tenant,
+                action: event.action,
+                target: event.target,
+                outcome: event.outcome,
+                detail: event.detail,
+                prev_hash: hex(&head.hash),
+                hash: String::new(),
+            };
+            let h = entry_hash(&e.prev_hash, &e)?;
+            e.hash = hex(&h);
+            self.records
+                .put(&key(e.seq), &e, Durability::Buffered)
+                .await
+                .map_err(err)?;
+            self.records
+                .put(HEAD_KEY, &(e.seq, e.hash.clone()), Durability::Buffered)
+                .await
+                .map_err(err)?;
+            head.seq = e.seq;
+            head.hash = h;
+            e
+        };
+        // Every earlier entry was inserted before this one, so this flush covers them too.
+        self.records.snapshots().flush().await.map_err(err)?;
+        Ok(entry)
+    }
+
+    /// Entries matching `query`, oldest first, and the cursor for the next page.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn query(
+        &self,
+        query: &AuditQuery,
+    ) -> Result<(Vec<AuditEntry>, Option<u64>), AuditError> {
+        let limit = query.limit.unwrap_or(100).clamp(1, AUDIT_PAGE_MAX);
+        let mut out = Vec::new();
+        let mut cursor = query.after.map(key);
+        // Scan at most 50 pages per query, so a rare filter cannot make it unbounded.
+        for _ in 0..50 {
+            let keys = self
+                .records
+                .keys_after(PREFIX, cursor.as_deref(), 512)
+                .await
+                .map_err(err)?;
+            let Some(last) = keys.last().cloned() else {
+                return Ok((out, None));
+            };
+            for k in keys {
+                let Some(e) = self.records.get::<AuditEntry>(&k).await.map_err(err)? else {
+                    continue;
+                };
+                let keep = query.tenant.as_ref().is_none_or(|t| &e.tenant == t)
+                    && query.key_id.as_ref().is_none_or(|t| &e.key_id == t)
+                    && query
+                        .action
+                        .as_ref()
+                        .is_none_or(|a| e.action.starts_with(a.as_str()))
+                    && query.outcome.as_ref().is_none_or(|o| &e.outcome == o);
+                if keep {
+                    let seq = e.seq;
+                    out.push(e);
+                    if out.len() == limit {
+                        return Ok((out, Some(seq)));
+                    }
+                }
+            }
+            cursor = Some(last);
+        }
+        let next = cursor.and_then(|k| k.trim_start_matches(PREFIX).parse().ok());
+        Ok((out, next))
+    }
+
+    /// Recomputes the whole chain.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
+        let mut prev = hex(&[0u8; 32]);
+        let mut expected_seq = 1u64;
+        let mut cursor: Option<String> = None;
+        let broken = |checked: u64, at: u64, problem: String| VerifyReport {
+            checked,
+            ok: false,
+            broken_at: Some(at),
+            problem: Some(problem),
+        };
+        loop {
+            let keys = self
+                .records
+                .keys_after(PREFIX, cursor.as_deref(), 1024)
+                .await
+                .map_err(err)?;
+            let Some(last) = keys.last().cloned() else {
+                break;
+            };
+            for k in keys {
+                let checked = expected_seq - 1;
+                let e = match self.records.get::<AuditEntry>(&k).await {
+                    Ok(Some(e)) => e,
+                    Ok(None) => continue,
+                    Err(x) => return Ok(broken(checked, expected_seq, format!("unreadable: {x}"))),
+                };
+                if k != key(e.seq) {
+                    return Ok(broken(
+                        checked,
+                        expected_seq,
+                        format!("{k} holds entry {}", e.seq),
+                    ));
+                }
+                if e.seq != expected_seq {
+                    return Ok(broken(
+                        checked,
+                        expected_seq,
+                        format!("entry {expected_seq} is missing (next is {})", e.seq),
+                    ));
+                }
+                if e.prev_hash != prev {
+                    return Ok(broken(
+                        checked,
+                        e.seq,
+                        "does not link to the previous entry".into(),
+                    ));
+                }
+                let h = hex(&entry_hash(&e.prev_hash, &e)?);
+                if h != e.hash {
+                    return Ok(broken(checked, e.seq, "its contents were changed".into()));
+                }
+                prev = h;
+                expected_seq += 1;
+            }
+            cursor = Some(last);
+        }
+        let head = self.head.lock().await;
+        if head.seq >= expected_seq {
+            return Ok(broken(
+                expected_seq - 1,
+                expected_seq,
+                format!("entries {expected_seq}..={} are missing", head.seq),
+            ));
+        }
+        Ok(VerifyReport {
+            checked: expected_seq - 1,
+            ok: true,
+            broken_at: None,
+            problem: None,
+        })
+    }
+
+    /// Overwrites an entry as stored, bypassing the chain: for tamper-detection tests only.
+    #[doc(hidden)]
+    pub async fn tamper(&self, entry: &AuditEntry) -> Result<(), AuditError> {
+        self.records
+            .put(&key(entry.seq), entry, Durability::Durable)
+            .await
+            .map_err(err)
+    }
+
+    /// Deletes an entry as stored, bypassing the chain: for tamper-detection tests only.
+    #[doc(hidden)]
+    pub async fn tamper_delete(&self, seq: u64) -> Result<(), AuditError> {
+        self.records.delete(&key(seq)).await.map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aios_supervisor::snapshot::{SledStore, Snapshots};
+
+    fn ev(action: &str, tenant: &str) -> AuditEvent {
+        AuditEvent {
+            action: action.into(),
+            tenant: tenant.into(),
+            outcome: "ok".into(),
+            ..AuditEvent::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_chain_verifies_and_finds_changes_and_removals() {
+        let snapshots = Snapshots::new(Arc::new(SledStore::temporary().unwrap()));
+        let log = AuditLog::open(Records::new(snapshots)).await.unwrap();
+        for i in 0..10 {
+            log.append(ev(
+                &format!("POST /v1/x{i}"),
+                if i % 2 == 0 { "a" } else { "b" },
+            ))
+            .await
+            .unwrap();
+        }
+        assert!(log.verify().await.unwrap().ok);
+        let (page, next) = log
+            .query(&AuditQuery {
+                tenant: Some("a".into()),
+                limit: Some(3),
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 3, 5]);
+        let (rest, _) = log
+            .query(&AuditQuery {
+                tenant: Some("a".into()),
+                after: next,
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(rest.iter().map(|e| e.seq).collect::<Vec<_>>(), [7, 9]);
+
+        // Reopened, the chain continues.
+        let log = AuditLog::open(log.records.clone()).await.unwrap();
+        let e = log.append(ev("DELETE /v1/y", "a")).await.unwrap();
+        assert_eq!(e.seq, 11);
+        assert!(log.verify().await.unwrap().ok);
+
+        let (all, _) = log.query(&AuditQuery::default()).await.unwrap();
+        let mut changed = all[3].clone();
+        changed.outcome = "denied".into();
+        log.tamper(&changed).await.unwrap();
+        let r = log.verify().await.unwrap();
+        assert_eq!((r.ok, r.broken_at), (false, Some(4)), "{r:?}");
+        log.tamper(&all[3]).await.unwrap();
+        assert!(log.verify().await.unwrap().ok);
+
+        log.tamper_delete(6).await.unwrap();
+        let r = log.verify().await.unwrap();
+        assert_eq!((r.ok, r.broken_at), (false, Some(6)), "{r:?}");
+        log.tamper(&all[5]).await.unwrap();
+        log.tamper_delete(11).await.unwrap();
+        let r = log.verify().await.unwrap();
+        assert_eq!(
+            (r.ok, r.broken_at),
+            (false, Some(11)),
+            "removing the last entry is found too"
+        );
+    }
+}

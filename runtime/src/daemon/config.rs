@@ -1,0 +1,380 @@
+//! `aiosd` configuration: a TOML file (`--config PATH`), then environment overrides
+//! (`AIOS_*`), then the flags `--data-dir` and `--listen`. Unknown keys are refused, and every
+//! problem names its key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aios_actors::llm::config::LlmConfig;
+use aios_actors::tools::McpServerConfig;
+use serde::Deserialize;
+
+/// Largest request body accepted, at most (the configured limit must stay below).
+pub const BODY_LIMIT_MAX: usize = 64 * 1024 * 1024;
+
+/// A configuration problem, with the key it is about.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("configuration: {key}: {problem}")]
+pub struct ConfigError {
+    /// The key (`limits.requests_per_s`), or the file for syntax errors.
+    pub key: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+fn bad<T>(key: &str, problem: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError {
+        key: key.into(),
+        problem: problem.into(),
+    })
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Per-key request rate limits (GCRA).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second per key.
+    pub requests_per_s: u32,
+    /// Requests a key may send at once above the sustained rate.
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    /// 50 requests/s with bursts of 100.
+    fn default() -> Self {
+        Self {
+            requests_per_s: 50,
+            burst: 100,
+        }
+    }
+}
+
+/// Per-tenant quotas (0 = unlimited). Counters persist across restarts.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Authenticated API requests per tenant per UTC day.
+    pub requests_per_day: u64,
+}
+
+/// Tool settings of the daemon.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolsSection {
+    /// Hosts `web_fetch` may reach.
+    pub web_allow_hosts: Vec<String>,
+    /// The `files` tool's sandbox (default `<data_dir>/sandbox`).
+    pub sandbox_dir: Option<PathBuf>,
+    /// Grant every tool to every agent.
+    pub grant_all: bool,
+    /// MCP servers to connect at start.
+    pub mcp_servers: Vec<McpServerConfig>,
+}
+
+impl Default for ToolsSection {
+    fn default() -> Self {
+        Self {
+            web_allow_hosts: Vec::new(),
+            sandbox_dir: None,
+            grant_all: true,
+            mcp_servers: Vec::new(),
+        }
+    }
+}
+
+/// Agent settings of the daemon.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsSection {
+    /// An idle agent is passivated after this long.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// The longest a task may run.
+    #[serde(with = "humantime_serde")]
+    pub task_timeout: Duration,
+}
+
+impl Default for AgentsSection {
+    fn default() -> Self {
+        let d = aios_actors::agent::AgentSystemConfig::default();
+        Self {
+            idle_timeout: d.idle_timeout,
+            task_timeout: d.task_timeout,
+        }
+    }
+}
+
+/// Everything `aiosd` reads.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// The data directory (sled snapshots, sandbox).
+    pub data_dir: PathBuf,
+    /// Serve `/metrics` (and the health probes) on this address instead of `listen`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Require a key (any role) for `/metrics`.
+    pub metrics_require_key: bool,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// The largest request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// How long in-flight requests may take to finish on shutdown.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_drain: Duration,
+    /// Serve every request as the operator tenant's admin, with no key check, rate limit or
+    /// audit: for benchmarks and local experiments only; refused unless `listen` is a
+    /// loopback address.
+    pub insecure_no_auth: bool,
+    /// Per-key rate limits.
+    pub rate_limit: RateLimitConfig,
+    /// Per-tenant quotas.
+    pub quotas: QuotaConfig,
+    /// LLM providers and models (default: the offline `scripted/demo`).
+    pub llm: LlmConfig,
+    /// Agents.
+    pub agents: AgentsSection,
+    /// Tools.
+    pub tools: ToolsSection,
+}
+
+impl Default for DaemonConfig {
+    /// 127.0.0.1:7600, `./aios-data`, text logs, 1 MiB bodies, 10 s drain.
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7600)),
+            data_dir: PathBuf::from("./aios-data"),
+            metrics_listen: None,
+            metrics_require_key: false,
+            log_format: LogFormat::Text,
+            body_limit_bytes: 1024 * 1024,
+            shutdown_drain: Duration::from_secs(10),
+            insecure_no_auth: false,
+            rate_limit: RateLimitConfig::default(),
+            quotas: QuotaConfig::default(),
+            llm: LlmConfig::default(),
+            agents: AgentsSection::default(),
+            tools: ToolsSection::default(),
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// Parses TOML text (`origin` names it in errors) and validates it.
+    ///
+    /// # Errors
+    /// A syntax error or an unknown key (with its position), or the first invalid value.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError {
+            key: origin.to_string(),
+            problem: e.to_string().trim().to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads the file, if any, then applies `env` overrides (`AIOS_LISTEN`, `AIOS_DATA_DIR`,
+    /// `AIOS_METRICS_LISTEN`, `AIOS_LOG_FORMAT`, `AIOS_BODY_LIMIT_BYTES`), then the flags,
+    /// and validates the result.
+    ///
+    /// # Errors
+    /// An unreadable file, or as [`DaemonConfig::from_toml`] and [`DaemonConfig::validate`].
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        data_dir: Option<PathBuf>,
+        listen: Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                    key: path.display().to_string(),
+                    problem: format!("cannot read: {e}"),
+                })?;
+                let origin = path.display().to_string();
+                toml::from_str::<Self>(&text).map_err(|e| ConfigError {
+                    key: origin,
+                    problem: e.to_string().trim().to_string(),
+                })?
+            }
+            None => Self::default(),
+        };
+        if let Some(v) = env("AIOS_LISTEN") {
+            config.listen = parse_addr("AIOS_LISTEN", &v)?;
+        }
+        if let Some(v) = env("AIOS_DATA_DIR") {
+            config.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("AIOS_METRICS_LISTEN") {
+            config.metrics_listen = Some(parse_addr("AIOS_METRICS_LISTEN", &v)?);
+        }
+        if let Some(v) = env("AIOS_LOG_FORMAT") {
+            config.log_format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => return bad("AIOS_LOG_FORMAT", format!("{other:?} is not text or json")),
+            };
+        }
+        if let Some(v) = env("AIOS_BODY_LIMIT_BYTES") {
+            config.body_limit_bytes = v.parse().map_err(|_| ConfigError {
+                key: "AIOS_BODY_LIMIT_BYTES".into(),
+                problem: format!("{v:?} is not a number of bytes"),
+            })?;
+        }
+        if let Some(dir) = data_dir {
+            config.data_dir = dir;
+        }
+        if let Some(addr) = listen {
+            config.listen = parse_addr("--listen", &addr)?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value.
+    ///
+    /// # Errors
+    /// The first invalid value, with its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir", "must not be empty");
+        }
+        if !(1024..=BODY_LIMIT_MAX).contains(&self.body_limit_bytes) {
+            return bad(
+                "body_limit_bytes",
+                format!(
+                    "{} is outside 1024..={BODY_LIMIT_MAX}",
+                    self.body_limit_bytes
+                ),
+            );
+        }
+        if self.shutdown_drain.is_zero() || self.shutdown_drain > Duration::from_secs(600) {
+            return bad("shutdown_drain", "must be between 1 ms and 10 min");
+        }
+        if self.insecure_no_auth && !self.listen.ip().is_loopback() {
+            return bad(
+                "insecure_no_auth",
+                format!("only allowed on a loopback address, not {}", self.listen),
+            );
+        }
+        if self.rate_limit.requests_per_s == 0 {
+            return bad("rate_limit.requests_per_s", "must be at least 1");
+        }
+        if self.rate_limit.burst == 0 {
+            return bad("rate_limit.burst", "must be at least 1");
+        }
+        if Some(self.listen) == self.metrics_listen {
+            return bad("metrics_listen", "must differ from listen");
+        }
+        if let Err(e) = self.llm.validate() {
+            return bad("llm", e);
+        }
+        if self.agents.idle_timeout.is_zero() {
+            return bad("agents.idle_timeout", "must be greater than zero");
+        }
+        if self.agents.task_timeout.is_zero() {
+            return bad("agents.task_timeout", "must be greater than zero");
+        }
+        for (i, server) in self.tools.mcp_servers.iter().enumerate() {
+            if let Err(e) = server.validate() {
+                return bad(&format!("tools.mcp_servers[{i}]"), e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The node configuration this daemon runs.
+    pub fn runtime_config(&self) -> crate::RuntimeConfig {
+        let mut rc = crate::RuntimeConfig::new(&self.data_dir);
+        rc.llm = self.llm.clone();
+        rc.agents.idle_timeout = self.agents.idle_timeout;
+        rc.agents.task_timeout = self.agents.task_timeout;
+        rc.tools = aios_actors::tools::ToolsConfig {
+            web_allow_hosts: self.tools.web_allow_hosts.clone(),
+            sandbox_dir: self.tools.sandbox_dir.clone(),
+            grant_all: self.tools.grant_all,
+            mcp_servers: self.tools.mcp_servers.clone(),
+        };
+        rc
+    }
+}
+
+fn parse_addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.parse().map_err(|_| ConfigError {
+        key: key.into(),
+        problem: format!("{v:?} is not an address like 127.0.0.1:7600"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_listen_on_loopback() {
+        let c = DaemonConfig::load(None, |_| None, None, None).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7600");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e =
+            DaemonConfig::from_toml("[rate_limit]\nrequests_per_s = 0\n", "f.toml").unwrap_err();
+        assert_eq!(e.key, "rate_limit.requests_per_s");
+        let e = DaemonConfig::from_toml("listen = \"nowhere\"\n", "f.toml").unwrap_err();
+        assert_eq!(e.key, "f.toml");
+        assert!(e.problem.contains("listen"), "{e}");
+        let e = DaemonConfig::from_toml("bogus = 1\n", "f.toml").unwrap_err();
+        assert!(e.problem.contains("bogus"), "{e}");
+        let e = DaemonConfig::from_toml("body_limit_bytes = 10\n", "f.toml").unwrap_err();
+        assert_eq!(e.key, "body_limit_bytes");
+        let e = DaemonConfig::from_toml(
+            "[[tools.mcp_servers]]\nname = \"X\"\ntransport = { kind = \"http\", url = \"http://127.0.0.1:1/mcp\" }\n",
+            "f.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "tools.mcp_servers[0]");
+    }
+
+    #[test]
+    fn environment_then_flags_override_the_file() {
+        let env = |k: &str| match k {
+            "AIOS_LISTEN" => Some("127.0.0.1:9000".to_string()),
+            "AIOS_DATA_DIR" => Some("/tmp/from-env".to_string()),
+            _ => None,
+        };
+        let c = DaemonConfig::load(None, env, None, None).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/from-env"));
+        let c = DaemonConfig::load(
+            None,
+            env,
+            Some("/tmp/flag".into()),
+            Some("127.0.0.1:9100".into()),
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9100);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/flag"));
+        let e = DaemonConfig::load(
+            None,
+            |k| (k == "AIOS_LISTEN").then(|| "x".into()),
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "AIOS_LISTEN");
+    }
+}

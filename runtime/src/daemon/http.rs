@@ -1,0 +1,423 @@
+//! The HTTP layer: shared state, errors as RFC 9457 problems, the middleware stack
+//! (request ids, tracing, metrics, panics caught, body limit, authentication, rate limits,
+//! audit of mutating requests) and the route table every route is registered through, so
+//! that tests can enumerate every route and check its authorization.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodFilter;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::Serialize;
+
+use super::audit::{AuditEvent, AuditLog};
+use super::config::DaemonConfig;
+use super::keys::{AuthError, KeyStore, Principal, Role};
+use crate::Runtime;
+
+/// Recent errors (panics, 5xx) kept for the errors endpoint.
+pub const RECENT_ERRORS_MAX: usize = 200;
+
+/// An error as `application/problem+json` (RFC 9457).
+#[derive(Clone, Debug, Serialize)]
+pub struct Problem {
+    /// A URI reference naming the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened here.
+    pub detail: String,
+    /// Seconds to wait, for 429 and 503.
+    #[serde(skip)]
+    pub retry_after_s: Option<u64>,
+}
+
+impl Problem {
+    /// A problem with `status` and `detail`; the title is the status' reason.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        let title = status.canonical_reason().unwrap_or("Error").to_string();
+        Self {
+            kind: format!(
+                "https://aios.dev/problems/{}",
+                title.to_lowercase().replace(' ', "-")
+            ),
+            title,
+            status: status.as_u16(),
+            detail: detail.into(),
+            retry_after_s: None,
+        }
+    }
+
+    /// 400.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, detail)
+    }
+
+    /// 404.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, detail)
+    }
+
+    /// 409.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, detail)
+    }
+
+    /// 403.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, detail)
+    }
+
+    /// 500, logged.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, detail.to_string())
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut r = (status, body).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(s) = self.retry_after_s
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        r
+    }
+}
+
+/// A JSON body whose rejections (bad syntax, wrong types, wrong content type, too large)
+/// are problems.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(rejection) => Err(Problem::new(rejection.status(), rejection.body_text())),
+        }
+    }
+}
+
+/// One recent error.
+#[derive(Clone, Debug, Serialize)]
+pub struct RecentError {
+    /// Unix ms.
+    pub at_ms: u64,
+    /// The request id, if in a request.
+    pub request_id: String,
+    /// Where (`GET /v1/agents`).
+    pub route: String,
+    /// What.
+    pub message: String,
+}
+
+/// What every handler shares.
+pub struct AppState {
+    /// The node.
+    pub rt: Runtime,
+    /// API keys.
+    pub keys: KeyStore,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// The configuration.
+    pub config: DaemonConfig,
+    /// Per-key limiter.
+    pub limiter: DefaultKeyedRateLimiter<String>,
+    /// Recent errors, newest last.
+    pub errors: Mutex<VecDeque<RecentError>>,
+    /// Whether the node is ready (false once shutdown begins).
+    pub ready: std::sync::atomic::AtomicBool,
+    /// When the daemon started.
+    pub started: Instant,
+    /// The Prometheus exporter, if this process installed one.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Per-tenant request counters for the daily quota.
+    pub quotas: super::quota::Quotas,
+}
+
+/// The shared state as handlers take it.
+pub type Shared = Arc<AppState>;
+
+impl AppState {
+    /// Builds the state.
+    pub fn new(
+        rt: Runtime,
+        keys: KeyStore,
+        audit: AuditLog,
+        config: DaemonConfig,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+        quotas: super::quota::Quotas,
+    ) -> Self {
+        let per_s = NonZeroU32::new(config.rate_limit.requests_per_s).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(config.rate_limit.burst).unwrap_or(NonZeroU32::MIN);
+        Self {
+            rt,
+            keys,
+            audit,
+            limiter: RateLimiter::keyed(Quota::per_second(per_s).allow_burst(burst)),
+            config,
+            errors: Mutex::new(VecDeque::new()),
+            ready: std::sync::atomic::AtomicBool::new(true),
+            started: Instant::now(),
+            metrics,
+            quotas,
+        }
+    }
+
+    /// Records an error for the errors endpoint (bounded).
+    pub fn record_error(&self, request_id: &str, route: &str, message: String) {
+        let mut errors = self
+            .errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if errors.len() >= RECENT_ERRORS_MAX {
+            errors.pop_front();
+        }
+        errors.push_back(RecentError {
+            at_ms: aios_actors::protocol::unix_ms(),
+            request_id: request_id.to_string(),
+            route: route.to_string(),
+            message,
+        });
+    }
+}
+
+/// A route as registered: method, path and the least role that may call it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// The method.
+    pub method: Method,
+    /// The path, with `{param}` segments.
+    pub path: &'static str,
+    /// The least role allowed.
+    pub role: Role,
+}
+
+/// Builds the authenticated API, recording every route in a table.
+pub struct Api {
+    router: Router<Shared>,
+    table: Vec<RouteSpec>,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Api {
+    /// An empty API.
+    pub fn new() -> Self {
+        Self {
+            router: Router::new(),
+            table: Vec::new(),
+        }
+    }
+
+    /// Adds `method path`, callable by `role` and above.
+    pub fn route<H, T>(mut self, method: Method, path: &'static str, role: Role, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, Shared>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
+        let method_router = axum::routing::on(filter, handler).route_layer(middleware::from_fn(
+            move |req: Request, next: Next| require_role(role, req, next),
+        ));
+        self.router = self.router.route(path, method_router);
+        self.table.push(RouteSpec { method, path, role });
+        self
+    }
+
+    /// The routes registered.
+    pub fn table(&self) -> &[RouteSpec] {
+        &self.table
+    }
+
+    /// The router and its table.
+    pub fn into_parts(self) -> (Router<Shared>, Vec<RouteSpec>) {
+        (self.router, self.table)
+    }
+}
+
+async fn require_role(role: Role, req: Request, next: Next) -> Response {
+    match req.extensions().get::<Principal>() {
+        Some(p) if p.role >= role => next.run(req).await,
+        Some(p) => Problem::forbidden(format!(
+            "this needs the {} role; the key {} is {}",
+            role.as_str(),
+            p.key_id,
+            p.role.as_str()
+        ))
+        .into_response(),
+        None => {
+            Problem::new(StatusCode::UNAUTHORIZED, AuthError::Missing.to_string()).into_response()
+        }
+    }
+}
+
+/// The request id of a request (set by the request-id layer).
+pub fn request_id(req: &Request) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn token(req: &Request) -> Option<String> {
+    let h = req.headers();
+    if let Some(v) = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        return Some(v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string());
+    }
+    h.get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+}
+
+fn is_mutating(m: &Method) -> bool {
+    !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Authenticates, rate-limits, counts the tenant's quota, runs the request, and audits it
+/// when it changes something (or when authentication fails).
+pub async fn authenticate(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
+    if state.config.insecure_no_auth {
+        req.extensions_mut().insert(Principal {
+            key_id: "insecure".into(),
+            role: Role::Admin,
+            tenant: super::keys::OPERATOR_TENANT.into(),
+        });
+        return next.run(req).await;
+    }
+    let rid = request_id(&req);
+    let action = format!("{} {}", req.method(), req.uri().path());
+    let principal = match state.keys.authenticate(token(&req).as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            let audit = state.audit.clone();
+            let event = AuditEvent {
+                request_id: rid,
+                action: "auth_failed".into(),
+                target: action,
+                outcome: "denied".into(),
+                detail: e.to_string(),
+                ..AuditEvent::default()
+            };
+            if let Err(x) = audit.append(event).await {
+                tracing::error!(error = %x, "audit append");
+            }
+            metrics::counter!("aios_http_auth_failures_total").increment(1);
+            return Problem::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
+        }
+    };
+    if let Err(not_until) = state.limiter.check_key(&principal.key_id) {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        let mut p = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "key {} is over its rate limit of {} requests/s",
+                principal.key_id, state.config.rate_limit.requests_per_s
+            ),
+        );
+        p.retry_after_s = Some(wait.as_secs().max(1));
+        return p.into_response();
+    }
+    if let Err(p) = state.quotas.count_request(&principal.tenant).await {
+        return p.into_response();
+    }
+    let mutating = is_mutating(req.method());
+    req.extensions_mut().insert(principal.clone());
+    let response = next.run(req).await;
+    if mutating {
+        let status = response.status();
+        let outcome = if status.is_success() {
+            "ok".to_string()
+        } else {
+            status.as_u16().to_string()
+        };
+        let event = AuditEvent {
+            request_id: rid,
+            key_id: principal.key_id,
+            tenant: principal.tenant,
+            target: action
+                .split_once(' ')
+                .map(|(_, p)| p.to_string())
+                .unwrap_or_default(),
+            action,
+            outcome,
+            detail: String::new(),
+        };
+        if let Err(e) = state.audit.append(event).await {
+            // The change is done but not audited: say so rather than pretend.
+            return Problem::internal(format!(
+                "the request was carried out but could not be audited: {e}"
+            ))
+            .into_response();
+        }
+    }
+    response
+}
+
+/// Counts requests and their latency by route and status.
+pub async fn http_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("aios_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("aios_http_request_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Turns a panic in a handler into a 500 problem, counted and listed as a recent error.
+pub fn panic_response(state: Shared) -> impl Fn(Box<dyn std::any::Any + Send>) -> Response + Clone {
+    move |panic: Box<dyn std::any::Any + Send>| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a handler panicked".into());
+        tracing::error!(%message, "handler panicked");
+        metrics::counter!("aios_http_panics_total").increment(1);
+        state.record_error("", "handler", format!("panic: {message}"));
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the request handler failed; it is logged",
+        )
+        .into_response()
+    }
+}

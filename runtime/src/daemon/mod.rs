@@ -1,0 +1,397 @@
+//! `aiosd`, the daemon: a node ([`crate::Runtime`]) behind a versioned REST API with API keys,
+//! an audit log, rate limits and quotas, Prometheus metrics and health probes.
+//!
+//! - `config.rs`: [`DaemonConfig`] (TOML file, environment, flags; validated).
+//! - `keys.rs`: [`KeyStore`], roles, tenants, rotation and revocation.
+//! - `audit.rs`: [`AuditLog`], hash-chained in the store, with `verify`.
+//! - `quota.rs`: per-tenant daily request quotas that survive restarts.
+//! - `http.rs`: problems (RFC 9457), the middleware stack, the route table.
+//! - `api.rs`: the `/v1` handlers.
+
+pub mod api;
+pub mod audit;
+pub mod config;
+pub mod http;
+pub mod keys;
+pub mod quota;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use aios_actors::records::Records;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+pub use self::audit::AuditLog;
+pub use self::config::{ConfigError, DaemonConfig};
+pub use self::http::{AppState, Problem, RouteSpec, Shared};
+pub use self::keys::{KeyStore, NewKey, Role};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The node failed to open.
+    #[error(transparent)]
+    Runtime(#[from] crate::RuntimeError),
+    /// Keys, audit log or quotas could not be opened.
+    #[error("{0}")]
+    Store(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {error}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
+}
+
+static METRICS: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+    std::sync::OnceLock::new();
+
+/// Installs the Prometheus recorder once per process (before the node opens, so tool and
+/// scheduler metrics register with it).
+fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    METRICS
+        .get_or_init(|| {
+            match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no Prometheus recorder: another one is installed");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// A running daemon.
+pub struct Daemon {
+    /// Where the API listens.
+    pub addr: SocketAddr,
+    /// Where `/metrics` and the probes listen, when separate.
+    pub metrics_addr: Option<SocketAddr>,
+    state: Shared,
+    stop: CancellationToken,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The first admin key, when this start created it (print it once; it is not kept).
+pub type FirstKey = Option<NewKey>;
+
+async fn readyz(State(s): State<Shared>) -> Response {
+    if s.ready.load(Ordering::Relaxed) && s.rt.is_running() {
+        (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ready"})),
+        )
+            .into_response()
+    } else {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "alive"})).into_response()
+}
+
+async fn metrics_text(State(s): State<Shared>) -> Response {
+    match &s.metrics {
+        Some(h) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            h.render(),
+        )
+            .into_response(),
+        None => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics are not recorded in this process",
+        )
+        .into_response(),
+    }
+}
+
+async fn metrics_key(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    if s.config.metrics_require_key {
+        let token = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string());
+        if let Err(e) = s.keys.authenticate(token.as_deref()) {
+            return Problem::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn not_found(req: Request) -> Response {
+    Problem::not_found(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+    .into_response()
+}
+
+/// The probes and `/metrics`.
+fn probes(state: &Shared) -> Router<Shared> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get(metrics_text)
+                .route_layer(middleware::from_fn_with_state(state.clone(), metrics_key)),
+        )
+}
+
+/// The whole application: probes (unless moved to their own address), the authenticated
+/// `/v1` API, and the layers every request goes through.
+pub fn app(state: Shared) -> Router {
+    let (api, _) = api::routes().into_parts();
+    let api = api.layer(middleware::from_fn_with_state(
+        state.clone(),
+        http::authenticate,
+    ));
+    let mut router = Router::new().merge(api);
+    if state.config.metrics_listen.is_none() {
+        router = router.merge(probes(&state));
+    }
+    let request_id = HeaderName::from_static("x-request-id");
+    router
+        .fallback(not_found)
+        .layer(middleware::from_fn(http::http_metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(state.config.body_limit_bytes))
+        .layer(CatchPanicLayer::custom(http::panic_response(state.clone())))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &Request| {
+                    let rid = http::request_id(req);
+                    tracing::info_span!("request", request_id = %rid, method = %req.method(), path = %req.uri().path())
+                },
+            ),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+impl Daemon {
+    /// Opens the node and its stores, makes sure an admin key exists (taken from
+    /// `admin_key` when given, else created and returned once), and starts serving.
+    ///
+    /// # Errors
+    /// [`DaemonError`].
+    pub async fn start(
+        config: DaemonConfig,
+        admin_key: Option<String>,
+    ) -> Result<(Self, FirstKey), DaemonError> {
+        config.validate()?;
+        let metrics = metrics_handle();
+        let rt = crate::Runtime::open(config.runtime_config()).await?;
+        let records = Records::new(rt.snapshots().clone());
+        let opened = async {
+            let keys = KeyStore::open(records.clone())
+                .await
+                .map_err(|e| DaemonError::Store(e.to_string()))?;
+            let audit = AuditLog::open(records.clone())
+                .await
+                .map_err(|e| DaemonError::Store(e.to_string()))?;
+            let quotas = quota::Quotas::open(records.clone(), config.quotas.requests_per_day)
+                .await
+                .map_err(DaemonError::Store)?;
+            let mut first = None;
+            if keys.is_empty() {
+                match admin_key {
+                    Some(k) => {
+                        keys.import_admin(&k)
+                            .await
+                            .map_err(|e| DaemonError::Store(format!("AIOS_ADMIN_KEY: {e}")))?;
+                    }
+                    None => {
+                        first = Some(
+                            keys.create("admin", Role::Admin, keys::OPERATOR_TENANT, None)
+                                .await
+                                .map_err(|e| DaemonError::Store(e.to_string()))?,
+                        );
+                    }
+                }
+            }
+            Ok::<_, DaemonError>((keys, audit, quotas, first))
+        }
+        .await;
+        let (keys, audit, quotas, first) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = rt.shutdown().await;
+                return Err(e);
+            }
+        };
+        let bind = |addr: SocketAddr| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|error| DaemonError::Bind { addr, error })
+        };
+        let listener = match bind(config.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = rt.shutdown().await;
+                return Err(e);
+            }
+        };
+        let metrics_listener = match config.metrics_listen {
+            Some(a) => match bind(a).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    let _ = rt.shutdown().await;
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        let stop = CancellationToken::new();
+        quotas.spawn_flusher(stop.clone());
+        spawn_supervision_metrics(&rt, stop.clone());
+        let state: Shared = Arc::new(AppState::new(rt, keys, audit, config, metrics, quotas));
+        let addr = listener.local_addr().map_err(|error| DaemonError::Bind {
+            addr: state.config.listen,
+            error,
+        })?;
+        let mut servers = Vec::new();
+        let app = app(state.clone());
+        let token = stop.clone();
+        servers.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "API server");
+            }
+        }));
+        let mut metrics_addr = None;
+        if let Some(l) = metrics_listener {
+            metrics_addr = l.local_addr().ok();
+            let app = probes(&state).fallback(not_found).with_state(state.clone());
+            let token = stop.clone();
+            servers.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app)
+                    .with_graceful_shutdown(token.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(error = %e, "metrics server");
+                }
+            }));
+        }
+        tracing::info!(%addr, "aiosd listening");
+        Ok((
+            Self {
+                addr,
+                metrics_addr,
+                state,
+                stop,
+                servers,
+            },
+            first,
+        ))
+    }
+
+    /// The shared state (node, keys, audit log), for tests and embedding.
+    pub fn state(&self) -> &Shared {
+        &self.state
+    }
+
+    /// Stops accepting, lets in-flight requests finish within `shutdown_drain`, then stops the
+    /// node in order with a final flush.
+    ///
+    /// # Errors
+    /// The node's shutdown error.
+    pub async fn shutdown(self) -> Result<(), DaemonError> {
+        self.state.ready.store(false, Ordering::Relaxed);
+        self.stop.cancel();
+        let drain = self.state.config.shutdown_drain;
+        for server in self.servers {
+            let abort = server.abort_handle();
+            if tokio::time::timeout(drain, server).await.is_err() {
+                tracing::warn!(
+                    ?drain,
+                    "requests still running after the drain deadline; cut off"
+                );
+                abort.abort();
+            }
+        }
+        if let Err(e) = self.state.quotas.flush().await {
+            tracing::warn!(error = %e, "writing quota counters at shutdown");
+        }
+        // Handlers are gone with the servers; the state is ours again (bounded wait for
+        // aborted tasks to drop their references).
+        let mut state = self.state;
+        for _ in 0..200 {
+            match Arc::try_unwrap(state) {
+                Ok(s) => {
+                    s.rt.shutdown().await?;
+                    tracing::info!("aiosd stopped");
+                    return Ok(());
+                }
+                Err(again) => {
+                    state = again;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+        tracing::error!(
+            "the node is still referenced after shutdown; flushing without stopping it"
+        );
+        state
+            .rt
+            .snapshots()
+            .flush()
+            .await
+            .map_err(|e| DaemonError::Store(e.to_string()))
+    }
+}
+
+/// Counts restarts and escalations from the supervision events.
+fn spawn_supervision_metrics(rt: &crate::Runtime, stop: CancellationToken) {
+    use aios_supervisor::EventKind;
+    let mut events = rt.events();
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                () = stop.cancelled() => break,
+                e = events.recv() => e,
+            };
+            match event {
+                Ok(e) => {
+                    let kind = match &e.kind {
+                        EventKind::ChildRestarted { .. } => "restarted",
+                        EventKind::ChildStartFailed { .. } => "start_failed",
+                        EventKind::IntensityExceeded { .. } => "intensity_exceeded",
+                        EventKind::Escalated { .. } => "escalated",
+                        _ => continue,
+                    };
+                    metrics::counter!("aios_actor_events_total", "kind" => kind, "supervisor" => e.supervisor.clone())
+                        .increment(1);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    metrics::counter!("aios_actor_events_lagged_total").increment(n);
+                }
+                Err(_) => break,
+            }
+        }
+    });
+}

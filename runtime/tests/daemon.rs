@@ -1,0 +1,506 @@
+//! The daemon over real HTTP on 127.0.0.1: the authorization matrix over every route,
+//! tenant isolation, problems for bad input, rate limits and quotas, the audit chain, an
+//! agent answering through the API, and the `aiosd` process stopped with SIGTERM and
+//! killed with SIGKILL.
+
+use std::io::BufRead;
+
+use aios_runtime::daemon::api::routes;
+use aios_runtime::daemon::{Daemon, DaemonConfig, Role};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const AIOSD: &str = env!("CARGO_BIN_EXE_aiosd");
+
+fn config(dir: &std::path::Path) -> DaemonConfig {
+    let mut c = DaemonConfig {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..DaemonConfig::default()
+    };
+    c.rate_limit.requests_per_s = 100_000;
+    c.rate_limit.burst = 100_000;
+    c
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    fn new(addr: std::net::SocketAddr) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: format!("http://{addr}"),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v, headers)
+    }
+}
+
+async fn create_key(c: &Client, admin: &str, role: &str, tenant: Option<&str>) -> String {
+    let mut body = json!({"name": format!("{role} key"), "role": role});
+    if let Some(t) = tenant {
+        body["tenant"] = json!(t);
+    }
+    let (s, v, _) = c
+        .send(Method::POST, "/v1/keys", Some(admin), Some(body))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v["secret"].as_str().expect("secret").to_string()
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{name}", "nobody")
+        .replace("{ns}", "nothing")
+        .replace("{id}", "1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_refuses_missing_bad_revoked_expired_keys_and_insufficient_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, first) = Daemon::start(config(dir.path()), None)
+        .await
+        .expect("start");
+    let admin = first.expect("first start creates an admin key").secret;
+    let c = Client::new(d.addr);
+    let viewer = create_key(&c, &admin, "viewer", None).await;
+    let operator = create_key(&c, &admin, "operator", None).await;
+    let other_admin = create_key(&c, &admin, "admin", Some("other")).await;
+
+    let revoked = create_key(&c, &admin, "admin", None).await;
+    let revoked_id = revoked.split('_').nth(1).unwrap().to_string();
+    let (s, _, _) = c
+        .send(
+            Method::DELETE,
+            &format!("/v1/keys/{revoked_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let expired = create_key(&c, &admin, "admin", None).await;
+    let expired_id = expired.split('_').nth(1).unwrap().to_string();
+    let (s, _, _) = c
+        .send(
+            Method::POST,
+            &format!("/v1/keys/{expired_id}/rotate"),
+            Some(&admin),
+            Some(json!({"overlap_ms": 0})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let unknown = format!("aios_0123456789ab_{}", "A".repeat(43));
+
+    let table = routes().into_parts().1;
+    assert!(table.len() >= 25, "{} routes", table.len());
+    for route in &table {
+        let path = concrete(route.path);
+        let m = Method::from_bytes(route.method.as_str().as_bytes()).unwrap();
+        let what = format!("{} {}", route.method, route.path);
+        for (label, key) in [
+            ("no key", None),
+            ("malformed key", Some("not-a-key")),
+            ("unknown key", Some(unknown.as_str())),
+            ("revoked key", Some(revoked.as_str())),
+            ("expired key", Some(expired.as_str())),
+        ] {
+            let (s, v, h) = c.send(m.clone(), &path, key, Some(json!({}))).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{what} with {label}: {v}");
+            assert_eq!(
+                h.get("content-type").unwrap(),
+                "application/problem+json",
+                "{what}"
+            );
+        }
+        let below = match route.role {
+            Role::Viewer => None,
+            Role::Operator => Some(&viewer),
+            Role::Admin => Some(&operator),
+        };
+        if let Some(k) = below {
+            let (s, v, _) = c.send(m.clone(), &path, Some(k), Some(json!({}))).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{what} with a lower role: {v}");
+        }
+        // The right key gets past authorization: whatever the answer, it is not 401/403,
+        // and the route exists.
+        let (s, v, _) = c
+            .send(m.clone(), &path, Some(&admin), Some(json!({})))
+            .await;
+        assert!(
+            s != StatusCode::UNAUTHORIZED && s != StatusCode::FORBIDDEN,
+            "{what} with the admin key: {s} {v}"
+        );
+        assert!(
+            !v["detail"].as_str().unwrap_or("").starts_with("no route"),
+            "{what} is not routed"
+        );
+        let _ = &other_admin;
+    }
+
+    // Node-wide routes refuse other tenants even with the admin role.
+    for path in ["/v1/tree", "/v1/errors", "/v1/audit/verify"] {
+        let (s, v, _) = c.send(Method::GET, path, Some(&other_admin), None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {v}");
+    }
+    // The probes are open.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (s, _, _) = c.send(Method::GET, path, None, None).await;
+        assert_eq!(s, StatusCode::OK, "{path}");
+    }
+    let (_, metrics, _) = c.send(Method::GET, "/metrics", None, None).await;
+    let text = metrics.as_str().unwrap_or_default();
+    assert!(text.contains("aios_http_requests_total"), "{text}");
+    // Authentication failures are audited.
+    let (s, v, _) = c
+        .send(
+            Method::GET,
+            "/v1/audit?action=auth_failed&limit=5",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["items"].as_array().unwrap().len(), 5, "{v}");
+    d.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_isolated_agents_answer_and_the_audit_chain_detects_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, first) = Daemon::start(config(dir.path()), None)
+        .await
+        .expect("start");
+    let admin = first.unwrap().secret;
+    let c = Client::new(d.addr);
+    let acme = create_key(&c, &admin, "operator", Some("acme")).await;
+    let globex = create_key(&c, &admin, "admin", Some("globex")).await;
+
+    let def = json!({
+        "name": "writer", "role": "executor", "model": "scripted/demo",
+        "system_prompt": "You write.", "tools": ["calculator"]
+    });
+    let (s, v, _) = c
+        .send(Method::POST, "/v1/agents", Some(&acme), Some(def.clone()))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["name"], "writer");
+    let (s, v, _) = c
+        .send(
+            Method::POST,
+            "/v1/agents/writer/messages",
+            Some(&acme),
+            Some(json!({"content": "hello there"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["text"].as_str().unwrap().contains("[scripted]"), "{v}");
+
+    // Another tenant sees nothing of it and can use the same name.
+    let (_, v, _) = c.send(Method::GET, "/v1/agents", Some(&globex), None).await;
+    assert_eq!(v["items"], json!([]), "{v}");
+    let (s, _, _) = c
+        .send(Method::GET, "/v1/agents/writer", Some(&globex), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = c
+        .send(Method::DELETE, "/v1/agents/writer", Some(&globex), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v, _) = c
+        .send(Method::POST, "/v1/agents", Some(&globex), Some(def))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (_, v, _) = c.send(Method::GET, "/v1/agents", Some(&acme), None).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+
+    // Memory too.
+    let (s, v, _) = c
+        .send(
+            Method::POST,
+            "/v1/memory/namespaces",
+            Some(&acme),
+            Some(json!({"name": "kb"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v, _) = c
+        .send(
+            Method::POST,
+            "/v1/memory/namespaces/kb/items",
+            Some(&acme),
+            Some(json!({"items": [{"text": "the wifi password rotates on mondays"}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v, _) = c
+        .send(
+            Method::POST,
+            "/v1/memory/namespaces/kb/search",
+            Some(&acme),
+            Some(json!({"query": "wifi password", "k": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["hits"].as_array().unwrap().len(), 1, "{v}");
+    let (s, _, _) = c
+        .send(
+            Method::POST,
+            "/v1/memory/namespaces/kb/search",
+            Some(&globex),
+            Some(json!({"query": "wifi password", "k": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Keys and the audit log are per tenant as well.
+    let (_, v, _) = c.send(Method::GET, "/v1/keys", Some(&globex), None).await;
+    assert_eq!(
+        v["items"].as_array().unwrap().len(),
+        1,
+        "only its own key: {v}"
+    );
+    let (_, v, _) = c.send(Method::GET, "/v1/audit", Some(&globex), None).await;
+    assert!(
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["tenant"] == "globex"),
+        "{v}"
+    );
+    assert!(!v["items"].as_array().unwrap().is_empty());
+
+    // The chain verifies; a changed entry is found.
+    let (s, v, _) = c
+        .send(Method::GET, "/v1/audit/verify", Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["ok"], true, "{v}");
+    let audit = d.state().audit.clone();
+    let (entries, _) = audit
+        .query(&aios_runtime::daemon::audit::AuditQuery::default())
+        .await
+        .unwrap();
+    let mut changed = entries[2].clone();
+    changed.outcome = "ok-but-edited".into();
+    audit.tamper(&changed).await.unwrap();
+    let (_, v, _) = c
+        .send(Method::GET, "/v1/audit/verify", Some(&admin), None)
+        .await;
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["broken_at"], entries[2].seq, "{v}");
+    d.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_problem_json_4xx_and_limits_answer_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.body_limit_bytes = 4096;
+    cfg.rate_limit.requests_per_s = 1;
+    cfg.rate_limit.burst = 30;
+    cfg.quotas.requests_per_day = 40;
+    let (d, first) = Daemon::start(cfg.clone(), None).await.expect("start");
+    let admin = first.unwrap().secret;
+    let c = Client::new(d.addr);
+    let raw = |body: &'static str, ctype: &'static str| {
+        c.http
+            .post(format!("{}/v1/agents", c.base))
+            .bearer_auth(&admin)
+            .header("content-type", ctype)
+            .body(body)
+            .send()
+    };
+    for (body, ctype) in [
+        ("{not json", "application/json"),
+        (r#"{"name": 5}"#, "application/json"),
+        (r#"{"name": "a", "bogus": 1}"#, "application/json"),
+        (r#"{"name": "x"}"#, "text/plain"),
+    ] {
+        let r = raw(body, ctype).await.unwrap();
+        let s = r.status();
+        assert!(s.is_client_error(), "{body} {ctype}: {s}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+    }
+    let big = json!({"name": "x".repeat(10_000)});
+    let (s, _, h) = c
+        .send(Method::POST, "/v1/agents", Some(&admin), Some(big))
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(h["content-type"], "application/problem+json");
+    let (s, _, _) = c
+        .send(
+            Method::DELETE,
+            "/v1/memory/namespaces/kb/items/notanumber",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert!(s.is_client_error(), "{s}");
+
+    // The rate limit: a burst of 30, then 429 with Retry-After.
+    let mut limited = None;
+    for _ in 0..40 {
+        let (s, _, h) = c.send(Method::GET, "/v1/status", Some(&admin), None).await;
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(h);
+            break;
+        }
+    }
+    let h = limited.expect("rate limited within 40 requests");
+    assert!(h.get("retry-after").is_some());
+    d.shutdown().await.expect("shutdown");
+
+    // The day's quota (40) is used up across a restart.
+    cfg.rate_limit.requests_per_s = 100_000;
+    cfg.rate_limit.burst = 100_000;
+    let (d, _) = Daemon::start(cfg, None).await.expect("restart");
+    let c = Client::new(d.addr);
+    let mut last = StatusCode::OK;
+    let mut body = Value::Null;
+    for _ in 0..45 {
+        let (s, v, _) = c.send(Method::GET, "/v1/status", Some(&admin), None).await;
+        last = s;
+        body = v;
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+    }
+    assert_eq!(last, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("quota"), "{body}");
+    d.shutdown().await.expect("shutdown");
+}
+
+/// A known admin key for the process tests.
+const ADMIN: &str = "aios_00112233aabb_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZ";
+
+#[allow(
+    clippy::zombie_processes,
+    reason = "every test waits for the child it spawns"
+)]
+fn spawn_aiosd(dir: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = std::process::Command::new(AIOSD)
+        .args([
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("AIOS_ADMIN_KEY", ADMIN)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn aiosd");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "aiosd exited early");
+        if let Some(url) = line.trim().strip_prefix("aiosd listening on ") {
+            break (child, url.to_string());
+        }
+    }
+}
+
+async fn post(url: &str, path: &str, body: Value) -> (StatusCode, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let s = r.status();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(url: &str, path: &str) -> (StatusCode, Value) {
+    let r = reqwest::Client::new()
+        .get(format!("{url}{path}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("request");
+    let s = r.status();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+fn agent(name: &str) -> Value {
+    json!({"name": name, "role": "executor", "model": "scripted/demo", "system_prompt": "Hi."})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_sigkill_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = spawn_aiosd(dir.path());
+    let (s, v) = post(&url, "/v1/agents", agent("kept")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = post(&url, "/v1/keys", json!({"role": "viewer", "name": "v"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let viewer = v["secret"].as_str().unwrap().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "aiosd exits cleanly on SIGTERM: {status}");
+
+    let (mut child, url) = spawn_aiosd(dir.path());
+    let (s, v) = get(&url, "/v1/agents/kept").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let r = reqwest::Client::new()
+        .get(format!("{url}/v1/agents"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "keys survive a restart");
+
+    // Acknowledged writes survive SIGKILL.
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let name = format!("a{i}");
+        let (s, _) = post(&url, "/v1/agents", agent(&name)).await;
+        if s == StatusCode::CREATED {
+            acked.push(name);
+        }
+    }
+    assert_eq!(acked.len(), 20);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (mut child, url) = spawn_aiosd(dir.path());
+    for name in &acked {
+        let (s, _) = get(&url, &format!("/v1/agents/{name}")).await;
+        assert_eq!(s, StatusCode::OK, "{name} was acknowledged before the kill");
+    }
+    let (s, v) = get(&url, "/v1/audit/verify").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v["ok"], true,
+        "the audit chain is intact after SIGKILL: {v}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
