@@ -47,7 +47,10 @@ fn start(secure: bool) -> Server {
     .expect("config");
     let mut child = std::process::Command::new(AIOSD)
         .args(["--config", config.to_str().expect("path")])
-        .args(["--data-dir", dir.path().join("data").to_str().expect("path")])
+        .args([
+            "--data-dir",
+            dir.path().join("data").to_str().expect("path"),
+        ])
         .env("AIOS_ADMIN_KEY", ADMIN)
         .env("RUST_LOG", "error")
         .stdout(std::process::Stdio::piped())
@@ -159,10 +162,7 @@ async fn load(addr: &str, secure: bool, route: &str, conns: usize, secs: u64) ->
                     conn.send(&get).await
                 } else {
                     // A fresh session every 20 turns keeps conversations short.
-                    let body = format!(
-                        r#"{{"content":"hello {n}","session":"c{c}-{}"}}"#,
-                        n / 20
-                    );
+                    let body = format!(r#"{{"content":"hello {n}","session":"c{c}-{}"}}"#, n / 20);
                     conn.send(&request("POST", "/v1/agents/echo/messages", secure, &body))
                         .await
                 };
@@ -200,7 +200,9 @@ async fn setup(addr: &str, secure: bool) {
         let body = format!(
             r#"{{"name":"{name}","role":"executor","model":"scripted/demo","system_prompt":"Be brief."}}"#
         );
-        let status = conn.send(&request("POST", "/v1/agents", secure, &body)).await;
+        let status = conn
+            .send(&request("POST", "/v1/agents", secure, &body))
+            .await;
         assert_eq!(status, 201, "creating {name}");
     }
 }

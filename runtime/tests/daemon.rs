@@ -504,3 +504,119 @@ async fn sigterm_drains_and_sigkill_loses_nothing_acknowledged() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_clients_talk_to_agents_with_and_without_streaming() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, first) = Daemon::start(config(dir.path()), None)
+        .await
+        .expect("start");
+    let key = first.unwrap().secret;
+    let c = Client::new(d.addr);
+    let def = json!({"name": "helper", "role": "executor", "model": "scripted/demo",
+                     "system_prompt": "Help."});
+    let (s, _, _) = c
+        .send(Method::POST, "/v1/agents", Some(&key), Some(def))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    let chat = json!({"model": "helper", "messages": [
+        {"role": "system", "content": "ignored: the agent has its own prompt"},
+        {"role": "user", "content": "What is AIOS?"}
+    ]});
+    let (s, v, _) = c
+        .send(
+            Method::POST,
+            "/v1/chat/completions",
+            Some(&key),
+            Some(chat.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    let answer = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(answer.contains("[scripted]"), "{v}");
+
+    let mut streaming = chat.clone();
+    streaming["stream"] = json!(true);
+    let resp = c
+        .http
+        .post(format!("{}/v1/chat/completions", c.base))
+        .bearer_auth(&key)
+        .json(&streaming)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let body = resp.text().await.unwrap();
+    let data: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{body}");
+    let mut text = String::new();
+    let mut finished = false;
+    for d in &data[..data.len() - 1] {
+        let chunk: Value = serde_json::from_str(d).unwrap();
+        assert_eq!(chunk["object"], "chat.completion.chunk", "{d}");
+        if let Some(t) = chunk["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(t);
+        }
+        finished |= chunk["choices"][0]["finish_reason"] == "stop";
+    }
+    assert!(finished, "{body}");
+    assert!(text.contains("[scripted]"), "{text}");
+
+    // The live event stream of an agent instance.
+    let events = c
+        .http
+        .get(format!("{}/v1/agents/helper/events?session=s1", c.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    let mut stream = events.bytes_stream();
+    let (s, _, _) = c
+        .send(
+            Method::POST,
+            "/v1/agents/helper/messages",
+            Some(&key),
+            Some(json!({"content": "hi", "session": "s1"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let mut seen = String::new();
+    while !seen.contains("Final") {
+        use futures_util::StreamExt as _;
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(20), stream.next())
+            .await
+            .expect("an event")
+            .expect("stream open")
+            .expect("bytes");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("event: "), "{seen}");
+
+    // An unknown agent is an OpenAI-style error.
+    let (s, v, _) = c
+        .send(
+            Method::POST,
+            "/v1/chat/completions",
+            Some(&key),
+            Some(json!({"model": "nobody", "messages": [{"role": "user", "content": "hi"}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("nobody"),
+        "{v}"
+    );
+    d.shutdown().await.expect("shutdown");
+}

@@ -43,6 +43,18 @@ pub fn routes() -> Api {
             Operator,
             agents_message,
         )
+        .route(
+            M::GET,
+            "/v1/agents/{name}/events",
+            Viewer,
+            super::openai::agent_events,
+        )
+        .route(
+            M::POST,
+            "/v1/chat/completions",
+            Operator,
+            super::openai::chat_completions,
+        )
         .route(M::GET, "/v1/tools", Viewer, tools_list)
         .route(M::GET, "/v1/tools/usage", Viewer, tools_usage)
         .route(M::POST, "/v1/tools/{name}/test", Operator, tools_test)

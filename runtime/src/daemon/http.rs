@@ -157,6 +157,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Per-tenant request counters for the daily quota.
     pub quotas: super::quota::Quotas,
+    /// Cancelled when shutdown begins: long-lived streams end so the drain can finish.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// The shared state as handlers take it.
@@ -171,6 +173,7 @@ impl AppState {
         config: DaemonConfig,
         metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
         quotas: super::quota::Quotas,
+        stopping: tokio_util::sync::CancellationToken,
     ) -> Self {
         let per_s = NonZeroU32::new(config.rate_limit.requests_per_s).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.rate_limit.burst).unwrap_or(NonZeroU32::MIN);
@@ -185,6 +188,7 @@ impl AppState {
             started: Instant::now(),
             metrics,
             quotas,
+            stopping,
         }
     }
 

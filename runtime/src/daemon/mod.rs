@@ -7,12 +7,14 @@
 //! - `quota.rs`: per-tenant daily request quotas that survive restarts.
 //! - `http.rs`: problems (RFC 9457), the middleware stack, the route table.
 //! - `api.rs`: the `/v1` handlers.
+//! - `openai.rs`: the OpenAI-compatible `/v1/chat/completions` and agent event streams.
 
 pub mod api;
 pub mod audit;
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod openai;
 pub mod quota;
 
 use std::net::SocketAddr;
@@ -267,7 +269,15 @@ impl Daemon {
         let stop = CancellationToken::new();
         quotas.spawn_flusher(stop.clone());
         spawn_supervision_metrics(&rt, stop.clone());
-        let state: Shared = Arc::new(AppState::new(rt, keys, audit, config, metrics, quotas));
+        let state: Shared = Arc::new(AppState::new(
+            rt,
+            keys,
+            audit,
+            config,
+            metrics,
+            quotas,
+            stop.clone(),
+        ));
         let addr = listener.local_addr().map_err(|error| DaemonError::Bind {
             addr: state.config.listen,
             error,

@@ -1,0 +1,326 @@
+//! `POST /v1/chat/completions`, OpenAI-compatible: `model` names one of the tenant's agents,
+//! so existing OpenAI clients and SDKs talk to AIOS agents. Without `user`, each request is a
+//! fresh, stateless conversation (the earlier messages of the request are given to the agent
+//! as context, and the instance is forgotten afterwards); with `user`, the agent keeps one
+//! conversation per user. `stream: true` answers with server-sent `chat.completion.chunk`
+//! events carrying the agent's tokens as they come, then `data: [DONE]`. Also
+//! `GET /v1/agents/{name}/events`: the live events of an agent instance over SSE.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use aios_actors::agent::{AgentEventKind, Task};
+use aios_actors::protocol::AgentId;
+
+use super::http::{ApiJson, Problem, Shared};
+use super::keys::Principal;
+
+/// Messages in one chat request at most.
+pub const CHAT_MESSAGES_MAX: usize = 256;
+
+/// One message of a chat request.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ChatMessageIn {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// Its text (`null` for assistant messages that only call tools).
+    #[serde(default)]
+    pub content: Option<Value>,
+}
+
+/// The request body (fields OpenAI clients send that AIOS does not use are accepted and
+/// ignored: temperature, max_tokens, …; the agent's definition decides those).
+#[derive(Clone, Debug, Deserialize)]
+pub struct ChatRequestIn {
+    /// The agent.
+    pub model: String,
+    /// The conversation.
+    pub messages: Vec<ChatMessageIn>,
+    /// Stream the answer.
+    #[serde(default)]
+    pub stream: bool,
+    /// Keep one conversation per user.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+fn text_of(content: &Option<Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        // The content-parts form: [{"type": "text", "text": "…"}, …].
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+fn oai_error(p: Problem) -> Response {
+    // OpenAI clients read `error.message`; keep the problem's status.
+    let status = axum::http::StatusCode::from_u16(p.status)
+        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        axum::Json(json!({"error": {"message": p.detail, "type": p.title, "code": p.status}})),
+    )
+        .into_response()
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    ApiJson(req): ApiJson<ChatRequestIn>,
+) -> Response {
+    match prepare(&s, &p, req).await {
+        Ok(prepared) => run(s, prepared).await,
+        Err(problem) => oai_error(problem),
+    }
+}
+
+struct Prepared {
+    id: AgentId,
+    model: String,
+    task: Task,
+    stream: bool,
+    ephemeral: bool,
+}
+
+async fn prepare(s: &Shared, p: &Principal, req: ChatRequestIn) -> Result<Prepared, Problem> {
+    let full = format!("{}.{}", p.tenant, req.model);
+    if aios_actors::agent::validate_name(&req.model).is_err()
+        || s.rt.agent_system().registry().get(&full).is_none()
+    {
+        return Err(Problem::not_found(format!(
+            "model {:?}: no agent of that name",
+            req.model
+        )));
+    }
+    if req.messages.is_empty() || req.messages.len() > CHAT_MESSAGES_MAX {
+        return Err(Problem::bad_request(format!(
+            "messages: 1..={CHAT_MESSAGES_MAX} required"
+        )));
+    }
+    let last_user = req
+        .messages
+        .iter()
+        .rposition(|m| m.role == "user")
+        .ok_or_else(|| Problem::bad_request("messages: no user message"))?;
+    let input = text_of(&req.messages[last_user].content);
+    if input.trim().is_empty() {
+        return Err(Problem::bad_request(
+            "messages: the last user message is empty",
+        ));
+    }
+    let (key, ephemeral, context) = match &req.user {
+        Some(user) => {
+            let key = format!("u-{user}");
+            aios_actors::agent::validate_name(&key)
+                .map_err(|e| Problem::bad_request(format!("user: {e}")))?;
+            (key, false, String::new())
+        }
+        None => {
+            let earlier: Vec<String> = req.messages[..last_user]
+                .iter()
+                .filter(|m| m.role == "user" || m.role == "assistant")
+                .map(|m| format!("{}: {}", m.role, text_of(&m.content)))
+                .collect();
+            let context = if earlier.is_empty() {
+                String::new()
+            } else {
+                format!("Conversation so far:\n{}\n\n", earlier.join("\n"))
+            };
+            (
+                format!("oai-{}", uuid::Uuid::new_v4().simple()),
+                true,
+                context,
+            )
+        }
+    };
+    let mut task = Task::new(format!("{context}{input}"));
+    task.tenant = p.tenant.clone();
+    Ok(Prepared {
+        id: AgentId::new(full, key),
+        model: req.model,
+        task,
+        stream: req.stream,
+        ephemeral,
+    })
+}
+
+async fn run(s: Shared, prepared: Prepared) -> Response {
+    let Prepared {
+        id,
+        model,
+        task,
+        stream,
+        ephemeral,
+    } = prepared;
+    let completion_id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let created = aios_actors::protocol::unix_ms() / 1000;
+    if !stream {
+        let result = s.rt.agent_system().ask(&id, task).await;
+        if ephemeral {
+            forget(&s, &id).await;
+        }
+        return match result {
+            Ok(out) => axum::Json(json!({
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": out.text},
+                    "finish_reason": "stop"
+                }],
+                "usage": {
+                    "prompt_tokens": out.usage.input_tokens,
+                    "completion_tokens": out.usage.output_tokens,
+                    "total_tokens": out.usage.input_tokens + out.usage.output_tokens
+                }
+            }))
+            .into_response(),
+            Err(e) => oai_error(Problem::new(
+                axum::http::StatusCode::BAD_GATEWAY,
+                e.to_string(),
+            )),
+        };
+    }
+    // Subscribe before the task starts so no token is missed.
+    let mut events = s.rt.agent_system().subscribe(&id);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Value>(256);
+    let chunk = {
+        let completion_id = completion_id.clone();
+        let model = model.clone();
+        move |delta: Value, finish: Option<&str>| {
+            json!({
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
+            })
+        }
+    };
+    let state = s.clone();
+    tokio::spawn(async move {
+        let system = state.rt.agent_system().clone();
+        let ask_id = id.clone();
+        let mut ask = tokio::spawn(async move { system.ask(&ask_id, task).await });
+        let _ = tx.send(chunk(json!({"role": "assistant"}), None)).await;
+        let mut streamed = false;
+        let result = loop {
+            tokio::select! {
+                r = &mut ask => break r.ok(),
+                e = events.recv() => match e {
+                    Ok(ev) => {
+                        if let AgentEventKind::Token(t) = ev.kind {
+                            streamed = true;
+                            if tx.send(chunk(json!({"content": t}), None)).await.is_err() {
+                                // The client went away: stop the task.
+                                ask.abort();
+                                break None;
+                            }
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => {}
+                },
+            }
+        };
+        match result {
+            Some(Ok(out)) => {
+                if !streamed {
+                    let _ = tx.send(chunk(json!({"content": out.text}), None)).await;
+                }
+                let _ = tx.send(chunk(json!({}), Some("stop"))).await;
+            }
+            Some(Err(e)) => {
+                let _ = tx
+                    .send(json!({"error": {"message": e.to_string(), "type": e.kind()}}))
+                    .await;
+            }
+            None => {}
+        }
+        if ephemeral {
+            forget(&state, &id).await;
+        }
+    });
+    let body = stream::unfold((rx, false), |(mut rx, done)| async move {
+        if done {
+            return None;
+        }
+        match rx.recv().await {
+            Some(v) => Some((
+                Ok::<_, Infallible>(Event::default().data(v.to_string())),
+                (rx, false),
+            )),
+            None => Some((Ok(Event::default().data("[DONE]")), (rx, true))),
+        }
+    });
+    Sse::new(body)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+async fn forget(s: &Shared, id: &AgentId) {
+    if let Err(e) = s.rt.agent_system().forget(id).await {
+        tracing::warn!(agent = %id.name, key = %id.key, error = %e, "forgetting a stateless chat instance");
+    }
+}
+
+/// Which instance's events to follow.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// The session (instance key); the agent's main instance by default.
+    pub session: Option<String>,
+}
+
+/// `GET /v1/agents/{name}/events`: tokens, tool calls and results, final answers and errors
+/// of one agent instance, as they happen, over SSE (`event:` is the kind).
+pub async fn agent_events(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+    let full = format!("{}.{name}", p.tenant);
+    if aios_actors::agent::validate_name(&name).is_err()
+        || s.rt.agent_system().registry().get(&full).is_none()
+    {
+        return Err(Problem::not_found(format!("agent {name:?} not found")));
+    }
+    let id = AgentId::new(full, q.session.unwrap_or_else(|| "main".into()));
+    let rx = s.rt.agent_system().subscribe(&id);
+    let body = stream::unfold(rx, |mut rx| async move {
+        let event = match rx.recv().await {
+            Ok(ev) => {
+                let (kind, data) = match &ev.kind {
+                    AgentEventKind::Token(t) => ("token", json!({"text": t})),
+                    other => ("event", serde_json::to_value(other).unwrap_or(Value::Null)),
+                };
+                Event::default().event(kind).data(data.to_string())
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => Event::default()
+                .event("lagged")
+                .data(json!({"missed": n}).to_string()),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(event), rx))
+    });
+    // Ends when the daemon shuts down, so the drain does not wait for followers.
+    let body = futures_util::StreamExt::take_until(body, s.stopping.clone().cancelled_owned());
+    Ok(Sse::new(body).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
