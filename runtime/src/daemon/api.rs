@@ -20,6 +20,7 @@ use aios_actors::tools::{McpServerConfig, ToolRegistryError, ToolRequirement};
 use super::audit::AuditQuery;
 use super::http::{Api, ApiJson, Problem, Shared};
 use super::keys::{KeyError, OPERATOR_TENANT, Principal, Role};
+use super::webhooks::WebhookError;
 
 type ApiResult = Result<Response, Problem>;
 
@@ -88,6 +89,16 @@ pub fn routes() -> Api {
         .route(M::DELETE, "/v1/keys/{id}", Admin, keys_revoke)
         .route(M::GET, "/v1/audit", Admin, audit_query)
         .route(M::GET, "/v1/audit/verify", Admin, audit_verify)
+        .route(M::GET, "/v1/webhooks", Admin, hooks_list)
+        .route(M::POST, "/v1/webhooks", Admin, hooks_create)
+        .route(M::DELETE, "/v1/webhooks/{id}", Admin, hooks_delete)
+        .route(M::GET, "/v1/webhooks/dead", Admin, hooks_dead)
+        .route(
+            M::POST,
+            "/v1/webhooks/dead/{seq}/redeliver",
+            Admin,
+            hooks_redeliver,
+        )
 }
 
 fn ok(v: Value) -> ApiResult {
@@ -315,6 +326,13 @@ async fn agents_create(
             .create(def.clone())
             .await
             .map_err(registry_problem)?;
+    s.webhooks
+        .emit(
+            &p.tenant,
+            "agent.created",
+            json!({"agent": unscoped(&p, &def.name), "version": version}),
+        )
+        .await;
     created(def_view(&p, &def, Some(version)))
 }
 
@@ -364,6 +382,9 @@ async fn agents_delete(
         .delete_agent(&full)
         .await
         .map_err(registry_problem)?;
+    s.webhooks
+        .emit(&p.tenant, "agent.deleted", json!({"agent": name}))
+        .await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -669,6 +690,13 @@ async fn keys_create(
         .create(&body.name, body.role, &tenant, body.expires_ms)
         .await
         .map_err(key_problem)?;
+    s.webhooks
+        .emit(
+            &tenant,
+            "key.created",
+            json!({"key": new.info.id, "role": new.info.role}),
+        )
+        .await;
     created(json!({ "key": new.info, "secret": new.secret }))
 }
 
@@ -698,6 +726,13 @@ async fn keys_rotate(
         .rotate(&id, Some(&p.tenant), overlap)
         .await
         .map_err(key_problem)?;
+    s.webhooks
+        .emit(
+            &p.tenant,
+            "key.rotated",
+            json!({"key": id, "new_key": new.info.id}),
+        )
+        .await;
     created(json!({ "key": new.info, "secret": new.secret }))
 }
 
@@ -711,6 +746,9 @@ async fn keys_revoke(
         .revoke(&id, Some(&p.tenant))
         .await
         .map_err(key_problem)?;
+    s.webhooks
+        .emit(&p.tenant, "key.revoked", json!({"key": info.id}))
+        .await;
     ok(serde_json::to_value(info).map_err(Problem::internal)?)
 }
 
@@ -730,4 +768,70 @@ async fn audit_verify(State(s): State<Shared>, Extension(p): Extension<Principal
     operator_tenant(&p)?;
     let report = s.audit.verify().await.map_err(Problem::internal)?;
     ok(serde_json::to_value(report).map_err(Problem::internal)?)
+}
+
+fn hook_problem(e: WebhookError) -> Problem {
+    match e {
+        WebhookError::Invalid(m) => Problem::bad_request(m),
+        WebhookError::NotFound(_) => Problem::not_found(e.to_string()),
+        WebhookError::Store(_) => Problem::internal(e),
+    }
+}
+
+async fn hooks_list(State(s): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult {
+    ok(json!({ "items": s.webhooks.list(&p.tenant) }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HookBody {
+    url: String,
+    events: Vec<String>,
+}
+
+async fn hooks_create(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    ApiJson(body): ApiJson<HookBody>,
+) -> ApiResult {
+    let sub = s
+        .webhooks
+        .subscribe(&p.tenant, &body.url, body.events)
+        .await
+        .map_err(hook_problem)?;
+    // The signing secret is shown here only.
+    created(serde_json::to_value(sub).map_err(Problem::internal)?)
+}
+
+async fn hooks_delete(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    s.webhooks
+        .unsubscribe(&p.tenant, &id)
+        .await
+        .map_err(hook_problem)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn hooks_dead(State(s): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult {
+    let items = s
+        .webhooks
+        .dead(&p.tenant, 1000)
+        .await
+        .map_err(hook_problem)?;
+    ok(json!({ "items": items }))
+}
+
+async fn hooks_redeliver(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(seq): Path<u64>,
+) -> ApiResult {
+    s.webhooks
+        .redeliver(&p.tenant, seq)
+        .await
+        .map_err(hook_problem)?;
+    Ok(StatusCode::ACCEPTED.into_response())
 }

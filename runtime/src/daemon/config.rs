@@ -143,6 +143,8 @@ pub struct DaemonConfig {
     pub rate_limit: RateLimitConfig,
     /// Per-tenant quotas.
     pub quotas: QuotaConfig,
+    /// Webhook delivery policy.
+    pub webhooks: super::webhooks::WebhookConfig,
     /// LLM providers and models (default: the offline `scripted/demo`).
     pub llm: LlmConfig,
     /// Agents.
@@ -165,6 +167,7 @@ impl Default for DaemonConfig {
             insecure_no_auth: false,
             rate_limit: RateLimitConfig::default(),
             quotas: QuotaConfig::default(),
+            webhooks: super::webhooks::WebhookConfig::default(),
             llm: LlmConfig::default(),
             agents: AgentsSection::default(),
             tools: ToolsSection::default(),
@@ -268,6 +271,17 @@ impl DaemonConfig {
             return bad(
                 "insecure_no_auth",
                 format!("only allowed on a loopback address, not {}", self.listen),
+            );
+        }
+        if self.webhooks.attempts_max == 0 || self.webhooks.attempts_max > 100 {
+            return bad("webhooks.attempts_max", "must be 1..=100");
+        }
+        if self.webhooks.backoff_initial.is_zero()
+            || self.webhooks.backoff_initial > self.webhooks.backoff_max
+        {
+            return bad(
+                "webhooks.backoff_initial",
+                "must be positive and at most webhooks.backoff_max",
             );
         }
         if self.rate_limit.requests_per_s == 0 {

@@ -135,6 +135,18 @@ pub struct RecentError {
     pub message: String,
 }
 
+/// The daemon's own stores, opened on the node's snapshot store.
+pub struct Stores {
+    /// API keys.
+    pub keys: KeyStore,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// Daily quotas.
+    pub quotas: super::quota::Quotas,
+    /// Webhooks.
+    pub webhooks: super::webhooks::Webhooks,
+}
+
 /// What every handler shares.
 pub struct AppState {
     /// The node.
@@ -159,6 +171,8 @@ pub struct AppState {
     pub quotas: super::quota::Quotas,
     /// Cancelled when shutdown begins: long-lived streams end so the drain can finish.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// Webhook subscriptions and deliveries.
+    pub webhooks: super::webhooks::Webhooks,
 }
 
 /// The shared state as handlers take it.
@@ -168,27 +182,26 @@ impl AppState {
     /// Builds the state.
     pub fn new(
         rt: Runtime,
-        keys: KeyStore,
-        audit: AuditLog,
+        stores: Stores,
         config: DaemonConfig,
         metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-        quotas: super::quota::Quotas,
         stopping: tokio_util::sync::CancellationToken,
     ) -> Self {
         let per_s = NonZeroU32::new(config.rate_limit.requests_per_s).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.rate_limit.burst).unwrap_or(NonZeroU32::MIN);
         Self {
             rt,
-            keys,
-            audit,
+            keys: stores.keys,
+            audit: stores.audit,
             limiter: RateLimiter::keyed(Quota::per_second(per_s).allow_burst(burst)),
             config,
             errors: Mutex::new(VecDeque::new()),
             ready: std::sync::atomic::AtomicBool::new(true),
             started: Instant::now(),
             metrics,
-            quotas,
+            quotas: stores.quotas,
             stopping,
+            webhooks: stores.webhooks,
         }
     }
 
@@ -354,6 +367,16 @@ pub async fn authenticate(State(state): State<Shared>, mut req: Request, next: N
         return p.into_response();
     }
     if let Err(p) = state.quotas.count_request(&principal.tenant).await {
+        if state.quotas.first_refusal_today(&principal.tenant) {
+            state
+                .webhooks
+                .emit(
+                    &principal.tenant,
+                    "quota.exceeded",
+                    serde_json::json!({"quota": "requests_per_day", "detail": p.detail}),
+                )
+                .await;
+        }
         return p.into_response();
     }
     let mutating = is_mutating(req.method());

@@ -5,6 +5,7 @@
 //! - `keys.rs`: [`KeyStore`], roles, tenants, rotation and revocation.
 //! - `audit.rs`: [`AuditLog`], hash-chained in the store, with `verify`.
 //! - `quota.rs`: per-tenant daily request quotas that survive restarts.
+//! - `webhooks.rs`: signed deliveries from a persisted queue, retries, dead letters.
 //! - `http.rs`: problems (RFC 9457), the middleware stack, the route table.
 //! - `api.rs`: the `/v1` handlers.
 //! - `openai.rs`: the OpenAI-compatible `/v1/chat/completions` and agent event streams.
@@ -16,6 +17,7 @@ pub mod http;
 pub mod keys;
 pub mod openai;
 pub mod quota;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -217,6 +219,9 @@ impl Daemon {
             let quotas = quota::Quotas::open(records.clone(), config.quotas.requests_per_day)
                 .await
                 .map_err(DaemonError::Store)?;
+            let hooks = webhooks::Webhooks::open(records.clone(), config.webhooks.clone())
+                .await
+                .map_err(|e| DaemonError::Store(e.to_string()))?;
             let mut first = None;
             if keys.is_empty() {
                 match admin_key {
@@ -234,10 +239,10 @@ impl Daemon {
                     }
                 }
             }
-            Ok::<_, DaemonError>((keys, audit, quotas, first))
+            Ok::<_, DaemonError>((keys, audit, quotas, hooks, first))
         }
         .await;
-        let (keys, audit, quotas, first) = match opened {
+        let (keys, audit, quotas, hooks, first) = match opened {
             Ok(x) => x,
             Err(e) => {
                 let _ = rt.shutdown().await;
@@ -268,14 +273,18 @@ impl Daemon {
         };
         let stop = CancellationToken::new();
         quotas.spawn_flusher(stop.clone());
-        spawn_supervision_metrics(&rt, stop.clone());
+        hooks.spawn_deliverer(stop.clone());
+        spawn_supervision_metrics(&rt, hooks.clone(), stop.clone());
         let state: Shared = Arc::new(AppState::new(
             rt,
-            keys,
-            audit,
+            http::Stores {
+                keys,
+                audit,
+                quotas,
+                webhooks: hooks,
+            },
             config,
             metrics,
-            quotas,
             stop.clone(),
         ));
         let addr = listener.local_addr().map_err(|error| DaemonError::Bind {
@@ -376,7 +385,11 @@ impl Daemon {
 }
 
 /// Counts restarts and escalations from the supervision events.
-fn spawn_supervision_metrics(rt: &crate::Runtime, stop: CancellationToken) {
+fn spawn_supervision_metrics(
+    rt: &crate::Runtime,
+    hooks: webhooks::Webhooks,
+    stop: CancellationToken,
+) {
     use aios_supervisor::EventKind;
     let mut events = rt.events();
     tokio::spawn(async move {
@@ -396,6 +409,19 @@ fn spawn_supervision_metrics(rt: &crate::Runtime, stop: CancellationToken) {
                     };
                     metrics::counter!("aios_actor_events_total", "kind" => kind, "supervisor" => e.supervisor.clone())
                         .increment(1);
+                    if let EventKind::ChildRestarted { generation } = &e.kind {
+                        hooks
+                            .emit(
+                                keys::OPERATOR_TENANT,
+                                "actor.restarted",
+                                serde_json::json!({
+                                    "supervisor": e.supervisor,
+                                    "child": e.child,
+                                    "generation": generation,
+                                }),
+                            )
+                            .await;
+                    }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     metrics::counter!("aios_actor_events_lagged_total").increment(n);

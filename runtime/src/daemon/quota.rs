@@ -27,6 +27,8 @@ pub struct Quotas {
     requests_per_day: u64,
     /// tenant → (UTC day number, requests that day, written?)
     counts: Arc<DashMap<String, (u64, u64, bool)>>,
+    /// tenant → the day its first refusal was reported.
+    refused: Arc<DashMap<String, u64>>,
 }
 
 fn today() -> u64 {
@@ -59,6 +61,7 @@ impl Quotas {
             records,
             requests_per_day,
             counts: Arc::new(counts),
+            refused: Arc::new(DashMap::new()),
         })
     }
 
@@ -97,6 +100,17 @@ impl Quotas {
         entry.1 += 1;
         entry.2 = false;
         Ok(())
+    }
+
+    /// True once per tenant and day: whether this refusal is the day's first (for the
+    /// `quota.exceeded` event).
+    pub fn first_refusal_today(&self, tenant: &str) -> bool {
+        let day = today();
+        if self.refused.len() >= QUOTA_TENANTS_MAX && !self.refused.contains_key(tenant) {
+            return false;
+        }
+        let previous = self.refused.insert(tenant.to_string(), day);
+        previous != Some(day)
     }
 
     /// The requests of `tenant` today.

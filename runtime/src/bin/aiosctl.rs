@@ -1,0 +1,620 @@
+//! `aiosctl`: the command line over `aiosd`'s REST API.
+//!
+//! ```sh
+//! export AIOS_URL=http://127.0.0.1:7600 AIOS_KEY=aios_…
+//! aiosctl status
+//! aiosctl agents create writer.json
+//! aiosctl agents chat writer "Draft a haiku about supervisors"
+//! aiosctl tools test web_fetch
+//! aiosctl memory import kb notes.jsonl
+//! aiosctl keys create --role viewer --name dashboard
+//! aiosctl audit verify
+//! ```
+//!
+//! Tables by default, `--json` for the raw answers.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+/// The AIOS command line.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// The daemon.
+    #[arg(
+        long,
+        env = "AIOS_URL",
+        default_value = "http://127.0.0.1:7600",
+        global = true
+    )]
+    url: String,
+    /// The API key.
+    #[arg(long, env = "AIOS_KEY", hide_env_values = true, global = true)]
+    key: Option<String>,
+    /// Print the API's JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The daemon's status.
+    Status,
+    /// Agents.
+    #[command(subcommand)]
+    Agents(Agents),
+    /// Tools.
+    #[command(subcommand)]
+    Tools(Tools),
+    /// Memory.
+    #[command(subcommand)]
+    Memory(Memory),
+    /// API keys.
+    #[command(subcommand)]
+    Keys(Keys),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(Audit),
+    /// Costs of your tenant.
+    Costs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Agents {
+    /// List agents.
+    List,
+    /// Show one agent.
+    Get { name: String },
+    /// Create an agent from a JSON or TOML definition file.
+    Create { file: PathBuf },
+    /// Delete an agent.
+    Delete { name: String },
+    /// Send a message and stream the answer.
+    Chat {
+        name: String,
+        message: String,
+        /// Keep a separate conversation under this user.
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Tools {
+    /// List installed tools.
+    List,
+    /// Run a tool's manifest examples (`name` or `name@req`).
+    Test { name: String },
+    /// Calls, errors and cache hits per tool and agent.
+    Usage,
+}
+
+#[derive(Subcommand, Debug)]
+enum Memory {
+    /// List namespaces.
+    Namespaces,
+    /// Create a namespace.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        shards: u32,
+    },
+    /// Search a namespace.
+    Search {
+        namespace: String,
+        query: String,
+        #[arg(short, default_value_t = 5)]
+        k: usize,
+    },
+    /// Import a JSONL file of `{"text": …, "importance"?: …, "tags"?: […]}` lines.
+    Import { namespace: String, file: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+enum Keys {
+    /// List your tenant's keys.
+    List,
+    /// Create a key (its secret is printed once).
+    Create {
+        #[arg(long)]
+        role: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Another tenant (operator-tenant admins only).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Rotate a key: a new secret; the old one works for the overlap.
+    Rotate {
+        id: String,
+        /// Overlap, e.g. `1h`, `30m`, `0s`.
+        #[arg(long, default_value = "24h")]
+        overlap: humantime::Duration,
+    },
+    /// Revoke a key now.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum Audit {
+    /// The latest entries.
+    Tail {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Recompute the hash chain.
+    Verify,
+}
+
+struct Api {
+    http: reqwest::Client,
+    url: String,
+    key: Option<String>,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.url));
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {} (is aiosd running?)", self.url))?;
+        let status = resp.status();
+        let text = resp.text().await.context("reading the answer")?;
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if !status.is_success() {
+            let detail = value["detail"]
+                .as_str()
+                .or_else(|| value["error"]["message"].as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| value.to_string());
+            bail!("{method} {path}: {status}: {detail}");
+        }
+        Ok(value)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+}
+
+fn table(rows: &[Value], columns: &[(&str, &str)]) {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header(columns.iter().map(|(h, _)| *h));
+    for r in rows {
+        t.add_row(columns.iter().map(|(_, pointer)| match r.pointer(pointer) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => "-".into(),
+            Some(v) => v.to_string(),
+        }));
+    }
+    println!("{t}");
+}
+
+fn items(v: &Value) -> Vec<Value> {
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if !(cli.url.starts_with("http://") || cli.url.starts_with("https://")) {
+        bail!("--url {:?} must start with http:// or https://", cli.url);
+    }
+    let api = Api {
+        http: reqwest::Client::new(),
+        url: cli.url.trim_end_matches('/').to_string(),
+        key: cli.key.clone(),
+    };
+    let json_out = cli.json;
+    let show = |v: &Value| -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        Ok(())
+    };
+    match cli.command {
+        Command::Status => show(&api.get("/v1/status").await?)?,
+        Command::Costs => show(&api.get("/v1/costs").await?)?,
+        Command::Agents(a) => match a {
+            Agents::List => {
+                let v = api.get("/v1/agents").await?;
+                if json_out {
+                    show(&v)?;
+                } else {
+                    table(
+                        &items(&v),
+                        &[
+                            ("NAME", "/name"),
+                            ("ROLE", "/role"),
+                            ("MODEL", "/model"),
+                            ("DESCRIPTION", "/description"),
+                        ],
+                    );
+                }
+            }
+            Agents::Get { name } => show(&api.get(&format!("/v1/agents/{name}")).await?)?,
+            Agents::Create { file } => {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let def: Value = if file.extension().is_some_and(|e| e == "toml") {
+                    let t: toml::Value = toml::from_str(&text)
+                        .with_context(|| format!("{} is not valid TOML", file.display()))?;
+                    serde_json::to_value(t)?
+                } else {
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not valid JSON", file.display()))?
+                };
+                let v = api.post("/v1/agents", def).await?;
+                if json_out {
+                    show(&v)?;
+                } else {
+                    println!("created {} (version {})", v["name"], v["version"]);
+                }
+            }
+            Agents::Delete { name } => {
+                api.call(reqwest::Method::DELETE, &format!("/v1/agents/{name}"), None)
+                    .await?;
+                println!("deleted {name}");
+            }
+            Agents::Chat {
+                name,
+                message,
+                user,
+            } => {
+                chat(&api, &name, &message, user.as_deref(), json_out).await?;
+            }
+        },
+        Command::Tools(t) => match t {
+            Tools::List => {
+                let v = api.get("/v1/tools").await?;
+                if json_out {
+                    show(&v)?;
+                } else {
+                    table(
+                        &items(&v),
+                        &[
+                            ("NAME", "/name"),
+                            ("VERSION", "/version"),
+                            ("DESCRIPTION", "/description"),
+                        ],
+                    );
+                }
+            }
+            Tools::Test { name } => {
+                let v = api
+                    .post(&format!("/v1/tools/{name}/test"), json!({}))
+                    .await?;
+                if json_out {
+                    show(&v)?;
+                } else {
+                    let examples = v["examples"].as_array().cloned().unwrap_or_default();
+                    table(
+                        &examples,
+                        &[
+                            ("EXAMPLE", "/name"),
+                            ("PASSED", "/passed"),
+                            ("DETAIL", "/detail"),
+                        ],
+                    );
+                }
+                if v["passed"] != json!(true) {
+                    bail!("some examples of {name} failed");
+                }
+            }
+            Tools::Usage => {
+                let v = api.get("/v1/tools/usage").await?;
+                if json_out {
+                    show(&v)?;
+                } else {
+                    table(
+                        &items(&v),
+                        &[
+                            ("TOOL", "/tool"),
+                            ("AGENT", "/agent"),
+                            ("CALLS", "/usage/calls"),
+                            ("ERRORS", "/usage/errors"),
+                            ("CACHE HITS", "/usage/cache_hits"),
+                        ],
+                    );
+                }
+            }
+        },
+        Command::Memory(m) => match m {
+            Memory::Namespaces => {
+                let v = api.get("/v1/memory/namespaces").await?;
+                if json_out {
+                    show(&v)?;
+                } else {
+                    table(
+                        &items(&v),
+                        &[("NAME", "/name"), ("SHARDS", "/shards"), ("DIM", "/dim")],
+                    );
+                }
+            }
+            Memory::Create { name, shards } => show(
+                &api.post(
+                    "/v1/memory/namespaces",
+                    json!({"name": name, "shards": shards}),
+                )
+                .await?,
+            )?,
+            Memory::Search {
+                namespace,
+                query,
+                k,
+            } => {
+                let v = api
+                    .post(
+                        &format!("/v1/memory/namespaces/{namespace}/search"),
+                        json!({"query": query, "k": k}),
+                    )
+                    .await?;
+                if json_out {
+                    show(&v)?;
+                } else {
+                    let hits = v["hits"].as_array().cloned().unwrap_or_default();
+                    table(
+                        &hits,
+                        &[("ID", "/id"), ("SCORE", "/score"), ("TEXT", "/text")],
+                    );
+                }
+            }
+            Memory::Import { namespace, file } => import(&api, &namespace, &file).await?,
+        },
+        Command::Keys(k) => match k {
+            Keys::List => {
+                let v = api.get("/v1/keys").await?;
+                if json_out {
+                    show(&v)?;
+                } else {
+                    table(
+                        &items(&v),
+                        &[
+                            ("ID", "/id"),
+                            ("NAME", "/name"),
+                            ("ROLE", "/role"),
+                            ("TENANT", "/tenant"),
+                            ("EXPIRES", "/expires_ms"),
+                            ("REVOKED", "/revoked_ms"),
+                        ],
+                    );
+                }
+            }
+            Keys::Create { role, name, tenant } => {
+                let mut body = json!({"role": role, "name": name});
+                if let Some(t) = tenant {
+                    body["tenant"] = json!(t);
+                }
+                let v = api.post("/v1/keys", body).await?;
+                if json_out {
+                    show(&v)?;
+                } else {
+                    println!(
+                        "key {} ({} of {}); secret, shown once:",
+                        v["key"]["id"], v["key"]["role"], v["key"]["tenant"]
+                    );
+                    println!("{}", v["secret"].as_str().unwrap_or_default());
+                }
+            }
+            Keys::Rotate { id, overlap } => {
+                let ms = u64::try_from(overlap.as_millis()).unwrap_or(u64::MAX);
+                let v = api
+                    .post(&format!("/v1/keys/{id}/rotate"), json!({"overlap_ms": ms}))
+                    .await?;
+                if json_out {
+                    show(&v)?;
+                } else {
+                    println!("new key {}; secret, shown once:", v["key"]["id"]);
+                    println!("{}", v["secret"].as_str().unwrap_or_default());
+                }
+            }
+            Keys::Revoke { id } => {
+                api.call(reqwest::Method::DELETE, &format!("/v1/keys/{id}"), None)
+                    .await?;
+                println!("revoked {id}");
+            }
+        },
+        Command::Audit(a) => match a {
+            Audit::Tail { limit } => {
+                // Walk to the end, keeping the last `limit` entries.
+                let mut after: Option<u64> = None;
+                let mut last: Vec<Value> = Vec::new();
+                loop {
+                    let path = match after {
+                        Some(a) => format!("/v1/audit?limit=1000&after={a}"),
+                        None => "/v1/audit?limit=1000".to_string(),
+                    };
+                    let v = api.get(&path).await?;
+                    last.extend(items(&v));
+                    if last.len() > limit {
+                        last.drain(..last.len() - limit);
+                    }
+                    match v["next"].as_u64() {
+                        Some(n) => after = Some(n),
+                        None => break,
+                    }
+                }
+                if json_out {
+                    show(&json!(last))?;
+                } else {
+                    table(
+                        &last,
+                        &[
+                            ("SEQ", "/seq"),
+                            ("AT_MS", "/at_ms"),
+                            ("TENANT", "/tenant"),
+                            ("KEY", "/key_id"),
+                            ("ACTION", "/action"),
+                            ("OUTCOME", "/outcome"),
+                        ],
+                    );
+                }
+            }
+            Audit::Verify => {
+                let v = api.get("/v1/audit/verify").await?;
+                if json_out {
+                    show(&v)?;
+                } else if v["ok"] == json!(true) {
+                    println!("audit chain intact: {} entries", v["checked"]);
+                } else {
+                    println!(
+                        "audit chain BROKEN at entry {}: {}",
+                        v["broken_at"], v["problem"]
+                    );
+                }
+                if v["ok"] != json!(true) {
+                    std::process::exit(2);
+                }
+            }
+        },
+    }
+    Ok(())
+}
+
+/// Streams an answer through the OpenAI-compatible endpoint, printing tokens as they come.
+async fn chat(
+    api: &Api,
+    name: &str,
+    message: &str,
+    user: Option<&str>,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    use futures_util::StreamExt as _;
+    let mut body =
+        json!({"model": name, "stream": true, "messages": [{"role": "user", "content": message}]});
+    if let Some(u) = user {
+        body["user"] = json!(u);
+    }
+    let mut req = api
+        .http
+        .post(format!("{}/v1/chat/completions", api.url))
+        .json(&body);
+    if let Some(k) = &api.key {
+        req = req.bearer_auth(k);
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {}", api.url))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        bail!(
+            "{status}: {}",
+            v["error"]["message"].as_str().unwrap_or("error")
+        );
+    }
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut out = std::io::stdout();
+    while let Some(chunk) = stream.next().await {
+        buf.push_str(&String::from_utf8_lossy(
+            &chunk.context("reading the stream")?,
+        ));
+        while let Some(i) = buf.find("\n\n") {
+            let event: String = buf.drain(..i + 2).collect();
+            for line in event.lines() {
+                let Some(data) = line.strip_prefix("data: ") else {
+                    continue;
+                };
+                if data == "[DONE]" {
+                    println!();
+                    return Ok(());
+                }
+                let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+                if json_out {
+                    println!("{v}");
+                } else if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+                    write!(out, "{t}")?;
+                    out.flush()?;
+                } else if let Some(e) = v["error"]["message"].as_str() {
+                    bail!("the agent failed: {e}");
+                }
+            }
+        }
+    }
+    println!();
+    Ok(())
+}
+
+/// Imports a JSONL file in batches of 100, with a progress bar.
+async fn import(api: &Api, namespace: &str, file: &PathBuf) -> anyhow::Result<()> {
+    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let total = std::io::BufReader::new(std::fs::File::open(file)?)
+        .lines()
+        .count() as u64;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} items {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut batch = Vec::new();
+    let mut imported = 0u64;
+    for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let item: Value = serde_json::from_str(&line)
+            .with_context(|| format!("{} line {}: not JSON", file.display(), n + 1))?;
+        if !item["text"].is_string() {
+            bail!("{} line {}: no \"text\" string", file.display(), n + 1);
+        }
+        batch.push(item);
+        if batch.len() == 100 {
+            imported += send_batch(api, namespace, &mut batch).await?;
+            bar.set_position(imported);
+        }
+    }
+    imported += send_batch(api, namespace, &mut batch).await?;
+    bar.finish_and_clear();
+    println!("imported {imported} items into {namespace}");
+    Ok(())
+}
+
+async fn send_batch(api: &Api, namespace: &str, batch: &mut Vec<Value>) -> anyhow::Result<u64> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let n = batch.len() as u64;
+    api.post(
+        &format!("/v1/memory/namespaces/{namespace}/items"),
+        json!({"items": std::mem::take(batch)}),
+    )
+    .await?;
+    Ok(n)
+}

@@ -1,0 +1,109 @@
+//! `aiosctl` against a daemon on 127.0.0.1: the commands an operator uses, as a real child
+//! process, with tables and `--json`.
+
+use aios_runtime::daemon::{Daemon, DaemonConfig};
+
+const AIOSCTL: &str = env!("CARGO_BIN_EXE_aiosctl");
+
+async fn ctl(url: &str, key: &str, args: &[&str]) -> (bool, String, String) {
+    let (url, key) = (url.to_string(), key.to_string());
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(AIOSCTL)
+            .args(&args)
+            .env("AIOS_URL", url)
+            .env("AIOS_KEY", key)
+            .output()
+            .expect("run aiosctl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiosctl_drives_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = DaemonConfig {
+        data_dir: dir.path().join("data"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..DaemonConfig::default()
+    };
+    let (d, first) = Daemon::start(config, None).await.expect("start");
+    let key = first.unwrap().secret;
+    let url = format!("http://{}", d.addr);
+
+    let def = dir.path().join("writer.toml");
+    std::fs::write(
+        &def,
+        "name = \"writer\"\nrole = \"executor\"\nmodel = \"scripted/demo\"\nsystem_prompt = \"Write.\"\n",
+    )
+    .unwrap();
+    let (ok, out, err) = ctl(&url, &key, &["agents", "create", def.to_str().unwrap()]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("created \"writer\""), "{out}");
+    let (ok, out, _) = ctl(&url, &key, &["agents", "list"]).await;
+    assert!(
+        ok && out.contains("writer") && out.contains("scripted/demo"),
+        "{out}"
+    );
+    let (ok, out, _) = ctl(&url, &key, &["--json", "agents", "list"]).await;
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("--json prints JSON");
+    assert_eq!(v["items"][0]["name"], "writer");
+    let (ok, out, err) = ctl(&url, &key, &["agents", "chat", "writer", "hello"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("[scripted]"), "streamed answer: {out}");
+
+    let notes = dir.path().join("notes.jsonl");
+    let lines: Vec<String> = (0..250)
+        .map(|i| format!("{{\"text\": \"note {i} about topic {}\"}}", i % 7))
+        .collect();
+    std::fs::write(&notes, lines.join("\n")).unwrap();
+    assert!(ctl(&url, &key, &["memory", "create", "kb"]).await.0);
+    let (ok, out, err) = ctl(
+        &url,
+        &key,
+        &["memory", "import", "kb", notes.to_str().unwrap()],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("imported 250 items"), "{out}");
+    let (ok, out, _) = ctl(
+        &url,
+        &key,
+        &["memory", "search", "kb", "note 42", "-k", "3"],
+    )
+    .await;
+    assert!(ok && out.contains("note"), "{out}");
+
+    let (ok, out, _) = ctl(
+        &url,
+        &key,
+        &["keys", "create", "--role", "viewer", "--name", "dash"],
+    )
+    .await;
+    assert!(ok && out.contains("shown once"), "{out}");
+    let viewer = out.lines().last().unwrap().trim().to_string();
+    let (ok, _, err) = ctl(&url, &viewer, &["keys", "list"]).await;
+    assert!(
+        !ok && err.contains("403"),
+        "a viewer cannot list keys: {err}"
+    );
+    let (ok, out, _) = ctl(&url, &key, &["tools", "list"]).await;
+    assert!(ok && out.contains("web_fetch"), "{out}");
+    let (ok, out, _) = ctl(&url, &key, &["audit", "verify"]).await;
+    assert!(ok && out.contains("intact"), "{out}");
+    let (ok, out, _) = ctl(&url, &key, &["audit", "tail", "--limit", "3"]).await;
+    assert!(ok && out.contains("POST"), "{out}");
+
+    let (ok, _, err) = ctl(&url, "aios_bad", &["status"]).await;
+    assert!(!ok && err.contains("401"), "{err}");
+    let (ok, _, err) = ctl("ftp://x", &key, &["status"]).await;
+    assert!(!ok && err.contains("--url"), "{err}");
+    d.shutdown().await.expect("shutdown");
+}

@@ -1,0 +1,294 @@
+//! Webhook deliveries to a receiver on 127.0.0.1 that checks every signature: retries after
+//! 500s, dead letters and redelivery, and the queue surviving a daemon restart.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aios_runtime::daemon::webhooks::signature;
+use aios_runtime::daemon::{Daemon, DaemonConfig};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+#[derive(Default)]
+struct Receiver {
+    /// Secrets by path (set once the subscription exists).
+    secrets: Mutex<HashMap<String, String>>,
+    /// Failures still to answer, by path (u32::MAX: always).
+    fail: Mutex<HashMap<String, u32>>,
+    /// Attempts seen, by path.
+    attempts: Mutex<HashMap<String, u32>>,
+}
+
+type Seen = mpsc::UnboundedSender<(String, Value)>;
+
+async fn receive(
+    State((r, tx)): State<(Arc<Receiver>, Seen)>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let body = String::from_utf8(body.to_vec()).expect("utf-8 body");
+    let secret = r
+        .secrets
+        .lock()
+        .unwrap()
+        .get(&path)
+        .cloned()
+        .expect("known path");
+    let ts: u64 = headers["x-aios-timestamp"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sig = headers["x-aios-signature"].to_str().unwrap();
+    assert_eq!(sig, signature(&secret, ts, &body), "a valid signature");
+    *r.attempts.lock().unwrap().entry(path.clone()).or_default() += 1;
+    {
+        let mut fail = r.fail.lock().unwrap();
+        let left = fail.entry(path.clone()).or_default();
+        if *left > 0 {
+            if *left != u32::MAX {
+                *left -= 1;
+            }
+            let _ = tx.send((format!("{path}:failed"), Value::Null));
+            return StatusCode::INTERNAL_SERVER_ERROR;
+        }
+    }
+    let _ = tx.send((path, serde_json::from_str(&body).unwrap()));
+    StatusCode::OK
+}
+
+async fn serve_receiver(
+    listener: tokio::net::TcpListener,
+    r: Arc<Receiver>,
+    tx: Seen,
+) -> tokio::task::JoinHandle<()> {
+    let app = axum::Router::new()
+        .route("/{path}", axum::routing::post(receive))
+        .with_state((r, tx));
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    })
+}
+
+fn config(dir: &std::path::Path) -> DaemonConfig {
+    let mut c = DaemonConfig {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..DaemonConfig::default()
+    };
+    c.webhooks.attempts_max = 3;
+    c.webhooks.backoff_initial = Duration::from_millis(20);
+    c.webhooks.backoff_max = Duration::from_millis(200);
+    c
+}
+
+async fn call(
+    base: &str,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let r = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let s = StatusCode::from_u16(r.status().as_u16()).unwrap();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits for the receiver to report `path` (skipping other reports).
+async fn wait_for(rx: &mut mpsc::UnboundedReceiver<(String, Value)>, path: &str) -> Value {
+    loop {
+        let (p, v) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no delivery to {path}"))
+            .unwrap();
+        if p == path {
+            return v;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_signed_retried_dead_lettered_redelivered_and_survive_restarts() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_base = format!("http://{}", listener.local_addr().unwrap());
+    let receiver = Arc::new(Receiver::default());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let server = serve_receiver(listener, receiver.clone(), tx.clone()).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (d, first) = Daemon::start(config(dir.path()), None).await.unwrap();
+    let key = first.unwrap().secret;
+    let base = format!("http://{}", d.addr);
+    let subscribe = |path: &'static str, events: Value| {
+        let (base, key, receiver, hook) = (
+            base.clone(),
+            key.clone(),
+            receiver.clone(),
+            hook_base.clone(),
+        );
+        async move {
+            let (s, v) = call(
+                &base,
+                &key,
+                reqwest::Method::POST,
+                "/v1/webhooks",
+                json!({"url": format!("{hook}/{path}"), "events": events}),
+            )
+            .await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            receiver
+                .secrets
+                .lock()
+                .unwrap()
+                .insert(path.into(), v["secret"].as_str().unwrap().into());
+        }
+    };
+
+    // Two 500s, then success: retried with backoff, delivered once.
+    receiver.fail.lock().unwrap().insert("retry".into(), 2);
+    subscribe("retry", json!(["agent.created"])).await;
+    let (s, _) = call(
+        &base,
+        &key,
+        reqwest::Method::POST,
+        "/v1/agents",
+        json!({"name": "w", "role": "executor", "model": "scripted/demo", "system_prompt": "."}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let v = wait_for(&mut rx, "retry").await;
+    assert_eq!(v["event"], "agent.created");
+    assert_eq!(v["data"]["agent"], "w");
+    assert_eq!(receiver.attempts.lock().unwrap()["retry"], 3);
+
+    // Always failing: dead-lettered after 3 attempts, then redelivered on request.
+    receiver
+        .fail
+        .lock()
+        .unwrap()
+        .insert("dead".into(), u32::MAX);
+    subscribe("dead", json!(["key.created"])).await;
+    let (s, _) = call(
+        &base,
+        &key,
+        reqwest::Method::POST,
+        "/v1/keys",
+        json!({"role": "viewer"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let mut dead = Value::Null;
+    for _ in 0..3 {
+        wait_for(&mut rx, "dead:failed").await;
+    }
+    for _ in 0..200 {
+        let (_, v) = call(
+            &base,
+            &key,
+            reqwest::Method::GET,
+            "/v1/webhooks/dead",
+            Value::Null,
+        )
+        .await;
+        if !v["items"].as_array().unwrap().is_empty() {
+            dead = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let item = &dead["items"][0];
+    assert_eq!(item["event"], "key.created", "{dead}");
+    assert_eq!(item["attempts"], 3);
+    receiver.fail.lock().unwrap().insert("dead".into(), 0);
+    let seq = item["seq"].as_u64().unwrap();
+    let (s, _) = call(
+        &base,
+        &key,
+        reqwest::Method::POST,
+        &format!("/v1/webhooks/dead/{seq}/redeliver"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let v = wait_for(&mut rx, "dead").await;
+    assert_eq!(v["event"], "key.created");
+
+    // The receiver fails; the delivery waits in the queue across a daemon restart. (Retries
+    // 1 s apart, so none is attempted between the first failure and the restart.)
+    d.shutdown().await.unwrap();
+    let mut slow = config(dir.path());
+    slow.webhooks.attempts_max = 100;
+    slow.webhooks.backoff_initial = Duration::from_secs(1);
+    slow.webhooks.backoff_max = Duration::from_secs(2);
+    let (d, _) = Daemon::start(slow.clone(), None).await.unwrap();
+    let base = format!("http://{}", d.addr);
+    receiver
+        .fail
+        .lock()
+        .unwrap()
+        .insert("later".into(), u32::MAX);
+    let (s, v) = call(
+        &base,
+        &key,
+        reqwest::Method::POST,
+        "/v1/webhooks",
+        json!({"url": format!("{hook_base}/later"), "events": ["agent.deleted"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    receiver
+        .secrets
+        .lock()
+        .unwrap()
+        .insert("later".into(), v["secret"].as_str().unwrap().into());
+    let (s, _) = call(
+        &base,
+        &key,
+        reqwest::Method::DELETE,
+        "/v1/agents/w",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    wait_for(&mut rx, "later:failed").await;
+    d.shutdown().await.unwrap();
+    receiver.fail.lock().unwrap().insert("later".into(), 0);
+    let (d, _) = Daemon::start(slow, None).await.unwrap();
+    let v = wait_for(&mut rx, "later").await;
+    assert_eq!(v["event"], "agent.deleted");
+    assert_eq!(v["data"]["agent"], "w");
+
+    // Bad subscriptions are refused.
+    let base = format!("http://{}", d.addr);
+    let (s, v) = call(
+        &base,
+        &key,
+        reqwest::Method::POST,
+        "/v1/webhooks",
+        json!({"url": "ftp://x", "events": ["agent.created"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = call(
+        &base,
+        &key,
+        reqwest::Method::POST,
+        "/v1/webhooks",
+        json!({"url": "http://127.0.0.1:1/x", "events": ["nope"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    d.shutdown().await.unwrap();
+    server.abort();
+}
