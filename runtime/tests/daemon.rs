@@ -620,3 +620,160 @@ async fn openai_clients_talk_to_agents_with_and_without_streaming() {
     );
     d.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_sessions_and_idempotent_creates_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, first) = Daemon::start(config(dir.path()), None)
+        .await
+        .expect("start");
+    let admin = first.unwrap().secret;
+    let c = Client::new(d.addr);
+    let acme = create_key(&c, &admin, "operator", Some("acme")).await;
+    let other = create_key(&c, &admin, "operator", Some("other")).await;
+    for (name, role, cap, prompt) in [
+        (
+            "planner",
+            "planner",
+            "plan",
+            "You plan. Answer with a JSON plan.",
+        ),
+        ("researcher", "executor", "research", "You research."),
+        ("writer", "executor", "write", "You write."),
+    ] {
+        let def = json!({"name": name, "role": role, "model": "scripted/demo",
+            "system_prompt": prompt, "capabilities": [{"name": cap}]});
+        let (s, v, _) = c
+            .send(Method::POST, "/v1/agents", Some(&acme), Some(def))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+
+    // A run: planned, carried out by the tenant's agents, answered.
+    let (s, v, _) = c
+        .send(
+            Method::POST,
+            "/v1/runs",
+            Some(&acme),
+            Some(json!({"task": "Why is the sky blue?", "planner": "planner"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let mut run = Value::Null;
+    for _ in 0..2000 {
+        let (_, v, _) = c
+            .send(Method::GET, &format!("/v1/runs/{id}"), Some(&acme), None)
+            .await;
+        if matches!(
+            v["status"].as_str(),
+            Some("Succeeded" | "Failed" | "succeeded" | "failed")
+        ) {
+            run = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        run["status"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case("succeeded"),
+        "{run}"
+    );
+    assert_eq!(
+        run["planner"], "planner",
+        "names are shown without the tenant: {run}"
+    );
+    let (s, _, _) = c
+        .send(Method::GET, &format!("/v1/runs/{id}"), Some(&other), None)
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "another tenant cannot see the run"
+    );
+    let (_, v, _) = c.send(Method::GET, "/v1/runs", Some(&acme), None).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 1, "{v}");
+    let (_, v, _) = c.send(Method::GET, "/v1/runs", Some(&other), None).await;
+    assert!(v["items"].as_array().unwrap().is_empty(), "{v}");
+
+    // A session with one agent keeps its history.
+    let (s, v, _) = c
+        .send(
+            Method::POST,
+            "/v1/sessions",
+            Some(&acme),
+            Some(json!({"agent": "writer", "title": "t"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let sid = v["id"].as_str().unwrap().to_string();
+    let (s, v, _) = c
+        .send(
+            Method::POST,
+            &format!("/v1/sessions/{sid}/messages"),
+            Some(&acme),
+            Some(json!({"content": "hello"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["text"].as_str().unwrap().contains("[scripted]"), "{v}");
+    let (_, v, _) = c
+        .send(
+            Method::GET,
+            &format!("/v1/sessions/{sid}/history"),
+            Some(&acme),
+            None,
+        )
+        .await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 2, "{v}");
+    let (s, _, _) = c
+        .send(
+            Method::GET,
+            &format!("/v1/sessions/{sid}"),
+            Some(&other),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v, _) = c
+        .send(
+            Method::POST,
+            "/v1/sessions",
+            Some(&acme),
+            Some(json!({"title": "neither"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    // Idempotency-Key: a retried create answers the same, once.
+    let post = |key: &'static str, body: Value| {
+        c.http
+            .post(format!("{}/v1/agents", c.base))
+            .bearer_auth(&acme)
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+    };
+    let def =
+        json!({"name": "once", "role": "executor", "model": "scripted/demo", "system_prompt": "."});
+    let a = post("k-1", def.clone()).await.unwrap();
+    assert_eq!(a.status(), StatusCode::CREATED);
+    let a_body = a.text().await.unwrap();
+    let b = post("k-1", def.clone()).await.unwrap();
+    assert_eq!(b.status(), StatusCode::CREATED, "a replay, not a conflict");
+    assert_eq!(b.headers()["idempotent-replayed"], "true");
+    assert_eq!(b.text().await.unwrap(), a_body);
+    let mut changed = def.clone();
+    changed["system_prompt"] = json!("different");
+    let r = post("k-1", changed).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = post("k-2", def).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CONFLICT,
+        "a new key runs again: the agent exists"
+    );
+    d.shutdown().await.expect("shutdown");
+}

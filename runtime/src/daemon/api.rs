@@ -89,6 +89,52 @@ pub fn routes() -> Api {
         .route(M::DELETE, "/v1/keys/{id}", Admin, keys_revoke)
         .route(M::GET, "/v1/audit", Admin, audit_query)
         .route(M::GET, "/v1/audit/verify", Admin, audit_verify)
+        .route(M::POST, "/v1/runs", Operator, super::runs::start)
+        .route(M::GET, "/v1/runs", Viewer, super::runs::list)
+        .route(M::GET, "/v1/runs/{id}", Viewer, super::runs::get)
+        .route(
+            M::POST,
+            "/v1/runs/{id}/steps/{step}/decision",
+            Operator,
+            super::runs::decide,
+        )
+        .route(
+            M::POST,
+            "/v1/runs/{id}/cancel",
+            Operator,
+            super::runs::cancel,
+        )
+        .route(
+            M::POST,
+            "/v1/sessions",
+            Operator,
+            super::runs::create_session,
+        )
+        .route(M::GET, "/v1/sessions", Viewer, super::runs::list_sessions)
+        .route(
+            M::GET,
+            "/v1/sessions/{id}",
+            Viewer,
+            super::runs::get_session,
+        )
+        .route(
+            M::DELETE,
+            "/v1/sessions/{id}",
+            Operator,
+            super::runs::delete_session,
+        )
+        .route(
+            M::POST,
+            "/v1/sessions/{id}/messages",
+            Operator,
+            super::runs::say,
+        )
+        .route(
+            M::GET,
+            "/v1/sessions/{id}/history",
+            Viewer,
+            super::runs::history,
+        )
         .route(M::GET, "/v1/webhooks", Admin, hooks_list)
         .route(M::POST, "/v1/webhooks", Admin, hooks_create)
         .route(M::DELETE, "/v1/webhooks/{id}", Admin, hooks_delete)

@@ -173,6 +173,8 @@ pub struct AppState {
     pub stopping: tokio_util::sync::CancellationToken,
     /// Webhook subscriptions and deliveries.
     pub webhooks: super::webhooks::Webhooks,
+    /// Idempotency keys of requests still running.
+    pub idempotency_in_flight: dashmap::DashMap<String, ()>,
 }
 
 /// The shared state as handlers take it.
@@ -202,6 +204,7 @@ impl AppState {
             quotas: stores.quotas,
             stopping,
             webhooks: stores.webhooks,
+            idempotency_in_flight: dashmap::DashMap::new(),
         }
     }
 

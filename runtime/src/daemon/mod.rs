@@ -7,16 +7,19 @@
 //! - `quota.rs`: per-tenant daily request quotas that survive restarts.
 //! - `webhooks.rs`: signed deliveries from a persisted queue, retries, dead letters.
 //! - `http.rs`: problems (RFC 9457), the middleware stack, the route table.
-//! - `api.rs`: the `/v1` handlers.
+//! - `api.rs`: the `/v1` handlers; `runs.rs`: runs and sessions.
+//! - `idempotency.rs`: `Idempotency-Key` on POSTs.
 //! - `openai.rs`: the OpenAI-compatible `/v1/chat/completions` and agent event streams.
 
 pub mod api;
 pub mod audit;
 pub mod config;
 pub mod http;
+pub mod idempotency;
 pub mod keys;
 pub mod openai;
 pub mod quota;
+pub mod runs;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -168,10 +171,16 @@ fn probes(state: &Shared) -> Router<Shared> {
 /// `/v1` API, and the layers every request goes through.
 pub fn app(state: Shared) -> Router {
     let (api, _) = api::routes().into_parts();
-    let api = api.layer(middleware::from_fn_with_state(
-        state.clone(),
-        http::authenticate,
-    ));
+    // Authentication runs first (outermost), then Idempotency-Key handling.
+    let api = api
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            http::authenticate,
+        ));
     let mut router = Router::new().merge(api);
     if state.config.metrics_listen.is_none() {
         router = router.merge(probes(&state));
@@ -274,6 +283,7 @@ impl Daemon {
         let stop = CancellationToken::new();
         quotas.spawn_flusher(stop.clone());
         hooks.spawn_deliverer(stop.clone());
+        idempotency::spawn_sweeper(records.clone(), stop.clone());
         spawn_supervision_metrics(&rt, hooks.clone(), stop.clone());
         let state: Shared = Arc::new(AppState::new(
             rt,

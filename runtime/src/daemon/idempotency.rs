@@ -1,0 +1,178 @@
+//! `Idempotency-Key` on POSTs: the first response to a key (per API key, method and path) is
+//! stored durably with a hash of the request body, and a retry with the same key gets that
+//! response again (`idempotent-replayed: true`) instead of creating twice. The same key with a
+//! different body is refused (422); a retry while the first is still running gets 409.
+//! Records live [`IDEMPOTENCY_TTL`] and are removed by a sweep.
+
+use std::time::Duration;
+
+use aios_actors::records::Records;
+use aios_supervisor::snapshot::Durability;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::http::{Problem, Shared};
+use super::keys::Principal;
+
+/// How long a key is remembered.
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Responses larger than this are not stored (the retry then runs again).
+pub const STORED_RESPONSE_MAX: usize = 1024 * 1024;
+const PREFIX: &str = "idem/";
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    request_hash: Vec<u8>,
+    status: u16,
+    content_type: String,
+    body: Vec<u8>,
+    at_ms: u64,
+}
+
+fn record_key(p: &Principal, method: &Method, path: &str, key: &str) -> String {
+    let h = Sha256::digest(format!("{method} {path} {key}").as_bytes());
+    let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{PREFIX}{}/{hex}", p.key_id)
+}
+
+/// The middleware (inside authentication, so the principal is known).
+pub async fn idempotency(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let Some(key) = req.headers().get("idempotency-key").cloned() else {
+        return next.run(req).await;
+    };
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let key = match key.to_str() {
+        Ok(k)
+            if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..0x7f).contains(&b)) =>
+        {
+            k.to_string()
+        }
+        _ => {
+            return Problem::bad_request("Idempotency-Key: 1..=255 visible ASCII characters")
+                .into_response();
+        }
+    };
+    let Some(principal) = req.extensions().get::<Principal>().cloned() else {
+        return next.run(req).await;
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, s.config.body_limit_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is too large",
+            )
+            .into_response();
+        }
+    };
+    let request_hash = Sha256::digest(&bytes).to_vec();
+    let rkey = record_key(&principal, &parts.method, parts.uri.path(), &key);
+    let records = Records::new(s.rt.snapshots().clone());
+    match records.get::<Stored>(&rkey).await {
+        Ok(Some(stored))
+            if aios_actors::protocol::unix_ms().saturating_sub(stored.at_ms)
+                < IDEMPOTENCY_TTL.as_millis() as u64 =>
+        {
+            if stored.request_hash != request_hash {
+                return Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "this Idempotency-Key was used with a different request",
+                )
+                .into_response();
+            }
+            let mut r = Response::new(Body::from(stored.body));
+            *r.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+            if let Ok(v) = HeaderValue::from_str(&stored.content_type) {
+                r.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            r.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return r;
+        }
+        Ok(_) => {}
+        Err(e) => return Problem::internal(e).into_response(),
+    }
+    // One request per key at a time.
+    if s.idempotency_in_flight.insert(rkey.clone(), ()).is_some() {
+        return Problem::conflict("a request with this Idempotency-Key is still running")
+            .into_response();
+    }
+    let _in_flight = InFlight(&s, rkey.clone());
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    // Only outcomes worth replaying: successes and client errors, not 5xx or 429.
+    let status = response.status();
+    if !(status.is_success()
+        || (status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS))
+    {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, STORED_RESPONSE_MAX).await else {
+        return Problem::internal("the response was too large to keep for Idempotency-Key")
+            .into_response();
+    };
+    let stored = Stored {
+        request_hash,
+        status: parts.status.as_u16(),
+        content_type: parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_string(),
+        body: body.to_vec(),
+        at_ms: aios_actors::protocol::unix_ms(),
+    };
+    if let Err(e) = records.put(&rkey, &stored, Durability::Durable).await {
+        tracing::error!(error = %e, "storing an idempotent response");
+    }
+    Response::from_parts(parts, Body::from(body))
+}
+
+struct InFlight<'a>(&'a Shared, String);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.idempotency_in_flight.remove(&self.1);
+    }
+}
+
+/// Removes expired records every hour until `stop`.
+pub fn spawn_sweeper(records: Records, stop: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            }
+            let mut after: Option<String> = None;
+            let now = aios_actors::protocol::unix_ms();
+            loop {
+                let Ok(keys) = records.keys_after(PREFIX, after.as_deref(), 512).await else {
+                    break;
+                };
+                let Some(last) = keys.last().cloned() else {
+                    break;
+                };
+                for k in keys {
+                    if let Ok(Some(s)) = records.get::<Stored>(&k).await
+                        && now.saturating_sub(s.at_ms) >= IDEMPOTENCY_TTL.as_millis() as u64
+                    {
+                        let _ = records.delete(&k).await;
+                    }
+                }
+                after = Some(last);
+            }
+        }
+    });
+}
