@@ -777,3 +777,43 @@ async fn runs_sessions_and_idempotent_creates_through_the_api() {
     );
     d.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_every_route_with_its_role_and_body_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, first) = Daemon::start(config(dir.path()), None)
+        .await
+        .expect("start");
+    let admin = first.unwrap().secret;
+    let c = Client::new(d.addr);
+    let viewer = create_key(&c, &admin, "viewer", None).await;
+    let (s, _, _) = c.send(Method::GET, "/v1/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, doc, _) = c
+        .send(Method::GET, "/v1/openapi.json", Some(&viewer), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    for r in routes().into_parts().1 {
+        let op = &doc["paths"][r.path][r.method.as_str().to_lowercase()];
+        assert_eq!(
+            op["x-aios-min-role"],
+            r.role.as_str(),
+            "{} {}",
+            r.method,
+            r.path
+        );
+        let declared = op["parameters"].as_array().unwrap().len();
+        assert_eq!(declared, r.path.matches('{').count(), "{}", r.path);
+    }
+    let create =
+        &doc["paths"]["/v1/agents"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert!(
+        create["properties"]["system_prompt"].is_object(),
+        "{create}"
+    );
+    let mcp = &doc["paths"]["/v1/mcp-servers"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    assert!(mcp["properties"]["transport"].is_object(), "{mcp}");
+    d.shutdown().await.expect("shutdown");
+}

@@ -17,7 +17,9 @@ pub const AGENT_LIST_LEN_MAX: usize = 64;
 pub const AGENT_STEPS_MAX: u32 = 256;
 
 /// An agent's role. Roles shape prompts and let orchestration pick planners.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentRole {
     /// Turns tasks into plans.
@@ -44,7 +46,9 @@ impl AgentRole {
 
 /// A capability an agent or tool advertises: a name with optional parameters, for example
 /// `translate` with `languages = "en,de"`, `cost_class = "low"`, `latency_class = "fast"`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Capability {
     /// The capability's name.
     pub name: String,
@@ -71,7 +75,7 @@ impl Capability {
 }
 
 /// What an agent may consume per task.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// LLM calls per task (1..=[`AGENT_STEPS_MAX`]).
@@ -111,7 +115,7 @@ impl Limits {
 }
 
 /// An agent definition. Versioned by the [`super::AgentRegistry`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentDef {
     /// Unique name: 1..=64 of `a-z 0-9 _ -`.

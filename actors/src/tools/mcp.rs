@@ -41,7 +41,7 @@ const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(30);
 const STDERR_LINE_LEN_MAX: usize = 2048;
 
 /// How to reach an MCP server.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum McpTransport {
     /// A child process speaking MCP on its stdin and stdout.
@@ -79,7 +79,7 @@ fn default_mcp_concurrency() -> usize {
 }
 
 /// An MCP server to take tools from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct McpServerConfig {
     /// Its name: 1..=32 of `a-z 0-9 _ -`, starting with a letter. Its tools are named
@@ -91,9 +91,11 @@ pub struct McpServerConfig {
     /// when it is semver, else `0.1.0`. Fixed when the server is added, so restarts and
     /// agent pins stay stable.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub version: Option<semver::Version>,
     /// How long one call may take.
     #[serde(default = "default_mcp_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     /// Concurrent calls per tool at most.
     #[serde(default = "default_mcp_concurrency")]

@@ -30,6 +30,7 @@ pub fn routes() -> Api {
     use Role::{Admin, Operator, Viewer};
     Api::new()
         .route(M::GET, "/v1/status", Viewer, status)
+        .route(M::GET, "/v1/openapi.json", Viewer, super::openapi::openapi)
         .route(M::GET, "/v1/tree", Viewer, tree)
         .route(M::POST, "/v1/tree/restart", Operator, tree_restart)
         .route(M::GET, "/v1/errors", Operator, recent_errors)
@@ -270,9 +271,9 @@ async fn tree(State(s): State<Shared>, Extension(p): Extension<Principal>) -> Ap
     ok(Value::Object(groups))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RestartBody {
+pub(crate) struct RestartBody {
     /// `agents/echo`: the supervisor's path, a slash, the child's id.
     path: String,
 }
@@ -434,9 +435,9 @@ async fn agents_delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct MessageBody {
+pub(crate) struct MessageBody {
     /// The message.
     content: String,
     /// A session: the agent keeps a separate conversation per session.
@@ -571,9 +572,9 @@ async fn ns_list(State(s): State<Shared>, Extension(p): Extension<Principal>) ->
     ok(json!({ "items": items }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NamespaceBody {
+pub(crate) struct NamespaceBody {
     name: String,
     #[serde(default)]
     shards: Option<u32>,
@@ -595,15 +596,15 @@ async fn ns_create(
     created(v)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ItemsBody {
+pub(crate) struct ItemsBody {
     items: Vec<ItemBody>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ItemBody {
+pub(crate) struct ItemBody {
     text: String,
     #[serde(default)]
     importance: Option<f32>,
@@ -638,9 +639,9 @@ async fn mem_upsert(
     created(json!({ "ids": ids }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct SearchBody {
+pub(crate) struct SearchBody {
     query: String,
     #[serde(default = "default_k")]
     k: usize,
@@ -709,9 +710,9 @@ async fn keys_list(State(s): State<Shared>, Extension(p): Extension<Principal>) 
     ok(json!({ "items": s.keys.list(Some(&p.tenant)) }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NewKeyBody {
+pub(crate) struct NewKeyBody {
     #[serde(default)]
     name: String,
     role: Role,
@@ -746,9 +747,9 @@ async fn keys_create(
     created(json!({ "key": new.info, "secret": new.secret }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RotateBody {
+pub(crate) struct RotateBody {
     /// How long the old key keeps working (default 24 h).
     #[serde(default)]
     overlap_ms: Option<u64>,
@@ -828,9 +829,9 @@ async fn hooks_list(State(s): State<Shared>, Extension(p): Extension<Principal>)
     ok(json!({ "items": s.webhooks.list(&p.tenant) }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct HookBody {
+pub(crate) struct HookBody {
     url: String,
     events: Vec<String>,
 }

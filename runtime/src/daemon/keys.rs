@@ -24,7 +24,19 @@ pub const OPERATOR_TENANT: &str = "default";
 const KEY_PREFIX: &str = "apikey/";
 
 /// What a key may do. Each role includes the ones below it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Read everything of its tenant.

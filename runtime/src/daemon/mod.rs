@@ -18,6 +18,7 @@ pub mod http;
 pub mod idempotency;
 pub mod keys;
 pub mod openai;
+pub mod openapi;
 pub mod quota;
 pub mod runs;
 pub mod webhooks;

@@ -27,7 +27,7 @@ use super::keys::Principal;
 pub const CHAT_MESSAGES_MAX: usize = 256;
 
 /// One message of a chat request.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 pub struct ChatMessageIn {
     /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
@@ -38,7 +38,7 @@ pub struct ChatMessageIn {
 
 /// The request body (fields OpenAI clients send that AIOS does not use are accepted and
 /// ignored: temperature, max_tokens, …; the agent's definition decides those).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 pub struct ChatRequestIn {
     /// The agent.
     pub model: String,

@@ -59,7 +59,7 @@ fn strip_prefix_in(v: &mut Value, prefix: &str) {
 }
 
 /// The body of `POST /v1/runs`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunBody {
     /// What to do.
@@ -152,7 +152,7 @@ pub async fn get(
 }
 
 /// The body of a decision.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     /// Approve or deny.
@@ -195,7 +195,7 @@ pub async fn cancel(
 }
 
 /// The body of `POST /v1/sessions`: one of `agent` or `team`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionBody {
     /// Talk to this agent.
@@ -210,7 +210,7 @@ pub struct SessionBody {
 }
 
 /// A team session's settings.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TeamBody {
     /// The planner.
@@ -310,7 +310,7 @@ pub async fn get_session(
 }
 
 /// The body of a session message.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SayBody {
     /// The message.
