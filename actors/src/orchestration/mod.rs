@@ -89,6 +89,9 @@ pub enum OrchestrationError {
     /// The store or an actor failed.
     #[error("orchestration unavailable: {0}")]
     Unavailable(String),
+    /// A session's run ended without an answer (failed or cancelled).
+    #[error("{0}")]
+    RunFailed(String),
 }
 
 /// Something that happened in a run.

@@ -364,7 +364,7 @@ impl Sessions {
                         Ok((answer, Some(run), state.cost_nanos))
                     }
                     (status, _) => Err((
-                        unavailable(format!(
+                        OrchestrationError::RunFailed(format!(
                             "run {run} ended {}: {}",
                             status.as_str(),
                             state.error.unwrap_or_default()

@@ -58,10 +58,38 @@ fn operation_id(method: &str, path: &str) -> String {
     id
 }
 
+/// Moves a schema's `$defs` into `defs` and points its references at
+/// `#/components/schemas/…`, where the document keeps them.
+fn hoist_defs(schema: &mut Value, defs: &mut Map<String, Value>) {
+    if let Some(Value::Object(local)) = schema.as_object_mut().and_then(|o| o.remove("$defs")) {
+        for (name, mut def) in local {
+            rewrite_refs(&mut def);
+            defs.insert(name, def);
+        }
+    }
+    rewrite_refs(schema);
+}
+
+fn rewrite_refs(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::String(r)) = o.get_mut("$ref")
+                && let Some(name) = r.strip_prefix("#/$defs/")
+            {
+                *r = format!("#/components/schemas/{name}");
+            }
+            o.values_mut().for_each(rewrite_refs);
+        }
+        Value::Array(a) => a.iter_mut().for_each(rewrite_refs),
+        _ => {}
+    }
+}
+
 /// The document for `routes`.
 pub fn document(routes: &[RouteSpec]) -> Value {
     let problem = json!({"$ref": "#/components/responses/Problem"});
     let mut paths = Map::new();
+    let mut defs = Map::new();
     for r in routes {
         let method = r.method.as_str();
         let mut op = json!({
@@ -78,7 +106,8 @@ pub fn document(routes: &[RouteSpec]) -> Value {
                 "429": problem, "500": problem
             }
         });
-        if let Some(schema) = request_schema(method, r.path) {
+        if let Some(mut schema) = request_schema(method, r.path) {
+            hoist_defs(&mut schema, &mut defs);
             op["requestBody"] = json!({
                 "required": true,
                 "content": {"application/json": {"schema": schema}}
@@ -99,6 +128,17 @@ pub fn document(routes: &[RouteSpec]) -> Value {
             }}),
         );
     }
+    defs.insert(
+        "Problem".into(),
+        json!({
+            "type": "object",
+            "required": ["type", "title", "status", "detail"],
+            "properties": {
+                "type": {"type": "string"}, "title": {"type": "string"},
+                "status": {"type": "integer"}, "detail": {"type": "string"}
+            }
+        }),
+    );
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -109,14 +149,7 @@ pub fn document(routes: &[RouteSpec]) -> Value {
         "security": [{"apiKey": []}],
         "components": {
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Problem": {
-                "type": "object",
-                "required": ["type", "title", "status", "detail"],
-                "properties": {
-                    "type": {"type": "string"}, "title": {"type": "string"},
-                    "status": {"type": "integer"}, "detail": {"type": "string"}
-                }
-            }},
+            "schemas": defs,
             "responses": {"Problem": {
                 "description": "An RFC 9457 problem",
                 "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}

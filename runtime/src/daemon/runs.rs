@@ -26,6 +26,7 @@ fn problem(e: OrchestrationError) -> Problem {
         | OrchestrationError::Finished(_)
         | OrchestrationError::Busy(_) => StatusCode::CONFLICT,
         OrchestrationError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        OrchestrationError::RunFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     Problem::new(status, e.to_string())
