@@ -6,7 +6,8 @@
 //! then off (`insecure_no_auth`), in the same run; the cost line is rps on / rps off.
 //!
 //! `AIOS_BENCH_HTTP_SECS` (default 4) sets the seconds per case, `AIOS_BENCH_HTTP_CONNS`
-//! (default 32) the connections.
+//! (default 32) the connections, `AIOS_BENCH_HTTP_ROUNDS` (default 3) the on/off rounds whose
+//! medians are printed.
 
 #[path = "../../benches/common/mod.rs"]
 mod common;
@@ -207,33 +208,49 @@ async fn setup(addr: &str, secure: bool) {
     }
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn main() {
     let secs = env_count("AIOS_BENCH_HTTP_SECS", 4);
     let conns = env_count("AIOS_BENCH_HTTP_CONNS", 32) as usize;
+    // Rounds alternate security on and off, each on a fresh daemon; medians are printed, so
+    // one slow round (a sled flush storm, the other core busy) does not decide the ratio.
+    let rounds = env_count("AIOS_BENCH_HTTP_ROUNDS", 3).max(1) as usize;
     let rt = common::runtime();
     for route in ["get_agents", "post_message"] {
+        let mut results: [Vec<Outcome>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..rounds {
+            for (i, secure) in [true, false].into_iter().enumerate() {
+                let server = start(secure);
+                let out = rt.block_on(async {
+                    setup(&server.addr, secure).await;
+                    // Warm-up.
+                    load(&server.addr, secure, route, conns, 1).await;
+                    load(&server.addr, secure, route, conns, secs).await
+                });
+                results[i].push(out);
+                drop(server);
+            }
+        }
         let mut rps = [0.0f64; 2];
         for (i, secure) in [true, false].into_iter().enumerate() {
-            let server = start(secure);
-            let out = rt.block_on(async {
-                setup(&server.addr, secure).await;
-                // Warm-up.
-                load(&server.addr, secure, route, conns, 1).await;
-                load(&server.addr, secure, route, conns, secs).await
-            });
-            rps[i] = out.rps;
+            let r = &results[i];
+            rps[i] = median(r.iter().map(|o| o.rps).collect());
             bench_line(
                 "http",
                 &[
                     ("route", route.to_string()),
                     ("security", if secure { "on" } else { "off" }.to_string()),
-                    ("rps", fmt0(out.rps)),
-                    ("p50_ms", fmt2(out.p50_ms)),
-                    ("p99_ms", fmt2(out.p99_ms)),
+                    ("rps", fmt0(rps[i])),
+                    ("p50_ms", fmt2(median(r.iter().map(|o| o.p50_ms).collect()))),
+                    ("p99_ms", fmt2(median(r.iter().map(|o| o.p99_ms).collect()))),
                     ("conns", conns.to_string()),
+                    ("rounds", rounds.to_string()),
                 ],
             );
-            drop(server);
         }
         bench_line(
             "http_security_cost",

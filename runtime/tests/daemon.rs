@@ -685,6 +685,16 @@ async fn runs_sessions_and_idempotent_creates_through_the_api() {
         run["planner"], "planner",
         "names are shown without the tenant: {run}"
     );
+    // The event stream of a finished run ends at once.
+    let events = c
+        .http
+        .get(format!("{}/v1/runs/{id}/events", c.base))
+        .bearer_auth(&acme)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    assert!(events.text().await.unwrap().is_empty());
     let (s, _, _) = c
         .send(Method::GET, &format!("/v1/runs/{id}"), Some(&other), None)
         .await;
@@ -815,5 +825,75 @@ async fn the_openapi_document_lists_every_route_with_its_role_and_body_schema() 
     let mcp = &doc["paths"]["/v1/mcp-servers"]["post"]["requestBody"]["content"]["application/json"]
         ["schema"];
     assert!(mcp["properties"]["transport"].is_object(), "{mcp}");
+    d.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_carry_an_agent_conversation_both_ways() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _};
+    let dir = tempfile::tempdir().unwrap();
+    let (d, first) = Daemon::start(config(dir.path()), None)
+        .await
+        .expect("start");
+    let key = first.unwrap().secret;
+    let c = Client::new(d.addr);
+    let def = json!({"name": "talker", "role": "executor", "model": "scripted/demo",
+                     "system_prompt": "Talk."});
+    let (s, _, _) = c
+        .send(Method::POST, "/v1/agents", Some(&key), Some(def))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    let mut req = format!("ws://{}/v1/agents/talker/ws?session=w1", d.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgrade");
+    ws.send(Message::Text(
+        r#"{"content": "hello over a socket"}"#.into(),
+    ))
+    .await
+    .unwrap();
+    let mut kinds = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(20), ws.next())
+            .await
+            .expect("a frame")
+            .expect("open")
+            .expect("frame");
+        let Message::Text(t) = msg else { continue };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        kinds.push(v["type"].as_str().unwrap_or_default().to_string());
+        if v["event"].get("Final").is_some() {
+            assert!(
+                v["event"]["Final"]["text"]
+                    .as_str()
+                    .unwrap()
+                    .contains("[scripted]"),
+                "{v}"
+            );
+            break;
+        }
+    }
+    assert!(kinds.iter().any(|k| k == "event"), "{kinds:?}");
+    ws.send(Message::Text("not json".into())).await.unwrap();
+    let Some(Ok(Message::Text(t))) = ws.next().await else {
+        panic!("an error frame")
+    };
+    assert!(t.contains("\"error\""), "{t}");
+    ws.close(None).await.unwrap();
+    let unauthorized = format!("ws://{}/v1/agents/talker/ws", d.addr)
+        .into_client_request()
+        .unwrap();
+    assert!(
+        tokio_tungstenite::connect_async(unauthorized)
+            .await
+            .is_err(),
+        "no key, no socket"
+    );
     d.shutdown().await.expect("shutdown");
 }

@@ -33,6 +33,7 @@ pub fn routes() -> Api {
         .route(M::GET, "/v1/openapi.json", Viewer, super::openapi::openapi)
         .route(M::GET, "/v1/tree", Viewer, tree)
         .route(M::POST, "/v1/tree/restart", Operator, tree_restart)
+        .route(M::POST, "/v1/tree/stop", Operator, tree_stop)
         .route(M::GET, "/v1/errors", Operator, recent_errors)
         .route(M::GET, "/v1/agents", Viewer, agents_list)
         .route(M::POST, "/v1/agents", Operator, agents_create)
@@ -57,8 +58,15 @@ pub fn routes() -> Api {
             Operator,
             super::openai::chat_completions,
         )
+        .route(
+            M::GET,
+            "/v1/agents/{name}/ws",
+            Viewer,
+            super::openai::agent_ws,
+        )
         .route(M::GET, "/v1/tools", Viewer, tools_list)
         .route(M::GET, "/v1/tools/usage", Viewer, tools_usage)
+        .route(M::GET, "/v1/tools/{name}/versions", Viewer, tools_versions)
         .route(M::POST, "/v1/tools/{name}/test", Operator, tools_test)
         .route(M::GET, "/v1/mcp-servers", Viewer, mcp_list)
         .route(M::POST, "/v1/mcp-servers", Admin, mcp_add)
@@ -93,6 +101,7 @@ pub fn routes() -> Api {
         .route(M::POST, "/v1/runs", Operator, super::runs::start)
         .route(M::GET, "/v1/runs", Viewer, super::runs::list)
         .route(M::GET, "/v1/runs/{id}", Viewer, super::runs::get)
+        .route(M::GET, "/v1/runs/{id}/events", Viewer, super::runs::events)
         .route(
             M::POST,
             "/v1/runs/{id}/steps/{step}/decision",
@@ -297,6 +306,26 @@ async fn tree_restart(
         .await
         .map_err(|e| Problem::not_found(e.to_string()))?;
     ok(serde_json::to_value(info).map_err(Problem::internal)?)
+}
+
+async fn tree_stop(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    ApiJson(body): ApiJson<RestartBody>,
+) -> ApiResult {
+    operator_tenant(&p)?;
+    let (parent, id) = body
+        .path
+        .rsplit_once('/')
+        .ok_or_else(|| Problem::bad_request("path must be <supervisor>/<child>"))?;
+    let sup =
+        s.rt.registry()
+            .lookup_supervisor(parent)
+            .ok_or_else(|| Problem::not_found(format!("no supervisor {parent:?}")))?;
+    sup.terminate_child(id)
+        .await
+        .map_err(|e| Problem::not_found(e.to_string()))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn recent_errors(State(s): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult {
@@ -513,6 +542,17 @@ async fn tools_usage(State(s): State<Shared>, Extension(p): Extension<Principal>
             })
             .collect();
     ok(json!({ "items": items }))
+}
+
+async fn tools_versions(State(s): State<Shared>, Path(name): Path<String>) -> ApiResult {
+    let registry = s.rt.tool_service().registry();
+    let versions = registry.versions(&name);
+    if versions.is_empty() {
+        return Err(Problem::not_found(format!("no tool {name:?}")));
+    }
+    let current = registry.current(&name).map(|m| m.version.to_string());
+    let versions: Vec<String> = versions.iter().map(ToString::to_string).collect();
+    ok(json!({ "name": name, "versions": versions, "current": current }))
 }
 
 async fn tools_test(State(s): State<Shared>, Path(name): Path<String>) -> ApiResult {

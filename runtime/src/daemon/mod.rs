@@ -21,6 +21,7 @@ pub mod openai;
 pub mod openapi;
 pub mod quota;
 pub mod runs;
+pub mod sampler;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -302,6 +303,7 @@ impl Daemon {
             addr: state.config.listen,
             error,
         })?;
+        sampler::spawn(state.clone(), stop.clone());
         let mut servers = Vec::new();
         let app = app(state.clone());
         let token = stop.clone();

@@ -324,3 +324,103 @@ pub async fn agent_events(
     let body = futures_util::StreamExt::take_until(body, s.stopping.clone().cancelled_owned());
     Ok(Sse::new(body).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
+
+/// `GET /v1/agents/{name}/ws`: a WebSocket to one agent instance. The server sends every
+/// event of the instance as a JSON text frame (`{"type": "token", "text": …}` or
+/// `{"type": "event", "event": …}`); the client sends `{"content": "…"}` frames to talk to the
+/// agent (the answer arrives as events, ending with a `Final` or `Error` event). Closed by
+/// either side, or by the daemon on shutdown.
+pub async fn agent_ws(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    Query(q): Query<EventsQuery>,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Result<Response, Problem> {
+    let full = format!("{}.{name}", p.tenant);
+    if aios_actors::agent::validate_name(&name).is_err()
+        || s.rt.agent_system().registry().get(&full).is_none()
+    {
+        return Err(Problem::not_found(format!("agent {name:?} not found")));
+    }
+    let session = q.session;
+    if let Some(k) = &session {
+        aios_actors::agent::validate_name(k)
+            .map_err(|e| Problem::bad_request(format!("session: {e}")))?;
+    }
+    let id = AgentId::new(full, session.clone().unwrap_or_else(|| "main".into()));
+    Ok(ws
+        .max_message_size(256 * 1024)
+        .on_upgrade(move |socket| ws_session(s, p, id, session, socket)))
+}
+
+async fn ws_session(
+    s: Shared,
+    p: Principal,
+    id: AgentId,
+    session: Option<String>,
+    mut socket: axum::extract::ws::WebSocket,
+) {
+    use axum::extract::ws::Message;
+    let mut events = s.rt.agent_system().subscribe(&id);
+    // One task at a time per socket: a second message while one runs is refused.
+    let mut running: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        let frame = tokio::select! {
+            () = s.stopping.cancelled() => break,
+            e = events.recv() => match e {
+                Ok(ev) => match ev.kind {
+                    AgentEventKind::Token(t) => json!({"type": "token", "text": t}),
+                    other => json!({"type": "event", "event": other}),
+                },
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    json!({"type": "lagged", "missed": n})
+                }
+                Err(_) => break,
+            },
+            m = socket.recv() => match m {
+                Some(Ok(Message::Text(text))) => {
+                    let content = serde_json::from_str::<Value>(&text)
+                        .ok()
+                        .and_then(|v| v.get("content").and_then(Value::as_str).map(str::to_string));
+                    match content {
+                        None => json!({"type": "error", "message": "send {\"content\": \"…\"}"}),
+                        Some(c) if c.trim().is_empty() => {
+                            json!({"type": "error", "message": "content is empty"})
+                        }
+                        Some(_) if p.role < super::keys::Role::Operator => {
+                            json!({"type": "error", "message": "sending messages needs the operator role"})
+                        }
+                        Some(_) if running.as_ref().is_some_and(|t| !t.is_finished()) => {
+                            json!({"type": "error", "message": "the agent is still answering the previous message"})
+                        }
+                        Some(c) => {
+                            let mut task = Task::new(c);
+                            task.tenant = p.tenant.clone();
+                            task.session = session.clone();
+                            let system = s.rt.agent_system().clone();
+                            let id = id.clone();
+                            // The answer reaches the socket as events (Final or Error).
+                            running = Some(tokio::spawn(async move {
+                                if let Err(e) = system.ask(&id, task).await {
+                                    tracing::debug!(error = %e, "websocket task failed");
+                                }
+                            }));
+                            continue;
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => continue,
+            },
+        };
+        if socket
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = socket.send(Message::Close(None)).await;
+}
