@@ -101,9 +101,115 @@ async fn aiosctl_drives_the_daemon() {
     let (ok, out, _) = ctl(&url, &key, &["audit", "tail", "--limit", "3"]).await;
     assert!(ok && out.contains("POST"), "{out}");
 
+    // Export, then import the export into another namespace: the texts come back.
+    let exported = dir.path().join("kb.jsonl");
+    let (ok, out, err) = ctl(
+        &url,
+        &key,
+        &[
+            "memory",
+            "export",
+            "kb",
+            "--out",
+            exported.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok && out.contains("exported 250 items"), "{out}{err}");
+    assert!(ctl(&url, &key, &["memory", "create", "kb2"]).await.0);
+    let (ok, out, err) = ctl(
+        &url,
+        &key,
+        &["memory", "import", "kb2", exported.to_str().unwrap()],
+    )
+    .await;
+    assert!(ok && out.contains("imported 250 items"), "{out}{err}");
+    let (ok, out, _) = ctl(&url, &key, &["memory", "erase", "kb2"]).await;
+    assert!(!ok, "erase needs a filter: {out}");
+
     let (ok, _, err) = ctl(&url, "aios_bad", &["status"]).await;
     assert!(!ok && err.contains("401"), "{err}");
     let (ok, _, err) = ctl("ftp://x", &key, &["status"]).await;
     assert!(!ok && err.contains("--url"), "{err}");
     d.shutdown().await.expect("shutdown");
+
+    // Backup of the stopped daemon's data dir, restore into a new one, start from it.
+    let data = dir.path().join("data");
+    let file = dir.path().join("aios.bak");
+    let (ok, out, err) = ctl(
+        &url,
+        &key,
+        &[
+            "backup",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    let copy = dir.path().join("copy");
+    let (ok, out, err) = ctl(
+        &url,
+        &key,
+        &[
+            "restore",
+            "--data-dir",
+            copy.to_str().unwrap(),
+            "--from",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok && out.contains("restored"), "{out}{err}");
+    let (ok, _, err) = ctl(
+        &url,
+        &key,
+        &[
+            "restore",
+            "--data-dir",
+            copy.to_str().unwrap(),
+            "--from",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!ok && err.contains("empty data dir"), "{err}");
+    let config = DaemonConfig {
+        data_dir: copy,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..DaemonConfig::default()
+    };
+    let (d, first) = Daemon::start(config, None)
+        .await
+        .expect("start from the restore");
+    assert!(first.is_none(), "the keys came back with the restore");
+    let url = format!("http://{}", d.addr);
+    let (ok, out, _) = ctl(&url, &key, &["agents", "list"]).await;
+    assert!(ok && out.contains("writer"), "{out}");
+    let (ok, out, _) = ctl(&url, &key, &["audit", "verify"]).await;
+    assert!(ok && out.contains("intact"), "{out}");
+    d.shutdown().await.expect("shutdown");
+
+    // A damaged backup is refused before anything is written.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let other = dir.path().join("other");
+    let (ok, _, err) = ctl(
+        &url,
+        &key,
+        &[
+            "restore",
+            "--data-dir",
+            other.to_str().unwrap(),
+            "--from",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!ok && err.contains("checksum"), "{err}");
+    assert!(!other.join("snapshots").exists());
 }

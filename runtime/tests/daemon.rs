@@ -897,3 +897,107 @@ async fn websockets_carry_an_agent_conversation_both_ways() {
     );
     d.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_llm_token_quota_stops_agent_work_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.quotas.llm_tokens_per_day = 1;
+    let (d, first) = Daemon::start(cfg.clone(), None).await.expect("start");
+    let key = first.unwrap().secret;
+    let c = Client::new(d.addr);
+    let def = json!({"name": "spender", "role": "executor", "model": "scripted/demo",
+                     "system_prompt": "Spend."});
+    let (s, _, _) = c
+        .send(Method::POST, "/v1/agents", Some(&key), Some(def))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let msg = json!({"content": "use some tokens please"});
+    let (s, v, _) = c
+        .send(
+            Method::POST,
+            "/v1/agents/spender/messages",
+            Some(&key),
+            Some(msg.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "the first task runs: {v}");
+    let (s, v, _) = c
+        .send(
+            Method::POST,
+            "/v1/agents/spender/messages",
+            Some(&key),
+            Some(msg.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("LLM tokens"), "{v}");
+    // Reads still work; a restart keeps the day's usage.
+    let (s, _, _) = c.send(Method::GET, "/v1/agents", Some(&key), None).await;
+    assert_eq!(s, StatusCode::OK);
+    d.shutdown().await.expect("shutdown");
+    let (d, _) = Daemon::start(cfg, None).await.expect("restart");
+    let c = Client::new(d.addr);
+    let (s, _, _) = c
+        .send(
+            Method::POST,
+            "/v1/agents/spender/messages",
+            Some(&key),
+            Some(msg),
+        )
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    d.shutdown().await.expect("shutdown");
+}
+
+struct Panics;
+
+#[async_trait::async_trait]
+impl aios_actors::tools::ToolImpl for Panics {
+    async fn call(
+        &self,
+        _: Value,
+        _: &aios_actors::tools::CallContext,
+    ) -> Result<Value, aios_actors::tools::ToolFailure> {
+        panic!("this tool always panics")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_crash_is_listed_among_recent_errors_and_the_daemon_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, first) = Daemon::start(config(dir.path()), None)
+        .await
+        .expect("start");
+    let key = first.unwrap().secret;
+    let c = Client::new(d.addr);
+    let tools = d.state().rt.tool_service().clone();
+    let manifest = aios_actors::tools::ToolManifest::from_toml(
+        "name = \"boom\"\nversion = \"1.0.0\"\ndescription = \"Panics.\"\ninput_schema = { type = \"object\" }\n",
+    )
+    .unwrap();
+    tools
+        .install(manifest, std::sync::Arc::new(Panics))
+        .await
+        .unwrap();
+    let req = aios_actors::tools::ToolRequirement::parse("boom").unwrap();
+    let ctx = aios_actors::tools::CallContext::default();
+    let r = tools.call(&req, json!({}), &ctx).await;
+    assert!(r.is_err(), "{r:?}");
+    let mut found = Value::Null;
+    for _ in 0..500 {
+        let (_, v, _) = c.send(Method::GET, "/v1/errors", Some(&key), None).await;
+        if v["errors"].as_array().is_some_and(|e| {
+            e.iter()
+                .any(|x| x["message"].as_str().unwrap_or("").contains("actor failed"))
+        }) {
+            found = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(!found.is_null(), "the crash is listed");
+    let (s, _, _) = c.send(Method::GET, "/v1/status", Some(&key), None).await;
+    assert_eq!(s, StatusCode::OK, "still serving");
+    d.shutdown().await.expect("shutdown");
+}

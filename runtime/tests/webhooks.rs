@@ -292,3 +292,59 @@ async fn deliveries_are_signed_retried_dead_lettered_redelivered_and_survive_res
     d.shutdown().await.unwrap();
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_run_is_announced_to_its_tenant() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/runs", listener.local_addr().unwrap());
+    let receiver = Arc::new(Receiver::default());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let server = serve_receiver(listener, receiver.clone(), tx).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, first) = Daemon::start(config(dir.path()), None).await.unwrap();
+    let key = first.unwrap().secret;
+    let base = format!("http://{}", d.addr);
+    let (s, v) = call(
+        &base,
+        &key,
+        reqwest::Method::POST,
+        "/v1/webhooks",
+        json!({"url": hook, "events": ["run.completed"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    receiver
+        .secrets
+        .lock()
+        .unwrap()
+        .insert("runs".into(), v["secret"].as_str().unwrap().into());
+    for (name, role, cap, prompt) in [
+        (
+            "planner",
+            "planner",
+            "plan",
+            "You plan. Answer with a JSON plan.",
+        ),
+        ("researcher", "executor", "research", "You research."),
+        ("writer", "executor", "write", "You write."),
+    ] {
+        let def = json!({"name": name, "role": role, "model": "scripted/demo",
+            "system_prompt": prompt, "capabilities": [{"name": cap}]});
+        let (s, v) = call(&base, &key, reqwest::Method::POST, "/v1/agents", def).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let (s, v) = call(
+        &base,
+        &key,
+        reqwest::Method::POST,
+        "/v1/runs",
+        json!({"task": "Why is the sky blue?"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let delivered = wait_for(&mut rx, "runs").await;
+    assert_eq!(delivered["event"], "run.completed");
+    assert_eq!(delivered["data"]["run"], v["id"]);
+    d.shutdown().await.unwrap();
+    server.abort();
+}

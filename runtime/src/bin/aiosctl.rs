@@ -63,6 +63,24 @@ enum Command {
     Audit(Audit),
     /// Costs of your tenant.
     Costs,
+    /// Copy a stopped daemon's whole data dir into one file.
+    Backup {
+        /// The data dir.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The backup file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup file into an empty data dir.
+    Restore {
+        /// The (empty) data dir.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -112,8 +130,23 @@ enum Memory {
         #[arg(short, default_value_t = 5)]
         k: usize,
     },
-    /// Import a JSONL file of `{"text": …, "importance"?: …, "tags"?: […]}` lines.
+    /// Import a JSONL file of `{"text": …, "importance"?: …, "tags"?: […]}` lines (an
+    /// export's lines are accepted: their text, importance and tags are kept).
     Import { namespace: String, file: PathBuf },
+    /// Export a namespace as JSON lines (to stdout, or `--out FILE`).
+    Export {
+        namespace: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Erase the memories of a user (or of an agent) in a namespace.
+    Erase {
+        namespace: String,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -247,6 +280,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Ok(())
     };
     match cli.command {
+        Command::Backup { data_dir, out } => {
+            let n = aios_runtime::daemon::backup::backup(&data_dir, &out).await?;
+            println!("backed up {n} records to {}", out.display());
+        }
+        Command::Restore { data_dir, from } => {
+            let n = aios_runtime::daemon::backup::restore(&data_dir, &from).await?;
+            println!("restored {n} records into {}", data_dir.display());
+        }
         Command::Status => show(&api.get("/v1/status").await?)?,
         Command::Costs => show(&api.get("/v1/costs").await?)?,
         Command::Agents(a) => match a {
@@ -394,6 +435,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             Memory::Import { namespace, file } => import(&api, &namespace, &file).await?,
+            Memory::Export { namespace, out } => {
+                let mut req = api.http.get(format!(
+                    "{}/v1/memory/namespaces/{namespace}/export",
+                    api.url
+                ));
+                if let Some(k) = &api.key {
+                    req = req.bearer_auth(k);
+                }
+                let resp = req
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach {}", api.url))?;
+                if !resp.status().is_success() {
+                    let status = resp.status();
+                    let v: Value = resp.json().await.unwrap_or(Value::Null);
+                    bail!("{status}: {}", v["detail"].as_str().unwrap_or("error"));
+                }
+                let body = resp.bytes().await.context("reading the export")?;
+                match out {
+                    Some(path) => {
+                        std::fs::write(&path, &body)
+                            .with_context(|| format!("writing {}", path.display()))?;
+                        let lines = body.iter().filter(|b| **b == b'\n').count();
+                        println!("exported {lines} items to {}", path.display());
+                    }
+                    None => std::io::stdout().write_all(&body)?,
+                }
+            }
+            Memory::Erase {
+                namespace,
+                user,
+                agent,
+            } => {
+                if user.is_none() && agent.is_none() {
+                    bail!("give --user or --agent");
+                }
+                let v = api
+                    .post(
+                        &format!("/v1/memory/namespaces/{namespace}/erase"),
+                        json!({"filter": {"user": user, "agent": agent}}),
+                    )
+                    .await?;
+                println!("erased {} memories", v["erased"]);
+            }
         },
         Command::Keys(k) => match k {
             Keys::List => {
@@ -594,7 +679,15 @@ async fn import(api: &Api, namespace: &str, file: &PathBuf) -> anyhow::Result<()
         if !item["text"].is_string() {
             bail!("{} line {}: no \"text\" string", file.display(), n + 1);
         }
-        batch.push(item);
+        // Keep what the API takes (an export's lines carry ids, vectors and more).
+        let mut kept = json!({"text": item["text"]});
+        if item["importance"].is_number() {
+            kept["importance"] = item["importance"].clone();
+        }
+        if item["tags"].is_array() {
+            kept["tags"] = item["tags"].clone();
+        }
+        batch.push(kept);
         if batch.len() == 100 {
             imported += send_batch(api, namespace, &mut batch).await?;
             bar.set_position(imported);

@@ -91,6 +91,18 @@ pub fn routes() -> Api {
             Operator,
             mem_delete,
         )
+        .route(
+            M::POST,
+            "/v1/memory/namespaces/{ns}/erase",
+            Operator,
+            mem_erase,
+        )
+        .route(
+            M::GET,
+            "/v1/memory/namespaces/{ns}/export",
+            Viewer,
+            mem_export,
+        )
         .route(M::GET, "/v1/costs", Viewer, costs)
         .route(M::GET, "/v1/keys", Admin, keys_list)
         .route(M::POST, "/v1/keys", Admin, keys_create)
@@ -494,6 +506,7 @@ async fn agents_message(
     if s.rt.agent_system().registry().get(&full).is_none() {
         return Err(Problem::not_found(format!("agent {name:?} not found")));
     }
+    s.quotas.check_llm(&p.tenant).await?;
     let key = body.session.clone().unwrap_or_else(|| "main".into());
     let mut task = Task::new(body.content);
     task.tenant = p.tenant.clone();
@@ -721,6 +734,80 @@ async fn mem_delete(
         return Err(Problem::not_found(format!("no item {id} in {ns}")));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EraseBody {
+    /// Which memories: by agent, session, user, tags, time range (at least one).
+    filter: MemoryFilterBody,
+}
+
+#[derive(Deserialize, schemars::JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MemoryFilterBody {
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    since_ms: Option<u64>,
+    #[serde(default)]
+    until_ms: Option<u64>,
+}
+
+/// Erases every memory of the namespace that matches the filter (for example all of one
+/// user's, for a deletion request); each deletion is durable.
+async fn mem_erase(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(ns): Path<String>,
+    ApiJson(body): ApiJson<EraseBody>,
+) -> ApiResult {
+    let full = scoped(&p, &ns)?;
+    let f = body.filter;
+    let filter = MemoryFilter {
+        agent: f.agent.map(|a| scoped(&p, &a)).transpose()?,
+        session: f.session,
+        user: f.user,
+        tags: f.tags,
+        since_ms: f.since_ms,
+        until_ms: f.until_ms,
+    };
+    if filter.is_empty() {
+        return Err(Problem::bad_request(
+            "filter: name at least one of agent, session, user, tags, since_ms, until_ms",
+        ));
+    }
+    let erased =
+        s.rt.memory_store()
+            .forget(&full, Vec::new(), filter)
+            .await
+            .map_err(memory_problem)?;
+    ok(json!({ "erased": erased }))
+}
+
+/// The namespace as JSON lines (`id`, `text`, `vector`, metadata), for `aiosctl memory export`.
+async fn mem_export(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(ns): Path<String>,
+) -> ApiResult {
+    let full = scoped(&p, &ns)?;
+    let mut out: Vec<u8> = Vec::new();
+    s.rt.memory_store()
+        .export_jsonl(&full, &mut out)
+        .await
+        .map_err(memory_problem)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        out,
+    )
+        .into_response())
 }
 
 async fn costs(State(s): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult {

@@ -67,6 +67,10 @@ impl Default for RateLimitConfig {
 pub struct QuotaConfig {
     /// Authenticated API requests per tenant per UTC day.
     pub requests_per_day: u64,
+    /// LLM tokens (input + output) per tenant per UTC day, checked before agent work starts.
+    pub llm_tokens_per_day: u64,
+    /// LLM cost in USD per tenant per calendar month (UTC), checked before agent work starts.
+    pub cost_usd_per_month: f64,
 }
 
 /// Tool settings of the daemon.
@@ -282,6 +286,12 @@ impl DaemonConfig {
             return bad(
                 "webhooks.backoff_initial",
                 "must be positive and at most webhooks.backoff_max",
+            );
+        }
+        if !(self.quotas.cost_usd_per_month.is_finite() && self.quotas.cost_usd_per_month >= 0.0) {
+            return bad(
+                "quotas.cost_usd_per_month",
+                "must be a number ≥ 0 (0: unlimited)",
             );
         }
         if self.rate_limit.requests_per_s == 0 {

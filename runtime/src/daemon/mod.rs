@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod backup;
 pub mod config;
 pub mod http;
 pub mod idempotency;
@@ -227,9 +228,10 @@ impl Daemon {
             let audit = AuditLog::open(records.clone())
                 .await
                 .map_err(|e| DaemonError::Store(e.to_string()))?;
-            let quotas = quota::Quotas::open(records.clone(), config.quotas.requests_per_day)
-                .await
-                .map_err(DaemonError::Store)?;
+            let quotas =
+                quota::Quotas::open(records.clone(), &config.quotas, Some(rt.costs().clone()))
+                    .await
+                    .map_err(DaemonError::Store)?;
             let hooks = webhooks::Webhooks::open(records.clone(), config.webhooks.clone())
                 .await
                 .map_err(|e| DaemonError::Store(e.to_string()))?;
@@ -286,7 +288,6 @@ impl Daemon {
         quotas.spawn_flusher(stop.clone());
         hooks.spawn_deliverer(stop.clone());
         idempotency::spawn_sweeper(records.clone(), stop.clone());
-        spawn_supervision_metrics(&rt, hooks.clone(), stop.clone());
         let state: Shared = Arc::new(AppState::new(
             rt,
             http::Stores {
@@ -304,6 +305,7 @@ impl Daemon {
             error,
         })?;
         sampler::spawn(state.clone(), stop.clone());
+        spawn_event_followers(state.clone(), stop.clone());
         let mut servers = Vec::new();
         let app = app(state.clone());
         let token = stop.clone();
@@ -397,50 +399,92 @@ impl Daemon {
     }
 }
 
-/// Counts restarts and escalations from the supervision events.
-fn spawn_supervision_metrics(
-    rt: &crate::Runtime,
-    hooks: webhooks::Webhooks,
-    stop: CancellationToken,
-) {
-    use aios_supervisor::EventKind;
-    let mut events = rt.events();
+/// Follows the supervision events and the runs: counts restarts and escalations, lists actor
+/// failures among the recent errors, and emits the `actor.restarted` and `run.completed`
+/// webhook events.
+fn spawn_event_followers(state: Shared, stop: CancellationToken) {
+    use aios_supervisor::{EventKind, ExitReason};
+    let mut events = state.rt.events();
+    let s = state.clone();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                () = token.cancelled() => break,
+                e = events.recv() => e,
+            };
+            let e = match event {
+                Ok(e) => e,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    metrics::counter!("aios_actor_events_lagged_total").increment(n);
+                    continue;
+                }
+                Err(_) => break,
+            };
+            let child = e.child.clone().unwrap_or_default();
+            let kind = match &e.kind {
+                EventKind::ChildRestarted { .. } => "restarted",
+                EventKind::ChildStartFailed { error } => {
+                    s.record_error("", &child, format!("actor failed to start: {error}"));
+                    "start_failed"
+                }
+                EventKind::ChildExited {
+                    reason: ExitReason::Failed(why) | ExitReason::Other(why),
+                } => {
+                    s.record_error("", &child, format!("actor failed: {why}"));
+                    "failed"
+                }
+                EventKind::IntensityExceeded { .. } => "intensity_exceeded",
+                EventKind::Escalated { reason } => {
+                    s.record_error("", &e.supervisor, format!("supervisor escalated: {reason}"));
+                    "escalated"
+                }
+                _ => continue,
+            };
+            metrics::counter!("aios_actor_events_total", "kind" => kind, "supervisor" => e.supervisor.clone())
+                .increment(1);
+            if let EventKind::ChildRestarted { generation } = &e.kind {
+                s.webhooks
+                    .emit(
+                        keys::OPERATOR_TENANT,
+                        "actor.restarted",
+                        serde_json::json!({
+                            "supervisor": e.supervisor,
+                            "child": e.child,
+                            "generation": generation,
+                        }),
+                    )
+                    .await;
+            }
+        }
+    });
+    let mut runs = state.rt.orchestrator().subscribe();
     tokio::spawn(async move {
         loop {
             let event = tokio::select! {
                 () = stop.cancelled() => break,
-                e = events.recv() => e,
+                e = runs.recv() => e,
             };
-            match event {
-                Ok(e) => {
-                    let kind = match &e.kind {
-                        EventKind::ChildRestarted { .. } => "restarted",
-                        EventKind::ChildStartFailed { .. } => "start_failed",
-                        EventKind::IntensityExceeded { .. } => "intensity_exceeded",
-                        EventKind::Escalated { .. } => "escalated",
-                        _ => continue,
-                    };
-                    metrics::counter!("aios_actor_events_total", "kind" => kind, "supervisor" => e.supervisor.clone())
-                        .increment(1);
-                    if let EventKind::ChildRestarted { generation } = &e.kind {
-                        hooks
-                            .emit(
-                                keys::OPERATOR_TENANT,
-                                "actor.restarted",
-                                serde_json::json!({
-                                    "supervisor": e.supervisor,
-                                    "child": e.child,
-                                    "generation": generation,
-                                }),
-                            )
-                            .await;
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    metrics::counter!("aios_actor_events_lagged_total").increment(n);
-                }
+            let e = match event {
+                Ok(e) => e,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(_) => break,
-            }
+            };
+            let aios_actors::orchestration::RunEventKind::Finished { status, error } = &e.kind
+            else {
+                continue;
+            };
+            let Ok(Some(run)) = state.rt.orchestrator().get(&e.run).await else {
+                continue;
+            };
+            state
+                .webhooks
+                .emit(
+                    &run.spec.tenant,
+                    "run.completed",
+                    serde_json::json!({"run": e.run, "status": status, "error": error}),
+                )
+                .await;
         }
     });
 }

@@ -111,6 +111,7 @@ async fn prepare(s: &Shared, p: &Principal, req: ChatRequestIn) -> Result<Prepar
             "messages: 1..={CHAT_MESSAGES_MAX} required"
         )));
     }
+    s.quotas.check_llm(&p.tenant).await?;
     let last_user = req
         .messages
         .iter()
@@ -395,6 +396,13 @@ async fn ws_session(
                             json!({"type": "error", "message": "the agent is still answering the previous message"})
                         }
                         Some(c) => {
+                            if let Err(problem) = s.quotas.check_llm(&p.tenant).await {
+                                let frame = json!({"type": "error", "message": problem.detail});
+                                if socket.send(Message::Text(frame.to_string().into())).await.is_err() {
+                                    break;
+                                }
+                                continue;
+                            }
                             let mut task = Task::new(c);
                             task.tenant = p.tenant.clone();
                             task.session = session.clone();

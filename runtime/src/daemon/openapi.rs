@@ -24,6 +24,7 @@ fn request_schema(method: &str, path: &str) -> Option<Value> {
         ("POST", "/v1/memory/namespaces") => schema_for!(super::api::NamespaceBody),
         ("POST", "/v1/memory/namespaces/{ns}/items") => schema_for!(super::api::ItemsBody),
         ("POST", "/v1/memory/namespaces/{ns}/search") => schema_for!(super::api::SearchBody),
+        ("POST", "/v1/memory/namespaces/{ns}/erase") => schema_for!(super::api::EraseBody),
         ("POST", "/v1/keys") => schema_for!(super::api::NewKeyBody),
         ("POST", "/v1/keys/{id}/rotate") => schema_for!(super::api::RotateBody),
         ("POST", "/v1/webhooks") => schema_for!(super::api::HookBody),

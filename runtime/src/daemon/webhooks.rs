@@ -4,8 +4,8 @@
 //! jitter, then moved to a dead-letter list (`whdead/<seq>`) from which they can be redelivered.
 //!
 //! Events: `agent.created`, `agent.deleted`, `key.created`, `key.rotated`, `key.revoked`,
-//! `quota.exceeded` (per tenant) and `actor.restarted` (node-wide: the operator tenant's
-//! subscriptions). `*` subscribes to all.
+//! `quota.exceeded`, `run.completed` (per tenant) and `actor.restarted` (node-wide: the
+//! operator tenant's subscriptions). `*` subscribes to all.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +28,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "key.revoked",
     "quota.exceeded",
     "actor.restarted",
+    "run.completed",
 ];
 /// Subscriptions at most.
 pub const SUBSCRIPTIONS_MAX: usize = 1000;
