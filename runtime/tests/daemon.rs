@@ -649,6 +649,21 @@ async fn runs_sessions_and_idempotent_creates_through_the_api() {
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
 
+    // Another tenant's cheaper agents with the same capabilities are never picked.
+    for (name, cap) in [
+        ("cheap-research", "research"),
+        ("cheap-write", "write"),
+        ("cheap-plan", "plan"),
+    ] {
+        let def = json!({"name": name, "role": "executor", "model": "scripted/demo",
+            "system_prompt": "You plan. Answer with a JSON plan.",
+            "capabilities": [{"name": cap, "params": {"cost_class": "free"}}]});
+        let (s, v, _) = c
+            .send(Method::POST, "/v1/agents", Some(&other), Some(def))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+
     // A run: planned, carried out by the tenant's agents, answered.
     let (s, v, _) = c
         .send(
@@ -684,6 +699,11 @@ async fn runs_sessions_and_idempotent_creates_through_the_api() {
     assert_eq!(
         run["planner"], "planner",
         "names are shown without the tenant: {run}"
+    );
+    let text = run.to_string();
+    assert!(
+        !text.contains("other.") && !text.contains("cheap-"),
+        "only acme's agents ran: {run}"
     );
     // The event stream of a finished run ends at once.
     let events = c

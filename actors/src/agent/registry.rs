@@ -78,6 +78,8 @@ pub struct CapabilityQuery {
     pub params: BTreeMap<String, String>,
     /// Agents not to choose (for example ones that already failed the task).
     pub exclude: Vec<String>,
+    /// Only agents whose name starts with this (a tenant's agents).
+    pub name_prefix: Option<String>,
 }
 
 fn cost_rank(c: Option<&str>) -> u8 {
@@ -357,6 +359,12 @@ impl AgentRegistry {
         candidates
             .into_iter()
             .filter(|m| !query.exclude.contains(&m.agent))
+            .filter(|m| {
+                query
+                    .name_prefix
+                    .as_ref()
+                    .is_none_or(|p| m.agent.starts_with(p.as_str()))
+            })
             .filter(|m| query.model.as_ref().is_none_or(|model| &m.model == model))
             .filter(|m| cost_ceiling.is_none_or(|c| rank(m).0 <= c))
             .filter(|m| latency_max.is_none_or(|l| rank(m).1 <= l))

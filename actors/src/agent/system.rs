@@ -40,6 +40,9 @@ pub struct AgentSystemConfig {
     pub task_timeout: Duration,
     /// Mailbox bound of each agent.
     pub mailbox_len_max: usize,
+    /// Agent names are `<tenant>.<name>` (the daemon's convention): capability negotiation
+    /// for a tenant's runs then only considers that tenant's agents.
+    pub tenant_scoped_names: bool,
 }
 
 impl Default for AgentSystemConfig {
@@ -49,6 +52,7 @@ impl Default for AgentSystemConfig {
             idle_timeout: Duration::from_secs(300),
             task_timeout: Duration::from_secs(600),
             mailbox_len_max: 64,
+            tenant_scoped_names: false,
         }
     }
 }
@@ -132,6 +136,14 @@ impl AgentSystem {
         });
         tokio::spawn(reaper(Arc::downgrade(&inner)));
         Self { inner }
+    }
+
+    /// The name prefix of `tenant`'s agents when names are tenant-scoped.
+    pub fn agent_prefix(&self, tenant: &str) -> Option<String> {
+        self.inner
+            .config
+            .tenant_scoped_names
+            .then(|| format!("{tenant}."))
     }
 
     /// The registry of definitions.
@@ -553,6 +565,11 @@ impl Tool for Delegate {
             .registry
             .negotiate(&CapabilityQuery {
                 capability: capability.to_string(),
+                // A tenant's agents delegate only to that tenant's agents.
+                name_prefix: inner
+                    .config
+                    .tenant_scoped_names
+                    .then(|| format!("{}.", ctx.tenant)),
                 ..CapabilityQuery::default()
             })
             .map_err(ToolError::Failed)?;

@@ -903,6 +903,7 @@ impl RunWorker {
         let mut query = CapabilityQuery {
             capability: step.step.capability.clone(),
             exclude: step.failed_agents.clone(),
+            name_prefix: self.shared.system.agent_prefix(&state.spec.tenant),
             ..CapabilityQuery::default()
         };
         let found = registry.negotiate(&query).or_else(|e| {
@@ -961,6 +962,7 @@ impl RunWorker {
             Some(p) => p.clone(),
             None => match self.shared.system.registry().negotiate(&CapabilityQuery {
                 capability: PLANNER_CAPABILITY.into(),
+                name_prefix: self.shared.system.agent_prefix(&state.spec.tenant),
                 ..CapabilityQuery::default()
             }) {
                 Ok(m) => m.agent,
@@ -1074,6 +1076,7 @@ impl RunWorker {
                     .registry()
                     .negotiate(&CapabilityQuery {
                         capability: PLANNER_CAPABILITY.into(),
+                        name_prefix: self.shared.system.agent_prefix(&state.spec.tenant),
                         ..CapabilityQuery::default()
                     })
                     .ok()

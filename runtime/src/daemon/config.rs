@@ -326,6 +326,8 @@ impl DaemonConfig {
         rc.llm = self.llm.clone();
         rc.agents.idle_timeout = self.agents.idle_timeout;
         rc.agents.task_timeout = self.agents.task_timeout;
+        // The API scopes agent names by tenant (`<tenant>.<name>`); runs negotiate within it.
+        rc.agents.tenant_scoped_names = true;
         rc.tools = aios_actors::tools::ToolsConfig {
             web_allow_hosts: self.tools.web_allow_hosts.clone(),
             sandbox_dir: self.tools.sandbox_dir.clone(),
