@@ -94,6 +94,58 @@ async fn aiosctl_drives_the_daemon() {
         !ok && err.contains("403"),
         "a viewer cannot list keys: {err}"
     );
+    // A run followed to its end, and the MCP commands.
+    for (name, role, cap) in [
+        ("planner", "planner", "plan"),
+        ("researcher", "executor", "research"),
+    ] {
+        let def = dir.path().join(format!("{name}.json"));
+        std::fs::write(
+            &def,
+            serde_json::json!({"name": name, "role": role, "model": "scripted/demo",
+                "system_prompt": "You plan. Answer with a JSON plan.",
+                "capabilities": [{"name": cap}, {"name": "write"}]})
+            .to_string(),
+        )
+        .unwrap();
+        assert!(
+            ctl(&url, &key, &["agents", "create", def.to_str().unwrap()])
+                .await
+                .0
+        );
+    }
+    let (ok, out, err) = ctl(
+        &url,
+        &key,
+        &[
+            "runs",
+            "start",
+            "Why is the sky blue?",
+            "--planner",
+            "planner",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("Succeeded"), "{out}{err}");
+    // The events (step_started, step_done, finished) are printed as they come; a run this
+    // quick may be finished before the stream is opened, so only the run id is certain.
+    assert!(err.starts_with("run "), "{err}");
+    let (ok, out, _) = ctl(&url, &key, &["runs", "list"]).await;
+    assert!(ok && out.contains("Why is the sky blue?"), "{out}");
+    let server = env!("CARGO_BIN_EXE_aiosctl").replace("aiosctl", "aios-mcp-test-server");
+    if std::path::Path::new(&server).exists() {
+        let (ok, out, err) = ctl(&url, &key, &["mcp", "add-stdio", "t", "--", &server]).await;
+        assert!(ok && out.contains("t__echo"), "{out}{err}");
+        let (ok, out, _) = ctl(&url, &key, &["mcp", "list"]).await;
+        assert!(ok && out.contains("stdio"), "{out}");
+        let (ok, out, err) = ctl(&url, &key, &["mcp", "remove", "t"]).await;
+        assert!(ok, "{out}{err}");
+    } else {
+        // Built by `cargo test --workspace` (the aios package's binary), not by `-p aios-runtime`.
+        eprintln!("SKIPPED the aiosctl mcp commands: {server} is not built");
+    }
+
     let (ok, out, _) = ctl(&url, &key, &["tools", "list"]).await;
     assert!(ok && out.contains("web_fetch"), "{out}");
     let (ok, out, _) = ctl(&url, &key, &["audit", "verify"]).await;

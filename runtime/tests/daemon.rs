@@ -777,6 +777,46 @@ async fn runs_sessions_and_idempotent_creates_through_the_api() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
 
+    // A session's event stream follows its agent instance.
+    let events = c
+        .http
+        .get(format!("{}/v1/sessions/{sid}/events", c.base))
+        .bearer_auth(&acme)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    let mut stream = events.bytes_stream();
+    let (s, _, _) = c
+        .send(
+            Method::POST,
+            &format!("/v1/sessions/{sid}/messages"),
+            Some(&acme),
+            Some(json!({"content": "again"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let mut seen = String::new();
+    while !seen.contains("Final") {
+        use futures_util::StreamExt as _;
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(20), stream.next())
+            .await
+            .expect("an event")
+            .expect("open")
+            .expect("bytes");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(stream);
+    let (s, _, _) = c
+        .send(
+            Method::GET,
+            &format!("/v1/sessions/{sid}/events"),
+            Some(&other),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "not another tenant's");
+
     // Idempotency-Key: a retried create answers the same, once.
     let post = |key: &'static str, body: Value| {
         c.http

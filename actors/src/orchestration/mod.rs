@@ -40,7 +40,10 @@ pub use self::run::{
     StepState, StepStatus,
 };
 use self::run::{RunMsg, RunWorker};
-pub use self::session::{EntryRole, SESSION_ENTRIES_MAX, SessionEntry, SessionInfo, SessionTarget};
+pub use self::session::{
+    EntryRole, SESSION_ENTRIES_MAX, SessionEntry, SessionInfo, SessionTarget,
+    instance_key as session_instance_key,
+};
 use crate::agent::AgentSystem;
 use crate::records::Records;
 

@@ -101,7 +101,7 @@ fn entry_key(id: &str, seq: u64) -> String {
 }
 
 /// The agent instance key of a session.
-fn instance_key(id: &str) -> String {
+pub fn instance_key(id: &str) -> String {
     format!("s-{id}")
 }
 

@@ -49,9 +49,15 @@ enum Command {
     /// Agents.
     #[command(subcommand)]
     Agents(Agents),
+    /// Runs: plans carried out by agents.
+    #[command(subcommand)]
+    Runs(Runs),
     /// Tools.
     #[command(subcommand)]
     Tools(Tools),
+    /// MCP servers (their tools become plugin tools).
+    #[command(subcommand)]
+    Mcp(Mcp),
     /// Memory.
     #[command(subcommand)]
     Memory(Memory),
@@ -101,6 +107,56 @@ enum Agents {
         #[arg(long)]
         user: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum Runs {
+    /// Start a run and follow its events until it finishes.
+    Start {
+        task: String,
+        /// The planner agent (else the best with capability `plan`).
+        #[arg(long)]
+        planner: Option<String>,
+        /// Return at once with the run id instead of following it.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// List runs.
+    List,
+    /// Show a run.
+    Get { id: String },
+    /// Approve a step that waits.
+    Approve {
+        id: String,
+        step: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Deny a step that waits (the run fails).
+    Deny {
+        id: String,
+        step: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Cancel a run.
+    Cancel { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum Mcp {
+    /// List MCP servers.
+    List,
+    /// Add a stdio server: `aiosctl mcp add-stdio fs -- mcp-server-filesystem /srv`.
+    AddStdio {
+        name: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Add a streamable HTTP server.
+    AddHttp { name: String, url: String },
+    /// Remove a server and its tools.
+    Remove { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -337,6 +393,52 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 user,
             } => {
                 chat(&api, &name, &message, user.as_deref(), json_out).await?;
+            }
+        },
+        Command::Runs(r) => runs(&api, r, json_out).await?,
+        Command::Mcp(m) => match m {
+            Mcp::List => {
+                let v = api.get("/v1/mcp-servers").await?;
+                if json_out {
+                    show(&v)?;
+                } else {
+                    table(
+                        &items(&v),
+                        &[
+                            ("NAME", "/name"),
+                            ("TRANSPORT", "/transport"),
+                            ("CONNECTED", "/connected"),
+                            ("PID", "/pid"),
+                            ("VERSION", "/version"),
+                            ("ERROR", "/error"),
+                        ],
+                    );
+                }
+            }
+            Mcp::AddStdio { name, command } => {
+                let (cmd, args) = command.split_first().context("give the command after --")?;
+                let v = api
+                    .post("/v1/mcp-servers", json!({"name": name, "transport": {"kind": "stdio", "command": cmd, "args": args}}))
+                    .await?;
+                println!("added {name}: {}", v["tools"]);
+            }
+            Mcp::AddHttp { name, url } => {
+                let v = api
+                    .post(
+                        "/v1/mcp-servers",
+                        json!({"name": name, "transport": {"kind": "http", "url": url}}),
+                    )
+                    .await?;
+                println!("added {name}: {}", v["tools"]);
+            }
+            Mcp::Remove { name } => {
+                api.call(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/mcp-servers/{name}"),
+                    None,
+                )
+                .await?;
+                println!("removed {name}");
             }
         },
         Command::Tools(t) => match t {
@@ -710,4 +812,115 @@ async fn send_batch(api: &Api, namespace: &str, batch: &mut Vec<Value>) -> anyho
     )
     .await?;
     Ok(n)
+}
+
+/// The `runs` commands.
+async fn runs(api: &Api, cmd: Runs, json_out: bool) -> anyhow::Result<()> {
+    match cmd {
+        Runs::Start {
+            task,
+            planner,
+            detach,
+        } => {
+            let mut body = json!({"task": task});
+            if let Some(p) = planner {
+                body["planner"] = json!(p);
+            }
+            let v = api.post("/v1/runs", body).await?;
+            let id = v["id"].as_str().unwrap_or_default().to_string();
+            if detach {
+                println!("{id}");
+                return Ok(());
+            }
+            eprintln!("run {id}");
+            follow(api, &format!("/v1/runs/{id}/events"), json_out).await?;
+            let run = api.get(&format!("/v1/runs/{id}")).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&run)?);
+            } else {
+                println!(
+                    "{}: {}",
+                    run["status"],
+                    run["answer"]
+                        .as_str()
+                        .or(run["error"].as_str())
+                        .unwrap_or("")
+                );
+            }
+        }
+        Runs::List => {
+            let v = api.get("/v1/runs").await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                table(
+                    &items(&v),
+                    &[("ID", "/id"), ("STATUS", "/status"), ("TASK", "/spec/task")],
+                );
+            }
+        }
+        Runs::Get { id } => println!(
+            "{}",
+            serde_json::to_string_pretty(&api.get(&format!("/v1/runs/{id}")).await?)?
+        ),
+        Runs::Approve { id, step, note } => {
+            api.post(
+                &format!("/v1/runs/{id}/steps/{step}/decision"),
+                json!({"approve": true, "note": note}),
+            )
+            .await?;
+            println!("approved {step}");
+        }
+        Runs::Deny { id, step, note } => {
+            api.post(
+                &format!("/v1/runs/{id}/steps/{step}/decision"),
+                json!({"approve": false, "note": note}),
+            )
+            .await?;
+            println!("denied {step}");
+        }
+        Runs::Cancel { id } => {
+            let v = api
+                .post(&format!("/v1/runs/{id}/cancel"), json!({}))
+                .await?;
+            println!("cancelled: {}", v["cancelled"]);
+        }
+    }
+    Ok(())
+}
+
+/// Prints a server-sent event stream until it ends.
+async fn follow(api: &Api, path: &str, json_out: bool) -> anyhow::Result<()> {
+    use futures_util::StreamExt as _;
+    let mut req = api.http.get(format!("{}{path}", api.url));
+    if let Some(k) = &api.key {
+        req = req.bearer_auth(k);
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {}", api.url))?;
+    if !resp.status().is_success() {
+        bail!("{path}: {}", resp.status());
+    }
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    while let Some(chunk) = stream.next().await {
+        buf.push_str(&String::from_utf8_lossy(
+            &chunk.context("reading the stream")?,
+        ));
+        while let Some(i) = buf.find("\n\n") {
+            let event: String = buf.drain(..i + 2).collect();
+            for line in event.lines() {
+                if let Some(data) = line.strip_prefix("data: ") {
+                    if json_out {
+                        println!("{data}");
+                    } else {
+                        eprintln!("  {data}");
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }

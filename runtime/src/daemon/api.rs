@@ -113,7 +113,13 @@ pub fn routes() -> Api {
         .route(M::POST, "/v1/runs", Operator, super::runs::start)
         .route(M::GET, "/v1/runs", Viewer, super::runs::list)
         .route(M::GET, "/v1/runs/{id}", Viewer, super::runs::get)
-        .route(M::GET, "/v1/runs/{id}/events", Viewer, super::runs::events)
+        .route(
+            M::GET,
+            "/v1/runs/{id}/events",
+            Viewer,
+            super::streams::run_events,
+        )
+        .route(M::GET, "/v1/runs/{id}/ws", Viewer, super::streams::run_ws)
         .route(
             M::POST,
             "/v1/runs/{id}/steps/{step}/decision",
@@ -157,6 +163,18 @@ pub fn routes() -> Api {
             Viewer,
             super::runs::history,
         )
+        .route(
+            M::GET,
+            "/v1/sessions/{id}/events",
+            Viewer,
+            super::streams::session_events,
+        )
+        .route(
+            M::GET,
+            "/v1/sessions/{id}/ws",
+            Viewer,
+            super::streams::session_ws,
+        )
         .route(M::GET, "/v1/webhooks", Admin, hooks_list)
         .route(M::POST, "/v1/webhooks", Admin, hooks_create)
         .route(M::DELETE, "/v1/webhooks/{id}", Admin, hooks_delete)
@@ -189,7 +207,7 @@ fn operator_tenant(p: &Principal) -> Result<(), Problem> {
 }
 
 /// The node's name for a tenant's `name`.
-fn scoped(p: &Principal, name: &str) -> Result<String, Problem> {
+pub(crate) fn scoped(p: &Principal, name: &str) -> Result<String, Problem> {
     aios_actors::agent::validate_name(name).map_err(Problem::bad_request)?;
     let full = format!("{}.{name}", p.tenant);
     if full.len() > 64 {
@@ -201,7 +219,7 @@ fn scoped(p: &Principal, name: &str) -> Result<String, Problem> {
 }
 
 /// The tenant's name for a node name, if it is the tenant's.
-fn unscoped<'a>(p: &Principal, full: &'a str) -> Option<&'a str> {
+pub(crate) fn unscoped<'a>(p: &Principal, full: &'a str) -> Option<&'a str> {
     full.strip_prefix(p.tenant.as_str())?.strip_prefix('.')
 }
 
@@ -299,20 +317,28 @@ pub(crate) struct RestartBody {
     path: String,
 }
 
-async fn tree_restart(
-    State(s): State<Shared>,
-    Extension(p): Extension<Principal>,
-    ApiJson(body): ApiJson<RestartBody>,
-) -> ApiResult {
-    operator_tenant(&p)?;
-    let (parent, id) = body
-        .path
+/// The supervisor and child id a `<supervisor>/<child>` path names.
+fn child_of<'a>(
+    s: &Shared,
+    path: &'a str,
+) -> Result<(aios_supervisor::SupervisorRef, &'a str), Problem> {
+    let (parent, id) = path
         .rsplit_once('/')
         .ok_or_else(|| Problem::bad_request("path must be <supervisor>/<child>"))?;
     let sup =
         s.rt.registry()
             .lookup_supervisor(parent)
             .ok_or_else(|| Problem::not_found(format!("no supervisor {parent:?}")))?;
+    Ok((sup, id))
+}
+
+async fn tree_restart(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    ApiJson(body): ApiJson<RestartBody>,
+) -> ApiResult {
+    operator_tenant(&p)?;
+    let (sup, id) = child_of(&s, &body.path)?;
     let info = sup
         .restart_child(id)
         .await
@@ -326,14 +352,7 @@ async fn tree_stop(
     ApiJson(body): ApiJson<RestartBody>,
 ) -> ApiResult {
     operator_tenant(&p)?;
-    let (parent, id) = body
-        .path
-        .rsplit_once('/')
-        .ok_or_else(|| Problem::bad_request("path must be <supervisor>/<child>"))?;
-    let sup =
-        s.rt.registry()
-            .lookup_supervisor(parent)
-            .ok_or_else(|| Problem::not_found(format!("no supervisor {parent:?}")))?;
+    let (sup, id) = child_of(&s, &body.path)?;
     sup.terminate_child(id)
         .await
         .map_err(|e| Problem::not_found(e.to_string()))?;

@@ -23,6 +23,7 @@ pub mod openapi;
 pub mod quota;
 pub mod runs;
 pub mod sampler;
+pub mod streams;
 pub mod webhooks;
 
 use std::net::SocketAddr;

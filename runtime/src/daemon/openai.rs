@@ -297,10 +297,8 @@ pub async fn agent_events(
     Path(name): Path<String>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
-    let full = format!("{}.{name}", p.tenant);
-    if aios_actors::agent::validate_name(&name).is_err()
-        || s.rt.agent_system().registry().get(&full).is_none()
-    {
+    let full = super::api::scoped(&p, &name)?;
+    if s.rt.agent_system().registry().get(&full).is_none() {
         return Err(Problem::not_found(format!("agent {name:?} not found")));
     }
     let id = AgentId::new(full, q.session.unwrap_or_else(|| "main".into()));
@@ -338,10 +336,8 @@ pub async fn agent_ws(
     Query(q): Query<EventsQuery>,
     ws: axum::extract::ws::WebSocketUpgrade,
 ) -> Result<Response, Problem> {
-    let full = format!("{}.{name}", p.tenant);
-    if aios_actors::agent::validate_name(&name).is_err()
-        || s.rt.agent_system().registry().get(&full).is_none()
-    {
+    let full = super::api::scoped(&p, &name)?;
+    if s.rt.agent_system().registry().get(&full).is_none() {
         return Err(Problem::not_found(format!("agent {name:?} not found")));
     }
     let session = q.session;

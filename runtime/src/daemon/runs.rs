@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use aios_actors::orchestration::{Decision, OrchestrationError, RunSpec, SessionTarget};
 
+use super::api::scoped;
 use super::http::{ApiJson, Problem, Shared};
 use super::keys::Principal;
 
@@ -30,11 +31,6 @@ fn problem(e: OrchestrationError) -> Problem {
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     Problem::new(status, e.to_string())
-}
-
-fn scoped(p: &Principal, name: &str) -> Result<String, Problem> {
-    aios_actors::agent::validate_name(name).map_err(Problem::bad_request)?;
-    Ok(format!("{}.{name}", p.tenant))
 }
 
 /// A run as the API shows it (agent names without the tenant prefix).
@@ -381,59 +377,4 @@ pub async fn delete_session(
         .await
         .map_err(problem)?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// `GET /v1/runs/{id}/events`: the run's events as they happen, over SSE (`event:` is the
-/// kind); ends when the run finishes or the daemon shuts down.
-pub async fn events(
-    State(s): State<Shared>,
-    Extension(p): Extension<Principal>,
-    Path(id): Path<String>,
-) -> Result<
-    axum::response::sse::Sse<
-        impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
-    >,
-    Problem,
-> {
-    use axum::response::sse::{Event, KeepAlive, Sse};
-    // Subscribe first, then check, so no event between the two is lost.
-    let rx = s.rt.orchestrator().subscribe();
-    let state = own_run(&s, &p, &id).await?;
-    let finished = matches!(
-        state.status,
-        aios_actors::orchestration::RunStatus::Succeeded
-            | aios_actors::orchestration::RunStatus::Failed
-            | aios_actors::orchestration::RunStatus::Cancelled
-    );
-    let body = futures_util::stream::unfold((rx, finished), move |(mut rx, done)| {
-        let id = id.clone();
-        async move {
-            if done {
-                return None;
-            }
-            loop {
-                match rx.recv().await {
-                    Ok(e) if e.run == id => {
-                        let last = matches!(
-                            e.kind,
-                            aios_actors::orchestration::RunEventKind::Finished { .. }
-                        );
-                        let data = serde_json::to_value(&e.kind).unwrap_or(Value::Null);
-                        let ev = Event::default().event("run").data(data.to_string());
-                        return Some((Ok(ev), (rx, last)));
-                    }
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let ev = Event::default()
-                            .event("lagged")
-                            .data(json!({"missed": n}).to_string());
-                        return Some((Ok(ev), (rx, false)));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        }
-    });
-    let body = futures_util::StreamExt::take_until(body, s.stopping.clone().cancelled_owned());
-    Ok(Sse::new(body).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))))
 }

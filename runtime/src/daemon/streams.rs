@@ -1,0 +1,231 @@
+//! Live event feeds of runs and sessions, served over SSE (`…/events`) and WebSocket
+//! (`…/ws`, server to client). A feed ends when the run finishes (a run feed), when the client
+//! goes away, or when the daemon shuts down.
+//!
+//! A session's feed carries the events of its agent instance (an agent session) or of the
+//! runs started by its messages (a team session).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt as _};
+use serde_json::{Value, json};
+
+use aios_actors::agent::AgentEventKind;
+use aios_actors::orchestration::{RunEventKind, RunStatus, SessionTarget};
+use aios_actors::protocol::AgentId;
+
+use super::http::{Problem, Shared};
+use super::keys::Principal;
+
+/// Events as `(kind, data)`.
+pub(crate) type Feed = Pin<Box<dyn Stream<Item = (String, Value)> + Send>>;
+
+fn finished(status: RunStatus) -> bool {
+    matches!(
+        status,
+        RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+    )
+}
+
+/// The events of one run of the tenant; ends with its `Finished` event.
+pub(crate) async fn run_feed(s: &Shared, p: &Principal, id: &str) -> Result<Feed, Problem> {
+    // Subscribe first, then check, so no event between the two is lost.
+    let rx = s.rt.orchestrator().subscribe();
+    let state = match s.rt.orchestrator().get(id).await {
+        Ok(Some(r)) if r.spec.tenant == p.tenant => r,
+        _ => return Err(Problem::not_found(format!("run {id} not found"))),
+    };
+    let done = finished(state.status);
+    let id = id.to_string();
+    let feed = futures_util::stream::unfold((rx, done), move |(mut rx, done)| {
+        let id = id.clone();
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(e) if e.run == id => {
+                        let last = matches!(e.kind, RunEventKind::Finished { .. });
+                        let data = serde_json::to_value(&e.kind).unwrap_or(Value::Null);
+                        return Some((("run".to_string(), data), (rx, last)));
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        return Some((("lagged".into(), json!({"missed": n})), (rx, false)));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    Ok(Box::pin(feed))
+}
+
+/// The events of one session of the tenant.
+pub(crate) async fn session_feed(s: &Shared, p: &Principal, id: &str) -> Result<Feed, Problem> {
+    let info = match s.rt.orchestrator().session(id).await {
+        Ok(Some(info)) if info.tenant == p.tenant => info,
+        _ => return Err(Problem::not_found(format!("session {id} not found"))),
+    };
+    match info.target {
+        SessionTarget::Agent { name } => {
+            let key = aios_actors::orchestration::session_instance_key(&info.id);
+            let rx = s.rt.agent_system().subscribe(&AgentId::new(name, key));
+            let feed = futures_util::stream::unfold(rx, |mut rx| async move {
+                let item = match rx.recv().await {
+                    Ok(ev) => match ev.kind {
+                        AgentEventKind::Token(t) => ("token".to_string(), json!({"text": t})),
+                        other => (
+                            "event".to_string(),
+                            serde_json::to_value(other).unwrap_or(Value::Null),
+                        ),
+                    },
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        ("lagged".into(), json!({"missed": n}))
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                };
+                Some((item, rx))
+            });
+            Ok(Box::pin(feed))
+        }
+        SessionTarget::Team { .. } => {
+            // Runs of this session, recognised by their spec (looked up once per run).
+            let rx = s.rt.orchestrator().subscribe();
+            let state = s.clone();
+            let session = info.id.clone();
+            let feed = futures_util::stream::unfold(
+                (rx, std::collections::HashMap::<String, bool>::new()),
+                move |(mut rx, mut ours)| {
+                    let state = state.clone();
+                    let session = session.clone();
+                    async move {
+                        loop {
+                            let e = match rx.recv().await {
+                                Ok(e) => e,
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                                    return Some((
+                                        ("lagged".into(), json!({"missed": n})),
+                                        (rx, ours),
+                                    ));
+                                }
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                    return None;
+                                }
+                            };
+                            let mine = match ours.get(&e.run) {
+                                Some(m) => *m,
+                                None => {
+                                    let m = matches!(
+                                        state.rt.orchestrator().get(&e.run).await,
+                                        Ok(Some(r)) if r.spec.session.as_deref() == Some(session.as_str())
+                                    );
+                                    // Bounded: forget what was learnt once it grows large.
+                                    if ours.len() > 10_000 {
+                                        ours.clear();
+                                    }
+                                    ours.insert(e.run.clone(), m);
+                                    m
+                                }
+                            };
+                            if mine {
+                                let mut data = serde_json::to_value(&e.kind).unwrap_or(Value::Null);
+                                if let Value::Object(o) = &mut data {
+                                    o.insert("run".into(), json!(e.run));
+                                }
+                                return Some((("run".to_string(), data), (rx, ours)));
+                            }
+                        }
+                    }
+                },
+            );
+            Ok(Box::pin(feed))
+        }
+    }
+}
+
+/// A feed as server-sent events.
+pub(crate) fn sse(s: &Shared, feed: Feed) -> Response {
+    let body = feed
+        .map(|(kind, data)| {
+            Ok::<_, Infallible>(Event::default().event(kind).data(data.to_string()))
+        })
+        .take_until(s.stopping.clone().cancelled_owned());
+    Sse::new(body)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+/// A feed over a WebSocket: one JSON text frame per event (`{"type": kind, "data": …}`).
+pub(crate) fn ws(s: &Shared, feed: Feed, upgrade: axum::extract::ws::WebSocketUpgrade) -> Response {
+    use axum::extract::ws::Message;
+    let stopping = s.stopping.clone();
+    upgrade.on_upgrade(move |mut socket| async move {
+        let mut feed = Box::pin(feed.take_until(stopping.cancelled_owned()));
+        loop {
+            tokio::select! {
+                item = feed.next() => {
+                    let Some((kind, data)) = item else { break };
+                    let frame = json!({"type": kind, "data": data}).to_string();
+                    if socket.send(Message::Text(frame.into())).await.is_err() {
+                        break;
+                    }
+                }
+                m = socket.recv() => match m {
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+        let _ = socket.send(Message::Close(None)).await;
+    })
+}
+
+/// `GET /v1/runs/{id}/events`.
+pub async fn run_events(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let feed = run_feed(&s, &p, &id).await?;
+    Ok(sse(&s, feed))
+}
+
+/// `GET /v1/runs/{id}/ws`.
+pub async fn run_ws(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> Result<Response, Problem> {
+    let feed = run_feed(&s, &p, &id).await?;
+    Ok(ws(&s, feed, upgrade))
+}
+
+/// `GET /v1/sessions/{id}/events`.
+pub async fn session_events(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let feed = session_feed(&s, &p, &id).await?;
+    Ok(sse(&s, feed))
+}
+
+/// `GET /v1/sessions/{id}/ws`.
+pub async fn session_ws(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> Result<Response, Problem> {
+    let feed = session_feed(&s, &p, &id).await?;
+    Ok(ws(&s, feed, upgrade))
+}
