@@ -1061,3 +1061,52 @@ async fn an_actor_crash_is_listed_among_recent_errors_and_the_daemon_keeps_servi
     assert_eq!(s, StatusCode::OK, "still serving");
     d.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_tool_calls_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.tools.grant_all = false;
+    let (d, first) = Daemon::start(cfg, None).await.expect("start");
+    let key = first.unwrap().secret;
+    let c = Client::new(d.addr);
+    let ctx = aios_actors::tools::CallContext {
+        agent: "acme.snoop".into(),
+        role: "executor".into(),
+        tenant: "acme".into(),
+    };
+    let req = aios_actors::tools::ToolRequirement::parse("files").unwrap();
+    let r = d
+        .state()
+        .rt
+        .tool_service()
+        .call(&req, json!({"op": "read", "path": "x"}), &ctx)
+        .await;
+    assert!(
+        matches!(r, Err(aios_actors::tools::ToolCallError::Denied { .. })),
+        "{r:?}"
+    );
+    let mut found = Value::Null;
+    for _ in 0..500 {
+        let (_, v, _) = c
+            .send(
+                Method::GET,
+                "/v1/audit?action=tool_denied",
+                Some(&key),
+                None,
+            )
+            .await;
+        if !v["items"].as_array().unwrap().is_empty() {
+            found = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let e = &found["items"][0];
+    assert_eq!(e["tenant"], "acme", "{found}");
+    assert!(
+        e["detail"].as_str().unwrap().contains("acme.snoop"),
+        "{found}"
+    );
+    d.shutdown().await.expect("shutdown");
+}

@@ -19,9 +19,9 @@ pub use self::mcp::{
 pub use self::registry::{TOOL_VERSIONS_MAX, ToolRegistry, ToolRegistryError, ToolRequirement};
 pub use self::schema::{Schema, Violation, Violations};
 pub use self::service::{
-    AgentNeeds, CallContext, DENIALS_MAX, Denial, ExampleOutcome, GRANTS_MAX, Grant,
-    McpServerStatus, PluginTool, TOOL_CACHE_ENTRIES_MAX, TOOL_CACHE_TTL, ToolCallError,
-    ToolFailure, ToolImpl, ToolService, ToolUsage, USAGE_FLUSH_INTERVAL,
+    AgentNeeds, CallContext, DENIALS_BROADCAST_LEN, DENIALS_MAX, Denial, ExampleOutcome,
+    GRANTS_MAX, Grant, McpServerStatus, PluginTool, TOOL_CACHE_ENTRIES_MAX, TOOL_CACHE_TTL,
+    ToolCallError, ToolFailure, ToolImpl, ToolService, ToolUsage, USAGE_FLUSH_INTERVAL,
 };
 
 use std::path::PathBuf;

@@ -32,6 +32,8 @@ pub const TOOL_CACHE_TTL: Duration = Duration::from_secs(300);
 pub const USAGE_KEYS_MAX: usize = 100_000;
 /// Denied calls remembered for the audit log at most (oldest dropped).
 pub const DENIALS_MAX: usize = 10_000;
+/// Denials buffered for each subscriber of [`ToolService::subscribe_denials`].
+pub const DENIALS_BROADCAST_LEN: usize = 1024;
 /// Latency histogram bucket bounds, in microseconds.
 const LATENCY_BUCKETS_US: [u64; 8] = [
     100,
@@ -363,6 +365,8 @@ struct Inner {
     /// A read-only view for status, updated with `mcp`.
     mcp_view: Mutex<BTreeMap<String, McpView>>,
     denials: Mutex<std::collections::VecDeque<Denial>>,
+    /// Each denial as it happens, for the daemon's audit log.
+    denied: tokio::sync::broadcast::Sender<Denial>,
     usage: DashMap<(String, String), ToolUsage>,
     cache: Mutex<lru::LruCache<CacheKey, (Instant, Value)>>,
 }
@@ -451,6 +455,7 @@ impl ToolService {
                 mcp: tokio::sync::Mutex::new(BTreeMap::new()),
                 mcp_view: Mutex::new(BTreeMap::new()),
                 denials: Mutex::new(std::collections::VecDeque::new()),
+                denied: tokio::sync::broadcast::channel(DENIALS_BROADCAST_LEN).0,
                 usage,
                 cache: Mutex::new(lru::LruCache::new(
                     NonZeroUsize::new(TOOL_CACHE_ENTRIES_MAX).unwrap_or(NonZeroUsize::MIN),
@@ -1068,6 +1073,12 @@ impl ToolService {
         all
     }
 
+    /// Refused calls as they happen (a subscriber that falls behind by more than
+    /// [`DENIALS_BROADCAST_LEN`] loses the oldest).
+    pub fn subscribe_denials(&self) -> tokio::sync::broadcast::Receiver<Denial> {
+        self.inner.denied.subscribe()
+    }
+
     /// The latest refused calls, oldest first.
     pub fn denials(&self) -> Vec<Denial> {
         lock(&self.inner.denials).iter().cloned().collect()
@@ -1131,13 +1142,16 @@ impl ToolService {
             if denials.len() >= DENIALS_MAX {
                 denials.pop_front();
             }
-            denials.push_back(Denial {
+            let denial = Denial {
                 at_ms: crate::protocol::unix_ms(),
                 agent: ctx.agent.clone(),
                 tenant: ctx.tenant.clone(),
                 tool: id.clone(),
                 reason: reason.clone(),
-            });
+            };
+            // No subscriber is fine: the denial is still kept below.
+            let _ = self.inner.denied.send(denial.clone());
+            denials.push_back(denial);
             tracing::warn!(tool = %id, agent = %ctx.agent, "tool call denied");
             return Err(ToolCallError::Denied {
                 tool: id,

@@ -254,7 +254,11 @@ fn tools_problem(e: ToolRegistryError) -> Problem {
         ToolRegistryError::Exists(_) | ToolRegistryError::InUse { .. } => {
             Problem::conflict(e.to_string())
         }
-        ToolRegistryError::Unavailable(_) => Problem::new(StatusCode::BAD_GATEWAY, e.to_string()),
+        // The server named in the request cannot be started or reached: the request cannot be
+        // carried out as given (found by the API fuzzer, which got a 502 here).
+        ToolRegistryError::Unavailable(_) => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
         ToolRegistryError::Store(_) => Problem::internal(e),
         other => Problem::bad_request(other.to_string()),
     }

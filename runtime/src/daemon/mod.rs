@@ -459,6 +459,40 @@ fn spawn_event_followers(state: Shared, stop: CancellationToken) {
             }
         }
     });
+    // Tool calls refused by the grants go to the audit log.
+    let mut denials = state.rt.tool_service().subscribe_denials();
+    let s = state.clone();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let denial = tokio::select! {
+                () = token.cancelled() => break,
+                d = denials.recv() => d,
+            };
+            let d = match denial {
+                Ok(d) => d,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::error!(
+                        missed = n,
+                        "tool denials not audited: the audit log fell behind"
+                    );
+                    continue;
+                }
+                Err(_) => break,
+            };
+            let event = audit::AuditEvent {
+                tenant: d.tenant,
+                action: "tool_denied".into(),
+                target: d.tool,
+                outcome: "denied".into(),
+                detail: format!("agent {}: {}", d.agent, d.reason),
+                ..audit::AuditEvent::default()
+            };
+            if let Err(e) = s.audit.append(event, false).await {
+                tracing::error!(error = %e, "auditing a tool denial");
+            }
+        }
+    });
     let mut runs = state.rt.orchestrator().subscribe();
     tokio::spawn(async move {
         loop {
