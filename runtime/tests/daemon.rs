@@ -343,6 +343,15 @@ async fn bad_input_gets_problem_json_4xx_and_limits_answer_429() {
         assert!(s.is_client_error(), "{body} {ctype}: {s}");
         assert_eq!(r.headers()["content-type"], "application/problem+json");
     }
+    for bad_query in [
+        "/v1/agents?limit=abc",
+        "/v1/audit?bogus=1",
+        "/v1/runs?limit=-1",
+    ] {
+        let (s, _, h) = c.send(Method::GET, bad_query, Some(&admin), None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad_query}");
+        assert_eq!(h["content-type"], "application/problem+json", "{bad_query}");
+    }
     let big = json!({"name": "x".repeat(10_000)});
     let (s, _, h) = c
         .send(Method::POST, "/v1/agents", Some(&admin), Some(big))
@@ -946,6 +955,25 @@ async fn websockets_carry_an_agent_conversation_both_ways() {
     };
     assert!(t.contains("\"error\""), "{t}");
     ws.close(None).await.unwrap();
+    // Browsers cannot send headers on a WebSocket: the streams take `?access_token=`.
+    let by_query = format!("ws://{}/v1/agents/talker/ws?access_token={key}", d.addr);
+    let (mut ws2, _) = tokio_tungstenite::connect_async(by_query.as_str())
+        .await
+        .expect("a key in the query opens a stream");
+    ws2.close(None).await.unwrap();
+    let (s, _, _) = c
+        .send(
+            Method::GET,
+            &format!("/v1/agents?access_token={key}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "only the streams take a key in the query"
+    );
     let unauthorized = format!("ws://{}/v1/agents/talker/ws", d.addr)
         .into_client_request()
         .unwrap();

@@ -6,7 +6,7 @@
 //! ([`OPERATOR_TENANT`]).
 
 use axum::Extension;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -18,7 +18,7 @@ use aios_actors::protocol::AgentId;
 use aios_actors::tools::{McpServerConfig, ToolRegistryError, ToolRequirement};
 
 use super::audit::AuditQuery;
-use super::http::{Api, ApiJson, Problem, Shared};
+use super::http::{Api, ApiJson, ApiQuery, Problem, Shared};
 use super::keys::{KeyError, OPERATOR_TENANT, Principal, Role};
 use super::webhooks::WebhookError;
 
@@ -398,7 +398,7 @@ struct Page {
 async fn agents_list(
     State(s): State<Shared>,
     Extension(p): Extension<Principal>,
-    Query(page): Query<Page>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult {
     let limit = page.limit.unwrap_or(100).clamp(1, 1000);
     let mut defs: Vec<_> =
@@ -952,7 +952,7 @@ async fn keys_revoke(
 async fn audit_query(
     State(s): State<Shared>,
     Extension(p): Extension<Principal>,
-    Query(mut q): Query<AuditQuery>,
+    ApiQuery(mut q): ApiQuery<AuditQuery>,
 ) -> ApiResult {
     if p.tenant != OPERATOR_TENANT {
         q.tenant = Some(p.tenant.clone());

@@ -122,6 +122,27 @@ where
     }
 }
 
+/// Query parameters whose rejections are problems (400).
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(rejection) => Err(Problem::new(rejection.status(), rejection.body_text())),
+        }
+    }
+}
+
 /// One recent error.
 #[derive(Clone, Debug, Serialize)]
 pub struct RecentError {
@@ -309,14 +330,26 @@ pub fn request_id(req: &Request) -> String {
         .to_string()
 }
 
+/// The key of a request: `Authorization: Bearer …` or `x-api-key`; for the event streams
+/// only (GET `…/events` and `…/ws`), also `?access_token=…`, because browsers' `EventSource`
+/// and `WebSocket` cannot send headers. Request logs carry the path, never the query.
 fn token(req: &Request) -> Option<String> {
     let h = req.headers();
     if let Some(v) = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         return Some(v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string());
     }
-    h.get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_string())
+    if let Some(v) = h.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim().to_string());
+    }
+    let path = req.uri().path();
+    if req.method() == Method::GET && (path.ends_with("/events") || path.ends_with("/ws")) {
+        return req.uri().query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("access_token="))
+                .map(str::to_string)
+        });
+    }
+    None
 }
 
 fn is_mutating(m: &Method) -> bool {

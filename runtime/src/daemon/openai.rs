@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Extension;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use aios_actors::agent::{AgentEventKind, Task};
 use aios_actors::protocol::AgentId;
 
-use super::http::{ApiJson, Problem, Shared};
+use super::http::{ApiJson, ApiQuery, Problem, Shared};
 use super::keys::Principal;
 
 /// Messages in one chat request at most.
@@ -287,6 +287,9 @@ async fn forget(s: &Shared, id: &AgentId) {
 pub struct EventsQuery {
     /// The session (instance key); the agent's main instance by default.
     pub session: Option<String>,
+    /// The API key, for browsers (read by authentication; ignored here).
+    #[serde(default)]
+    pub access_token: Option<String>,
 }
 
 /// `GET /v1/agents/{name}/events`: tokens, tool calls and results, final answers and errors
@@ -295,7 +298,7 @@ pub async fn agent_events(
     State(s): State<Shared>,
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
     let full = super::api::scoped(&p, &name)?;
     if s.rt.agent_system().registry().get(&full).is_none() {
@@ -333,7 +336,7 @@ pub async fn agent_ws(
     State(s): State<Shared>,
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
     ws: axum::extract::ws::WebSocketUpgrade,
 ) -> Result<Response, Problem> {
     let full = super::api::scoped(&p, &name)?;

@@ -3,7 +3,7 @@
 //! tenant sees only its own, and the agents it names are its own (`planner`, session agent).
 
 use axum::Extension;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use aios_actors::orchestration::{Decision, OrchestrationError, RunSpec, SessionTarget};
 
 use super::api::scoped;
-use super::http::{ApiJson, Problem, Shared};
+use super::http::{ApiJson, ApiQuery, Problem, Shared};
 use super::keys::Principal;
 
 type ApiResult = Result<axum::response::Response, Problem>;
@@ -96,7 +96,7 @@ pub struct Page {
 pub async fn list(
     State(s): State<Shared>,
     Extension(p): Extension<Principal>,
-    Query(page): Query<Page>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult {
     let limit = page.limit.unwrap_or(50).clamp(1, 200);
     let mut after = page.after.clone();
@@ -267,7 +267,7 @@ async fn own_session(
 pub async fn list_sessions(
     State(s): State<Shared>,
     Extension(p): Extension<Principal>,
-    Query(page): Query<Page>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult {
     let limit = page.limit.unwrap_or(50).clamp(1, 200);
     let mut after = page.after.clone();
@@ -350,7 +350,7 @@ pub async fn history(
     State(s): State<Shared>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    Query(q): Query<HistoryQuery>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult {
     own_session(&s, &p, &id).await?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
