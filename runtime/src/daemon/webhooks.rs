@@ -146,6 +146,9 @@ pub struct Webhooks {
     subs: Arc<DashMap<String, Subscription>>,
     /// The next sequence number and the number queued.
     seq: Arc<tokio::sync::Mutex<(u64, u64)>>,
+    /// When each queued delivery is due: `(next_at_ms, seq)`, so the deliverer takes the due
+    /// ones without reading the whole queue.
+    schedule: Arc<std::sync::Mutex<std::collections::BTreeSet<(u64, u64)>>>,
     wake: Arc<tokio::sync::Notify>,
     http: reqwest::Client,
 }
@@ -171,11 +174,18 @@ impl Webhooks {
             }
         }
         let next: u64 = records.get(SEQ_KEY).await.map_err(store_err)?.unwrap_or(1);
-        let queued = records
+        // One read of the queue at start builds the schedule.
+        let mut schedule = std::collections::BTreeSet::new();
+        for key in records
             .keys(QUEUE_PREFIX, QUEUE_MAX as usize)
             .await
             .map_err(store_err)?
-            .len() as u64;
+        {
+            if let Some(d) = records.get::<Delivery>(&key).await.map_err(store_err)? {
+                schedule.insert((d.next_at_ms, d.seq));
+            }
+        }
+        let queued = schedule.len() as u64;
         let http = reqwest::Client::builder()
             .timeout(DELIVERY_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -186,6 +196,7 @@ impl Webhooks {
             config,
             subs: Arc::new(subs),
             seq: Arc::new(tokio::sync::Mutex::new((next, queued))),
+            schedule: Arc::new(std::sync::Mutex::new(schedule)),
             wake: Arc::new(tokio::sync::Notify::new()),
             http,
         })
@@ -327,6 +338,7 @@ impl Webhooks {
             .await;
             match stored {
                 Ok(()) => {
+                    self.schedule().insert((d.next_at_ms, d.seq));
                     seq.0 += 1;
                     seq.1 += 1;
                 }
@@ -385,6 +397,7 @@ impl Webhooks {
             .await
             .map_err(store_err)?;
         self.records.delete(&key).await.map_err(store_err)?;
+        self.schedule().insert((d.next_at_ms, seq));
         self.seq.lock().await.1 += 1;
         self.wake.notify_one();
         Ok(())
@@ -411,47 +424,51 @@ impl Webhooks {
         });
     }
 
-    /// One pass over the queue: attempts every due delivery (up to 256 at a time, in order),
-    /// returns how long until the next one is due.
+    fn schedule(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<(u64, u64)>> {
+        self.schedule
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Attempts the due deliveries (at most 256 at once, oldest due first), and returns how
+    /// long until the next one is due.
     async fn deliver_due(&self) -> Result<Duration, WebhookError> {
-        let mut next_due: Option<u64> = None;
-        let mut after: Option<String> = None;
         loop {
-            let keys = self
-                .records
-                .keys_after(QUEUE_PREFIX, after.as_deref(), 256)
-                .await
-                .map_err(store_err)?;
-            let Some(last) = keys.last().cloned() else {
-                break;
+            let now = now_ms();
+            let due: Vec<u64> = {
+                let mut schedule = self.schedule();
+                let mut taken = Vec::new();
+                while taken.len() < 256 {
+                    match schedule.first().copied() {
+                        Some((at, seq)) if at <= now => {
+                            schedule.remove(&(at, seq));
+                            taken.push(seq);
+                        }
+                        _ => break,
+                    }
+                }
+                taken
             };
-            let mut due = Vec::new();
-            for key in keys {
-                let Some(d) = self
+            if due.is_empty() {
+                break;
+            }
+            let mut attempts = Vec::with_capacity(due.len());
+            for seq in due {
+                let key = format!("{QUEUE_PREFIX}{seq:020}");
+                // Gone (delivered, dead-lettered) since it was scheduled: nothing to do.
+                if let Some(d) = self
                     .records
                     .get::<Delivery>(&key)
                     .await
                     .map_err(store_err)?
-                else {
-                    continue;
-                };
-                if d.next_at_ms <= now_ms() {
-                    due.push((key, d));
-                } else {
-                    next_due = Some(next_due.map_or(d.next_at_ms, |n| n.min(d.next_at_ms)));
+                {
+                    attempts.push(self.attempt(key, d));
                 }
             }
-            let attempts = due.into_iter().map(|(key, d)| self.attempt(key, d));
-            for n in futures_util::future::join_all(attempts)
-                .await
-                .into_iter()
-                .flatten()
-            {
-                next_due = Some(next_due.map_or(n, |x| x.min(n)));
-            }
-            after = Some(last);
+            futures_util::future::join_all(attempts).await;
         }
-        Ok(next_due.map_or(Duration::from_secs(60), |n| {
+        let next = self.schedule().first().map(|(at, _)| *at);
+        Ok(next.map_or(Duration::from_secs(60), |n| {
             Duration::from_millis(n.saturating_sub(now_ms()).max(10))
         }))
     }
@@ -523,6 +540,7 @@ impl Webhooks {
         if let Err(e) = self.records.put(&key, &d, Durability::Durable).await {
             tracing::error!(error = %e, "rescheduling a webhook");
         }
+        self.schedule().insert((d.next_at_ms, d.seq));
         Some(d.next_at_ms)
     }
 
