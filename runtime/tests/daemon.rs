@@ -144,7 +144,18 @@ async fn every_route_refuses_missing_bad_revoked_expired_keys_and_insufficient_r
             assert_eq!(s, StatusCode::FORBIDDEN, "{what} with a lower role: {v}");
         }
         // The right key gets past authorization: whatever the answer, it is not 401/403,
-        // and the route exists.
+        // and the route exists. (The node's event stream stays open: only its status is read.)
+        if route.path == "/v1/tree/events" {
+            let r = c
+                .http
+                .get(format!("{}{path}", c.base))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{what}");
+            continue;
+        }
         let (s, v, _) = c
             .send(m.clone(), &path, Some(&admin), Some(json!({})))
             .await;
@@ -1136,5 +1147,93 @@ async fn denied_tool_calls_are_audited() {
         e["detail"].as_str().unwrap().contains("acme.snoop"),
         "{found}"
     );
+    d.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferences_are_kept_per_key_and_the_tree_streams_its_events() {
+    use futures_util::StreamExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, first) = Daemon::start(config(dir.path()), None)
+        .await
+        .expect("start");
+    let admin = first.unwrap().secret;
+    let c = Client::new(d.addr);
+    let viewer = create_key(&c, &admin, "viewer", None).await;
+    let (_, v, _) = c
+        .send(Method::GET, "/v1/preferences", Some(&viewer), None)
+        .await;
+    assert_eq!(v, json!({}));
+    let prefs = json!({"theme": "dark", "page_size": 50});
+    let (s, _, _) = c
+        .send(
+            Method::PUT,
+            "/v1/preferences",
+            Some(&viewer),
+            Some(prefs.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, v, _) = c
+        .send(Method::GET, "/v1/preferences", Some(&viewer), None)
+        .await;
+    assert_eq!(v, prefs);
+    let (_, v, _) = c
+        .send(Method::GET, "/v1/preferences", Some(&admin), None)
+        .await;
+    assert_eq!(v, json!({}), "per key");
+    let (s, _, _) = c
+        .send(
+            Method::PUT,
+            "/v1/preferences",
+            Some(&viewer),
+            Some(json!([1, 2])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, _) = c
+        .send(
+            Method::PUT,
+            "/v1/preferences",
+            Some(&viewer),
+            Some(json!({"x": "y".repeat(20_000)})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // The tree's live events: a crashing tool host shows up as a restart.
+    let events = c
+        .http
+        .get(format!("{}/v1/tree/events", c.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    let mut stream = events.bytes_stream();
+    let tools = d.state().rt.tool_service().clone();
+    let manifest = aios_actors::tools::ToolManifest::from_toml(
+        "name = \"boom\"\nversion = \"1.0.0\"\ndescription = \"Panics.\"\ninput_schema = { type = \"object\" }\n",
+    )
+    .unwrap();
+    tools
+        .install(manifest, std::sync::Arc::new(Panics))
+        .await
+        .unwrap();
+    let req = aios_actors::tools::ToolRequirement::parse("boom").unwrap();
+    let _ = tools
+        .call(&req, json!({}), &aios_actors::tools::CallContext::default())
+        .await;
+    let mut seen = String::new();
+    while !seen.contains("ChildRestarted") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(20), stream.next())
+            .await
+            .expect("a restart event")
+            .expect("open")
+            .expect("bytes");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("tool:boom@1.0.0"), "{seen}");
+    drop(stream);
     d.shutdown().await.expect("shutdown");
 }

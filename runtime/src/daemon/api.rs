@@ -34,6 +34,15 @@ pub fn routes() -> Api {
         .route(M::GET, "/v1/tree", Viewer, tree)
         .route(M::POST, "/v1/tree/restart", Operator, tree_restart)
         .route(M::POST, "/v1/tree/stop", Operator, tree_stop)
+        .route(
+            M::GET,
+            "/v1/tree/events",
+            Operator,
+            super::streams::tree_events,
+        )
+        .route(M::GET, "/v1/tree/ws", Operator, super::streams::tree_ws)
+        .route(M::GET, "/v1/preferences", Viewer, prefs_get)
+        .route(M::PUT, "/v1/preferences", Viewer, prefs_put)
         .route(M::GET, "/v1/errors", Operator, recent_errors)
         .route(M::GET, "/v1/agents", Viewer, agents_list)
         .route(M::POST, "/v1/agents", Operator, agents_create)
@@ -1031,4 +1040,54 @@ async fn hooks_redeliver(
         .await
         .map_err(hook_problem)?;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Preferences per key, as JSON text at most this long.
+pub const PREFERENCES_LEN_MAX: usize = 16 * 1024;
+
+fn prefs_key(p: &Principal) -> String {
+    format!("prefs/{}", p.key_id)
+}
+
+/// `GET /v1/preferences`: the calling key's preferences (an empty object at first).
+async fn prefs_get(State(s): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult {
+    let records = aios_actors::records::Records::new(s.rt.snapshots().clone());
+    let stored: Option<String> = records
+        .get(&prefs_key(&p))
+        .await
+        .map_err(Problem::internal)?;
+    let v = match stored {
+        Some(text) => serde_json::from_str(&text).map_err(Problem::internal)?,
+        None => json!({}),
+    };
+    ok(v)
+}
+
+/// `PUT /v1/preferences`: replaces the calling key's preferences (a JSON object, theme,
+/// default agent, page size, … as the interface likes; at most [`PREFERENCES_LEN_MAX`]).
+async fn prefs_put(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    ApiJson(v): ApiJson<Value>,
+) -> ApiResult {
+    if !v.is_object() {
+        return Err(Problem::bad_request("preferences must be a JSON object"));
+    }
+    let text = v.to_string();
+    if text.len() > PREFERENCES_LEN_MAX {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("preferences: at most {PREFERENCES_LEN_MAX} bytes"),
+        ));
+    }
+    let records = aios_actors::records::Records::new(s.rt.snapshots().clone());
+    records
+        .put(
+            &prefs_key(&p),
+            &text,
+            aios_supervisor::snapshot::Durability::Durable,
+        )
+        .await
+        .map_err(Problem::internal)?;
+    ok(v)
 }

@@ -151,6 +151,51 @@ pub(crate) async fn session_feed(s: &Shared, p: &Principal, id: &str) -> Result<
     }
 }
 
+/// The supervision events of the whole node (operator tenant only): starts, exits,
+/// restarts, escalations, as they happen.
+pub(crate) fn tree_feed(s: &Shared, p: &Principal) -> Result<Feed, Problem> {
+    if p.tenant != super::keys::OPERATOR_TENANT {
+        return Err(Problem::forbidden(format!(
+            "this is node-wide; only keys of the {:?} tenant may use it",
+            super::keys::OPERATOR_TENANT
+        )));
+    }
+    let rx = s.rt.events();
+    let feed = futures_util::stream::unfold(rx, |mut rx| async move {
+        let item = match rx.recv().await {
+            Ok(e) => (
+                "supervision".to_string(),
+                serde_json::to_value(&*e).unwrap_or(Value::Null),
+            ),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                ("lagged".into(), json!({"missed": n}))
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((item, rx))
+    });
+    Ok(Box::pin(feed))
+}
+
+/// `GET /v1/tree/events`.
+pub async fn tree_events(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+) -> Result<Response, Problem> {
+    let feed = tree_feed(&s, &p)?;
+    Ok(sse(&s, feed))
+}
+
+/// `GET /v1/tree/ws`.
+pub async fn tree_ws(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> Result<Response, Problem> {
+    let feed = tree_feed(&s, &p)?;
+    Ok(ws(&s, feed, upgrade))
+}
+
 /// A feed as server-sent events.
 pub(crate) fn sse(s: &Shared, feed: Feed) -> Response {
     let body = feed
