@@ -27,8 +27,9 @@ pub use self::service::{
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Tool settings of a node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Tool settings of a node (also the daemon's `[tools]` section).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ToolsConfig {
     /// Hosts `web_fetch` may reach (empty: none).
     pub web_allow_hosts: Vec<String>,

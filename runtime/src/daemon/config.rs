@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aios_actors::llm::config::LlmConfig;
-use aios_actors::tools::McpServerConfig;
 use serde::Deserialize;
 
 /// Largest request body accepted, at most (the configured limit must stay below).
@@ -73,31 +72,6 @@ pub struct QuotaConfig {
     pub cost_usd_per_month: f64,
 }
 
-/// Tool settings of the daemon.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ToolsSection {
-    /// Hosts `web_fetch` may reach.
-    pub web_allow_hosts: Vec<String>,
-    /// The `files` tool's sandbox (default `<data_dir>/sandbox`).
-    pub sandbox_dir: Option<PathBuf>,
-    /// Grant every tool to every agent.
-    pub grant_all: bool,
-    /// MCP servers to connect at start.
-    pub mcp_servers: Vec<McpServerConfig>,
-}
-
-impl Default for ToolsSection {
-    fn default() -> Self {
-        Self {
-            web_allow_hosts: Vec::new(),
-            sandbox_dir: None,
-            grant_all: true,
-            mcp_servers: Vec::new(),
-        }
-    }
-}
-
 /// Agent settings of the daemon.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -154,7 +128,7 @@ pub struct DaemonConfig {
     /// Agents.
     pub agents: AgentsSection,
     /// Tools.
-    pub tools: ToolsSection,
+    pub tools: aios_actors::tools::ToolsConfig,
 }
 
 impl Default for DaemonConfig {
@@ -174,7 +148,7 @@ impl Default for DaemonConfig {
             webhooks: super::webhooks::WebhookConfig::default(),
             llm: LlmConfig::default(),
             agents: AgentsSection::default(),
-            tools: ToolsSection::default(),
+            tools: aios_actors::tools::ToolsConfig::default(),
         }
     }
 }
@@ -328,12 +302,7 @@ impl DaemonConfig {
         rc.agents.task_timeout = self.agents.task_timeout;
         // The API scopes agent names by tenant (`<tenant>.<name>`); runs negotiate within it.
         rc.agents.tenant_scoped_names = true;
-        rc.tools = aios_actors::tools::ToolsConfig {
-            web_allow_hosts: self.tools.web_allow_hosts.clone(),
-            sandbox_dir: self.tools.sandbox_dir.clone(),
-            grant_all: self.tools.grant_all,
-            mcp_servers: self.tools.mcp_servers.clone(),
-        };
+        rc.tools = self.tools.clone();
         rc
     }
 }
