@@ -34,6 +34,14 @@ pub fn routes() -> Api {
         .route(M::GET, "/v1/tree", Viewer, tree)
         .route(M::POST, "/v1/tree/restart", Operator, tree_restart)
         .route(M::POST, "/v1/tree/stop", Operator, tree_stop)
+        .route(M::POST, "/v1/tree/kill", Operator, tree_kill)
+        .route(M::GET, "/v1/me", Viewer, me)
+        .route(
+            M::GET,
+            "/v1/metrics/history",
+            Viewer,
+            super::sampler::history,
+        )
         .route(
             M::GET,
             "/v1/tree/events",
@@ -188,6 +196,7 @@ pub fn routes() -> Api {
         .route(M::POST, "/v1/webhooks", Admin, hooks_create)
         .route(M::DELETE, "/v1/webhooks/{id}", Admin, hooks_delete)
         .route(M::GET, "/v1/webhooks/dead", Admin, hooks_dead)
+        .route(M::GET, "/v1/webhooks/deliveries", Admin, hooks_deliveries)
         .route(
             M::POST,
             "/v1/webhooks/dead/{seq}/redeliver",
@@ -307,6 +316,7 @@ async fn status(State(s): State<Shared>) -> ApiResult {
 async fn tree(State(s): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult {
     operator_tenant(&p)?;
     let mut groups = serde_json::Map::new();
+    let mut budget = TREE_NODES_MAX;
     for (name, sup) in [
         ("services", s.rt.services()),
         ("memory", s.rt.memory()),
@@ -314,13 +324,49 @@ async fn tree(State(s): State<Shared>, Extension(p): Extension<Principal>) -> Ap
         ("agents", s.rt.agents()),
         ("runs", s.rt.runs()),
     ] {
-        let children = sup.which_children().await.map_err(Problem::internal)?;
-        groups.insert(
-            name.into(),
-            serde_json::to_value(children).map_err(Problem::internal)?,
-        );
+        let children = subtree(&s, sup, TREE_DEPTH_MAX, &mut budget).await?;
+        groups.insert(name.into(), Value::Array(children));
     }
     ok(Value::Object(groups))
+}
+
+/// How deep `/v1/tree` follows nested supervisors below the five top groups.
+const TREE_DEPTH_MAX: usize = 6;
+/// The most children `/v1/tree` lists in all (the rest of a level is cut, and the level says
+/// `"truncated": true`).
+const TREE_NODES_MAX: usize = 5000;
+
+/// The children of `sup`, each nested supervisor with its own `children`, down to `depth`
+/// levels and `budget` nodes in all.
+fn subtree<'a>(
+    s: &'a Shared,
+    sup: &'a aios_supervisor::SupervisorRef,
+    depth: usize,
+    budget: &'a mut usize,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Value>, Problem>> + Send + 'a>> {
+    Box::pin(async move {
+        let children = sup.which_children().await.map_err(Problem::internal)?;
+        let mut out = Vec::with_capacity(children.len().min(*budget));
+        for child in children {
+            if *budget == 0 {
+                out.push(json!({"truncated": true}));
+                break;
+            }
+            *budget -= 1;
+            let nested = child.kind == aios_supervisor::ChildKind::Supervisor && depth > 0;
+            let path = child.path.clone();
+            let mut v = serde_json::to_value(child).map_err(Problem::internal)?;
+            if nested
+                && let Some(inner) = s.rt.registry().lookup_supervisor(&path)
+                // A nested supervisor that is restarting cannot answer: listed without children.
+                && let Ok(grand) = subtree(s, &inner, depth - 1, budget).await
+            {
+                v["children"] = Value::Array(grand);
+            }
+            out.push(v);
+        }
+        Ok(out)
+    })
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -343,6 +389,33 @@ fn child_of<'a>(
             .lookup_supervisor(parent)
             .ok_or_else(|| Problem::not_found(format!("no supervisor {parent:?}")))?;
     Ok((sup, id))
+}
+
+async fn tree_kill(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    ApiJson(body): ApiJson<RestartBody>,
+) -> ApiResult {
+    operator_tenant(&p)?;
+    let (sup, id) = child_of(&s, &body.path)?;
+    sup.kill_child(id).await.map_err(|e| match e {
+        aios_supervisor::SupervisorError::NotRunning(_) => Problem::conflict(e.to_string()),
+        other => Problem::not_found(other.to_string()),
+    })?;
+    ok(json!({"killed": body.path}))
+}
+
+async fn me(State(s): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult {
+    let info = s.keys.get(&p.key_id);
+    ok(json!({
+        "key_id": p.key_id,
+        "role": p.role,
+        "tenant": p.tenant,
+        "operator_tenant": p.tenant == super::keys::OPERATOR_TENANT,
+        "name": info.as_ref().map(|k| k.name.clone()),
+        "expires_ms": info.as_ref().and_then(|k| k.expires_ms),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
 }
 
 async fn tree_restart(
@@ -721,6 +794,8 @@ async fn mem_upsert(
             .remember(&full, items)
             .await
             .map_err(memory_problem)?;
+    // Ids as strings: they use all 64 bits, more than a JSON number keeps in JavaScript.
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
     created(json!({ "ids": ids }))
 }
 
@@ -748,7 +823,16 @@ async fn mem_search(
             .search(&full, SearchRequest::text(body.query, body.k))
             .await
             .map_err(memory_problem)?;
-    ok(serde_json::to_value(result).map_err(Problem::internal)?)
+    let mut v = serde_json::to_value(result).map_err(Problem::internal)?;
+    // Ids as strings (see `mem_upsert`); the export keeps them as numbers, as imports read them.
+    if let Some(hits) = v.get_mut("hits").and_then(Value::as_array_mut) {
+        for hit in hits {
+            if let Some(id) = hit.get("id").and_then(Value::as_u64) {
+                hit["id"] = Value::String(id.to_string());
+            }
+        }
+    }
+    ok(v)
 }
 
 async fn mem_delete(
@@ -856,8 +940,25 @@ async fn costs(State(s): State<Shared>, Extension(p): Extension<Principal>) -> A
             _ => None,
         })
         .collect();
+    // The operator tenant sees every tenant's totals (the first 1000).
+    let tenants: Vec<Value> = if p.tenant == super::keys::OPERATOR_TENANT {
+        ledger
+            .list(&CostScope::Tenant(String::new()))
+            .into_iter()
+            .take(1000)
+            .filter_map(|(scope, t)| match scope {
+                CostScope::Tenant(name) => {
+                    Some(json!({"tenant": name, "totals": t, "cost_usd": t.cost_usd()}))
+                }
+                _ => None,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     ok(json!({
         "tenant": p.tenant,
+        "tenants": tenants,
         "totals": tenant,
         "cost_usd": tenant.cost_usd(),
         "agents": agents,
@@ -1028,6 +1129,16 @@ async fn hooks_dead(State(s): State<Shared>, Extension(p): Extension<Principal>)
         .await
         .map_err(hook_problem)?;
     ok(json!({ "items": items }))
+}
+
+async fn hooks_deliveries(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+) -> ApiResult {
+    let (items, queued) = s.webhooks.attempts(&p.tenant, 500).await;
+    // The queue is the node's: only the operator tenant sees its length.
+    let queued = (p.tenant == super::keys::OPERATOR_TENANT).then_some(queued);
+    ok(json!({ "items": items, "queued": queued }))
 }
 
 async fn hooks_redeliver(

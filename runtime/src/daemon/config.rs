@@ -129,6 +129,8 @@ pub struct DaemonConfig {
     pub agents: AgentsSection,
     /// Tools.
     pub tools: aios_actors::tools::ToolsConfig,
+    /// Serve the web interface at `/` (its assets are in the binary).
+    pub ui: bool,
 }
 
 impl Default for DaemonConfig {
@@ -149,6 +151,7 @@ impl Default for DaemonConfig {
             llm: LlmConfig::default(),
             agents: AgentsSection::default(),
             tools: aios_actors::tools::ToolsConfig::default(),
+            ui: true,
         }
     }
 }

@@ -196,6 +196,8 @@ pub struct AppState {
     pub webhooks: super::webhooks::Webhooks,
     /// Idempotency keys of requests still running.
     pub idempotency_in_flight: dashmap::DashMap<String, ()>,
+    /// The node's recent samples, for charts.
+    pub history: super::sampler::History,
 }
 
 /// The shared state as handlers take it.
@@ -226,6 +228,7 @@ impl AppState {
             stopping,
             webhooks: stores.webhooks,
             idempotency_in_flight: dashmap::DashMap::new(),
+            history: super::sampler::History::default(),
         }
     }
 

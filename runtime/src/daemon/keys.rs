@@ -406,7 +406,8 @@ impl KeyStore {
     /// `overlap_ms`, then expires.
     ///
     /// # Errors
-    /// An unknown or revoked key, an overlap over [`ROTATION_OVERLAP_MAX_MS`], a store failure.
+    /// An unknown, revoked, expired or already rotated key, an overlap over
+    /// [`ROTATION_OVERLAP_MAX_MS`], a store failure.
     pub async fn rotate(
         &self,
         id: &str,
@@ -422,6 +423,18 @@ impl KeyStore {
         if old.revoked_ms.is_some() {
             return Err(KeyError::Invalid(format!("key {id} is revoked")));
         }
+        // A rotated key's expiry is its overlap window: a second rotation would hand that
+        // short expiry to another new key, so it is refused, as is rotating an expired key.
+        if let Some(next) = &old.replaced_by {
+            return Err(KeyError::Invalid(format!(
+                "key {id} was already rotated; rotate its replacement {next} instead"
+            )));
+        }
+        if old.expires_ms.is_some_and(|e| e <= now_ms()) {
+            return Err(KeyError::Invalid(format!(
+                "key {id} has expired; create a new key instead"
+            )));
+        }
         let new = self
             .create(&old.name, old.role, &old.tenant, old.expires_ms)
             .await?;
@@ -432,6 +445,11 @@ impl KeyStore {
         old.replaced_by = Some(new.info.id.clone());
         self.save(&old).await?;
         Ok(new)
+    }
+
+    /// The key with public id `id`.
+    pub fn get(&self, id: &str) -> Option<KeyInfo> {
+        self.keys.get(id).map(|r| KeyInfo::from(&**r))
     }
 
     /// The keys of `tenant` (all keys when `None`), by id.
@@ -490,6 +508,13 @@ mod tests {
             Err(AuthError::Expired(_))
         ));
         assert!(keys.rotate(&r2.info.id, Some("other"), 0).await.is_err());
+        // A rotated key is not rotated again (its replacement is), and the replacement keeps
+        // the original expiry, not the overlap window.
+        let again = keys.rotate(&k.info.id, Some("acme"), 0).await.unwrap_err();
+        assert!(again.to_string().contains("already rotated"), "{again}");
+        assert_eq!(r2.info.expires_ms, None);
+        let expired = keys.rotate(&r.info.id, Some("acme"), 0).await.unwrap_err();
+        assert!(expired.to_string().contains("already rotated"), "{expired}");
 
         keys.revoke(&r2.info.id, None).await.unwrap();
         assert!(matches!(

@@ -24,6 +24,7 @@ pub mod quota;
 pub mod runs;
 pub mod sampler;
 pub mod streams;
+pub mod ui;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -186,6 +187,9 @@ pub fn app(state: Shared) -> Router {
             http::authenticate,
         ));
     let mut router = Router::new().merge(api);
+    if state.config.ui {
+        router = router.merge(ui::routes());
+    }
     if state.config.metrics_listen.is_none() {
         router = router.merge(probes(&state));
     }

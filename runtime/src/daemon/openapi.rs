@@ -19,7 +19,9 @@ fn request_schema(method: &str, path: &str) -> Option<Value> {
         }
         ("POST", "/v1/agents/{name}/messages") => schema_for!(super::api::MessageBody),
         ("POST", "/v1/chat/completions") => schema_for!(super::openai::ChatRequestIn),
-        ("POST", "/v1/tree/restart") => schema_for!(super::api::RestartBody),
+        ("POST", "/v1/tree/restart" | "/v1/tree/stop" | "/v1/tree/kill") => {
+            schema_for!(super::api::RestartBody)
+        }
         ("POST", "/v1/mcp-servers") => schema_for!(aios_actors::tools::McpServerConfig),
         ("POST", "/v1/memory/namespaces") => schema_for!(super::api::NamespaceBody),
         ("POST", "/v1/memory/namespaces/{ns}/items") => schema_for!(super::api::ItemsBody),

@@ -42,7 +42,7 @@ fn run_view(p: &Principal, state: &aios_actors::orchestration::RunState) -> Valu
 }
 
 /// Removes `prefix` from every string that starts with it (agent names in a run's steps).
-fn strip_prefix_in(v: &mut Value, prefix: &str) {
+pub(crate) fn strip_prefix_in(v: &mut Value, prefix: &str) {
     match v {
         Value::String(s) => {
             if let Some(rest) = s.strip_prefix(prefix) {

@@ -43,8 +43,11 @@ pub(crate) async fn run_feed(s: &Shared, p: &Principal, id: &str) -> Result<Feed
     };
     let done = finished(state.status);
     let id = id.to_string();
+    // Agent names as the tenant knows them, as in `GET /v1/runs/{id}`.
+    let prefix = format!("{}.", p.tenant);
     let feed = futures_util::stream::unfold((rx, done), move |(mut rx, done)| {
         let id = id.clone();
+        let prefix = prefix.clone();
         async move {
             if done {
                 return None;
@@ -53,7 +56,8 @@ pub(crate) async fn run_feed(s: &Shared, p: &Principal, id: &str) -> Result<Feed
                 match rx.recv().await {
                     Ok(e) if e.run == id => {
                         let last = matches!(e.kind, RunEventKind::Finished { .. });
-                        let data = serde_json::to_value(&e.kind).unwrap_or(Value::Null);
+                        let mut data = serde_json::to_value(&e.kind).unwrap_or(Value::Null);
+                        super::runs::strip_prefix_in(&mut data, &prefix);
                         return Some((("run".to_string(), data), (rx, last)));
                     }
                     Ok(_) => {}
@@ -101,11 +105,13 @@ pub(crate) async fn session_feed(s: &Shared, p: &Principal, id: &str) -> Result<
             let rx = s.rt.orchestrator().subscribe();
             let state = s.clone();
             let session = info.id.clone();
+            let prefix = format!("{}.", p.tenant);
             let feed = futures_util::stream::unfold(
                 (rx, std::collections::HashMap::<String, bool>::new()),
                 move |(mut rx, mut ours)| {
                     let state = state.clone();
                     let session = session.clone();
+                    let prefix = prefix.clone();
                     async move {
                         loop {
                             let e = match rx.recv().await {
@@ -137,6 +143,7 @@ pub(crate) async fn session_feed(s: &Shared, p: &Principal, id: &str) -> Result<
                             };
                             if mine {
                                 let mut data = serde_json::to_value(&e.kind).unwrap_or(Value::Null);
+                                super::runs::strip_prefix_in(&mut data, &prefix);
                                 if let Value::Object(o) = &mut data {
                                     o.insert("run".into(), json!(e.run));
                                 }

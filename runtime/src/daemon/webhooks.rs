@@ -108,6 +108,33 @@ pub struct Delivery {
     pub last_error: String,
 }
 
+/// Delivery attempts remembered for the deliveries view (in memory, since the start).
+pub const ATTEMPTS_KEPT: usize = 500;
+
+/// One delivery attempt, as the deliveries view shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    /// Unix ms.
+    pub at_ms: u64,
+    /// The delivery's sequence number.
+    pub seq: u64,
+    /// The subscription.
+    pub subscription: String,
+    /// The tenant.
+    #[serde(skip)]
+    pub tenant: String,
+    /// The event type.
+    pub event: String,
+    /// Which attempt this was (1 for the first).
+    pub attempt: u32,
+    /// `delivered`, `retrying` or `dead`.
+    pub outcome: &'static str,
+    /// Why it failed, if it did.
+    pub error: String,
+    /// How long the request took, ms.
+    pub took_ms: u64,
+}
+
 /// Why a webhook operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
@@ -151,6 +178,8 @@ pub struct Webhooks {
     schedule: Arc<std::sync::Mutex<std::collections::BTreeSet<(u64, u64)>>>,
     wake: Arc<tokio::sync::Notify>,
     http: reqwest::Client,
+    /// The last [`ATTEMPTS_KEPT`] attempts, oldest first.
+    attempts: Arc<std::sync::Mutex<std::collections::VecDeque<Attempt>>>,
 }
 
 fn now_ms() -> u64 {
@@ -199,6 +228,7 @@ impl Webhooks {
             schedule: Arc::new(std::sync::Mutex::new(schedule)),
             wake: Arc::new(tokio::sync::Notify::new()),
             http,
+            attempts: Arc::default(),
         })
     }
 
@@ -485,6 +515,7 @@ impl Webhooks {
             return None;
         };
         let ts = now_ms() / 1000;
+        let started = std::time::Instant::now();
         let result = self
             .http
             .post(&sub.url)
@@ -502,6 +533,22 @@ impl Webhooks {
             Ok(r) => Some(format!("HTTP {}", r.status())),
             Err(e) => Some(e.to_string()),
         };
+        let outcome = match &error {
+            None => "delivered",
+            Some(_) if d.attempts >= self.config.attempts_max => "dead",
+            Some(_) => "retrying",
+        };
+        self.remember(Attempt {
+            at_ms: now_ms(),
+            seq: d.seq,
+            subscription: d.subscription.clone(),
+            tenant: d.tenant.clone(),
+            event: d.event.clone(),
+            attempt: d.attempts,
+            outcome,
+            error: error.clone().unwrap_or_default(),
+            took_ms: started.elapsed().as_millis() as u64,
+        });
         let Some(error) = error else {
             metrics::counter!("aios_webhook_deliveries_total", "outcome" => "ok").increment(1);
             if let Err(e) = self.records.delete(&key).await {
@@ -542,6 +589,33 @@ impl Webhooks {
         }
         self.schedule().insert((d.next_at_ms, d.seq));
         Some(d.next_at_ms)
+    }
+
+    fn remember(&self, attempt: Attempt) {
+        let mut a = self
+            .attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if a.len() >= ATTEMPTS_KEPT {
+            a.pop_front();
+        }
+        a.push_back(attempt);
+    }
+
+    /// The tenant's most recent delivery attempts (at most `limit`, newest first) and the
+    /// number of deliveries queued on the node.
+    pub async fn attempts(&self, tenant: &str, limit: usize) -> (Vec<Attempt>, u64) {
+        let recent = self
+            .attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .rev()
+            .filter(|a| a.tenant == tenant)
+            .take(limit)
+            .cloned()
+            .collect();
+        (recent, self.seq.lock().await.1)
     }
 
     async fn trim_dead(&self) {

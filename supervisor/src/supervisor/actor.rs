@@ -197,6 +197,19 @@ impl SupState {
                 let result = self.restart_child(sup, &id).await;
                 let _ = reply.send(result);
             }
+            SupervisorMsg::KillChild(id, reply) => {
+                let result = match self.children.get(&id).map(|c| &c.status) {
+                    None => Err(SupervisorError::NotFound(id)),
+                    // The exit reaches this supervisor as a supervision event, and is handled
+                    // like any crash.
+                    Some(Status::Running(cell)) => {
+                        cell.kill();
+                        Ok(())
+                    }
+                    Some(_) => Err(SupervisorError::NotRunning(id)),
+                };
+                let _ = reply.send(result);
+            }
             SupervisorMsg::DeleteChild(id, reply) => {
                 let result = self.delete_child(&id, false).await;
                 let _ = reply.send(result);

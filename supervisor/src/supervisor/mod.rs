@@ -52,6 +52,9 @@ pub enum SupervisorError {
     /// The child is waiting for a restart.
     #[error("child `{0}` is restarting")]
     Restarting(String),
+    /// The child is not running (stopped, or waiting to restart).
+    #[error("child `{0}` is not running")]
+    NotRunning(String),
     /// The supervisor holds `max_children` children.
     #[error("supervisor `{supervisor}` already has its maximum of {max} children")]
     MaxChildren {
@@ -158,6 +161,7 @@ pub(crate) enum SupervisorMsg {
     ),
     TerminateChild(String, Reply<()>),
     RestartChild(String, Reply<ChildInfo>),
+    KillChild(String, Reply<()>),
     DeleteChild(String, Reply<()>),
     RemoveChild(String, Reply<()>),
     PassivateChild(String, Reply<()>),
@@ -493,6 +497,19 @@ impl SupervisorRef {
     pub async fn restart_child(&self, id: &str) -> Result<ChildInfo, SupervisorError> {
         let id = id.to_owned();
         self.call(|r| SupervisorMsg::RestartChild(id, r)).await
+    }
+
+    /// Kills a running child at once, without its shutdown procedure (OTP's
+    /// `exit(Pid, kill)`): its exit is abnormal, so the supervisor restarts it as its restart
+    /// type and strategy say, counting against the restart intensity. Operators use it to
+    /// check that a part of the tree recovers; a persistent child restarts from its last
+    /// snapshot.
+    ///
+    /// # Errors
+    /// [`SupervisorError::NotFound`], [`SupervisorError::NotRunning`], or a call error.
+    pub async fn kill_child(&self, id: &str) -> Result<(), SupervisorError> {
+        let id = id.to_owned();
+        self.call(|r| SupervisorMsg::KillChild(id, r)).await
     }
 
     /// Removes a stopped child's spec and deletes its snapshot for good (OTP's `delete_child`).

@@ -507,3 +507,32 @@ async fn a_failing_restart_is_retried_and_counts_towards_the_intensity() {
     assert!(ping(&inner_handle).await >= 2);
     root.shutdown(WAIT).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_child_is_a_crash_the_supervisor_restarts() {
+    let env = TreeEnv::new(None);
+    let mut events = Events::new(&env);
+    let log = Log::default();
+    let root = tolerant_root(env).await;
+    let sup = root.supervisor();
+    let w = sup
+        .start_worker(WorkerSpec::new("w", Probe::new("w", &log)))
+        .await
+        .unwrap();
+    sup.kill_child("w").await.unwrap();
+    assert_eq!(events.exited("w").await, ExitReason::Killed);
+    assert_eq!(events.restarted("w").await, 2);
+    assert_eq!(ping(&w).await, 2, "the handle follows the new incarnation");
+    let info = &sup.which_children().await.unwrap()[0];
+    assert_eq!(info.restarts, 1);
+    assert!(matches!(
+        sup.kill_child("nobody").await,
+        Err(SupervisorError::NotFound(_))
+    ));
+    sup.terminate_child("w").await.unwrap();
+    assert!(matches!(
+        sup.kill_child("w").await,
+        Err(SupervisorError::NotRunning(_))
+    ));
+    root.shutdown(WAIT).await.unwrap();
+}
