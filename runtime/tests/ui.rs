@@ -305,6 +305,18 @@ async fn sign_in_create_an_agent_and_chat_with_a_streamed_reply() {
         .wait_text("aios-page-chat .msg.assistant[data-final=\"true\"]", "42")
         .await;
     assert!(answer.contains("[scripted]"), "{answer}");
+    // The answer arrived in pieces as the model produced them, before the final event.
+    let pieces = b
+        .find("aios-page-chat .msg.assistant[data-final=\"true\"]")
+        .await
+        .attr("data-tokens")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(
+        pieces.parse::<u32>().unwrap_or(0) > 1,
+        "streamed in {pieces:?} pieces"
+    );
     b.shot("chat").await;
     b.assert_no_errors().await;
     b.close().await;

@@ -68,6 +68,8 @@ class Transcript {
     if (this.closed) return;
     if (!this.bubble) this.bubble = this.add(h("div", { class: "msg assistant", dataset: { streaming: "true" } }));
     this.bubble.append(text);
+    // How many pieces streamed in (kept on the final bubble; the browser tests read it).
+    this.bubble.dataset.tokens = String((Number(this.bubble.dataset.tokens) || 0) + 1);
     const atBottom = this.el.scrollHeight - this.el.scrollTop - this.el.clientHeight < 80;
     if (atBottom) this.el.scrollTop = this.el.scrollHeight;
   }
