@@ -246,3 +246,30 @@ export function liveIndicator() {
   };
   return el;
 }
+
+/** Copies `text`; when the clipboard refuses, selects `el`'s text so it can be copied by hand. */
+export async function copyText(text, el) {
+  try {
+    await navigator.clipboard.writeText(text);
+    toast("Copied to the clipboard.", "ok");
+  } catch (e) {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    const sel = getSelection();
+    sel.removeAllRanges();
+    sel.addRange(range);
+    toast(`Could not copy (${e.message}): the text is selected, press Ctrl+C.`, "error");
+  }
+}
+
+/** A secret shown once (`code.secret`): the warning, the secret and a Copy button. */
+export function secretBlock(secret, what, note = "") {
+  const code = h("code", { class: "secret" }, secret);
+  const copy = h("button", { type: "button", class: "secondary small", onclick: () => copyText(secret, code) }, "Copy");
+  return h(
+    "div",
+    { class: "secret-box" },
+    h("p", { class: "secret-warning", role: "alert" }, `Copy ${what} now: it will not be shown again.${note ? ` ${note}` : ""}`),
+    h("div", { class: "secret-row" }, code, copy),
+  );
+}

@@ -18,6 +18,7 @@ import {
   fmtTime,
   fmtAgo,
   fmtDuration,
+  secretBlock,
 } from "../ui.js";
 
 /** A key expiring sooner than this is shown as "expiring". */
@@ -55,33 +56,6 @@ function failure(err, doing) {
     return errorBox(`Managing API keys needs an admin key: ${err.detail}`);
   }
   return errorBox(`${doing}: ${err?.detail ?? err?.message ?? String(err)}`);
-}
-
-/** Copies `text`; when the clipboard refuses, selects `el`'s text so it can be copied by hand. */
-async function copyText(text, el) {
-  try {
-    await navigator.clipboard.writeText(text);
-    toast("Copied to the clipboard.", "ok");
-  } catch (e) {
-    const range = document.createRange();
-    range.selectNodeContents(el);
-    const sel = getSelection();
-    sel.removeAllRanges();
-    sel.addRange(range);
-    toast(`Could not copy (${e.message}): the text is selected, press Ctrl+C.`, "error");
-  }
-}
-
-/** A secret shown once: the warning, the secret and a Copy button. */
-function secretBlock(secret, what) {
-  const code = h("code", { class: "secret" }, secret);
-  const copy = h("button", { type: "button", class: "secondary small", onclick: () => copyText(secret, code) }, "Copy");
-  return h(
-    "div",
-    { class: "secret-box" },
-    h("p", { class: "secret-warning", role: "alert" }, `Copy ${what} now: it will not be shown again. Only a hash of it is kept.`),
-    h("div", { class: "secret-row" }, code, copy),
-  );
 }
 
 /** Runs `fn` for a form's submit button, showing a failure in `status` (and keeping it). */
@@ -299,7 +273,7 @@ class KeysPage extends AiosPage {
               elsewhere
                 ? h("p", { class: "muted" }, `It belongs to tenant ${k.tenant}, so it is not listed here: only that tenant's admins see it.`)
                 : null,
-              secretBlock(r.secret, "the key"),
+              secretBlock(r.secret, "the key", "Only a hash of it is kept."),
               h("div", { class: "actions" }, done),
             );
             body.querySelector(".secret-row button")?.focus();
@@ -397,7 +371,7 @@ class KeysPage extends AiosPage {
                     `This session uses the old key: sign in with the new key ${s ? `before ${fmtTime(until)}` : "now"}.`,
                   )
                 : null,
-              secretBlock(r.secret, "the new key"),
+              secretBlock(r.secret, "the new key", "Only a hash of it is kept."),
               h("div", { class: "actions" }, done),
             );
             body.querySelector(".secret-row button")?.focus();

@@ -19,6 +19,7 @@ import {
   fmtTime,
   fmtAgo,
   fmtNum,
+  secretBlock,
 } from "../ui.js";
 
 /** The event types a subscription may name (EVENT_TYPES in webhooks.rs), with what they mean. */
@@ -43,33 +44,6 @@ function describe(err) {
 function failure(err, doing) {
   if (err?.status === 403) return errorBox(`Managing webhooks needs an admin key: ${describe(err)}`);
   return errorBox(`${doing}: ${describe(err)}`);
-}
-
-/** Copies `text`; when the clipboard refuses, selects `el`'s text so it can be copied by hand. */
-async function copyText(text, el) {
-  try {
-    await navigator.clipboard.writeText(text);
-    toast("Copied to the clipboard.", "ok");
-  } catch (e) {
-    const range = document.createRange();
-    range.selectNodeContents(el);
-    const sel = getSelection();
-    sel.removeAllRanges();
-    sel.addRange(range);
-    toast(`Could not copy (${e.message}): the text is selected, press Ctrl+C.`, "error");
-  }
-}
-
-/** A secret shown once: the warning, the secret and a Copy button. */
-function secretBlock(secret, what) {
-  const code = h("code", { class: "secret" }, secret);
-  const copy = h("button", { type: "button", class: "secondary small", onclick: () => copyText(secret, code) }, "Copy");
-  return h(
-    "div",
-    { class: "secret-box" },
-    h("p", { class: "secret-warning", role: "alert" }, `Copy ${what} now: it will not be shown again.`),
-    h("div", { class: "secret-row" }, code, copy),
-  );
 }
 
 /** A button's work: disabled meanwhile; a failure is toasted and returned as false. */
