@@ -83,6 +83,10 @@ pub struct AuditQuery {
     pub action: Option<String>,
     /// Only this outcome.
     pub outcome: Option<String>,
+    /// Only entries at or after this time (unix ms).
+    pub since_ms: Option<u64>,
+    /// Only entries at or before this time (unix ms).
+    pub until_ms: Option<u64>,
 }
 
 /// Where the chain breaks.
@@ -258,7 +262,9 @@ impl AuditLog {
                         .action
                         .as_ref()
                         .is_none_or(|a| e.action.starts_with(a.as_str()))
-                    && query.outcome.as_ref().is_none_or(|o| &e.outcome == o);
+                    && query.outcome.as_ref().is_none_or(|o| &e.outcome == o)
+                    && query.since_ms.is_none_or(|t| e.at_ms >= t)
+                    && query.until_ms.is_none_or(|t| e.at_ms <= t);
                 if keep {
                     let seq = e.seq;
                     out.push(e);
@@ -413,6 +419,22 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rest.iter().map(|e| e.seq).collect::<Vec<_>>(), [7, 9]);
+        // A time range: entries are stamped at append, in order.
+        let (all, _) = log.query(&AuditQuery::default()).await.unwrap();
+        let (mid, _) = log
+            .query(&AuditQuery {
+                since_ms: Some(all[2].at_ms),
+                until_ms: Some(all[7].at_ms),
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        assert!(!mid.is_empty());
+        assert!(
+            mid.iter()
+                .all(|e| e.at_ms >= all[2].at_ms && e.at_ms <= all[7].at_ms)
+        );
+        assert!(mid.iter().any(|e| e.seq == all[2].seq) && mid.iter().any(|e| e.seq == all[7].seq));
 
         // Reopened, the chain continues.
         let log = AuditLog::open(log.records.clone()).await.unwrap();

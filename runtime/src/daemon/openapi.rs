@@ -39,13 +39,36 @@ fn request_schema(method: &str, path: &str) -> Option<Value> {
     serde_json::to_value(schema).ok()
 }
 
-fn params(path: &str) -> Vec<Value> {
-    path.split('/')
+fn params(method: &str, path: &str) -> Vec<Value> {
+    let mut out: Vec<Value> = path
+        .split('/')
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
         .map(|name| {
             json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
         })
-        .collect()
+        .collect();
+    for (name, ty) in query_params(method, path) {
+        out.push(json!({"name": name, "in": "query", "required": false, "schema": {"type": ty}}));
+    }
+    out
+}
+
+/// The query parameters of the routes that take some: name and JSON type.
+fn query_params(method: &str, path: &str) -> &'static [(&'static str, &'static str)] {
+    match (method, path) {
+        ("GET", "/v1/audit") => &[
+            ("after", "integer"),
+            ("limit", "integer"),
+            ("tenant", "string"),
+            ("key_id", "string"),
+            ("action", "string"),
+            ("outcome", "string"),
+            ("since_ms", "integer"),
+            ("until_ms", "integer"),
+        ],
+        ("GET", "/v1/metrics/history") => &[("since_ms", "integer")],
+        _ => &[],
+    }
 }
 
 fn operation_id(method: &str, path: &str) -> String {
@@ -99,7 +122,7 @@ pub fn document(routes: &[RouteSpec]) -> Value {
             "operationId": operation_id(method, r.path),
             "x-aios-min-role": r.role.as_str(),
             "security": [{"apiKey": []}],
-            "parameters": params(r.path),
+            "parameters": params(method, r.path),
             "responses": {
                 "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
                 "201": {"description": "Created", "content": {"application/json": {"schema": {"type": "object"}}}},

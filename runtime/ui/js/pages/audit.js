@@ -3,9 +3,9 @@
 // top; below, the entries (`/v1/audit`, oldest first, paged with the `after` cursor) with
 // filters by key, action prefix, outcome, tenant (operator tenant only) and time range.
 //
-// The API has no time filter: entries are in time order, so "From" is found by bisecting the
-// sequence numbers (a few one-entry queries), and "To" ends the paging at the first later
-// entry. The filters are kept in the location (`#/audit/key_id=…&outcome=…`), so a
+// The API's `since_ms` filter scans the log from its start; entries are in time order, so
+// "From" is instead found by bisecting the sequence numbers (a few one-entry queries, fast on
+// a long log), and "To" ends the paging at the first later entry. The filters are kept in the location (`#/audit/key_id=…&outcome=…`), so a
 // filtered view can be linked to (the keys view links each key to its entries).
 
 import { get } from "../api.js";
