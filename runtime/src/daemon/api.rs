@@ -332,6 +332,8 @@ async fn tree(State(s): State<Shared>, Extension(p): Extension<Principal>) -> Ap
 
 /// How deep `/v1/tree` follows nested supervisors below the five top groups.
 const TREE_DEPTH_MAX: usize = 6;
+/// How long `/v1/tree` waits for a nested supervisor's children.
+const TREE_NESTED_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The most children `/v1/tree` lists in all (the rest of a level is cut, and the level says
 /// `"truncated": true`).
 const TREE_NODES_MAX: usize = 5000;
@@ -356,12 +358,15 @@ fn subtree<'a>(
             let nested = child.kind == aios_supervisor::ChildKind::Supervisor && depth > 0;
             let path = child.path.clone();
             let mut v = serde_json::to_value(child).map_err(Problem::internal)?;
-            if nested
-                && let Some(inner) = s.rt.registry().lookup_supervisor(&path)
-                // A nested supervisor that is restarting cannot answer: listed without children.
-                && let Ok(grand) = subtree(s, &inner, depth - 1, budget).await
-            {
-                v["children"] = Value::Array(grand);
+            if nested && let Some(inner) = s.rt.registry().lookup_supervisor(&path) {
+                // A nested supervisor that is restarting or busy (a long shutdown) cannot
+                // answer soon: listed without its children rather than holding the request.
+                match tokio::time::timeout(TREE_NESTED_WAIT, subtree(s, &inner, depth - 1, budget))
+                    .await
+                {
+                    Ok(Ok(grand)) => v["children"] = Value::Array(grand),
+                    _ => v["children_unavailable"] = Value::Bool(true),
+                }
             }
             out.push(v);
         }

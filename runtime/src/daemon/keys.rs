@@ -438,8 +438,17 @@ impl KeyStore {
         let new = self
             .create(&old.name, old.role, &old.tenant, old.expires_ms)
             .await?;
-        let _w = self.write.lock().await;
+        let w = self.write.lock().await;
         let mut old = self.get_in(id, tenant)?;
+        if old.replaced_by.is_some() || old.revoked_ms.is_some() {
+            // Another rotation (or a revocation) won the race: the key just made must not
+            // stay live untracked.
+            drop(w);
+            self.revoke(&new.info.id, None).await?;
+            return Err(KeyError::Invalid(format!(
+                "key {id} was rotated or revoked meanwhile"
+            )));
+        }
         let until = now_ms().saturating_add(overlap_ms);
         old.expires_ms = Some(old.expires_ms.map_or(until, |e| e.min(until)));
         old.replaced_by = Some(new.info.id.clone());

@@ -104,11 +104,13 @@ pub async fn history(
             .map(|x| serde_json::to_value(x).unwrap_or_default())
             .collect()
     } else {
+        // A sample without the tenant (not among the tenants sampled) is left out rather
+        // than shown as zero.
         samples
             .iter()
-            .map(|x| {
-                let (tokens, cost) = x.tenants.get(&p.tenant).copied().unwrap_or_default();
-                serde_json::json!({"at_ms": x.at_ms, "tokens": tokens, "cost_usd": cost})
+            .filter_map(|x| {
+                let (tokens, cost) = x.tenants.get(&p.tenant).copied()?;
+                Some(serde_json::json!({"at_ms": x.at_ms, "tokens": tokens, "cost_usd": cost}))
             })
             .collect()
     };

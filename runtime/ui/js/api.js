@@ -91,14 +91,18 @@ export function openSocket(path, { onMessage, onState = () => {}, onOpen = () =>
   let closed = false;
   let delay = 250;
   let timer = null;
+  let opened = false;
   const connect = () => {
     if (closed) return;
+    // Signed out: no key to connect with (and the view is going away).
+    if (!currentKey) return;
     onState("connecting");
     const url = new URL(path, location.href);
     url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
     if (currentKey) url.searchParams.set("access_token", currentKey);
     ws = new WebSocket(url);
     ws.onopen = () => {
+      opened = true;
       delay = 250;
       onState("open");
       onOpen();
@@ -115,6 +119,10 @@ export function openSocket(path, { onMessage, onState = () => {}, onOpen = () =>
     ws.onclose = () => {
       ws = null;
       if (closed) return;
+      // A refused upgrade (key revoked, rotated out, expired) looks like any close to a
+      // browser: ask the API, whose 401 signs the session out (and closes this socket).
+      if (!opened) get("/v1/me").catch(() => {});
+      opened = false;
       onState("closed");
       timer = setTimeout(connect, delay);
       delay = Math.min(delay * 2, RECONNECT_MAX_MS);

@@ -242,7 +242,14 @@ function route() {
     return;
   }
   const el = document.createElement(`aios-page-${view.name}`);
-  el.setAttribute("route", rest.map(decodeURIComponent).join("/"));
+  let param;
+  try {
+    param = rest.map(decodeURIComponent).join("/");
+  } catch {
+    location.replace(`#/${view.name}`);
+    return;
+  }
+  el.setAttribute("route", param);
   replace(main, el);
   document.title = `${view.label} · AIOS`;
   for (const a of document.querySelectorAll("#nav a")) {

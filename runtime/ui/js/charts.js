@@ -68,14 +68,16 @@ export function lineChart(title, series, { format = (v) => String(v), height = 1
 
 /**
  * Turns cumulative samples into a rate per minute: [[t, total], ...] → [[t, per_min], ...].
- * A total that goes down (a counter reset) counts from zero.
+ * A total that goes down counts as no change.
  */
 export function perMinute(points) {
   const out = [];
   for (let i = 1; i < points.length; i++) {
     const [t0, v0] = points[i - 1];
     const [t1, v1] = points[i];
-    const dv = v1 >= v0 ? v1 - v0 : v1;
+    // The total is a sum over the current children: it falls when one is removed, which is
+    // not a restart.
+    const dv = Math.max(0, v1 - v0);
     out.push([t1, (dv * 60000) / Math.max(t1 - t0, 1)]);
   }
   return out;

@@ -213,9 +213,13 @@ export class AiosPage extends HTMLElement {
     this._cleanups = [];
   }
 
-  /** Runs `fn` when the view is removed. */
+  /**
+   * Runs `fn` when the view is removed; at once if it already was (a `load()` that was still
+   * awaiting when the user navigated away must not leave a socket or timer behind).
+   */
   cleanup(fn) {
-    this._cleanups.push(fn);
+    if (!this.isConnected) fn();
+    else this._cleanups.push(fn);
   }
 
   /** The application: `app.me` (key id, role, tenant), `app.prefs`, `app.can(role)`. */

@@ -33,6 +33,8 @@ class DashboardPage extends AiosPage {
 
   /** A periodic refresh: a failure (the daemon restarting) is shown, and retried. */
   async tick() {
+    if (this.refreshing) return;
+    this.refreshing = true;
     try {
       await this.refresh();
       this.querySelector(".dash-down")?.remove();
@@ -40,6 +42,8 @@ class DashboardPage extends AiosPage {
       if (!this.querySelector(".dash-down")) {
         this.body.before(h("div", { class: "error dash-down", role: "alert" }, `Cannot refresh: ${e.detail ?? e.message}. Retrying every 5 s.`));
       }
+    } finally {
+      this.refreshing = false;
     }
   }
 

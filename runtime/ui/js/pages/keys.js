@@ -165,9 +165,13 @@ class KeysPage extends AiosPage {
               {
                 type: "button",
                 class: "secondary small",
-                // The new key takes the old one's expiry, which the API refuses once past.
-                disabled: keyStatus(k, now).kind === "bad",
-                title: keyStatus(k, now).kind === "bad" ? `Key ${label} is ${keyStatus(k, now).label}: it cannot be rotated` : `Rotate key ${label}`,
+                // The API refuses to rotate a revoked, expired or already rotated key.
+                disabled: keyStatus(k, now).kind === "bad" || !!k.replaced_by,
+                title: k.replaced_by
+                  ? `Key ${label} was already rotated: rotate its replacement ${k.replaced_by}`
+                  : keyStatus(k, now).kind === "bad"
+                    ? `Key ${label} is ${keyStatus(k, now).label}: it cannot be rotated`
+                    : `Rotate key ${label}`,
                 onclick: () => this.openRotate(k),
               },
               "Rotate",
@@ -396,13 +400,11 @@ class KeysPage extends AiosPage {
         : null,
       h(
         "p",
-        { class: k.replaced_by ? "warning-box" : "muted" },
+        { class: "muted" },
         k.expires_ms
           ? `The new key expires when this one does: ${fmtTime(k.expires_ms)}.`
           : "The new key does not expire.",
-        k.replaced_by
-          ? ` This key was already rotated (replaced by ${k.replaced_by}), so that expiry is the end of its overlap; rotating again makes another key.`
-          : null,
+        null,
       ),
       overlapField,
       status,

@@ -90,12 +90,24 @@ class TreePage extends AiosPage {
     }, 150);
   }
 
+  /** Reloads the tree; one request at a time (a reload asked meanwhile runs after it). */
   async reload() {
+    if (this.loading) {
+      this.dirty = true;
+      return;
+    }
+    this.loading = true;
     try {
-      this.data = await get("/v1/tree");
-      this.render();
+      do {
+        this.dirty = false;
+        this.data = await get("/v1/tree");
+        if (!this.isConnected) return;
+        this.render();
+      } while (this.dirty);
     } catch (e) {
       replace(this.treeBox, h("div", { class: "error", role: "alert" }, e.detail ?? String(e)));
+    } finally {
+      this.loading = false;
     }
   }
 
