@@ -219,10 +219,13 @@ impl Browser {
             .expect("read errors");
         assert_eq!(errors, json!([]), "the page recorded errors");
     }
+}
 
-    async fn close(self) {
-        let _ = self.client.clone().close().await;
-    }
+/// The end of every test: the page recorded no errors; the browser and the daemon stop.
+async fn finish(b: Browser, d: Daemon) {
+    b.assert_no_errors().await;
+    let _ = b.client.clone().close().await;
+    d.shutdown().await.expect("shutdown");
 }
 
 async fn api(
@@ -318,9 +321,7 @@ async fn sign_in_create_an_agent_and_chat_with_a_streamed_reply() {
         "streamed in {pieces:?} pieces"
     );
     b.shot("chat").await;
-    b.assert_no_errors().await;
-    b.close().await;
-    d.shutdown().await.expect("shutdown");
+    finish(b, d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,9 +369,7 @@ async fn a_killed_actor_shows_its_restart_in_the_live_tree() {
     );
     b.wait_text("aios-page-tree .events", "restarted").await;
     b.shot("restarted").await;
-    b.assert_no_errors().await;
-    b.close().await;
-    d.shutdown().await.expect("shutdown");
+    finish(b, d).await;
 }
 
 /// The path of the first worker in a `/v1/tree` group (nested supervisors searched).
@@ -467,9 +466,7 @@ async fn a_rotated_key_stops_working_after_its_overlap_window() {
     b.shot("old-key-refused").await;
     b.sign_in(&base, &new_secret).await;
     b.wait_text("header.top .who", "operator").await;
-    b.assert_no_errors().await;
-    b.close().await;
-    d.shutdown().await.expect("shutdown");
+    finish(b, d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -532,9 +529,7 @@ async fn memory_search_shows_scored_results() {
     let score: f64 = score.trim().parse().expect("a numeric score");
     assert!(score > 0.0 && score <= 1.0001, "{score} in {first}");
     b.shot("search").await;
-    b.assert_no_errors().await;
-    b.close().await;
-    d.shutdown().await.expect("shutdown");
+    finish(b, d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -571,7 +566,5 @@ async fn the_interface_reconnects_after_the_daemon_restarts_and_fits_a_narrow_wi
     b.shot("narrow").await;
     b.click("nav#nav a[data-view=\"settings\"]").await;
     b.find("aios-page-settings select[name=theme]").await;
-    b.assert_no_errors().await;
-    b.close().await;
-    d.shutdown().await.expect("shutdown");
+    finish(b, d).await;
 }
