@@ -6,6 +6,10 @@
 //!
 //! Baselines in the same run: one durable writer (which flushes alone), and a plain
 //! write+fsync loop on a file (`snapshot_baseline fsync_per_s`).
+//!
+//! `BENCH snapshot_store backend=<sled|postgres> writers=16 per_s=..`: the embedded store and
+//! the cluster's PostgreSQL store (`AIOS_TEST_PG_URL`, default the local server; skipped with
+//! a message when there is none), 16 durable writers each.
 
 mod common;
 
@@ -15,7 +19,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aios::demo::{Counter, CounterMsg};
-use aios_supervisor::snapshot::{Durability, Persistence, SledOptions, SledStore, Snapshots};
+use aios_supervisor::snapshot::{
+    Durability, Persistence, PostgresOptions, PostgresStore, SledOptions, SledStore, SnapshotStore,
+    Snapshots,
+};
 use aios_supervisor::{SupervisorSpec, TreeEnv, WorkerSpec, start_root};
 use common::{bench_line, fmt0, fmt1, per_s};
 
@@ -30,7 +37,23 @@ struct Run {
 async fn drive(writers: usize, durability: Durability, duration: Duration) -> Run {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let store = SledStore::open(dir.path(), &SledOptions::default()).unwrap();
-    let env = TreeEnv::new(Some(Snapshots::new(Arc::new(store.clone()))));
+    let fsyncs_before = store.group_commits();
+    let (per_s, writes) = drive_on(Arc::new(store.clone()), writers, durability, duration).await;
+    Run {
+        per_s,
+        writes,
+        fsyncs: store.group_commits() - fsyncs_before,
+    }
+}
+
+/// Writes per second and writes done by `writers` persistent counters on `store`.
+async fn drive_on(
+    store: Arc<dyn SnapshotStore>,
+    writers: usize,
+    durability: Durability,
+    duration: Duration,
+) -> (f64, u64) {
+    let env = TreeEnv::new(Some(Snapshots::new(store)));
     let root = start_root(SupervisorSpec::dynamic("bench"), env)
         .await
         .unwrap();
@@ -42,7 +65,6 @@ async fn drive(writers: usize, durability: Durability, duration: Duration) -> Ru
     }
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
-    let fsyncs_before = store.group_commits();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in counters {
@@ -62,14 +84,9 @@ async fn drive(writers: usize, durability: Durability, duration: Duration) -> Ru
         t.await.unwrap();
     }
     let elapsed = start.elapsed();
-    let fsyncs = store.group_commits() - fsyncs_before;
     root.shutdown(CALL_TIMEOUT).await.unwrap();
     let writes = done.load(Ordering::Relaxed);
-    Run {
-        per_s: per_s(writes, elapsed),
-        writes,
-        fsyncs,
-    }
+    (per_s(writes, elapsed), writes)
 }
 
 /// A plain write + fsync loop on one file: what one durable stream costs on this disk.
@@ -100,6 +117,44 @@ fn main() {
             &[("writers", writers.to_string()), ("per_s", fmt0(run.per_s))],
         );
         durable.push((writers, run));
+    }
+    // The cluster's shared store against the embedded one, 16 durable writers each.
+    let sled16 = durable[1].1.per_s;
+    bench_line(
+        "snapshot_store",
+        &[
+            ("backend", "sled".into()),
+            ("writers", "16".into()),
+            ("per_s", fmt0(sled16)),
+        ],
+    );
+    let url = std::env::var("AIOS_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let ns = format!("bench{}", std::process::id());
+    match rt.block_on(PostgresStore::connect(
+        PostgresOptions::new(&url).namespace(ns),
+    )) {
+        Ok(pg) => {
+            let (pg_per_s, _) = rt.block_on(drive_on(
+                Arc::new(pg.clone()),
+                16,
+                Durability::Durable,
+                duration,
+            ));
+            let _ = rt.block_on(pg.drop_tables());
+            bench_line(
+                "snapshot_store",
+                &[
+                    ("backend", "postgres".into()),
+                    ("writers", "16".into()),
+                    ("per_s", fmt0(pg_per_s)),
+                    ("ratio_vs_sled", fmt1(pg_per_s / sled16)),
+                ],
+            );
+        }
+        Err(e) => {
+            eprintln!("snapshot_store backend=postgres skipped: no PostgreSQL at {url} ({e})")
+        }
     }
     let buffered = rt.block_on(drive(256, Durability::Buffered, duration));
     bench_line("snapshot_buffered", &[("per_s", fmt0(buffered.per_s))]);

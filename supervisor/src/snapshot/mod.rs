@@ -17,6 +17,7 @@
 
 pub mod codec;
 mod migrate;
+mod postgres;
 mod sled;
 mod store;
 
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::codec::{decode, encode};
 pub use self::migrate::{MigrationError, Migrations};
+pub use self::postgres::{POOL_MAX_DEFAULT, PostgresOptions, PostgresStore};
 pub use self::sled::{GROUP_COMMIT_BATCH_MAX, GROUP_COMMIT_QUEUE_MAX, SledOptions, SledStore};
 pub use self::store::{QuarantineRecord, SnapshotStore, StoreError};
 

@@ -3,5 +3,6 @@
 mod common;
 mod mailbox;
 mod model;
+mod postgres;
 mod snapshot;
 mod strategy;
