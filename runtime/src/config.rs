@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use aios_actors::agent::AgentSystemConfig;
 use aios_actors::llm::config::LlmConfig;
+use aios_supervisor::snapshot::PostgresOptions;
+use serde::Deserialize;
 
 use crate::RuntimeError;
 
@@ -32,6 +34,134 @@ pub struct RuntimeConfig {
     pub memory: aios_actors::memory::MemoryConfig,
     /// Built-in plugin tools and default grants.
     pub tools: aios_actors::tools::ToolsConfig,
+    /// Where snapshots and records live: sled in the data directory (default) or PostgreSQL.
+    pub store: StoreConfig,
+}
+
+/// Which store backs snapshots and records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// sled in `<data_dir>/snapshots`: one process, the embedded default.
+    #[default]
+    Sled,
+    /// A PostgreSQL database that the nodes of a cluster share, with leases that keep each
+    /// persistent actor active on one node at a time.
+    Postgres,
+}
+
+/// The `[store]` section: where every snapshot and record lives.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sled` (default) or `postgres`.
+    pub backend: StoreBackend,
+    /// PostgreSQL's URL (`postgres://user:password@host:5432/db`); required for `postgres`.
+    pub url: Option<String>,
+    /// The prefix of the PostgreSQL tables: `[a-z][a-z0-9_]{0,39}`.
+    pub namespace: String,
+    /// The most PostgreSQL connections held at once.
+    pub pool_max: usize,
+    /// This node's name in lease records: `[A-Za-z0-9._-]{1,64}`.
+    pub node: String,
+    /// How long a lease on an actor lasts without renewal: the longest a crashed node's
+    /// actors wait before they can be reactivated elsewhere.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+}
+
+impl Default for StoreConfig {
+    /// sled; for PostgreSQL: namespace `aios`, 16 connections, node `aios`, 10 s leases.
+    fn default() -> Self {
+        let pg = PostgresOptions::new("");
+        Self {
+            backend: StoreBackend::Sled,
+            url: None,
+            namespace: pg.namespace,
+            pool_max: pg.pool_max,
+            node: pg.node,
+            lease_ttl: pg.lease_ttl,
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    /// The URL's password is not printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("backend", &self.backend)
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("namespace", &self.namespace)
+            .field("pool_max", &self.pool_max)
+            .field("node", &self.node)
+            .field("lease_ttl", &self.lease_ttl)
+            .finish()
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+impl StoreConfig {
+    /// Checks the section.
+    ///
+    /// # Errors
+    /// The key and what is wrong with it.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        match (self.backend, &self.url) {
+            (StoreBackend::Postgres, None) => {
+                return Err(("store.url", "is required for the postgres backend".into()));
+            }
+            (StoreBackend::Sled, Some(_)) => {
+                return Err((
+                    "store.url",
+                    "is set, but store.backend is sled (set backend = \"postgres\")".into(),
+                ));
+            }
+            _ => {}
+        }
+        if self.backend == StoreBackend::Postgres
+            && let Err((option, problem)) = self.postgres_options().validate()
+        {
+            let field = match option {
+                "url" => "store.url",
+                "namespace" => "store.namespace",
+                "pool_max" => "store.pool_max",
+                "node" => "store.node",
+                _ => "store.lease_ttl",
+            };
+            let problem = match option {
+                "url" => format!(
+                    "{}: {problem}",
+                    redact_url(self.url.as_deref().unwrap_or(""))
+                ),
+                _ => problem,
+            };
+            return Err((field, problem));
+        }
+        Ok(())
+    }
+
+    /// The PostgreSQL store's options (for the `postgres` backend).
+    pub fn postgres_options(&self) -> PostgresOptions {
+        let mut options = PostgresOptions::new(self.url.clone().unwrap_or_default())
+            .namespace(self.namespace.clone())
+            .node(self.node.clone())
+            .lease_ttl(self.lease_ttl);
+        options.pool_max = self.pool_max;
+        options
+    }
 }
 
 impl RuntimeConfig {
@@ -46,6 +176,7 @@ impl RuntimeConfig {
             agents: AgentSystemConfig::default(),
             memory: aios_actors::memory::MemoryConfig::default(),
             tools: aios_actors::tools::ToolsConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 
@@ -78,6 +209,9 @@ impl RuntimeConfig {
         }
         if self.agents.idle_timeout.is_zero() || self.agents.task_timeout.is_zero() {
             return bad("agents", "idle_timeout and task_timeout must be > 0".into());
+        }
+        if let Err((field, problem)) = self.store.validate() {
+            return bad(field, problem);
         }
         if self.cache_capacity_bytes < 1024 * 1024 {
             return bad(

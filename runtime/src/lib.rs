@@ -29,5 +29,7 @@ mod config;
 pub mod daemon;
 mod node;
 
-pub use crate::config::{BUFFERED_FLUSH_EVERY_MAX, RuntimeConfig};
+pub use crate::config::{
+    BUFFERED_FLUSH_EVERY_MAX, RuntimeConfig, StoreBackend, StoreConfig, redact_url,
+};
 pub use crate::node::{Runtime, RuntimeError};

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aios_supervisor::snapshot::{SledOptions, SledStore, Snapshots, StoreError};
+use aios_supervisor::snapshot::{
+    PostgresStore, SledOptions, SledStore, SnapshotStore, Snapshots, StoreError,
+};
 use aios_supervisor::{
     ActorHandle, Backoff, Registry, Root, Strategy, SupervisionEvent, SupervisorError,
     SupervisorRef, SupervisorSpec, TreeEnv, start_root,
@@ -23,6 +25,7 @@ use aios_actors::tools::{
 };
 
 use crate::RuntimeConfig;
+use crate::config::StoreBackend;
 
 /// Errors of opening, running and stopping a node.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +55,8 @@ pub enum RuntimeError {
 pub struct Runtime {
     root: Root,
     snapshots: Snapshots,
-    store: SledStore,
+    /// The sled store, when it is the backend (for its group-commit count).
+    sled: Option<SledStore>,
     services: SupervisorRef,
     memory: SupervisorRef,
     tools: SupervisorRef,
@@ -166,8 +170,19 @@ impl Runtime {
             flush_every: config.buffered_flush_every,
             cache_capacity_bytes: config.cache_capacity_bytes,
         };
-        let store = SledStore::open(config.data_dir.join("snapshots"), &options)?;
-        let snapshots = Snapshots::new(Arc::new(store.clone()));
+        let (sled, store): (Option<SledStore>, Arc<dyn SnapshotStore>) = match config.store.backend
+        {
+            StoreBackend::Sled => {
+                let sled = SledStore::open(config.data_dir.join("snapshots"), &options)?;
+                (Some(sled.clone()), Arc::new(sled))
+            }
+            StoreBackend::Postgres => {
+                let pg = PostgresStore::connect(config.store.postgres_options()).await?;
+                tracing::info!(holder = %pg.holder(), "snapshots in PostgreSQL");
+                (None, Arc::new(pg))
+            }
+        };
+        let snapshots = Snapshots::new(store);
         let env = TreeEnv::new(Some(snapshots.clone()));
         let (services_spec, services) = SupervisorSpec::new("services", Strategy::OneForOne)
             .intensity(5, Duration::from_secs(10))
@@ -264,7 +279,7 @@ impl Runtime {
             costs,
             root,
             snapshots,
-            store,
+            sled,
             services,
             memory,
             tools,
@@ -357,9 +372,9 @@ impl Runtime {
         &self.snapshots
     }
 
-    /// Fsyncs performed by group commit so far.
+    /// Fsyncs performed by group commit so far (0 when the store is PostgreSQL).
     pub fn group_commits(&self) -> u64 {
-        self.store.group_commits()
+        self.sled.as_ref().map_or(0, SledStore::group_commits)
     }
 
     /// Whether the root supervisor still runs (it stops after an escalation it cannot handle).

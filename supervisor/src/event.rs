@@ -69,6 +69,12 @@ pub enum EventKind {
         /// Why.
         error: String,
     },
+    /// A child stopped on this node because another node of the cluster holds the lease on
+    /// its snapshot key: it is active there now.
+    ChildMoved {
+        /// The node holding the lease.
+        holder: String,
+    },
     /// A child exited.
     ChildExited {
         /// Why.
@@ -186,6 +192,9 @@ fn trace(supervisor: &str, child: Option<&str>, kind: &EventKind) {
         }
         EventKind::ChildStartFailed { error } => {
             tracing::error!(supervisor, child, %error, "child failed to start");
+        }
+        EventKind::ChildMoved { holder } => {
+            tracing::warn!(supervisor, child, %holder, "child is active on another node now");
         }
         EventKind::RestartScheduled { delay_ms } => {
             tracing::info!(

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::EventBus;
 use crate::handle::ErasedHandle;
 use crate::registry::Registry;
-use crate::snapshot::{Persistence, Restored, SnapshotError, Snapshots};
+use crate::snapshot::{Persistence, Restored, SnapshotError, Snapshots, StoreError};
 
 /// Longest child id accepted, in bytes.
 pub const CHILD_ID_LEN_MAX: usize = 256;
@@ -206,6 +206,32 @@ pub enum StartError {
     /// The start function returned an actor that is not linked to the supervisor.
     #[error("the start function did not link the actor to its supervisor (use spawn_linked)")]
     NotLinked,
+}
+
+impl StartError {
+    /// The node that holds the lease on the actor's snapshot key, when the actor did not start
+    /// because it is active on that node (see [`crate::snapshot::SnapshotStore::acquire`]).
+    pub fn held_by(&self) -> Option<&str> {
+        match self {
+            Self::Snapshot(SnapshotError::Store {
+                source: StoreError::Held { holder, .. },
+                ..
+            }) => Some(holder),
+            _ => None,
+        }
+    }
+
+    /// How long the other node's lease has left, when [`StartError::held_by`] names one: past
+    /// it, a node that stopped renewing (crashed, paused, cut off) has lost the actor.
+    pub fn lease_expires_in(&self) -> Option<Duration> {
+        match self {
+            Self::Snapshot(SnapshotError::Store {
+                source: StoreError::Held { expires_in_ms, .. },
+                ..
+            }) => Some(Duration::from_millis(*expires_in_ms)),
+            _ => None,
+        }
+    }
 }
 
 type StartFuture = Pin<Box<dyn Future<Output = Result<ActorCell, StartError>> + Send>>;

@@ -30,6 +30,10 @@ pub const TOPIC_BUFFER: usize = 1024;
 pub const DELEGATION_DEPTH_MAX: usize = 4;
 /// Attempts to activate an agent whose previous incarnation is still being passivated.
 const ACTIVATION_ATTEMPTS_MAX: u32 = 200;
+/// The longest an activation waits for another node's lease on the agent to lapse.
+const LEASE_WAIT_MAX: Duration = Duration::from_secs(60);
+/// Added to that wait, for the database's clock to pass the expiry.
+const LEASE_WAIT_MARGIN: Duration = Duration::from_millis(50);
 
 /// Agent system settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -406,6 +410,7 @@ impl Inner {
         slot.handle
             .get_or_try_init(|| async {
                 let mut attempt = 0;
+                let mut waited_for_lease = false;
                 loop {
                     attempt += 1;
                     let spec = WorkerSpec::new(
@@ -429,6 +434,17 @@ impl Inner {
                             SupervisorError::AlreadyPresent(_) | SupervisorError::KeyInUse { .. },
                         ) if attempt < ACTIVATION_ATTEMPTS_MAX => {
                             tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        // Active on another node of a cluster: if that node stopped renewing
+                        // its lease (it died), the lease lapses within its TTL and the agent
+                        // resumes here from its last snapshot. Waited for once: a lease still
+                        // held after that is renewed by a live node.
+                        Err(SupervisorError::StartFailed { source, .. })
+                            if !waited_for_lease && source.lease_expires_in().is_some() =>
+                        {
+                            waited_for_lease = true;
+                            let left = source.lease_expires_in().unwrap_or_default();
+                            tokio::time::sleep(left.min(LEASE_WAIT_MAX) + LEASE_WAIT_MARGIN).await;
                         }
                         Err(e) => {
                             return Err(AgentError::Unavailable(format!("activating {id}: {e}")));

@@ -131,6 +131,8 @@ pub struct DaemonConfig {
     pub tools: aios_actors::tools::ToolsConfig,
     /// Serve the web interface at `/` (its assets are in the binary).
     pub ui: bool,
+    /// Where snapshots and records live (default: sled in `data_dir`).
+    pub store: crate::StoreConfig,
 }
 
 impl Default for DaemonConfig {
@@ -152,6 +154,7 @@ impl Default for DaemonConfig {
             agents: AgentsSection::default(),
             tools: aios_actors::tools::ToolsConfig::default(),
             ui: true,
+            store: crate::StoreConfig::default(),
         }
     }
 }
@@ -171,8 +174,9 @@ impl DaemonConfig {
     }
 
     /// Reads the file, if any, then applies `env` overrides (`AIOS_LISTEN`, `AIOS_DATA_DIR`,
-    /// `AIOS_METRICS_LISTEN`, `AIOS_LOG_FORMAT`, `AIOS_BODY_LIMIT_BYTES`), then the flags,
-    /// and validates the result.
+    /// `AIOS_METRICS_LISTEN`, `AIOS_LOG_FORMAT`, `AIOS_BODY_LIMIT_BYTES`, and for the store
+    /// `AIOS_STORE_URL`, which also selects the `postgres` backend, and `AIOS_NODE`), then the
+    /// flags, and validates the result.
     ///
     /// # Errors
     /// An unreadable file, or as [`DaemonConfig::from_toml`] and [`DaemonConfig::validate`].
@@ -217,6 +221,13 @@ impl DaemonConfig {
                 key: "AIOS_BODY_LIMIT_BYTES".into(),
                 problem: format!("{v:?} is not a number of bytes"),
             })?;
+        }
+        if let Some(url) = env("AIOS_STORE_URL") {
+            config.store.backend = crate::StoreBackend::Postgres;
+            config.store.url = Some(url);
+        }
+        if let Some(node) = env("AIOS_NODE") {
+            config.store.node = node;
         }
         if let Some(dir) = data_dir {
             config.data_dir = dir;
@@ -289,6 +300,9 @@ impl DaemonConfig {
         if self.agents.task_timeout.is_zero() {
             return bad("agents.task_timeout", "must be greater than zero");
         }
+        if let Err((key, problem)) = self.store.validate() {
+            return bad(key, problem);
+        }
         for (i, server) in self.tools.mcp_servers.iter().enumerate() {
             if let Err(e) = server.validate() {
                 return bad(&format!("tools.mcp_servers[{i}]"), e);
@@ -306,6 +320,7 @@ impl DaemonConfig {
         // The API scopes agent names by tenant (`<tenant>.<name>`); runs negotiate within it.
         rc.agents.tenant_scoped_names = true;
         rc.tools = self.tools.clone();
+        rc.store = self.store.clone();
         rc
     }
 }
@@ -345,6 +360,42 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.key, "tools.mcp_servers[0]");
+    }
+
+    #[test]
+    fn the_store_section_is_validated_and_its_url_never_printed() {
+        let pg = "[store]\nbackend = \"postgres\"\nurl = \"postgres://u:hunter2@127.0.0.1/db\"\n";
+        let c = DaemonConfig::from_toml(pg, "f.toml").unwrap();
+        assert_eq!(c.store.backend, crate::StoreBackend::Postgres);
+        assert_eq!(c.store.lease_ttl, Duration::from_secs(10));
+        assert!(!format!("{c:?}").contains("hunter2"), "{c:?}");
+        for (text, key) in [
+            ("[store]\nbackend = \"postgres\"\n", "store.url"),
+            ("[store]\nurl = \"postgres://127.0.0.1/db\"\n", "store.url"),
+            (&format!("{pg}node = \"a b\"\n"), "store.node"),
+            (&format!("{pg}namespace = \"Aios\"\n"), "store.namespace"),
+            (&format!("{pg}lease_ttl = \"10ms\"\n"), "store.lease_ttl"),
+            (&format!("{pg}pool_max = 0\n"), "store.pool_max"),
+        ] {
+            let e = DaemonConfig::from_toml(text, "f.toml").unwrap_err();
+            assert_eq!(e.key, key, "{text}: {e}");
+        }
+        let e = DaemonConfig::from_toml(
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://u:hunter2@[bad\"\n",
+            "f.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "store.url");
+        assert!(!e.problem.contains("hunter2"), "{e}");
+        let env = |k: &str| match k {
+            "AIOS_STORE_URL" => Some("postgres://127.0.0.1/db".to_string()),
+            "AIOS_NODE" => Some("aiosd-0".to_string()),
+            _ => None,
+        };
+        let c = DaemonConfig::load(None, env, None, None).unwrap();
+        assert_eq!(c.store.backend, crate::StoreBackend::Postgres);
+        assert_eq!(c.store.node, "aiosd-0");
+        assert_eq!(c.runtime_config().store, c.store);
     }
 
     #[test]

@@ -104,6 +104,13 @@ pub struct Daemon {
 pub type FirstKey = Option<NewKey>;
 
 async fn readyz(State(s): State<Shared>) -> Response {
+    if let Err(e) = s.rt.snapshots().store().health() {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: snapshot store unreachable: {e}"),
+        )
+        .into_response();
+    }
     if s.ready.load(Ordering::Relaxed) && s.rt.is_running() {
         (
             StatusCode::OK,

@@ -28,7 +28,10 @@ use serde::{Deserialize, Serialize};
 
 pub use self::codec::{decode, encode};
 pub use self::migrate::{MigrationError, Migrations};
-pub use self::postgres::{POOL_MAX_DEFAULT, PostgresOptions, PostgresStore};
+pub use self::postgres::{
+    LEASE_TTL_DEFAULT, LEASE_TTL_MAX, LEASE_TTL_MIN, POOL_MAX_DEFAULT, PostgresOptions,
+    PostgresStore,
+};
 pub use self::sled::{GROUP_COMMIT_BATCH_MAX, GROUP_COMMIT_QUEUE_MAX, SledOptions, SledStore};
 pub use self::store::{QuarantineRecord, SnapshotStore, StoreError};
 
@@ -339,6 +342,22 @@ impl Snapshots {
     /// [`StoreError`] from the store.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.store.flush().await
+    }
+
+    /// Takes this node's lease on `key` (see [`SnapshotStore::acquire`]).
+    ///
+    /// # Errors
+    /// [`SnapshotError::Store`] with [`StoreError::Held`] when another node holds it.
+    pub async fn acquire(&self, key: &str) -> Result<(), SnapshotError> {
+        self.store.acquire(key).await.map_err(store_error(key))
+    }
+
+    /// Gives up this node's lease on `key` (see [`SnapshotStore::release`]).
+    ///
+    /// # Errors
+    /// [`SnapshotError::Store`].
+    pub async fn release(&self, key: &str) -> Result<(), SnapshotError> {
+        self.store.release(key).await.map_err(store_error(key))
     }
 }
 

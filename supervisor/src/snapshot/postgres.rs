@@ -11,9 +11,29 @@
 //! between calls is replaced by the pool, and a call that fails returns
 //! [`StoreError::Io`] for the caller's retry policy to handle.
 //!
-//! Not here yet (the cluster issue's next steps): leases with an epoch that fence writes from a
-//! node that lost ownership of an actor.
+//! ## Leases: single activation and fencing
+//!
+//! A third table, `<ns>_leases (key, holder, epoch, expires_at)`, makes each persistent actor
+//! active on at most one node. The supervisor calls [`SnapshotStore::acquire`] before it
+//! restores an actor: the lease is granted when it is free, expired, or already this node's,
+//! and every grant increments the key's *epoch*, the fencing token. From then on every write
+//! this node makes to that key carries the epoch, and the database applies it only while the
+//! lease row still names this node, with this epoch, unexpired (`FOR SHARE` on the lease row,
+//! so a takeover and a write are ordered). A node that was paused or cut off past its lease
+//! therefore cannot overwrite what the new owner wrote: its write fails with
+//! [`StoreError::Fenced`].
+//!
+//! Expiry is judged by the database's clock alone (`now()`), so the nodes' clocks may differ.
+//! The holder is `<node name>#<incarnation>`, unique per process: a node restarted after a
+//! crash waits for its previous incarnation's leases to expire (at most the TTL). A background
+//! task renews this process's leases every third of the TTL; a lease found lost is logged and
+//! its key stays fenced until it is acquired again. Lease rows are never deleted (a release
+//! only expires the row), so a key's epoch only grows.
 
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use dashmap::DashMap;
 use deadpool_postgres::{Manager, Pool};
 use tokio_postgres::NoTls;
 
@@ -22,6 +42,16 @@ use super::store::{QuarantineRecord, SnapshotStore, StoreError};
 
 /// The most pooled connections by default.
 pub const POOL_MAX_DEFAULT: usize = 16;
+
+/// How long a lease lasts without renewal, by default. A node lost with its leases is
+/// replaced after at most this long.
+pub const LEASE_TTL_DEFAULT: Duration = Duration::from_secs(10);
+
+/// The shortest lease accepted (renewals every third of it must be able to keep up).
+pub const LEASE_TTL_MIN: Duration = Duration::from_millis(300);
+
+/// The longest lease accepted.
+pub const LEASE_TTL_MAX: Duration = Duration::from_secs(3600);
 
 /// How to reach the database.
 #[derive(Debug, Clone)]
@@ -32,6 +62,13 @@ pub struct PostgresOptions {
     pub namespace: String,
     /// The most connections held at once.
     pub pool_max: usize,
+    /// This node's name in lease records: `[A-Za-z0-9._-]{1,64}`.
+    pub node: String,
+    /// How long a lease lasts without renewal ([`LEASE_TTL_MIN`]..=[`LEASE_TTL_MAX`]).
+    pub lease_ttl: Duration,
+    /// Whether a background task renews this node's leases (every third of the TTL). Off
+    /// only to act out a node that stopped renewing (a paused or cut-off process).
+    pub renew_leases: bool,
 }
 
 impl PostgresOptions {
@@ -41,7 +78,66 @@ impl PostgresOptions {
             url: url.into(),
             namespace: "aios".into(),
             pool_max: POOL_MAX_DEFAULT,
+            node: "aios".into(),
+            lease_ttl: LEASE_TTL_DEFAULT,
+            renew_leases: true,
         }
+    }
+
+    /// This node's name in lease records.
+    #[must_use]
+    pub fn node(mut self, node: impl Into<String>) -> Self {
+        self.node = node.into();
+        self
+    }
+
+    /// How long a lease lasts without renewal.
+    #[must_use]
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Checks every option without connecting.
+    ///
+    /// # Errors
+    /// The option's name and what is wrong with it.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if let Err(e) = self.url.parse::<tokio_postgres::Config>() {
+            return Err(("url", e.to_string()));
+        }
+        if !valid_namespace(&self.namespace) {
+            return Err((
+                "namespace",
+                format!("{:?} must match [a-z][a-z0-9_]{{0,39}}", self.namespace),
+            ));
+        }
+        if !(1..=1024).contains(&self.pool_max) {
+            return Err(("pool_max", format!("{} is outside 1..=1024", self.pool_max)));
+        }
+        if !valid_node(&self.node) {
+            return Err((
+                "node",
+                format!("{:?} must match [A-Za-z0-9._-]{{1,64}}", self.node),
+            ));
+        }
+        if !(LEASE_TTL_MIN..=LEASE_TTL_MAX).contains(&self.lease_ttl) {
+            return Err((
+                "lease_ttl",
+                format!(
+                    "{:?} is outside {LEASE_TTL_MIN:?}..={LEASE_TTL_MAX:?}",
+                    self.lease_ttl
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether leases are renewed in the background (see [`PostgresOptions::renew_leases`]).
+    #[must_use]
+    pub fn renew_leases(mut self, renew: bool) -> Self {
+        self.renew_leases = renew;
+        self
     }
 
     /// Another table prefix.
@@ -59,12 +155,44 @@ pub struct PostgresStore {
     pool: Pool,
     snapshots: String,
     quarantine: String,
+    leases: Arc<Leases>,
+}
+
+/// This process's leases.
+#[derive(Debug)]
+struct Leases {
+    table: String,
+    /// `<node>#<incarnation>`.
+    holder: String,
+    ttl_secs: f64,
+    /// Key → the lease this process was granted (still held, or found lost).
+    held: DashMap<String, Held>,
+    /// The last background check's failure, if it failed (cleared by the next success).
+    unhealthy: std::sync::Mutex<Option<String>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    epoch: i64,
+    lost: bool,
+}
+
+fn valid_node(node: &str) -> bool {
+    (1..=64).contains(&node.len())
+        && node
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn epoch_u64(epoch: i64) -> u64 {
+    u64::try_from(epoch).unwrap_or(0)
 }
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore")
             .field("table", &self.snapshots)
+            .field("holder", &self.leases.holder)
             .finish()
     }
 }
@@ -91,16 +219,13 @@ impl PostgresStore {
             path: options.namespace.clone(),
             reason,
         };
-        if !valid_namespace(&options.namespace) {
-            return Err(open(format!(
-                "namespace {:?}: must match [a-z][a-z0-9_]{{0,39}}",
-                options.namespace
-            )));
+        if let Err((option, problem)) = options.validate() {
+            return Err(open(format!("{option}: {problem}")));
         }
         let config: tokio_postgres::Config =
             options.url.parse().map_err(|e| open(format!("url: {e}")))?;
         let pool = Pool::builder(Manager::new(config, NoTls))
-            .max_size(options.pool_max.max(1))
+            .max_size(options.pool_max)
             .build()
             .map_err(|e| open(e.to_string()))?;
         let store = Self {
@@ -108,6 +233,21 @@ impl PostgresStore {
             pool,
             snapshots: format!("{}_snapshots", options.namespace),
             quarantine: format!("{}_quarantine", options.namespace),
+            leases: Arc::new(Leases {
+                table: format!("{}_leases", options.namespace),
+                holder: format!(
+                    "{}#{}",
+                    options.node,
+                    uuid::Uuid::new_v4()
+                        .simple()
+                        .to_string()
+                        .get(..8)
+                        .unwrap_or("0")
+                ),
+                ttl_secs: options.lease_ttl.as_secs_f64(),
+                held: DashMap::new(),
+                unhealthy: std::sync::Mutex::new(None),
+            }),
         };
         let client = store.pool.get().await.map_err(|e| open(e.to_string()))?;
         client
@@ -120,13 +260,54 @@ impl PostgresStore {
                      key TEXT NOT NULL,
                      reason TEXT NOT NULL,
                      at_ms BIGINT NOT NULL,
-                     bytes BYTEA NOT NULL);",
+                     bytes BYTEA NOT NULL);
+                 CREATE TABLE IF NOT EXISTS {l} (
+                     key TEXT COLLATE \"C\" PRIMARY KEY,
+                     holder TEXT NOT NULL,
+                     epoch BIGINT NOT NULL,
+                     expires_at TIMESTAMPTZ NOT NULL);",
                 s = store.snapshots,
                 q = store.quarantine,
+                l = store.leases.table,
             ))
             .await
             .map_err(|e| open(e.to_string()))?;
+        if options.renew_leases {
+            let every = options.lease_ttl / 3;
+            let weak = Arc::downgrade(&store.leases);
+            tokio::spawn(renew_forever(store.pool.clone(), weak, every));
+        }
         Ok(store)
+    }
+
+    /// The options this store was opened with.
+    pub fn options(&self) -> &PostgresOptions {
+        &self.options
+    }
+
+    /// This process's name in lease records: `<node>#<incarnation>`.
+    pub fn holder(&self) -> &str {
+        &self.leases.holder
+    }
+
+    /// The epoch of this process's lease on `key`, if it was granted one (even one since lost).
+    pub fn epoch(&self, key: &str) -> Option<u64> {
+        self.leases.held.get(key).map(|h| epoch_u64(h.epoch))
+    }
+
+    /// How many leases this process holds (not counting lost ones).
+    pub fn leases_held(&self) -> usize {
+        self.leases.held.iter().filter(|h| !h.lost).count()
+    }
+
+    /// Extends every lease this process holds by the TTL, and returns the keys whose lease was
+    /// lost since (expired before it could be renewed, or taken over by another node). The
+    /// background task calls this every third of the TTL.
+    ///
+    /// # Errors
+    /// Database errors; the leases then run on towards their expiry.
+    pub async fn renew_leases(&self) -> Result<Vec<String>, StoreError> {
+        renew(&self.pool, &self.leases).await
     }
 
     /// The same tables through a new connection pool (what another node opens).
@@ -149,8 +330,8 @@ impl PostgresStore {
         self.client()
             .await?
             .batch_execute(&format!(
-                "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
-                self.snapshots, self.quarantine
+                "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
+                self.snapshots, self.quarantine, self.leases.table
             ))
             .await
             .map_err(io)
@@ -178,6 +359,29 @@ impl SnapshotStore for PostgresStore {
         value: Vec<u8>,
         _durability: Durability,
     ) -> Result<(), StoreError> {
+        if let Some(held) = self.leases.held.get(key).map(|h| *h) {
+            // A leased key: the write applies only under this process's current lease.
+            let written = self
+                .client()
+                .await?
+                .execute(
+                    &format!(
+                        "WITH l AS (SELECT 1 FROM {l} WHERE key = $1 AND holder = $3
+                             AND epoch = $4 AND expires_at > now() FOR SHARE)
+                         INSERT INTO {s} (key, value) SELECT $1, $2 FROM l
+                         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                        l = self.leases.table,
+                        s = self.snapshots
+                    ),
+                    &[&key, &value, &self.leases.holder, &held.epoch],
+                )
+                .await
+                .map_err(io)?;
+            return match written {
+                0 => Err(self.fenced(key, held)),
+                _ => Ok(()),
+            };
+        }
         self.client()
             .await?
             .execute(
@@ -194,6 +398,29 @@ impl SnapshotStore for PostgresStore {
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        if let Some(held) = self.leases.held.get(key).map(|h| *h) {
+            let owned: i64 = self
+                .client()
+                .await?
+                .query_one(
+                    &format!(
+                        "WITH l AS (SELECT 1 FROM {l} WHERE key = $1 AND holder = $2
+                             AND epoch = $3 AND expires_at > now() FOR SHARE),
+                         d AS (DELETE FROM {s} WHERE key = $1 AND EXISTS (SELECT 1 FROM l))
+                         SELECT count(*) FROM l",
+                        l = self.leases.table,
+                        s = self.snapshots
+                    ),
+                    &[&key, &self.leases.holder, &held.epoch],
+                )
+                .await
+                .map_err(io)?
+                .get(0);
+            return match owned {
+                0 => Err(self.fenced(key, held)),
+                _ => Ok(()),
+            };
+        }
         self.client()
             .await?
             .execute(
@@ -305,4 +532,186 @@ impl SnapshotStore for PostgresStore {
         // Every write above was committed before it returned.
         Ok(())
     }
+
+    fn health(&self) -> Result<(), String> {
+        match &*self
+            .leases
+            .unhealthy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            None => Ok(()),
+            Some(e) => Err(e.clone()),
+        }
+    }
+
+    async fn acquire(&self, key: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let leases = &self.leases;
+        // Free, expired or ours: take it with the next epoch. Otherwise say who has it. Two
+        // rounds at most: a lease released between the two statements is taken on the second.
+        for _ in 0..2 {
+            let granted = client
+                .query_opt(
+                    &format!(
+                        "INSERT INTO {l} AS l (key, holder, epoch, expires_at)
+                         VALUES ($1, $2, 1, now() + make_interval(secs => $3))
+                         ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder,
+                             epoch = l.epoch + 1, expires_at = EXCLUDED.expires_at
+                         WHERE l.holder = EXCLUDED.holder OR l.expires_at <= now()
+                         RETURNING epoch",
+                        l = leases.table
+                    ),
+                    &[&key, &leases.holder, &leases.ttl_secs],
+                )
+                .await
+                .map_err(io)?;
+            if let Some(row) = granted {
+                let epoch: i64 = row.get(0);
+                leases
+                    .held
+                    .insert(key.to_owned(), Held { epoch, lost: false });
+                return Ok(());
+            }
+            let other = client
+                .query_opt(
+                    &format!(
+                        "SELECT holder, GREATEST(0, (EXTRACT(EPOCH FROM expires_at - now())
+                             * 1000))::BIGINT
+                         FROM {} WHERE key = $1 AND expires_at > now()",
+                        leases.table
+                    ),
+                    &[&key],
+                )
+                .await
+                .map_err(io)?;
+            if let Some(row) = other {
+                return Err(StoreError::Held {
+                    key: key.to_owned(),
+                    holder: row.get(0),
+                    expires_in_ms: epoch_u64(row.get(1)),
+                });
+            }
+        }
+        Err(StoreError::Io(format!(
+            "lease on `{key}`: contended, neither granted nor held"
+        )))
+    }
+
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        let Some((_, held)) = self.leases.held.remove(key) else {
+            return Ok(());
+        };
+        self.client()
+            .await?
+            .execute(
+                &format!(
+                    "UPDATE {} SET expires_at = now()
+                     WHERE key = $1 AND holder = $2 AND epoch = $3",
+                    self.leases.table
+                ),
+                &[&key, &self.leases.holder, &held.epoch],
+            )
+            .await
+            .map_err(io)?;
+        Ok(())
+    }
+}
+
+impl PostgresStore {
+    fn fenced(&self, key: &str, held: Held) -> StoreError {
+        if let Some(mut h) = self.leases.held.get_mut(key)
+            && h.epoch == held.epoch
+        {
+            h.lost = true;
+        }
+        StoreError::Fenced {
+            key: key.to_owned(),
+            epoch: epoch_u64(held.epoch),
+        }
+    }
+}
+
+/// Renews `leases` every `every` until the store is dropped.
+async fn renew_forever(pool: Pool, leases: Weak<Leases>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(leases) = leases.upgrade() else {
+            return;
+        };
+        // With no lease to renew, a ping: either way the result is the store's health.
+        let checked = match leases.held.is_empty() {
+            true => ping(&pool).await.map(|()| Vec::new()),
+            false => renew(&pool, &leases).await,
+        };
+        let failure = match checked {
+            Ok(lost) => {
+                if let Some(first) = lost.first() {
+                    tracing::warn!(
+                        holder = %leases.holder,
+                        lost = lost.len(),
+                        %first,
+                        "leases lost: their actors are fenced here and may be active on another node"
+                    );
+                }
+                None
+            }
+            Err(error) => {
+                tracing::warn!(holder = %leases.holder, %error, "PostgreSQL check failed");
+                Some(error.to_string())
+            }
+        };
+        *leases
+            .unhealthy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = failure;
+    }
+}
+
+async fn ping(pool: &Pool) -> Result<(), StoreError> {
+    let client = pool.get().await.map_err(io)?;
+    client.simple_query("SELECT 1").await.map_err(io)?;
+    Ok(())
+}
+
+async fn renew(pool: &Pool, leases: &Leases) -> Result<Vec<String>, StoreError> {
+    // Only the leases still held: a release whose statement failed is not renewed.
+    let keys: Vec<String> = leases
+        .held
+        .iter()
+        .filter(|h| !h.lost)
+        .map(|h| h.key().clone())
+        .collect();
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let client = pool.get().await.map_err(io)?;
+    let rows = client
+        .query(
+            &format!(
+                "UPDATE {} SET expires_at = now() + make_interval(secs => $2)
+                 WHERE holder = $1 AND key = ANY($3) AND expires_at > now()
+                 RETURNING key, epoch",
+                leases.table
+            ),
+            &[&leases.holder, &leases.ttl_secs, &keys],
+        )
+        .await
+        .map_err(io)?;
+    let renewed: std::collections::HashMap<String, i64> =
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut lost = Vec::new();
+    for key in keys {
+        let Some(mut entry) = leases.held.get_mut(&key) else {
+            continue; // released meanwhile
+        };
+        let current = renewed.get(&key) == Some(&entry.epoch);
+        if !current && !entry.lost {
+            entry.lost = true;
+            lost.push(key);
+        }
+    }
+    Ok(lost)
 }

@@ -18,6 +18,26 @@ pub enum StoreError {
     /// The store was closed (the node is shutting down).
     #[error("snapshot store is closed")]
     Closed,
+    /// Another node of the cluster holds the lease on this key: the actor it names is active
+    /// there, and must not start here.
+    #[error("`{key}` is active on node {holder} (its lease expires in {expires_in_ms} ms)")]
+    Held {
+        /// The key.
+        key: String,
+        /// The node holding the lease (`<node name>#<incarnation>`).
+        holder: String,
+        /// How long the lease has left, by the database's clock.
+        expires_in_ms: u64,
+    },
+    /// A write carried a stale lease epoch: this node no longer owns the key (its lease
+    /// expired, or another node took it over), and the database refused the write.
+    #[error("write to `{key}` refused: this node's lease (epoch {epoch}) is no longer current")]
+    Fenced {
+        /// The key.
+        key: String,
+        /// The epoch the refused write carried.
+        epoch: u64,
+    },
     /// The data directory cannot be opened (missing permissions, held by another process, ...).
     #[error("cannot open snapshot store at {path}: {reason}")]
     Open {
@@ -83,4 +103,32 @@ pub trait SnapshotStore: Send + Sync + 'static {
     ) -> Result<Vec<String>, StoreError>;
     /// Makes every write acknowledged so far durable.
     async fn flush(&self) -> Result<(), StoreError>;
+    /// Whether the store was reachable at its last check: `Err` with the reason when a shared
+    /// store's last background check (lease renewal, or a ping) failed. For readiness probes;
+    /// never blocks. The default, for an embedded store, is always `Ok`.
+    ///
+    /// # Errors
+    /// The last failure, as text.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Takes the lease on `key` for this node before the actor that owns the key starts, so
+    /// that it is active on at most one node; every later write to `key` from this node is
+    /// fenced by the lease's epoch. Taking a lease this node already holds starts a new epoch.
+    ///
+    /// The default, for a store that only one process opens, grants every lease.
+    ///
+    /// # Errors
+    /// [`StoreError::Held`] when another node holds an unexpired lease on `key`.
+    async fn acquire(&self, key: &str) -> Result<(), StoreError> {
+        let _ = key;
+        Ok(())
+    }
+    /// Gives up this node's lease on `key` (the actor stopped for good here), so that another
+    /// node may take it at once rather than after it expires. Releasing a lease this node
+    /// does not hold is not an error.
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        let _ = key;
+        Ok(())
+    }
 }

@@ -437,6 +437,8 @@ impl SupState {
             .snapshots
             .as_ref()
             .ok_or_else(|| SnapshotError::NoStore { key: key.clone() })?;
+        // Single activation: a store shared by several nodes grants the key to one of them.
+        snapshots.acquire(key).await?;
         let Some(bytes) = snapshots.load_raw(key).await? else {
             return Ok(None);
         };
@@ -515,6 +517,7 @@ impl SupState {
             Restart::Temporary => false,
         };
         if !restart {
+            self.release(&id).await;
             if restart_type == Restart::Temporary {
                 self.forget(&id);
             }
@@ -584,6 +587,16 @@ impl SupState {
                     let generation = self.children.get(id).map_or(0, |c| c.generation);
                     let path = join_path(&self.path, id);
                     self.publish(Some(&path), EventKind::ChildRestarted { generation });
+                }
+                Err(e) if e.held_by().is_some() => {
+                    // Another node took the actor over (this node's lease lapsed): it lives
+                    // there now. Not a failure of this subtree, so not counted or retried.
+                    if let Some(child) = self.children.get_mut(id) {
+                        child.status = Status::Stopped;
+                    }
+                    let path = join_path(&self.path, id);
+                    let holder = e.held_by().unwrap_or_default().to_owned();
+                    self.publish(Some(&path), EventKind::ChildMoved { holder });
                 }
                 Err(_) => {
                     // OTP: a failed restart counts as another restart and is tried again
@@ -661,7 +674,21 @@ impl SupState {
             child.status = Status::Stopped;
         }
         if temporary {
+            self.release(id).await;
             self.forget(id);
+        }
+    }
+
+    /// Gives up the lease on a stopped child's snapshot key, so that another node of a
+    /// cluster may activate it at once. A failure only delays that until the lease expires.
+    async fn release(&self, id: &str) {
+        let Some(child) = self.children.get(id) else {
+            return;
+        };
+        if let (Some(p), Some(snapshots)) = (&child.spec.persistence, &self.env.snapshots)
+            && let Err(error) = snapshots.release(&p.key).await
+        {
+            tracing::warn!(supervisor = %self.path, child = id, %error, "lease not released");
         }
     }
 
@@ -670,6 +697,7 @@ impl SupState {
         self.pending.clear();
         for id in self.children.ids().iter().rev() {
             self.stop_child(id).await;
+            self.release(id).await;
         }
     }
 
@@ -704,6 +732,7 @@ impl SupState {
         }
         let path = join_path(&self.path, id);
         self.stop_child(id).await;
+        self.release(id).await;
         self.publish(Some(&path), EventKind::ChildTerminated);
         Ok(())
     }
@@ -751,6 +780,7 @@ impl SupState {
         {
             snapshots.delete(&p.key).await?;
         }
+        self.release(id).await;
         self.forget(id);
         lock(&self.specs).specs.remove(&seq);
         self.publish(Some(&path), EventKind::ChildDeleted);

@@ -1,20 +1,25 @@
 //! The PostgreSQL snapshot store against a real server: the store contract (the same checks
 //! run against sled, so both behave alike), and a persistent actor restored by a second "node"
-//! (another store instance on the same database).
+//! (another store instance on the same database), and leases: one node at a time runs a
+//! persistent actor, and a node that stopped renewing its lease has its writes refused by the
+//! database once another node took the actor over.
 //!
 //! The server is `AIOS_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
 //! without one these tests say so loudly and pass, except under `CI=true` (`.ci/run` checks
 //! that PostgreSQL is up).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aios_supervisor::snapshot::{
     Durability, Persistence, PostgresOptions, PostgresStore, QuarantineRecord, SledStore,
-    SnapshotStore, Snapshots,
+    SnapshotStore, Snapshots, StoreError,
 };
-use aios_supervisor::{Strategy, SupervisorSpec, TreeEnv, WorkerSpec, start_root};
+use aios_supervisor::{
+    EventKind, Root, Strategy, SupervisorError, SupervisorSpec, TreeEnv, WorkerSpec, start_root,
+};
 
-use crate::common::{Counter, WAIT, add, get};
+use crate::common::{Counter, CounterMsg, WAIT, add, get};
 
 fn url() -> String {
     std::env::var("AIOS_TEST_PG_URL")
@@ -141,4 +146,182 @@ async fn bad_options_are_refused_with_the_reason() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("url"), "{e}");
+    let e = PostgresStore::connect(PostgresOptions::new(url()).node("no spaces"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("node"), "{e}");
+    let e = PostgresStore::connect(PostgresOptions::new(url()).lease_ttl(Duration::ZERO))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("lease_ttl"), "{e}");
+}
+
+/// A second node on `store`'s tables.
+async fn node(store: &PostgresStore, name: &str, renew: bool) -> PostgresStore {
+    let options = store
+        .options()
+        .clone()
+        .node(name)
+        .lease_ttl(Duration::from_secs(1))
+        .renew_leases(renew);
+    PostgresStore::connect(options).await.unwrap()
+}
+
+/// A root running the counter `counters/<id>` on `store`.
+async fn counter_on(
+    store: &PostgresStore,
+    id: &str,
+) -> Result<(Root, aios_supervisor::ActorHandle<CounterMsg>), SupervisorError> {
+    let env = TreeEnv::new(Some(Snapshots::new(Arc::new(store.clone()))));
+    let root = start_root(SupervisorSpec::dynamic("root"), env).await?;
+    let spec = WorkerSpec::new(id, Counter).persistent(Persistence::new(format!("counters/{id}")));
+    match root.supervisor().start_worker(spec).await {
+        Ok(c) => Ok((root, c)),
+        Err(e) => {
+            root.shutdown(WAIT).await.unwrap();
+            Err(e)
+        }
+    }
+}
+
+/// Takes the lease on `key` for `store` once the current holder's lease has expired. Lease
+/// expiry is a time in the database, not an event, so this polls (every 50 ms, 10 s at most).
+async fn take_over(store: &PostgresStore, key: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match store.acquire(key).await {
+            Ok(()) => return,
+            Err(StoreError::Held { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("lease on {key} not taken over: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_actor_is_active_on_one_node_at_a_time() {
+    let Some(pg) = store("single").await else {
+        return;
+    };
+    let a = node(&pg, "a", true).await;
+    let b = node(&pg, "b", true).await;
+    let (root_a, ca) = counter_on(&a, "x").await.unwrap();
+    add(&ca, 5).await;
+    // While node a runs it, node b cannot start it, and says where it is.
+    let Err(e) = counter_on(&b, "x").await else {
+        panic!("double activation");
+    };
+    let SupervisorError::StartFailed { source, .. } = &e else {
+        panic!("{e}");
+    };
+    assert_eq!(source.held_by(), Some(a.holder()), "{e}");
+    assert!(e.to_string().contains("is active on node a#"), "{e}");
+    // A renewed lease outlives its TTL.
+    let renewed = a.renew_leases().await.unwrap();
+    assert!(renewed.is_empty(), "{renewed:?}");
+    assert_eq!(a.leases_held(), 1);
+    // Stopping it on a releases the lease: b takes it at once, with the state a left.
+    root_a.shutdown(WAIT).await.unwrap();
+    assert_eq!(a.leases_held(), 0);
+    let (root_b, cb) = counter_on(&b, "x").await.unwrap();
+    assert_eq!(get(&cb).await, 5);
+    assert_eq!(b.epoch("counters/x"), Some(2), "every grant is a new epoch");
+    root_b.shutdown(WAIT).await.unwrap();
+    pg.drop_tables().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_past_its_lease_is_fenced_and_its_actor_moves() {
+    let Some(pg) = store("fence").await else {
+        return;
+    };
+    // Node a stops renewing, as a paused (SIGSTOP) or cut-off process would.
+    let a = node(&pg, "a", false).await;
+    let b = node(&pg, "b", true).await;
+    let (root_a, ca) = counter_on(&a, "f").await.unwrap();
+    let mut events_a = root_a.env().events().subscribe();
+    add(&ca, 7).await;
+    assert_eq!(a.epoch("counters/f"), Some(1));
+
+    // Node b takes the actor over once a's lease expired, from a's last snapshot.
+    take_over(&b, "counters/f").await;
+    let (root_b, cb) = counter_on(&b, "f").await.unwrap();
+    assert_eq!(get(&cb).await, 7);
+    add(&cb, 1).await;
+
+    // Node a "wakes up": the database refuses its writes, raw or through its actor.
+    let e = a
+        .put("counters/f", b"stale".to_vec(), Durability::Durable)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        StoreError::Fenced {
+            key: "counters/f".into(),
+            epoch: 1
+        }
+    );
+    assert!(a.remove("counters/f").await.is_err());
+    assert!(
+        ca.call(|r| CounterMsg::Add(100, r), WAIT).await.is_err(),
+        "a fenced write must not be acknowledged"
+    );
+    // a's supervisor restarts the actor, finds the lease held by b, and stops it there.
+    let moved = tokio::time::timeout(WAIT, async {
+        loop {
+            let ev = events_a.recv().await.unwrap();
+            if let EventKind::ChildMoved { holder } = &ev.kind {
+                return holder.clone();
+            }
+        }
+    })
+    .await
+    .expect("no ChildMoved event");
+    assert_eq!(moved, b.holder());
+    assert!(
+        !root_a.is_finished(),
+        "a moved actor is not an error of a's tree"
+    );
+    // What b wrote stands.
+    assert_eq!(get(&cb).await, 8);
+    assert_eq!(a.renew_leases().await.unwrap(), Vec::<String>::new());
+    root_a.shutdown(WAIT).await.unwrap();
+    root_b.shutdown(WAIT).await.unwrap();
+    pg.drop_tables().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_reports_a_lease_taken_over() {
+    let Some(pg) = store("renew").await else {
+        return;
+    };
+    let a = node(&pg, "a", false).await;
+    let b = node(&pg, "b", true).await;
+    a.acquire("k").await.unwrap();
+    a.put("k", b"a".to_vec(), Durability::Durable)
+        .await
+        .unwrap();
+    let e = b.acquire("k").await.unwrap_err();
+    let StoreError::Held {
+        holder,
+        expires_in_ms,
+        ..
+    } = &e
+    else {
+        panic!("{e}");
+    };
+    assert_eq!(holder, a.holder());
+    assert!(*expires_in_ms <= 1000, "{e}");
+    take_over(&b, "k").await;
+    assert_eq!(a.renew_leases().await.unwrap(), ["k"]);
+    assert_eq!(a.leases_held(), 0);
+    // Released leases go at once, and a write to a key never leased is not fenced.
+    b.release("k").await.unwrap();
+    a.acquire("k").await.unwrap();
+    assert_eq!(a.epoch("k"), Some(3));
+    b.put("other", b"b".to_vec(), Durability::Durable)
+        .await
+        .unwrap();
+    pg.drop_tables().await.unwrap();
 }

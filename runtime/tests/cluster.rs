@@ -1,0 +1,214 @@
+//! `aiosd` processes sharing one PostgreSQL store: a node killed with SIGKILL is taken over by
+//! another, which resumes its agents from their last snapshots (conversation included) once
+//! the dead node's leases lapse.
+//!
+//! The server is `AIOS_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
+//! without one these tests say so loudly and pass, except under `CI=true` (`.ci/run` makes sure
+//! PostgreSQL is up).
+
+use std::io::BufRead;
+use std::time::Instant;
+
+use aios_supervisor::snapshot::{PostgresOptions, PostgresStore};
+use aios_testkit::{FakeConfig, FakeLlm};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const AIOSD: &str = env!("CARGO_BIN_EXE_aiosd");
+const ADMIN: &str = "aios_00112233aabb_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZ";
+
+fn pg_url() -> String {
+    std::env::var("AIOS_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Fresh tables for one test, or `None` (after saying so) without a server outside CI.
+async fn namespace(test: &str) -> Option<(String, PostgresStore)> {
+    let ns = format!(
+        "t{}_{test}",
+        uuid::Uuid::new_v4().simple().to_string().get(..12).unwrap()
+    );
+    match PostgresStore::connect(PostgresOptions::new(pg_url()).namespace(ns.clone())).await {
+        Ok(store) => Some((ns, store)),
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but PostgreSQL is not reachable at {}: {e}",
+                pg_url()
+            );
+            eprintln!(
+                "\n!!! SKIPPED {test}: no PostgreSQL at {} ({e})\n",
+                pg_url()
+            );
+            None
+        }
+    }
+}
+
+/// One node: `aiosd` on its own data directory, with the shared store and the fake model.
+struct Node {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    #[allow(
+        clippy::zombie_processes,
+        reason = "every test kills and waits for the nodes it starts"
+    )]
+    fn start(name: &str, ns: &str, llm: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("aiosd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[store]
+backend = "postgres"
+url = "{url}"
+namespace = "{ns}"
+node = "{name}"
+lease_ttl = "1s"
+
+[[llm.providers]]
+name = "fake"
+kind = "openai"
+base_url = "{llm}"
+retry_attempts_max = 1
+
+[[llm.models]]
+provider = "fake"
+model = "m"
+"#,
+                url = pg_url()
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(AIOSD)
+            .args(["--config", config.to_str().unwrap()])
+            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+            .args(["--listen", "127.0.0.1:0"])
+            .env("AIOS_ADMIN_KEY", ADMIN)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn aiosd");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let url = loop {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "aiosd {name} exited early"
+            );
+            if let Some(url) = line.trim().strip_prefix("aiosd listening on ") {
+                break url.to_string();
+            }
+        };
+        Node {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let s = r.status();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let r = reqwest::Client::new()
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("request");
+        let s = r.status();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// The user messages of the model's last chat request.
+fn last_prompt(fake: &FakeLlm) -> Vec<String> {
+    let requests = fake.requests();
+    let last = requests
+        .iter()
+        .rev()
+        .find(|r| r.path.ends_with("/chat/completions"))
+        .expect("a chat request");
+    last.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_s_agents_resume_on_another_node_with_their_conversation() {
+    let Some((ns, store)) = namespace("failover").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let llm = fake.base_url();
+
+    let a = Node::start("a", &ns, &llm);
+    let (s, v) = a
+        .post(
+            "/v1/agents",
+            json!({"name": "kept", "role": "executor", "model": "fake/m", "system_prompt": "Hi."}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = a
+        .post(
+            "/v1/agents/kept/messages",
+            json!({"content": "the word is kiwi"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(a.get("/v1/status").await.0, StatusCode::OK);
+
+    // Node a dies holding the agent's lease. Node b, on its own data directory, sees the
+    // agent's definition at once and resumes its conversation once a's lease lapses.
+    a.kill();
+    let killed = Instant::now();
+    let b = Node::start("b", &ns, &llm);
+    let (s, v) = b.get("/v1/agents/kept").await;
+    assert_eq!(s, StatusCode::OK, "definitions are shared: {v}");
+    let (s, v) = b
+        .post(
+            "/v1/agents/kept/messages",
+            json!({"content": "which word?"}),
+        )
+        .await;
+    let resumed = killed.elapsed();
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        last_prompt(&fake),
+        ["the word is kiwi", "which word?"],
+        "the conversation carried over"
+    );
+    eprintln!("agent answered on node b {resumed:?} after node a was killed (lease TTL 1 s)");
+    // The audit chain written by both nodes in turn verifies.
+    let (s, v) = b.get("/v1/audit/verify").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["ok"], true, "{v}");
+    b.kill();
+    store.drop_tables().await.unwrap();
+}
