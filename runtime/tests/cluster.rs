@@ -1,6 +1,7 @@
 //! `aiosd` processes sharing one PostgreSQL store: a node killed with SIGKILL is taken over by
 //! another, which resumes its agents from their last snapshots (conversation included) once
-//! the dead node's leases lapse.
+//! the dead node's leases lapse; a node paused with SIGSTOP past its lease and resumed with
+//! SIGCONT does not act for the agent another node took over, and cannot overwrite its state.
 //!
 //! The server is `AIOS_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
 //! without one these tests say so loudly and pass, except under `CI=true` (`.ci/run` makes sure
@@ -106,6 +107,13 @@ model = "m"
                 break url.to_string();
             }
         };
+        // The node logs to stdout: keep reading, so it never writes into a closed pipe.
+        let prefix = format!("[aiosd {name}]");
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                eprintln!("{prefix} {line}");
+            }
+        });
         Node {
             child,
             url,
@@ -136,9 +144,25 @@ model = "m"
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal}");
+    }
+
+    fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Node {
+    /// SIGKILL, also when a test fails half-way (a paused node included), so that no `aiosd`
+    /// outlives its test.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -209,6 +233,71 @@ async fn a_killed_node_s_agents_resume_on_another_node_with_their_conversation()
     let (s, v) = b.get("/v1/audit/verify").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["ok"], true, "{v}");
+    b.kill();
+    store.drop_tables().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_paused_past_its_lease_neither_acts_nor_overwrites() {
+    let Some((ns, store)) = namespace("paused").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let llm = fake.base_url();
+    let a = Node::start("a", &ns, &llm);
+    let (s, v) = a
+        .post(
+            "/v1/agents",
+            json!({"name": "solo", "role": "executor", "model": "fake/m", "system_prompt": "Hi."}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Started after the definition exists: a node reads the agent registry when it starts
+    // (a cluster-wide registry that follows changes is not built yet).
+    let b = Node::start("b", &ns, &llm);
+    let say = |node: &Node, text: &str| {
+        let body = json!({ "content": text });
+        let path = "/v1/agents/solo/messages";
+        let node_url = node.url.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{node_url}{path}"))
+                .bearer_auth(ADMIN)
+                .json(&body)
+                .send()
+                .await
+                .expect("request");
+            let s = r.status();
+            (s, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, v) = say(&a, "m1").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // a is paused with the agent active and its lease held; b takes the agent over.
+    a.signal("-STOP");
+    let (s, v) = say(&b, "m2").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(last_prompt(&fake), ["m1", "m2"]);
+
+    // a resumes, still holding the agent in memory. Asked again, it must not run it: its
+    // lease lapsed, so it passivates its instance and finds the agent active on b.
+    a.signal("-CONT");
+    let before = fake.request_count();
+    let (s, v) = say(&a, "m3").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    let detail = v["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("active on node b#"), "{v}");
+    assert_eq!(
+        fake.request_count(),
+        before,
+        "the paused node called the model for an agent it no longer owns"
+    );
+    // Whatever a wrote on its way out was refused: b's conversation is intact.
+    let (s, v) = say(&b, "m4").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(last_prompt(&fake), ["m1", "m2", "m4"]);
+    a.kill();
     b.kill();
     store.drop_tables().await.unwrap();
 }

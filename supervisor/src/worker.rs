@@ -448,6 +448,14 @@ impl<W: Worker> ractor::Actor for WorkerActor<W> {
         match msg {
             Envelope::User(msg) => {
                 run.mailbox.take_one();
+                if let Some(hooks) = &self.persist
+                    && let Some(snapshots) = run.snapshots.as_ref().and_then(WeakSnapshots::upgrade)
+                {
+                    // A process that lost the lease on this actor (another node runs it now)
+                    // must not act for it: fail before handling, so the supervisor restarts it
+                    // here only if the lease is free again.
+                    snapshots.check_lease(&hooks.cfg.key)?;
+                }
                 let span = tracing::trace_span!("handle", actor = %run.path, generation = run.ctx.generation);
                 self.worker
                     .handle(&mut run.ctx, msg, &mut run.state)

@@ -194,9 +194,7 @@ impl AgentSystem {
     /// # Errors
     /// As [`AgentSystem::ask`].
     pub async fn history(&self, id: &AgentId) -> Result<Vec<ChatMessage>, AgentError> {
-        let inner = &self.inner;
-        let held = inner.hold(id)?;
-        let h = inner.activate(id, &held.0).await?;
+        let (_held, h) = self.inner.hold_active(id).await?;
         h.call(AgentMsg::History, Duration::from_secs(10))
             .await
             .map_err(|e| AgentError::Unavailable(e.to_string()))
@@ -402,6 +400,37 @@ impl Inner {
         Ok(Held(slot.clone()))
     }
 
+    /// Holds and activates `id`. An instance whose lease this process has lost (another node
+    /// of the cluster took the agent over while this one was paused or cut off) is passivated
+    /// first, without acting, and activated afresh: that waits out the other node's lease once,
+    /// then resumes here from the newest snapshot or reports where the agent is active.
+    async fn hold_active(&self, id: &AgentId) -> Result<(Held, ActorHandle<AgentMsg>), AgentError> {
+        let held = self.hold(id)?;
+        let handle = self.activate(id, &held.0).await?;
+        let key = snapshot_key(id);
+        if self
+            .kernel
+            .registry
+            .records()
+            .snapshots()
+            .check_lease(&key)
+            .is_ok()
+        {
+            return Ok((held, handle));
+        }
+        tracing::warn!(agent = %id, "lease lost to another node: passivating the local instance");
+        self.active
+            .remove_if(id, |_, slot| Arc::ptr_eq(slot, &held.0));
+        drop(held);
+        match self.supervisor.passivate_child(&child_id(id)).await {
+            Ok(()) | Err(SupervisorError::NotFound(_)) => {}
+            Err(e) => return Err(AgentError::Unavailable(format!("passivating {id}: {e}"))),
+        }
+        let held = self.hold(id)?;
+        let handle = self.activate(id, &held.0).await?;
+        Ok((held, handle))
+    }
+
     async fn activate(
         &self,
         id: &AgentId,
@@ -467,8 +496,7 @@ impl Inner {
                 "delegation cycle: {id} is already working on this request"
             )));
         }
-        let held = self.hold(id)?;
-        let handle = self.activate(id, &held.0).await?;
+        let (_held, handle) = self.hold_active(id).await?;
         // The task's own token: cancelled when the caller stops waiting, so the agent stops
         // calling the model for a task nobody will read.
         let mut task = task;

@@ -344,6 +344,14 @@ impl Snapshots {
         self.store.flush().await
     }
 
+    /// Whether this process may still act for `key` (see [`SnapshotStore::check_lease`]).
+    ///
+    /// # Errors
+    /// [`SnapshotError::Store`] with [`StoreError::Fenced`].
+    pub fn check_lease(&self, key: &str) -> Result<(), SnapshotError> {
+        self.store.check_lease(key).map_err(store_error(key))
+    }
+
     /// Takes this node's lease on `key` (see [`SnapshotStore::acquire`]).
     ///
     /// # Errors

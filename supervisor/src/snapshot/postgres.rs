@@ -31,7 +31,7 @@
 //! only expires the row), so a key's epoch only grows.
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use deadpool_postgres::{Manager, Pool};
@@ -165,6 +165,8 @@ struct Leases {
     /// `<node>#<incarnation>`.
     holder: String,
     ttl_secs: f64,
+    /// How long after a grant or renewal this process still trusts its lease (0.9 × TTL).
+    trusted_for: Duration,
     /// Key → the lease this process was granted (still held, or found lost).
     held: DashMap<String, Held>,
     /// The last background check's failure, if it failed (cleared by the next success).
@@ -175,6 +177,9 @@ struct Leases {
 struct Held {
     epoch: i64,
     lost: bool,
+    /// By this process's monotonic clock, when the lease surely still runs: the start of the
+    /// statement that granted or last renewed it, plus nine tenths of the TTL.
+    valid_until: Instant,
 }
 
 fn valid_node(node: &str) -> bool {
@@ -245,6 +250,7 @@ impl PostgresStore {
                         .unwrap_or("0")
                 ),
                 ttl_secs: options.lease_ttl.as_secs_f64(),
+                trusted_for: options.lease_ttl.mul_f64(0.9),
                 held: DashMap::new(),
                 unhealthy: std::sync::Mutex::new(None),
             }),
@@ -545,12 +551,25 @@ impl SnapshotStore for PostgresStore {
         }
     }
 
+    fn check_lease(&self, key: &str) -> Result<(), StoreError> {
+        match self.leases.held.get(key).map(|h| *h) {
+            Some(held) if held.lost || Instant::now() >= held.valid_until => {
+                Err(StoreError::Fenced {
+                    key: key.to_owned(),
+                    epoch: epoch_u64(held.epoch),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     async fn acquire(&self, key: &str) -> Result<(), StoreError> {
         let client = self.client().await?;
         let leases = &self.leases;
         // Free, expired or ours: take it with the next epoch. Otherwise say who has it. Two
         // rounds at most: a lease released between the two statements is taken on the second.
         for _ in 0..2 {
+            let started = Instant::now();
             let granted = client
                 .query_opt(
                     &format!(
@@ -568,9 +587,15 @@ impl SnapshotStore for PostgresStore {
                 .map_err(io)?;
             if let Some(row) = granted {
                 let epoch: i64 = row.get(0);
-                leases
-                    .held
-                    .insert(key.to_owned(), Held { epoch, lost: false });
+                let valid_until = started + leases.trusted_for;
+                leases.held.insert(
+                    key.to_owned(),
+                    Held {
+                        epoch,
+                        lost: false,
+                        valid_until,
+                    },
+                );
                 return Ok(());
             }
             let other = client
@@ -688,6 +713,7 @@ async fn renew(pool: &Pool, leases: &Leases) -> Result<Vec<String>, StoreError> 
         return Ok(Vec::new());
     }
     let client = pool.get().await.map_err(io)?;
+    let started = Instant::now();
     let rows = client
         .query(
             &format!(
@@ -708,7 +734,9 @@ async fn renew(pool: &Pool, leases: &Leases) -> Result<Vec<String>, StoreError> 
             continue; // released meanwhile
         };
         let current = renewed.get(&key) == Some(&entry.epoch);
-        if !current && !entry.lost {
+        if current {
+            entry.valid_until = started + leases.trusted_for;
+        } else if !entry.lost {
             entry.lost = true;
             lost.push(key);
         }

@@ -112,6 +112,18 @@ pub trait SnapshotStore: Send + Sync + 'static {
     fn health(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Whether this process may still act for `key`, by its own clock and without a round
+    /// trip: `Err(`[`StoreError::Fenced`]`)` once a lease it was granted on `key` is known lost,
+    /// or has lapsed because renewals failed for a whole TTL (a process paused or cut off
+    /// finds out here, before it acts, rather than at its next write). `Ok` for keys it holds
+    /// no lease on, and always for an embedded store (the default).
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`].
+    fn check_lease(&self, key: &str) -> Result<(), StoreError> {
+        let _ = key;
+        Ok(())
+    }
     /// Takes the lease on `key` for this node before the actor that owns the key starts, so
     /// that it is active on at most one node; every later write to `key` from this node is
     /// fenced by the lease's epoch. Taking a lease this node already holds starts a new epoch.

@@ -250,7 +250,13 @@ async fn a_node_past_its_lease_is_fenced_and_its_actor_moves() {
     assert_eq!(get(&cb).await, 7);
     add(&cb, 1).await;
 
-    // Node a "wakes up": the database refuses its writes, raw or through its actor.
+    // Node a "wakes up". By its own clock its lease lapsed, so its actor refuses to act; and
+    // the database refuses its writes anyway.
+    assert!(matches!(
+        a.check_lease("counters/f"),
+        Err(StoreError::Fenced { epoch: 1, .. })
+    ));
+    assert_eq!(b.check_lease("counters/f"), Ok(()));
     let e = a
         .put("counters/f", b"stale".to_vec(), Durability::Durable)
         .await
