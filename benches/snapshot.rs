@@ -24,7 +24,7 @@ use aios_supervisor::snapshot::{
     Snapshots,
 };
 use aios_supervisor::{SupervisorSpec, TreeEnv, WorkerSpec, start_root};
-use common::{bench_line, fmt0, fmt1, per_s};
+use common::{bench_line, fmt0, fmt1, fmt2, per_s};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -148,7 +148,7 @@ fn main() {
                     ("backend", "postgres".into()),
                     ("writers", "16".into()),
                     ("per_s", fmt0(pg_per_s)),
-                    ("ratio_vs_sled", fmt1(pg_per_s / sled16)),
+                    ("ratio_vs_sled", fmt2(pg_per_s / sled16)),
                 ],
             );
         }

@@ -25,6 +25,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod cluster;
 mod config;
 pub mod daemon;
 mod node;

@@ -46,6 +46,8 @@ struct Cli {
 enum Command {
     /// The daemon's status.
     Status,
+    /// The nodes of the cluster, as this daemon sees them.
+    Nodes,
     /// Agents.
     #[command(subcommand)]
     Agents(Agents),
@@ -345,6 +347,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("restored {n} records into {}", data_dir.display());
         }
         Command::Status => show(&api.get("/v1/status").await?)?,
+        Command::Nodes => {
+            let v = api.get("/v1/cluster/nodes").await?;
+            if json_out {
+                show(&v)?;
+            } else {
+                let mut rows = vec![json!({
+                    "name": v["self"]["name"],
+                    "address": v["self"]["address"],
+                    "status": "self",
+                })];
+                rows.extend(v["nodes"].as_array().cloned().unwrap_or_default());
+                table(
+                    &rows,
+                    &[
+                        ("NAME", "/name"),
+                        ("ADDRESS", "/address"),
+                        ("STATUS", "/status"),
+                    ],
+                );
+            }
+        }
         Command::Costs => show(&api.get("/v1/costs").await?)?,
         Command::Agents(a) => match a {
             Agents::List => {

@@ -30,6 +30,7 @@ pub fn routes() -> Api {
     use Role::{Admin, Operator, Viewer};
     Api::new()
         .route(M::GET, "/v1/status", Viewer, status)
+        .route(M::GET, "/v1/cluster/nodes", Viewer, cluster_nodes)
         .route(M::GET, "/v1/openapi.json", Viewer, super::openapi::openapi)
         .route(M::GET, "/v1/tree", Viewer, tree)
         .route(M::POST, "/v1/tree/restart", Operator, tree_restart)
@@ -301,6 +302,21 @@ fn agent_problem(e: AgentError) -> Problem {
         _ => StatusCode::BAD_GATEWAY,
     };
     Problem::new(status, e.to_string())
+}
+
+/// This node and the cluster's other nodes as this node sees them.
+async fn cluster_nodes(State(s): State<Shared>) -> ApiResult {
+    let m = &s.membership;
+    ok(json!({
+        "cluster": m.enabled(),
+        "self": {
+            "name": m.name(),
+            "address": m.advertised(),
+            "actors": s.rt.registry().len(),
+            "agents_active": s.rt.agent_system().active_count(),
+        },
+        "nodes": m.peers(),
+    }))
 }
 
 async fn status(State(s): State<Shared>) -> ApiResult {

@@ -117,10 +117,34 @@ struct Head {
 pub struct AuditLog {
     records: Records,
     head: Arc<tokio::sync::Mutex<Head>>,
+    chain: Arc<Chain>,
 }
 
-fn key(seq: u64) -> String {
-    format!("{PREFIX}{seq:020}")
+/// Where one chain lives: `audit/<seq>` and `auditlog-head` for a node's own store; with a
+/// scope (a node's name, on a store that nodes share), `audit@<scope>/<seq>` and
+/// `auditlog-head@<scope>`, so that each node appends to its own chain.
+struct Chain {
+    prefix: String,
+    head: String,
+}
+
+impl Chain {
+    fn new(scope: Option<&str>) -> Self {
+        match scope {
+            None => Self {
+                prefix: PREFIX.into(),
+                head: HEAD_KEY.into(),
+            },
+            Some(scope) => Self {
+                prefix: format!("audit@{scope}/"),
+                head: format!("{HEAD_KEY}@{scope}"),
+            },
+        }
+    }
+
+    fn key(&self, seq: u64) -> String {
+        format!("{}{seq:020}", self.prefix)
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -147,15 +171,29 @@ impl AuditLog {
     /// # Errors
     /// Store failures.
     pub async fn open(records: Records) -> Result<Self, AuditError> {
+        Self::open_scoped(records, None).await
+    }
+
+    /// Opens the chain of `scope` (this node's name) in a store that several nodes share;
+    /// `None` is the node's own store's single chain.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn open_scoped(records: Records, scope: Option<&str>) -> Result<Self, AuditError> {
+        let chain = Chain::new(scope);
         // The head record names the last entry; without one (a new log) the chain is empty.
-        let head = match records.get::<(u64, String)>(HEAD_KEY).await.map_err(err)? {
+        let head = match records
+            .get::<(u64, String)>(&chain.head)
+            .await
+            .map_err(err)?
+        {
             Some((seq, hash_hex)) => {
                 let mut hash = [0u8; 32];
                 for (i, b) in hash.iter_mut().enumerate() {
                     *b = hash_hex
                         .get(i * 2..i * 2 + 2)
                         .and_then(|h| u8::from_str_radix(h, 16).ok())
-                        .ok_or_else(|| AuditError(format!("{HEAD_KEY}: bad hash")))?;
+                        .ok_or_else(|| AuditError(format!("{}: bad hash", chain.head)))?;
                 }
                 Head { seq, hash }
             }
@@ -168,7 +206,7 @@ impl AuditLog {
         // the two writes) extend the chain: adopt them rather than overwrite them.
         let mut head = head;
         while let Some(e) = records
-            .get::<AuditEntry>(&key(head.seq + 1))
+            .get::<AuditEntry>(&chain.key(head.seq + 1))
             .await
             .map_err(err)?
         {
@@ -185,6 +223,7 @@ impl AuditLog {
         Ok(Self {
             records,
             head: Arc::new(tokio::sync::Mutex::new(head)),
+            chain: Arc::new(chain),
         })
     }
 
@@ -213,11 +252,15 @@ impl AuditLog {
             let h = entry_hash(&e.prev_hash, &e)?;
             e.hash = hex(&h);
             self.records
-                .put(&key(e.seq), &e, Durability::Buffered)
+                .put(&self.chain.key(e.seq), &e, Durability::Buffered)
                 .await
                 .map_err(err)?;
             self.records
-                .put(HEAD_KEY, &(e.seq, e.hash.clone()), Durability::Buffered)
+                .put(
+                    &self.chain.head,
+                    &(e.seq, e.hash.clone()),
+                    Durability::Buffered,
+                )
                 .await
                 .map_err(err)?;
             head.seq = e.seq;
@@ -241,12 +284,12 @@ impl AuditLog {
     ) -> Result<(Vec<AuditEntry>, Option<u64>), AuditError> {
         let limit = query.limit.unwrap_or(100).clamp(1, AUDIT_PAGE_MAX);
         let mut out = Vec::new();
-        let mut cursor = query.after.map(key);
+        let mut cursor = query.after.map(|seq| self.chain.key(seq));
         // Scan at most 50 pages per query, so a rare filter cannot make it unbounded.
         for _ in 0..50 {
             let keys = self
                 .records
-                .keys_after(PREFIX, cursor.as_deref(), 512)
+                .keys_after(&self.chain.prefix, cursor.as_deref(), 512)
                 .await
                 .map_err(err)?;
             let Some(last) = keys.last().cloned() else {
@@ -275,7 +318,7 @@ impl AuditLog {
             }
             cursor = Some(last);
         }
-        let next = cursor.and_then(|k| k.trim_start_matches(PREFIX).parse().ok());
+        let next = cursor.and_then(|k| k.strip_prefix(&self.chain.prefix)?.parse().ok());
         Ok((out, next))
     }
 
@@ -296,7 +339,7 @@ impl AuditLog {
         loop {
             let keys = self
                 .records
-                .keys_after(PREFIX, cursor.as_deref(), 1024)
+                .keys_after(&self.chain.prefix, cursor.as_deref(), 1024)
                 .await
                 .map_err(err)?;
             let Some(last) = keys.last().cloned() else {
@@ -309,7 +352,7 @@ impl AuditLog {
                     Ok(None) => continue,
                     Err(x) => return Ok(broken(checked, expected_seq, format!("unreadable: {x}"))),
                 };
-                if k != key(e.seq) {
+                if k != self.chain.key(e.seq) {
                     return Ok(broken(
                         checked,
                         expected_seq,
@@ -359,7 +402,7 @@ impl AuditLog {
     #[doc(hidden)]
     pub async fn tamper(&self, entry: &AuditEntry) -> Result<(), AuditError> {
         self.records
-            .put(&key(entry.seq), entry, Durability::Durable)
+            .put(&self.chain.key(entry.seq), entry, Durability::Durable)
             .await
             .map_err(err)
     }
@@ -367,7 +410,7 @@ impl AuditLog {
     /// Deletes an entry as stored, bypassing the chain: for tamper-detection tests only.
     #[doc(hidden)]
     pub async fn tamper_delete(&self, seq: u64) -> Result<(), AuditError> {
-        self.records.delete(&key(seq)).await.map_err(err)
+        self.records.delete(&self.chain.key(seq)).await.map_err(err)
     }
 }
 
@@ -383,6 +426,45 @@ mod tests {
             outcome: "ok".into(),
             ..AuditEvent::default()
         }
+    }
+
+    #[tokio::test]
+    async fn nodes_sharing_a_store_append_to_their_own_chains() {
+        let snapshots = Snapshots::new(Arc::new(SledStore::temporary().unwrap()));
+        let records = Records::new(snapshots);
+        let a = AuditLog::open_scoped(records.clone(), Some("a"))
+            .await
+            .unwrap();
+        let b = AuditLog::open_scoped(records.clone(), Some("b"))
+            .await
+            .unwrap();
+        let single = AuditLog::open(records.clone()).await.unwrap();
+        // Interleaved appends, as two live nodes would make them.
+        for i in 0..5 {
+            a.append(ev(&format!("POST /v1/a{i}"), "t"), false)
+                .await
+                .unwrap();
+            b.append(ev(&format!("POST /v1/b{i}"), "t"), false)
+                .await
+                .unwrap();
+        }
+        for (log, name) in [(&a, "a"), (&b, "b")] {
+            let report = log.verify().await.unwrap();
+            assert!(report.ok, "{name}: {report:?}");
+            assert_eq!(report.checked, 5);
+            let (entries, _) = log.query(&AuditQuery::default()).await.unwrap();
+            assert!(
+                entries
+                    .iter()
+                    .all(|e| e.action.starts_with(&format!("POST /v1/{name}")))
+            );
+        }
+        assert_eq!(single.verify().await.unwrap().checked, 0);
+        // Reopened (a restarted node), a chain continues where it was.
+        let a = AuditLog::open_scoped(records, Some("a")).await.unwrap();
+        let e = a.append(ev("POST /v1/again", "t"), false).await.unwrap();
+        assert_eq!(e.seq, 6);
+        assert!(a.verify().await.unwrap().ok);
     }
 
     #[tokio::test]

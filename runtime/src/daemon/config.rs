@@ -133,6 +133,8 @@ pub struct DaemonConfig {
     pub ui: bool,
     /// Where snapshots and records live (default: sled in `data_dir`).
     pub store: crate::StoreConfig,
+    /// Cluster membership (off unless `cluster.listen` is set).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 impl Default for DaemonConfig {
@@ -155,6 +157,7 @@ impl Default for DaemonConfig {
             tools: aios_actors::tools::ToolsConfig::default(),
             ui: true,
             store: crate::StoreConfig::default(),
+            cluster: crate::cluster::ClusterConfig::default(),
         }
     }
 }
@@ -229,6 +232,23 @@ impl DaemonConfig {
         if let Some(node) = env("AIOS_NODE") {
             config.store.node = node;
         }
+        if let Some(v) = env("AIOS_CLUSTER_LISTEN") {
+            config.cluster.listen = Some(parse_addr("AIOS_CLUSTER_LISTEN", &v)?);
+        }
+        if let Some(v) = env("AIOS_CLUSTER_ADVERTISE") {
+            config.cluster.advertise = Some(v);
+        }
+        if let Some(v) = env("AIOS_CLUSTER_SEEDS") {
+            config.cluster.seeds = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        if let Some(v) = env("AIOS_CLUSTER_SECRET") {
+            config.cluster.secret = Some(v);
+        }
         if let Some(dir) = data_dir {
             config.data_dir = dir;
         }
@@ -302,6 +322,12 @@ impl DaemonConfig {
         }
         if let Err((key, problem)) = self.store.validate() {
             return bad(key, problem);
+        }
+        if let Err((key, problem)) = self.cluster.validate() {
+            return bad(key, problem);
+        }
+        if self.cluster.listen == Some(self.listen) {
+            return bad("cluster.listen", "must differ from listen");
         }
         for (i, server) in self.tools.mcp_servers.iter().enumerate() {
             if let Err(e) = server.validate() {

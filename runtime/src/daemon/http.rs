@@ -166,6 +166,8 @@ pub struct Stores {
     pub quotas: super::quota::Quotas,
     /// Webhooks.
     pub webhooks: super::webhooks::Webhooks,
+    /// Cluster membership.
+    pub membership: crate::cluster::Membership,
 }
 
 /// What every handler shares.
@@ -198,6 +200,8 @@ pub struct AppState {
     pub idempotency_in_flight: dashmap::DashMap<String, ()>,
     /// The node's recent samples, for charts.
     pub history: super::sampler::History,
+    /// This node's cluster membership (disabled outside a cluster).
+    pub membership: crate::cluster::Membership,
 }
 
 /// The shared state as handlers take it.
@@ -229,6 +233,7 @@ impl AppState {
             webhooks: stores.webhooks,
             idempotency_in_flight: dashmap::DashMap::new(),
             history: super::sampler::History::default(),
+            membership: stores.membership,
         }
     }
 

@@ -60,6 +60,9 @@ pub enum DaemonError {
     /// Keys, audit log or quotas could not be opened.
     #[error("{0}")]
     Store(String),
+    /// Cluster membership could not start.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {error}")]
     Bind {
@@ -237,7 +240,10 @@ impl Daemon {
             let keys = KeyStore::open(records.clone())
                 .await
                 .map_err(|e| DaemonError::Store(e.to_string()))?;
-            let audit = AuditLog::open(records.clone())
+            // On a store that nodes share, each node appends to its own chain.
+            let scope = (config.store.backend == crate::StoreBackend::Postgres)
+                .then_some(config.store.node.as_str());
+            let audit = AuditLog::open_scoped(records.clone(), scope)
                 .await
                 .map_err(|e| DaemonError::Store(e.to_string()))?;
             let quotas =
@@ -296,6 +302,14 @@ impl Daemon {
             },
             None => None,
         };
+        let membership =
+            match crate::cluster::Membership::start(&config.store.node, &config.cluster).await {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = rt.shutdown().await;
+                    return Err(e.into());
+                }
+            };
         let stop = CancellationToken::new();
         quotas.spawn_flusher(stop.clone());
         hooks.spawn_deliverer(stop.clone());
@@ -307,6 +321,7 @@ impl Daemon {
                 audit,
                 quotas,
                 webhooks: hooks,
+                membership,
             },
             config,
             metrics,
@@ -368,6 +383,7 @@ impl Daemon {
     /// The node's shutdown error.
     pub async fn shutdown(self) -> Result<(), DaemonError> {
         self.state.ready.store(false, Ordering::Relaxed);
+        self.state.membership.shutdown();
         self.stop.cancel();
         let drain = self.state.config.shutdown_drain;
         for server in self.servers {

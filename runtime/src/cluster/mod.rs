@@ -1,0 +1,550 @@
+//! Cluster membership: `aiosd` nodes that know each other over ractor_cluster.
+//!
+//! With `[cluster] listen` set (and the binary built with the `cluster` feature), a node runs
+//! a ractor_cluster `NodeServer` on that port, authenticates peers with the shared secret
+//! (ractor_cluster's challenge over the "magic cookie"; a peer with another secret never
+//! authenticates and is never listed), dials its seeds, and learns the rest of the cluster
+//! transitively (a node connecting to one member connects to that member's peers too).
+//! ractor_cluster neither re-dials lost sessions nor discovers nodes, so [`Membership`]
+//! re-dials every seed it is not connected to, with backoff, for as long as it runs.
+//!
+//! What a node knows of another is [`Peer`]: its name, the address it advertises, whether a
+//! session with it is up, and since when. Actors per node and load travel with the
+//! cross-node messaging that is still to build.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+/// The most seeds accepted.
+pub const SEEDS_MAX: usize = 64;
+/// The shortest shared secret accepted.
+pub const SECRET_LEN_MIN: usize = 16;
+/// The most peers remembered (up or down); the oldest down ones are forgotten first.
+pub const PEERS_MAX: usize = 1024;
+
+/// The `[cluster]` section. The cluster is off unless `listen` is set.
+#[derive(Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Where this node accepts other nodes (ractor_cluster listens on this port).
+    pub listen: Option<SocketAddr>,
+    /// The host other nodes dial to reach this one, on the `listen` port (default: the
+    /// `listen` address; set it when listening on `0.0.0.0`, for example to the pod's DNS name).
+    pub advertise: Option<String>,
+    /// `host:port` of nodes to join; one reachable member is enough.
+    pub seeds: Vec<String>,
+    /// The secret every node of the cluster shares (or the environment: `AIOS_CLUSTER_SECRET`);
+    /// at least [`SECRET_LEN_MIN`] characters.
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    /// The secret is not printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("seeds", &self.seeds)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// `host:port` with a non-empty host and a port.
+fn valid_host_port(v: &str) -> bool {
+    v.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok()
+    })
+}
+
+impl ClusterConfig {
+    /// Whether this node joins a cluster.
+    pub fn enabled(&self) -> bool {
+        self.listen.is_some()
+    }
+
+    /// The `host:port` other nodes dial.
+    pub fn advertised(&self) -> Option<String> {
+        let listen = self.listen?;
+        Some(match &self.advertise {
+            Some(host) => format!("{host}:{}", listen.port()),
+            None => listen.to_string(),
+        })
+    }
+
+    /// Checks the section.
+    ///
+    /// # Errors
+    /// The key and what is wrong with it.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let Some(listen) = self.listen else {
+            if !self.seeds.is_empty() || self.secret.is_some() || self.advertise.is_some() {
+                return Err((
+                    "cluster.listen",
+                    "is required when seeds, secret or advertise are set".into(),
+                ));
+            }
+            return Ok(());
+        };
+        if !cfg!(feature = "cluster") {
+            return Err((
+                "cluster.listen",
+                "this aiosd was built without cluster support (build with --features cluster)"
+                    .into(),
+            ));
+        }
+        if listen.port() == 0 {
+            return Err(("cluster.listen", "needs a fixed port, not 0".into()));
+        }
+        match &self.secret {
+            None => {
+                return Err((
+                    "cluster.secret",
+                    "is required (or set AIOS_CLUSTER_SECRET)".into(),
+                ));
+            }
+            Some(s) if s.chars().count() < SECRET_LEN_MIN => {
+                return Err((
+                    "cluster.secret",
+                    format!("must be at least {SECRET_LEN_MIN} characters"),
+                ));
+            }
+            Some(_) => {}
+        }
+        if let Some(a) = &self.advertise
+            && (a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '/'))
+        {
+            return Err(("cluster.advertise", format!("{a:?} is not a host name")));
+        }
+        if self.seeds.len() > SEEDS_MAX {
+            return Err(("cluster.seeds", format!("at most {SEEDS_MAX}")));
+        }
+        if let Some(bad) = self.seeds.iter().find(|s| !valid_host_port(s)) {
+            return Err(("cluster.seeds", format!("{bad:?} is not host:port")));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a session with a peer is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerStatus {
+    /// Authenticated and connected.
+    Up,
+    /// Was connected; its last session closed.
+    Down,
+}
+
+/// What this node knows of another node.
+#[derive(Debug, Clone, Serialize)]
+pub struct Peer {
+    /// Its name (`<node>@<host>`, as ractor_cluster announces it).
+    pub name: String,
+    /// The address it advertises.
+    pub address: String,
+    /// Up or down.
+    pub status: PeerStatus,
+    /// When it last changed status (ms since the Unix epoch).
+    pub since_ms: u64,
+    /// Open sessions with it (ractor_cluster may briefly hold two while it drops a duplicate).
+    #[serde(skip)]
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    sessions: Vec<u64>,
+}
+
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The peers table, updated by ractor_cluster's session events.
+#[derive(Debug, Default, Clone)]
+struct Peers(Arc<DashMap<String, Peer>>);
+
+// Driven by ractor_cluster's events, so unused in a build without the cluster.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+impl Peers {
+    fn session_up(&self, name: &str, address: &str, session: u64) {
+        let mut peer = self.0.entry(name.to_owned()).or_insert_with(|| Peer {
+            name: name.to_owned(),
+            address: address.to_owned(),
+            status: PeerStatus::Down,
+            since_ms: 0,
+            sessions: Vec::new(),
+        });
+        peer.address = address.to_owned();
+        if !peer.sessions.contains(&session) {
+            peer.sessions.push(session);
+        }
+        if peer.status != PeerStatus::Up {
+            peer.status = PeerStatus::Up;
+            peer.since_ms = unix_ms();
+            tracing::info!(peer = name, %address, "cluster peer up");
+        }
+        drop(peer);
+        self.bound();
+    }
+
+    /// A session closed; `false` when it had never authenticated.
+    fn session_down(&self, name: &str, session: u64) -> bool {
+        let Some(mut peer) = self.0.get_mut(name) else {
+            return false;
+        };
+        let Some(at) = peer.sessions.iter().position(|s| *s == session) else {
+            return false;
+        };
+        peer.sessions.swap_remove(at);
+        if peer.sessions.is_empty() && peer.status == PeerStatus::Up {
+            peer.status = PeerStatus::Down;
+            peer.since_ms = unix_ms();
+            tracing::warn!(peer = name, "cluster peer down");
+        }
+        true
+    }
+
+    /// Forgets the oldest down peers beyond [`PEERS_MAX`].
+    fn bound(&self) {
+        while self.0.len() > PEERS_MAX {
+            let oldest = self
+                .0
+                .iter()
+                .filter(|p| p.status == PeerStatus::Down)
+                .min_by_key(|p| p.since_ms)
+                .map(|p| p.key().clone());
+            match oldest {
+                Some(k) => {
+                    self.0.remove(&k);
+                }
+                None => return,
+            }
+        }
+    }
+
+    fn is_up_at(&self, address: &str) -> bool {
+        self.0
+            .iter()
+            .any(|p| p.status == PeerStatus::Up && p.address == address)
+    }
+
+    fn list(&self) -> Vec<Peer> {
+        let mut all: Vec<Peer> = self.0.iter().map(|p| p.clone()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+}
+
+/// An error starting membership.
+#[derive(Debug, thiserror::Error)]
+#[error("cluster: {0}")]
+pub struct ClusterError(String);
+
+/// This node's membership in a cluster (or none, when the cluster is off).
+#[derive(Debug)]
+pub struct Membership {
+    name: String,
+    advertised: Option<String>,
+    peers: Peers,
+    #[cfg(feature = "cluster")]
+    server: std::sync::Mutex<Option<ractor::ActorRef<ractor_cluster::NodeServerMessage>>>,
+    dialer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Membership {
+    /// A node outside any cluster.
+    pub fn disabled(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            advertised: None,
+            peers: Peers::default(),
+            #[cfg(feature = "cluster")]
+            server: std::sync::Mutex::new(None),
+            dialer: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Joins the cluster `config` describes as node `name`, or returns
+    /// [`Membership::disabled`] when the cluster is off.
+    ///
+    /// # Errors
+    /// The listener cannot start (the port is taken, ...).
+    pub async fn start(name: &str, config: &ClusterConfig) -> Result<Self, ClusterError> {
+        if !config.enabled() {
+            return Ok(Self::disabled(name));
+        }
+        #[cfg(feature = "cluster")]
+        {
+            imp::start(name, config).await
+        }
+        #[cfg(not(feature = "cluster"))]
+        {
+            Err(ClusterError(
+                "this aiosd was built without cluster support".into(),
+            ))
+        }
+    }
+
+    /// Whether this node is in a cluster.
+    pub fn enabled(&self) -> bool {
+        self.advertised.is_some()
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The address other nodes dial, when in a cluster.
+    pub fn advertised(&self) -> Option<&str> {
+        self.advertised.as_deref()
+    }
+
+    /// The other nodes this one has met, by name.
+    pub fn peers(&self) -> Vec<Peer> {
+        self.peers.list()
+    }
+
+    /// Leaves the cluster: stops dialing and closes every session. Idempotent.
+    pub fn shutdown(&self) {
+        fn take<T>(m: &std::sync::Mutex<Option<T>>) -> Option<T> {
+            m.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+        }
+        if let Some(dialer) = take(&self.dialer) {
+            dialer.abort();
+        }
+        #[cfg(feature = "cluster")]
+        if let Some(server) = take(&self.server) {
+            server.stop(Some("node shutting down".into()));
+        }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(feature = "cluster")]
+mod imp {
+    use std::time::Duration;
+
+    use ractor::{Actor, ActorRef};
+    use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
+    use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
+
+    use super::{ClusterConfig, ClusterError, Membership, Peers};
+
+    /// The first re-dial of a seed that is not connected, doubled on every failure.
+    const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(250);
+    /// The longest wait between two dials of a seed.
+    const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+    struct Events(Peers);
+
+    impl NodeEventSubscription for Events {
+        fn node_session_opened(&self, _ses: NodeServerSessionInformation) {}
+
+        fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+            if let Some(peer) = &ses.peer_name {
+                self.0
+                    .session_up(&peer.name, &peer.connection_string, ses.node_id);
+            }
+        }
+
+        fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+            let authenticated = ses
+                .peer_name
+                .as_ref()
+                .is_some_and(|peer| self.0.session_down(&peer.name, ses.node_id));
+            if !authenticated {
+                tracing::warn!(
+                    peer_addr = %ses.peer_addr,
+                    "cluster session closed before it authenticated (a different cluster secret?)"
+                );
+            }
+        }
+    }
+
+    pub(super) async fn start(
+        name: &str,
+        config: &ClusterConfig,
+    ) -> Result<Membership, ClusterError> {
+        let err = |e: &dyn std::fmt::Display| ClusterError(e.to_string());
+        let listen = config
+            .listen
+            .ok_or_else(|| ClusterError("no listen address".into()))?;
+        let advertised = config.advertised().unwrap_or_else(|| listen.to_string());
+        let host = match &config.advertise {
+            Some(host) => host.clone(),
+            None => listen.ip().to_string(),
+        };
+        let secret = config
+            .secret
+            .clone()
+            .ok_or_else(|| ClusterError("no secret".into()))?;
+        let server = NodeServer::new(
+            listen.port(),
+            secret,
+            name.to_owned(),
+            host,
+            None,
+            Some(NodeConnectionMode::Transitive),
+        )
+        .with_listen_addr(listen.ip());
+        let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| err(&e))?;
+        let peers = Peers::default();
+        server
+            .cast(NodeServerMessage::SubscribeToEvents {
+                id: "aios-membership".into(),
+                subscription: Box::new(Events(peers.clone())),
+            })
+            .map_err(|e| err(&e))?;
+        let seeds: Vec<String> = config
+            .seeds
+            .iter()
+            .filter(|s| **s != advertised)
+            .cloned()
+            .collect();
+        let dialer = tokio::spawn(dial_seeds(server.clone(), peers.clone(), seeds));
+        tracing::info!(node = name, %listen, %advertised, "cluster membership started");
+        Ok(Membership {
+            name: name.to_owned(),
+            advertised: Some(advertised),
+            peers,
+            server: std::sync::Mutex::new(Some(server)),
+            dialer: std::sync::Mutex::new(Some(dialer)),
+        })
+    }
+
+    /// Dials every seed this node has no session with, with a per-seed backoff, forever.
+    async fn dial_seeds(server: ActorRef<NodeServerMessage>, peers: Peers, seeds: Vec<String>) {
+        let mut next = vec![tokio::time::Instant::now(); seeds.len()];
+        let mut backoff = vec![DIAL_BACKOFF_MIN; seeds.len()];
+        loop {
+            for (i, seed) in seeds.iter().enumerate() {
+                if peers.is_up_at(seed) {
+                    backoff[i] = DIAL_BACKOFF_MIN;
+                    continue;
+                }
+                if tokio::time::Instant::now() < next[i] {
+                    continue;
+                }
+                if let Err(e) = ractor_cluster::client_connect(&server, seed.as_str()).await {
+                    tracing::debug!(%seed, error = %e, "cluster seed not reachable");
+                }
+                next[i] = tokio::time::Instant::now() + backoff[i];
+                backoff[i] = (backoff[i] * 2).min(DIAL_BACKOFF_MAX);
+            }
+            tokio::time::sleep(DIAL_BACKOFF_MIN).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_is_up_while_one_authenticated_session_is_open() {
+        let peers = Peers::default();
+        peers.session_up("b@h", "h:1", 1);
+        // A duplicate session while ractor_cluster settles which one stays.
+        peers.session_up("b@h", "h:1", 2);
+        assert!(peers.is_up_at("h:1"));
+        assert!(peers.session_down("b@h", 1));
+        assert_eq!(peers.list()[0].status, PeerStatus::Up);
+        assert!(peers.session_down("b@h", 2));
+        assert_eq!(peers.list()[0].status, PeerStatus::Down);
+        assert!(!peers.is_up_at("h:1"));
+        // A session never seen authenticated.
+        assert!(!peers.session_down("b@h", 3));
+        assert!(!peers.session_down("x@h", 1));
+    }
+
+    #[test]
+    fn the_table_forgets_the_oldest_down_peers_beyond_its_bound() {
+        let peers = Peers::default();
+        for i in 0..PEERS_MAX as u64 {
+            let name = format!("n{i}");
+            peers.session_up(&name, "h:1", i);
+            peers.session_down(&name, i);
+        }
+        peers.session_up("last", "h:2", 0);
+        assert_eq!(peers.0.len(), PEERS_MAX);
+        assert!(peers.0.contains_key("last"));
+    }
+
+    #[test]
+    fn the_section_is_validated_and_the_secret_never_printed() {
+        let off = ClusterConfig::default();
+        assert!(!off.enabled());
+        assert_eq!(off.validate(), Ok(()));
+        let seeds_only = ClusterConfig {
+            seeds: vec!["h:1".into()],
+            ..ClusterConfig::default()
+        };
+        assert_eq!(seeds_only.validate().unwrap_err().0, "cluster.listen");
+        let on = ClusterConfig {
+            listen: Some("127.0.0.1:7700".parse().unwrap()),
+            secret: Some("0123456789abcdef".into()),
+            seeds: vec!["aiosd-0.aiosd:7700".into()],
+            advertise: Some("aiosd-1.aiosd".into()),
+        };
+        assert!(!format!("{on:?}").contains("0123456789abcdef"));
+        assert_eq!(on.advertised().as_deref(), Some("aiosd-1.aiosd:7700"));
+        if cfg!(feature = "cluster") {
+            assert_eq!(on.validate(), Ok(()));
+            for (bad, key) in [
+                (
+                    ClusterConfig {
+                        secret: None,
+                        ..on.clone()
+                    },
+                    "cluster.secret",
+                ),
+                (
+                    ClusterConfig {
+                        secret: Some("short".into()),
+                        ..on.clone()
+                    },
+                    "cluster.secret",
+                ),
+                (
+                    ClusterConfig {
+                        seeds: vec!["nohost".into()],
+                        ..on.clone()
+                    },
+                    "cluster.seeds",
+                ),
+                (
+                    ClusterConfig {
+                        advertise: Some("a b".into()),
+                        ..on.clone()
+                    },
+                    "cluster.advertise",
+                ),
+                (
+                    ClusterConfig {
+                        listen: Some("127.0.0.1:0".parse().unwrap()),
+                        ..on.clone()
+                    },
+                    "cluster.listen",
+                ),
+            ] {
+                assert_eq!(bad.validate().unwrap_err().0, key, "{bad:?}");
+            }
+        } else {
+            let (key, problem) = on.validate().unwrap_err();
+            assert_eq!(key, "cluster.listen");
+            assert!(problem.contains("--features cluster"), "{problem}");
+        }
+    }
+}
