@@ -68,7 +68,12 @@ pub struct Runtime {
     tool_service: ToolService,
     costs: CostLedger,
     shutdown_timeout: Duration,
+    /// Re-reads agent definitions other nodes wrote (a shared store only).
+    refresher: Option<tokio::task::JoinHandle<()>>,
 }
+
+/// How often a node on a shared store re-reads the agent definitions.
+pub const REGISTRY_REFRESH_EVERY: Duration = Duration::from_secs(2);
 
 /// Starts the cost ledger, the agent registry, one LLM scheduler per configured model
 /// (under `services`) and the agent system (its agents under `agents`).
@@ -273,8 +278,25 @@ impl Runtime {
                 return Err(e);
             }
         };
+        // Other nodes write the same store: follow their agent definitions.
+        let refresher = (config.store.backend == StoreBackend::Postgres).then(|| {
+            let registry = agent_system.registry().clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(REGISTRY_REFRESH_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    match registry.reload().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(changed = n, "agent definitions reloaded"),
+                        Err(error) => tracing::warn!(%error, "agent definitions not reloaded"),
+                    }
+                }
+            })
+        });
         tracing::info!(data_dir = %config.data_dir.display(), "node started");
         Ok(Self {
+            refresher,
             agent_system,
             costs,
             root,
@@ -389,6 +411,9 @@ impl Runtime {
     /// [`RuntimeError::Supervisor`] when the tree had to be killed, [`RuntimeError::Store`]
     /// when the final flush fails.
     pub async fn shutdown(self) -> Result<(), RuntimeError> {
+        if let Some(refresher) = &self.refresher {
+            refresher.abort();
+        }
         if let Err(e) = self.tool_service.flush_usage().await {
             tracing::warn!(error = %e, "writing tool usage at shutdown");
         }

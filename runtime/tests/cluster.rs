@@ -8,7 +8,7 @@
 //! PostgreSQL is up).
 
 use std::io::BufRead;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aios_supervisor::snapshot::{PostgresOptions, PostgresStore};
 use aios_testkit::{FakeConfig, FakeLlm};
@@ -245,6 +245,7 @@ async fn a_node_paused_past_its_lease_neither_acts_nor_overwrites() {
     let fake = FakeLlm::start(FakeConfig::default()).await;
     let llm = fake.base_url();
     let a = Node::start("a", &ns, &llm);
+    let b = Node::start("b", &ns, &llm);
     let (s, v) = a
         .post(
             "/v1/agents",
@@ -252,9 +253,15 @@ async fn a_node_paused_past_its_lease_neither_acts_nor_overwrites() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    // Started after the definition exists: a node reads the agent registry when it starts
-    // (a cluster-wide registry that follows changes is not built yet).
-    let b = Node::start("b", &ns, &llm);
+    // b follows the definitions a writes (it re-reads them every 2 s): poll until it has it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.get("/v1/agents/solo").await.0 != StatusCode::OK {
+        assert!(
+            Instant::now() < deadline,
+            "b never saw the agent defined on a"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let say = |node: &Node, text: &str| {
         let body = json!({ "content": text });
         let path = "/v1/agents/solo/messages";

@@ -135,6 +135,42 @@ impl AgentRegistry {
     /// # Errors
     /// A store failure or a corrupt record.
     pub async fn open(records: Records) -> Result<Self, RegistryError> {
+        let current = Self::load(&records).await?;
+        let reg = Self {
+            records,
+            snapshot: Arc::new(arc_swap::ArcSwap::from_pointee(BTreeMap::new())),
+            current: Arc::new(Mutex::new(current)),
+        };
+        reg.publish(&*reg.current.lock().await);
+        Ok(reg)
+    }
+
+    /// Reads the definitions again from the store, for a store that other nodes write too:
+    /// definitions created, changed or deleted there appear here. Returns how many names
+    /// changed (added, removed, or at another version).
+    ///
+    /// # Errors
+    /// A store failure or a corrupt record; the definitions in memory are then kept.
+    pub async fn reload(&self) -> Result<usize, RegistryError> {
+        let fresh = Self::load(&self.records).await?;
+        let mut current = self.current.lock().await;
+        let changed = fresh
+            .iter()
+            .filter(|(name, (head, _))| {
+                current
+                    .get(*name)
+                    .is_none_or(|(h, _)| h.current != head.current || h.latest != head.latest)
+            })
+            .count()
+            + current.keys().filter(|n| !fresh.contains_key(*n)).count();
+        if changed > 0 {
+            *current = fresh;
+            self.publish(&current);
+        }
+        Ok(changed)
+    }
+
+    async fn load(records: &Records) -> Result<Current, RegistryError> {
         let mut current = BTreeMap::new();
         for key in records
             .keys(
@@ -158,13 +194,7 @@ impl AgentRegistry {
                 .ok_or_else(|| RegistryError::NotFound(format!("{name} v{}", head.current)))?;
             current.insert(name.to_string(), (head, Arc::new(def)));
         }
-        let reg = Self {
-            records,
-            snapshot: Arc::new(arc_swap::ArcSwap::from_pointee(BTreeMap::new())),
-            current: Arc::new(Mutex::new(current)),
-        };
-        reg.publish(&*reg.current.lock().await);
-        Ok(reg)
+        Ok(current)
     }
 
     fn publish(&self, current: &Current) {

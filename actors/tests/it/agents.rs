@@ -427,3 +427,29 @@ async fn envelopes_topics_and_delegation() {
     }
     env.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_follows_definitions_another_node_writes_when_reloaded() {
+    use aios_actors::agent::AgentRegistry;
+    use aios_actors::records::Records;
+    use aios_supervisor::snapshot::{SledStore, Snapshots};
+    // Two registries on one store, as two nodes on one PostgreSQL database.
+    let records = Records::new(Snapshots::new(std::sync::Arc::new(
+        SledStore::temporary().expect("store"),
+    )));
+    let here = AgentRegistry::open(records.clone()).await.expect("here");
+    let there = AgentRegistry::open(records).await.expect("there");
+    let mut d = AgentDef::new("w", AgentRole::Executor, "scripted/demo", "v1");
+    there.create(d.clone()).await.expect("create");
+    assert!(here.get("w").is_none());
+    assert_eq!(here.reload().await.expect("reload"), 1);
+    assert_eq!(here.get("w").expect("seen").system_prompt, "v1");
+    assert_eq!(here.reload().await.expect("reload"), 0, "nothing new");
+    d.system_prompt = "v2".into();
+    there.update(d).await.expect("update");
+    assert_eq!(here.reload().await.expect("reload"), 1);
+    assert_eq!(here.get("w").expect("seen").system_prompt, "v2");
+    there.delete("w").await.expect("delete");
+    assert_eq!(here.reload().await.expect("reload"), 1);
+    assert!(here.get("w").is_none());
+}
