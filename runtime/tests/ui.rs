@@ -555,7 +555,8 @@ async fn the_interface_reconnects_after_the_daemon_restarts_and_fits_a_narrow_wi
     // A narrow window: the navigation folds behind a menu button that still works.
     b.client.set_window_size(420, 800).await.unwrap();
     b.go("#/dashboard").await;
-    b.find("aios-page-dashboard .stats").await;
+    // Outside a cluster the dashboard counts this node alone (from /v1/cluster/nodes).
+    b.wait_text("aios-page-dashboard .stats", "Nodes\n1").await;
     let nav = b.find("nav#nav").await;
     assert!(
         !nav.is_displayed().await.unwrap(),

@@ -1,6 +1,6 @@
-// The dashboard: health, the node, actors by kind, restarts per minute, LLM tokens and cost
-// over time, the scheduler's queue; refreshed every 5 s from `/v1/status` and
-// `/v1/metrics/history` (samples of the last hour, one every 5 s).
+// The dashboard: health, the node and its cluster, actors by kind, restarts per minute, LLM
+// tokens and cost over time, the scheduler's queue; refreshed every 5 s from `/v1/status`,
+// `/v1/cluster/nodes` and `/v1/metrics/history` (samples of the last hour, one every 5 s).
 
 import { get } from "../api.js";
 import { AiosPage, h, replace, pageHeader, fmtNum, fmtUsd, fmtDuration, fmtTime, table, badge } from "../ui.js";
@@ -50,8 +50,9 @@ class DashboardPage extends AiosPage {
   async refresh() {
     const node = this.app.me.operator_tenant;
     const since = this.samples.at(-1)?.at_ms ?? 0;
-    const [status, hist, healthz, readyz, errors] = await Promise.all([
+    const [status, cluster, hist, healthz, readyz, errors] = await Promise.all([
       get("/v1/status"),
+      get("/v1/cluster/nodes"),
       get(`/v1/metrics/history?since_ms=${since}`),
       probe("/healthz"),
       probe("/readyz"),
@@ -65,7 +66,11 @@ class DashboardPage extends AiosPage {
     const cards = [
       stat("Health", h("span", {}, badge(`live ${healthz}`, healthz === "ok" ? "ok" : "bad"), " ", badge(`ready ${readyz}`, readyz === "ok" ? "ok" : "warn"))),
       stat("Uptime", fmtDuration(status.uptime_s)),
-      stat("Nodes", "1", "this node; a cluster lists its members here"),
+      stat(
+        "Nodes",
+        cluster.cluster ? `${1 + cluster.nodes.filter((n) => n.status === "up").length} up` : "1",
+        cluster.cluster ? "this node and the members it has a session with" : "this node (not in a cluster)",
+      ),
       stat("Actors", fmtNum(status.actors)),
       stat("Agents active", fmtNum(status.agents_active)),
     ];
@@ -100,6 +105,7 @@ class DashboardPage extends AiosPage {
     replace(
       this.body,
       h("section", { class: "stats", "aria-label": "Now" }, cards),
+      cluster.cluster ? this.members(cluster) : null,
       h("section", { class: "grid charts", "aria-label": "Last hour" }, charts),
       errors
         ? h(
@@ -120,6 +126,27 @@ class DashboardPage extends AiosPage {
     );
     const upd = this.querySelector("#dash-updated");
     if (upd) upd.textContent = `updated ${fmtTime(Date.now()).slice(11)}`;
+  }
+
+  /** The cluster's nodes as this one sees them. */
+  members(cluster) {
+    const rows = [{ name: cluster.self.name, address: cluster.self.address, status: "self" }, ...cluster.nodes];
+    const tone = { self: "ok", up: "ok", down: "bad" };
+    return h(
+      "section",
+      { class: "card", id: "dash-cluster" },
+      h("h2", {}, "Cluster"),
+      table(
+        [
+          { label: "Node", value: (n) => n.name },
+          { label: "Address", value: (n) => n.address ?? "" },
+          { label: "Status", value: (n) => badge(n.status, tone[n.status] ?? "warn") },
+          { label: "Since", value: (n) => (n.since_ms ? fmtTime(n.since_ms) : "") },
+        ],
+        rows,
+        { caption: "Nodes of the cluster" },
+      ),
+    );
   }
 
   chart(title, series, format) {
