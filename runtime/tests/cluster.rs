@@ -1,7 +1,9 @@
 //! `aiosd` processes sharing one PostgreSQL store: a node killed with SIGKILL is taken over by
 //! another, which resumes its agents from their last snapshots (conversation included) once
 //! the dead node's leases lapse; a node paused with SIGSTOP past its lease and resumed with
-//! SIGCONT does not act for the agent another node took over, and cannot overwrite its state.
+//! SIGCONT does not act for the agent another node took over, and cannot overwrite its state;
+//! a node cut off from the database by a TCP proxy reports it in `/readyz`, loses its agent
+//! to a node that can still reach the database, and does not act for it once reconnected.
 //!
 //! The server is `AIOS_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
 //! without one these tests say so loudly and pass, except under `CI=true` (`.ci/run` makes sure
@@ -59,6 +61,11 @@ impl Node {
         reason = "every test kills and waits for the nodes it starts"
     )]
     fn start(name: &str, ns: &str, llm: &str) -> Node {
+        Self::start_via(name, ns, llm, &pg_url())
+    }
+
+    /// A node that reaches PostgreSQL at `pg` (a proxy, say).
+    fn start_via(name: &str, ns: &str, llm: &str, pg: &str) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("aiosd.toml");
         std::fs::write(
@@ -82,7 +89,7 @@ retry_attempts_max = 1
 provider = "fake"
 model = "m"
 "#,
-                url = pg_url()
+                url = pg
             ),
         )
         .unwrap();
@@ -306,5 +313,163 @@ async fn a_node_paused_past_its_lease_neither_acts_nor_overwrites() {
     assert_eq!(last_prompt(&fake), ["m1", "m2", "m4"]);
     a.kill();
     b.kill();
+    store.drop_tables().await.unwrap();
+}
+
+/// A TCP proxy in front of PostgreSQL that the test can cut (every connection closed, new ones
+/// refused) and heal: a network partition between one node and the database.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (o, c) = (open.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !o.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                c.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Proxy {
+            addr,
+            open,
+            conns,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for conn in self.conns.lock().unwrap().drain(..) {
+            conn.abort();
+        }
+    }
+
+    fn heal(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// `host:port` of a `postgres://user@host:port/db` URL.
+fn pg_host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let host_port = rest.split(['/', '?']).next().unwrap();
+    if host_port.contains(':') {
+        host_port.to_string()
+    } else {
+        format!("{host_port}:5432")
+    }
+}
+
+/// Polls `path` on `node` until it answers `want` (readiness follows a background check).
+async fn await_status(node: &Node, path: &str, want: StatusCode) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (s, v) = node.get(path).await;
+        if s == want {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{path} stays {s}: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_database_loses_its_agent_and_does_not_act_for_it() {
+    let Some((ns, store)) = namespace("partition").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let llm = fake.base_url();
+    let target = pg_host_port(&pg_url());
+    let proxy = Proxy::start(target.clone()).await;
+    let via_proxy = pg_url().replacen(&target, &proxy.addr.to_string(), 1);
+    let a = Node::start_via("a", &ns, &llm, &via_proxy);
+    let b = Node::start("b", &ns, &llm);
+    let (s, v) = a
+        .post(
+            "/v1/agents",
+            json!({"name": "cut", "role": "executor", "model": "fake/m", "system_prompt": "Hi."}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    await_status(&b, "/v1/agents/cut", StatusCode::OK).await;
+    let (s, v) = a
+        .post("/v1/agents/cut/messages", json!({"content": "m1"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // a loses the database; b, which still reaches it, takes the agent over.
+    proxy.cut();
+    let (s, v) = b
+        .post("/v1/agents/cut/messages", json!({"content": "m2"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(last_prompt(&fake), ["m1", "m2"]);
+    let v = await_status(&a, "/readyz", StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("snapshot store"),
+        "{v}"
+    );
+
+    // Cut off, a refuses to run the agent (its lease lapsed by its own clock).
+    let before = fake.request_count();
+    let (s, v) = a
+        .post("/v1/agents/cut/messages", json!({"content": "m3"}))
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    // Reconnected, a is ready again, and finds the agent active on b.
+    proxy.heal();
+    await_status(&a, "/readyz", StatusCode::OK).await;
+    let (s, v) = a
+        .post("/v1/agents/cut/messages", json!({"content": "m5"}))
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("active on node b#"),
+        "{v}"
+    );
+    assert_eq!(
+        fake.request_count(),
+        before,
+        "a called the model for b's agent"
+    );
+    let (s, v) = b
+        .post("/v1/agents/cut/messages", json!({"content": "m4"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(last_prompt(&fake), ["m1", "m2", "m4"]);
+    drop((a, b));
     store.drop_tables().await.unwrap();
 }

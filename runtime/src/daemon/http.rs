@@ -452,6 +452,12 @@ pub async fn authenticate(State(state): State<Shared>, mut req: Request, next: N
         detail: String::new(),
     };
     if let Err(e) = state.audit.append(event, true).await {
+        if !status.is_success() {
+            // The request failed, so nothing changed: its own error is the answer (the store
+            // being down is often why both failed).
+            tracing::error!(error = %e, %status, "a failed request could not be audited");
+            return response;
+        }
         // The change is done but not audited: say so rather than pretend.
         return Problem::internal(format!(
             "the request was carried out but could not be audited: {e}"
