@@ -9,16 +9,15 @@
 //! without one these tests say so loudly and pass, except under `CI=true` (`.ci/run` makes sure
 //! PostgreSQL is up).
 
-use std::io::BufRead;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use aios_supervisor::snapshot::{PostgresOptions, PostgresStore};
 use aios_testkit::{FakeConfig, FakeLlm};
+use common::Aiosd;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-const AIOSD: &str = env!("CARGO_BIN_EXE_aiosd");
-const ADMIN: &str = "aios_00112233aabb_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZ";
 
 fn pg_url() -> String {
     std::env::var("AIOS_TEST_PG_URL")
@@ -48,33 +47,16 @@ async fn namespace(test: &str) -> Option<(String, PostgresStore)> {
     }
 }
 
-/// One node: `aiosd` on its own data directory, with the shared store and the fake model.
-struct Node {
-    child: std::process::Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    #[allow(
-        clippy::zombie_processes,
-        reason = "every test kills and waits for the nodes it starts"
-    )]
-    fn start(name: &str, ns: &str, llm: &str) -> Node {
-        Self::start_via(name, ns, llm, &pg_url())
-    }
-
-    /// A node that reaches PostgreSQL at `pg` (a proxy, say).
-    fn start_via(name: &str, ns: &str, llm: &str, pg: &str) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("aiosd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
+/// One node: `aiosd` on its own data directory, on the shared store at `pg` (namespace `ns`,
+/// 1 s leases), with the fake model at `llm`.
+fn node(name: &str, ns: &str, llm: &str, pg: &str) -> Aiosd {
+    Aiosd::start(
+        name,
+        &format!(
+            r#"
 [store]
 backend = "postgres"
-url = "{url}"
+url = "{pg}"
 namespace = "{ns}"
 node = "{name}"
 lease_ttl = "1s"
@@ -88,89 +70,30 @@ retry_attempts_max = 1
 [[llm.models]]
 provider = "fake"
 model = "m"
-"#,
-                url = pg
-            ),
-        )
-        .unwrap();
-        let mut child = std::process::Command::new(AIOSD)
-            .args(["--config", config.to_str().unwrap()])
-            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
-            .args(["--listen", "127.0.0.1:0"])
-            .env("AIOS_ADMIN_KEY", ADMIN)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn aiosd");
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let url = loop {
-            line.clear();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "aiosd {name} exited early"
-            );
-            if let Some(url) = line.trim().strip_prefix("aiosd listening on ") {
-                break url.to_string();
-            }
-        };
-        // The node logs to stdout: keep reading, so it never writes into a closed pipe.
-        let prefix = format!("[aiosd {name}]");
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                eprintln!("{prefix} {line}");
-            }
-        });
-        Node {
-            child,
-            url,
-            _dir: dir,
-        }
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let r = reqwest::Client::new()
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(ADMIN)
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
-        let s = r.status();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let r = reqwest::Client::new()
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .expect("request");
-        let s = r.status();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = std::process::Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {signal}");
-    }
-
-    fn kill(self) {
-        drop(self);
-    }
+"#
+        ),
+        &[],
+    )
 }
 
-impl Drop for Node {
-    /// SIGKILL, also when a test fails half-way (a paused node included), so that no `aiosd`
-    /// outlives its test.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Defines agent `name` on `node` (it must succeed).
+async fn define(node: &Aiosd, name: &str) {
+    let (s, v) = node
+        .post(
+            "/v1/agents",
+            json!({"name": name, "role": "executor", "model": "fake/m", "system_prompt": "Hi."}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+/// Sends `text` to agent `agent` on `node`.
+async fn say(node: &Aiosd, agent: &str, text: &str) -> (StatusCode, Value) {
+    node.post(
+        &format!("/v1/agents/{agent}/messages"),
+        json!({ "content": text }),
+    )
+    .await
 }
 
 /// The user messages of the model's last chat request.
@@ -198,36 +121,21 @@ async fn a_killed_node_s_agents_resume_on_another_node_with_their_conversation()
     let fake = FakeLlm::start(FakeConfig::default()).await;
     let llm = fake.base_url();
 
-    let a = Node::start("a", &ns, &llm);
-    let (s, v) = a
-        .post(
-            "/v1/agents",
-            json!({"name": "kept", "role": "executor", "model": "fake/m", "system_prompt": "Hi."}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, v) = a
-        .post(
-            "/v1/agents/kept/messages",
-            json!({"content": "the word is kiwi"}),
-        )
-        .await;
+    let pg = pg_url();
+    let a = node("a", &ns, &llm, &pg);
+    define(&a, "kept").await;
+    let (s, v) = say(&a, "kept", "the word is kiwi").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(a.get("/v1/status").await.0, StatusCode::OK);
 
     // Node a dies holding the agent's lease. Node b, on its own data directory, sees the
     // agent's definition at once and resumes its conversation once a's lease lapses.
-    a.kill();
+    drop(a); // SIGKILL
     let killed = Instant::now();
-    let b = Node::start("b", &ns, &llm);
+    let b = node("b", &ns, &llm, &pg);
     let (s, v) = b.get("/v1/agents/kept").await;
     assert_eq!(s, StatusCode::OK, "definitions are shared: {v}");
-    let (s, v) = b
-        .post(
-            "/v1/agents/kept/messages",
-            json!({"content": "which word?"}),
-        )
-        .await;
+    let (s, v) = say(&b, "kept", "which word?").await;
     let resumed = killed.elapsed();
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(
@@ -236,11 +144,11 @@ async fn a_killed_node_s_agents_resume_on_another_node_with_their_conversation()
         "the conversation carried over"
     );
     eprintln!("agent answered on node b {resumed:?} after node a was killed (lease TTL 1 s)");
-    // The audit chain written by both nodes in turn verifies.
+    // b's own audit chain verifies (each node appends to its own on a shared store).
     let (s, v) = b.get("/v1/audit/verify").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["ok"], true, "{v}");
-    b.kill();
+    drop(b);
     store.drop_tables().await.unwrap();
 }
 
@@ -251,46 +159,18 @@ async fn a_node_paused_past_its_lease_neither_acts_nor_overwrites() {
     };
     let fake = FakeLlm::start(FakeConfig::default()).await;
     let llm = fake.base_url();
-    let a = Node::start("a", &ns, &llm);
-    let b = Node::start("b", &ns, &llm);
-    let (s, v) = a
-        .post(
-            "/v1/agents",
-            json!({"name": "solo", "role": "executor", "model": "fake/m", "system_prompt": "Hi."}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    // b follows the definitions a writes (it re-reads them every 2 s): poll until it has it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while b.get("/v1/agents/solo").await.0 != StatusCode::OK {
-        assert!(
-            Instant::now() < deadline,
-            "b never saw the agent defined on a"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let say = |node: &Node, text: &str| {
-        let body = json!({ "content": text });
-        let path = "/v1/agents/solo/messages";
-        let node_url = node.url.clone();
-        async move {
-            let r = reqwest::Client::new()
-                .post(format!("{node_url}{path}"))
-                .bearer_auth(ADMIN)
-                .json(&body)
-                .send()
-                .await
-                .expect("request");
-            let s = r.status();
-            (s, r.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
-    let (s, v) = say(&a, "m1").await;
+    let pg = pg_url();
+    let a = node("a", &ns, &llm, &pg);
+    let b = node("b", &ns, &llm, &pg);
+    define(&a, "solo").await;
+    // b follows the definitions a writes (it re-reads them every 2 s).
+    await_status(&b, "/v1/agents/solo", StatusCode::OK).await;
+    let (s, v) = say(&a, "solo", "m1").await;
     assert_eq!(s, StatusCode::OK, "{v}");
 
     // a is paused with the agent active and its lease held; b takes the agent over.
     a.signal("-STOP");
-    let (s, v) = say(&b, "m2").await;
+    let (s, v) = say(&b, "solo", "m2").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(last_prompt(&fake), ["m1", "m2"]);
 
@@ -298,7 +178,7 @@ async fn a_node_paused_past_its_lease_neither_acts_nor_overwrites() {
     // lease lapsed, so it passivates its instance and finds the agent active on b.
     a.signal("-CONT");
     let before = fake.request_count();
-    let (s, v) = say(&a, "m3").await;
+    let (s, v) = say(&a, "solo", "m3").await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     let detail = v["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("active on node b#"), "{v}");
@@ -308,11 +188,10 @@ async fn a_node_paused_past_its_lease_neither_acts_nor_overwrites() {
         "the paused node called the model for an agent it no longer owns"
     );
     // Whatever a wrote on its way out was refused: b's conversation is intact.
-    let (s, v) = say(&b, "m4").await;
+    let (s, v) = say(&b, "solo", "m4").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(last_prompt(&fake), ["m1", "m2", "m4"]);
-    a.kill();
-    b.kill();
+    drop((a, b));
     store.drop_tables().await.unwrap();
 }
 
@@ -387,7 +266,7 @@ fn pg_host_port(url: &str) -> String {
 }
 
 /// Polls `path` on `node` until it answers `want` (readiness follows a background check).
-async fn await_status(node: &Node, path: &str, want: StatusCode) -> Value {
+async fn await_status(node: &Aiosd, path: &str, want: StatusCode) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let (s, v) = node.get(path).await;
@@ -409,26 +288,16 @@ async fn a_node_cut_off_from_the_database_loses_its_agent_and_does_not_act_for_i
     let target = pg_host_port(&pg_url());
     let proxy = Proxy::start(target.clone()).await;
     let via_proxy = pg_url().replacen(&target, &proxy.addr.to_string(), 1);
-    let a = Node::start_via("a", &ns, &llm, &via_proxy);
-    let b = Node::start("b", &ns, &llm);
-    let (s, v) = a
-        .post(
-            "/v1/agents",
-            json!({"name": "cut", "role": "executor", "model": "fake/m", "system_prompt": "Hi."}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let a = node("a", &ns, &llm, &via_proxy);
+    let b = node("b", &ns, &llm, &pg_url());
+    define(&a, "cut").await;
     await_status(&b, "/v1/agents/cut", StatusCode::OK).await;
-    let (s, v) = a
-        .post("/v1/agents/cut/messages", json!({"content": "m1"}))
-        .await;
+    let (s, v) = say(&a, "cut", "m1").await;
     assert_eq!(s, StatusCode::OK, "{v}");
 
     // a loses the database; b, which still reaches it, takes the agent over.
     proxy.cut();
-    let (s, v) = b
-        .post("/v1/agents/cut/messages", json!({"content": "m2"}))
-        .await;
+    let (s, v) = say(&b, "cut", "m2").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(last_prompt(&fake), ["m1", "m2"]);
     let v = await_status(&a, "/readyz", StatusCode::SERVICE_UNAVAILABLE).await;
@@ -442,16 +311,12 @@ async fn a_node_cut_off_from_the_database_loses_its_agent_and_does_not_act_for_i
 
     // Cut off, a refuses to run the agent (its lease lapsed by its own clock).
     let before = fake.request_count();
-    let (s, v) = a
-        .post("/v1/agents/cut/messages", json!({"content": "m3"}))
-        .await;
+    let (s, v) = say(&a, "cut", "m3").await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     // Reconnected, a is ready again, and finds the agent active on b.
     proxy.heal();
     await_status(&a, "/readyz", StatusCode::OK).await;
-    let (s, v) = a
-        .post("/v1/agents/cut/messages", json!({"content": "m5"}))
-        .await;
+    let (s, v) = say(&a, "cut", "m5").await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert!(
         v["detail"]
@@ -465,9 +330,7 @@ async fn a_node_cut_off_from_the_database_loses_its_agent_and_does_not_act_for_i
         before,
         "a called the model for b's agent"
     );
-    let (s, v) = b
-        .post("/v1/agents/cut/messages", json!({"content": "m4"}))
-        .await;
+    let (s, v) = say(&b, "cut", "m4").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(last_prompt(&fake), ["m1", "m2", "m4"]);
     drop((a, b));

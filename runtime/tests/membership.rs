@@ -4,14 +4,13 @@
 //! refused, and a node killed with SIGKILL is seen down.
 #![cfg(feature = "cluster")]
 
-use std::io::BufRead;
-use std::sync::mpsc;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::Aiosd;
 use serde_json::Value;
 
-const AIOSD: &str = env!("CARGO_BIN_EXE_aiosd");
-const ADMIN: &str = "aios_00112233aabb_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZ";
 const SECRET: &str = "a-shared-secret-of-the-cluster";
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -24,89 +23,30 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A node on its own data directory, in the cluster of `secret`, joining through `seeds`.
 struct Node {
-    child: std::process::Child,
-    url: String,
+    aiosd: Aiosd,
     cluster_addr: String,
-    logs: mpsc::Receiver<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Node {
-    #[allow(
-        clippy::zombie_processes,
-        reason = "Drop kills and waits for every node"
-    )]
     fn start(name: &str, secret: &str, seeds: &[&str]) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let cluster_addr = format!("127.0.0.1:{port}");
+        let cluster_addr = format!("127.0.0.1:{}", free_port());
         let seeds: Vec<String> = seeds.iter().map(|s| format!("{s:?}")).collect();
-        let config = dir.path().join("aiosd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[store]\nnode = \"{name}\"\n[cluster]\nlisten = \"{cluster_addr}\"\nseeds = [{}]\n",
-                seeds.join(", ")
-            ),
-        )
-        .unwrap();
-        let mut child = std::process::Command::new(AIOSD)
-            .args(["--config", config.to_str().unwrap()])
-            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
-            .args(["--listen", "127.0.0.1:0"])
-            .env("AIOS_ADMIN_KEY", ADMIN)
-            .env("AIOS_CLUSTER_SECRET", secret)
-            .env("RUST_LOG", "warn")
-            .env("NO_COLOR", "1")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn aiosd");
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let url = loop {
-            line.clear();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "aiosd {name} exited early"
-            );
-            if let Some(url) = line.trim().strip_prefix("aiosd listening on ") {
-                break url.to_string();
-            }
-        };
-        let (tx, logs) = mpsc::channel();
-        let prefix = format!("[aiosd {name}]");
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                eprintln!("{prefix} {line}");
-                let _ = tx.send(line);
-            }
-        });
+        let config = format!(
+            "[store]\nnode = \"{name}\"\n[cluster]\nlisten = \"{cluster_addr}\"\nseeds = [{}]\n",
+            seeds.join(", ")
+        );
         Node {
-            child,
-            url,
+            aiosd: Aiosd::start(name, &config, &[("AIOS_CLUSTER_SECRET", secret)]),
             cluster_addr,
-            logs,
-            _dir: dir,
         }
     }
 
     async fn nodes(&self) -> Value {
-        let r = reqwest::Client::new()
-            .get(format!("{}/v1/cluster/nodes", self.url))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .expect("request");
-        assert!(r.status().is_success(), "{}", r.status());
-        r.json().await.unwrap()
+        let (s, v) = self.aiosd.get("/v1/cluster/nodes").await;
+        assert!(s.is_success(), "{s}: {v}");
+        v
     }
 
     /// The names of the peers this node sees with `status`.
@@ -138,22 +78,9 @@ impl Node {
             assert!(
                 Instant::now() < deadline,
                 "{} sees {status} peers {got:?}, not {want:?}",
-                self.url
+                self.aiosd.url
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Waits for a log line containing `text`.
-    fn await_log(&self, text: &str) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.logs.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return,
-                Ok(_) => {}
-                Err(e) => panic!("no log line with {text:?}: {e}"),
-            }
         }
     }
 }
@@ -175,7 +102,7 @@ async fn nodes_join_through_a_seed_refuse_a_wrong_secret_and_see_a_killed_node_d
 
     // A node with another secret reaches a's port but never authenticates.
     let d = Node::start("d", "not-the-secret-of-this-cluster", &[&a.cluster_addr]);
-    d.await_log("closed before it authenticated");
+    d.aiosd.await_log("closed before it authenticated");
     assert!(d.peers("up").await.is_empty());
     assert_eq!(a.peers("up").await, ["b", "c"]);
 

@@ -1,7 +1,8 @@
 //! [`PostgresStore`]: the snapshot store shared by the nodes of a cluster, in PostgreSQL.
 //!
-//! Two tables per store, named after its *namespace* (so several clusters or test runs can
-//! share a database): `<ns>_snapshots (key, value)` and `<ns>_quarantine`. Keys use the "C"
+//! Tables are named after the store's *namespace* (so several clusters or test runs can share
+//! a database): `<ns>_snapshots (key, value)`, `<ns>_quarantine`, `<ns>_leases` (below), and
+//! `<ns>_schema`, the versions of [`MIGRATIONS`] applied at start. Keys use the "C"
 //! collation, so `keys_after` pages in byte order exactly as the sled store does. Every write
 //! is one committed statement or transaction, so both [`Durability`] levels are durable on
 //! return (PostgreSQL's `synchronous_commit` decides what durable means on the server), and
@@ -52,6 +53,30 @@ pub const LEASE_TTL_MIN: Duration = Duration::from_millis(300);
 
 /// The longest lease accepted.
 pub const LEASE_TTL_MAX: Duration = Duration::from_secs(3600);
+
+/// The schema, as ordered steps: step `n` (from 1) brings the tables from version `n - 1` to
+/// `n`. `{snapshots}`, `{quarantine}` and `{leases}` stand for the namespace's table names.
+/// Append new steps; never edit a released one.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: snapshots (keys in byte order, as sled), the quarantine, leases.
+    "CREATE TABLE IF NOT EXISTS {snapshots} (
+         key TEXT COLLATE \"C\" PRIMARY KEY,
+         value BYTEA NOT NULL);
+     CREATE TABLE IF NOT EXISTS {quarantine} (
+         id TEXT PRIMARY KEY,
+         key TEXT NOT NULL,
+         reason TEXT NOT NULL,
+         at_ms BIGINT NOT NULL,
+         bytes BYTEA NOT NULL);
+     CREATE TABLE IF NOT EXISTS {leases} (
+         key TEXT COLLATE \"C\" PRIMARY KEY,
+         holder TEXT NOT NULL,
+         epoch BIGINT NOT NULL,
+         expires_at TIMESTAMPTZ NOT NULL);",
+];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// How to reach the database.
 #[derive(Debug, Clone)]
@@ -202,8 +227,17 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-fn io(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Io(e.to_string())
+/// The error with its causes: tokio-postgres says only "db error" at the top, and the server's
+/// message in the source.
+fn io(e: impl std::error::Error) -> StoreError {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    StoreError::Io(text)
 }
 
 fn valid_namespace(ns: &str) -> bool {
@@ -214,7 +248,7 @@ fn valid_namespace(ns: &str) -> bool {
 }
 
 impl PostgresStore {
-    /// Connects, and creates the tables if they do not exist.
+    /// Connects, and brings the tables to this binary's schema (see [`MIGRATIONS`]).
     ///
     /// # Errors
     /// [`StoreError::Open`] for a bad URL or namespace, or a database that cannot be reached
@@ -255,27 +289,9 @@ impl PostgresStore {
                 unhealthy: std::sync::Mutex::new(None),
             }),
         };
-        let client = store.pool.get().await.map_err(|e| open(e.to_string()))?;
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {s} (
-                     key TEXT COLLATE \"C\" PRIMARY KEY,
-                     value BYTEA NOT NULL);
-                 CREATE TABLE IF NOT EXISTS {q} (
-                     id TEXT PRIMARY KEY,
-                     key TEXT NOT NULL,
-                     reason TEXT NOT NULL,
-                     at_ms BIGINT NOT NULL,
-                     bytes BYTEA NOT NULL);
-                 CREATE TABLE IF NOT EXISTS {l} (
-                     key TEXT COLLATE \"C\" PRIMARY KEY,
-                     holder TEXT NOT NULL,
-                     epoch BIGINT NOT NULL,
-                     expires_at TIMESTAMPTZ NOT NULL);",
-                s = store.snapshots,
-                q = store.quarantine,
-                l = store.leases.table,
-            ))
+        let mut client = store.pool.get().await.map_err(|e| open(e.to_string()))?;
+        store
+            .migrate(&mut client)
             .await
             .map_err(|e| open(e.to_string()))?;
         if options.renew_leases {
@@ -284,6 +300,81 @@ impl PostgresStore {
             tokio::spawn(renew_forever(store.pool.clone(), weak, every));
         }
         Ok(store)
+    }
+
+    /// Brings this namespace's tables to [`SCHEMA_VERSION`]: each missing step of
+    /// [`MIGRATIONS`] runs in one transaction, under an advisory lock on the namespace so that
+    /// nodes starting together do not race, and is recorded in `<ns>_schema`. A database
+    /// whose schema is newer than this binary knows is refused, never downgraded.
+    async fn migrate(&self, client: &mut deadpool_postgres::Client) -> Result<(), StoreError> {
+        let schema = format!("{}_schema", self.options.namespace);
+        let tx = client.transaction().await.map_err(io)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[&self.options.namespace],
+        )
+        .await
+        .map_err(io)?;
+        tx.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {schema} (
+                 version INT PRIMARY KEY,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        ))
+        .await
+        .map_err(io)?;
+        let current: i32 = tx
+            .query_one(
+                &format!("SELECT COALESCE(MAX(version), 0) FROM {schema}"),
+                &[],
+            )
+            .await
+            .map_err(io)?
+            .get(0);
+        let known = i32::try_from(MIGRATIONS.len()).unwrap_or(i32::MAX);
+        if current > known {
+            return Err(StoreError::Io(format!(
+                "the database's schema for `{}` is version {current}, newer than this \
+                 binary's {known}: run a newer aiosd",
+                self.options.namespace
+            )));
+        }
+        for (step, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let sql = sql
+                .replace("{snapshots}", &self.snapshots)
+                .replace("{quarantine}", &self.quarantine)
+                .replace("{leases}", &self.leases.table);
+            tx.batch_execute(&sql).await.map_err(io)?;
+            let version = i32::try_from(step + 1).unwrap_or(i32::MAX);
+            tx.execute(
+                &format!("INSERT INTO {schema} (version) VALUES ($1)"),
+                &[&version],
+            )
+            .await
+            .map_err(io)?;
+            tracing::info!(namespace = %self.options.namespace, version, "schema migrated");
+        }
+        tx.commit().await.map_err(io)
+    }
+
+    /// The schema version of this namespace's tables in the database.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn schema_version(&self) -> Result<u32, StoreError> {
+        let v: i32 = self
+            .client()
+            .await?
+            .query_one(
+                &format!(
+                    "SELECT COALESCE(MAX(version), 0) FROM {}_schema",
+                    self.options.namespace
+                ),
+                &[],
+            )
+            .await
+            .map_err(io)?
+            .get(0);
+        Ok(u32::try_from(v).unwrap_or(0))
     }
 
     /// The options this store was opened with.
@@ -336,8 +427,9 @@ impl PostgresStore {
         self.client()
             .await?
             .batch_execute(&format!(
-                "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
-                self.snapshots, self.quarantine, self.leases.table
+                "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};
+                 DROP TABLE IF EXISTS {}_schema;",
+                self.snapshots, self.quarantine, self.leases.table, self.options.namespace
             ))
             .await
             .map_err(io)

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aios_supervisor::snapshot::{
-    Durability, Persistence, PostgresOptions, PostgresStore, QuarantineRecord, SledStore,
-    SnapshotStore, Snapshots, StoreError,
+    Durability, Persistence, PostgresOptions, PostgresStore, QuarantineRecord, SCHEMA_VERSION,
+    SledStore, SnapshotStore, Snapshots, StoreError,
 };
 use aios_supervisor::{
     EventKind, Root, Strategy, SupervisorError, SupervisorSpec, TreeEnv, WorkerSpec, start_root,
@@ -329,5 +329,47 @@ async fn renewal_reports_a_lease_taken_over() {
     b.put("other", b"b".to_vec(), Durability::Durable)
         .await
         .unwrap();
+    pg.drop_tables().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_is_migrated_once_by_nodes_starting_together_and_never_downgraded() {
+    let Some(pg) = store("schema").await else {
+        return;
+    };
+    assert_eq!(pg.schema_version().await.unwrap(), SCHEMA_VERSION);
+    // Four nodes start at once on a namespace that does not exist yet.
+    let fresh = pg
+        .options()
+        .clone()
+        .namespace(format!("{}_b", pg.options().namespace));
+    let starts: Vec<_> = (0..4)
+        .map(|i| tokio::spawn(PostgresStore::connect(fresh.clone().node(format!("n{i}")))))
+        .collect();
+    let mut stores = Vec::new();
+    for start in starts {
+        stores.push(start.await.unwrap().expect("every node starts"));
+    }
+    let b = stores.swap_remove(0);
+    assert_eq!(b.schema_version().await.unwrap(), SCHEMA_VERSION);
+    b.put("k", b"v".to_vec(), Durability::Durable)
+        .await
+        .unwrap();
+    // A database migrated by a newer binary is refused, not downgraded or written.
+    let ns = &b.options().namespace;
+    let raw = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(raw.1);
+    raw.0
+        .execute(
+            &format!("INSERT INTO {ns}_schema (version) VALUES (999)"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let e = PostgresStore::connect(fresh.clone()).await.unwrap_err();
+    assert!(e.to_string().contains("newer"), "{e}");
+    b.drop_tables().await.unwrap();
     pg.drop_tables().await.unwrap();
 }

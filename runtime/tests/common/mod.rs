@@ -1,0 +1,129 @@
+//! What the daemon's process tests share: an `aiosd` child process on its own data directory.
+#![allow(dead_code, reason = "each test file uses a part")]
+
+use std::io::BufRead;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// The daemon binary of this package.
+pub const AIOSD: &str = env!("CARGO_BIN_EXE_aiosd");
+/// A known admin key, given to every process through `AIOS_ADMIN_KEY`.
+pub const ADMIN: &str = "aios_00112233aabb_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZ";
+
+/// A running `aiosd`, killed with SIGKILL when dropped (also when a test fails half-way).
+pub struct Aiosd {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    logs: mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Aiosd {
+    /// Starts `aiosd` with `config` (TOML) and `env`, listening on a free port of 127.0.0.1.
+    /// Its output is echoed to stderr prefixed with `name`, and kept for [`Aiosd::await_log`].
+    #[allow(
+        clippy::zombie_processes,
+        reason = "Drop kills and waits for the child"
+    )]
+    pub fn start(name: &str, config: &str, env: &[(&str, &str)]) -> Aiosd {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aiosd.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = std::process::Command::new(AIOSD)
+            .args(["--config", path.to_str().unwrap()])
+            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+            .args(["--listen", "127.0.0.1:0"])
+            .env("AIOS_ADMIN_KEY", ADMIN)
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn aiosd");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let url = loop {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "aiosd {name} exited early"
+            );
+            if let Some(url) = line.trim().strip_prefix("aiosd listening on ") {
+                break url.to_string();
+            }
+        };
+        // Keep reading, so the node never writes into a closed pipe.
+        let (tx, logs) = mpsc::channel();
+        let prefix = format!("[aiosd {name}]");
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                eprintln!("{prefix} {line}");
+                let _ = tx.send(line);
+            }
+        });
+        Aiosd {
+            child,
+            url,
+            logs,
+            _dir: dir,
+        }
+    }
+
+    /// Sends `signal` (`-STOP`, `-CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal}");
+    }
+
+    /// GET `path` as the admin.
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let r = reqwest::Client::new()
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("request");
+        let s = r.status();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST `body` to `path` as the admin.
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let s = r.status();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits (30 s at most) for a line of output containing `text`.
+    pub fn await_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.logs.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {text:?}: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Aiosd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
