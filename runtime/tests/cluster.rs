@@ -336,3 +336,59 @@ async fn a_node_cut_off_from_the_database_loses_its_agent_and_does_not_act_for_i
     drop((a, b));
     store.drop_tables().await.unwrap();
 }
+
+/// The status `node` answers to `GET /v1/agents` with `key`.
+async fn status_with(node: &Aiosd, key: &str) -> StatusCode {
+    reqwest::Client::new()
+        .get(format!("{}/v1/agents", node.url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("request")
+        .status()
+}
+
+/// Polls until `node` answers `want` to `key` (keys are re-read every 2 s).
+async fn await_key_status(node: &Aiosd, key: &str, want: StatusCode) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = status_with(node, key).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the key stays {got} on the other node"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_created_or_revoked_on_one_node_takes_effect_on_the_others() {
+    let Some((ns, store)) = namespace("keys").await else {
+        return;
+    };
+    let pg = pg_url();
+    let a = node("a", &ns, "http://127.0.0.1:9", &pg);
+    let b = node("b", &ns, "http://127.0.0.1:9", &pg);
+    let (s, v) = a
+        .post("/v1/keys", json!({"role": "viewer", "name": "v"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let secret = v["secret"].as_str().unwrap().to_string();
+    let id = v["key"]["id"].as_str().unwrap().to_string();
+    await_key_status(&b, &secret, StatusCode::OK).await;
+    let r = reqwest::Client::new()
+        .delete(format!("{}/v1/keys/{id}", a.url))
+        .bearer_auth(common::ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(status_with(&a, &secret).await, StatusCode::UNAUTHORIZED);
+    // Revoked on a: refused on b too, within the reload period.
+    await_key_status(&b, &secret, StatusCode::UNAUTHORIZED).await;
+    drop((a, b));
+    store.drop_tables().await.unwrap();
+}

@@ -233,6 +233,40 @@ impl KeyStore {
     /// # Errors
     /// Store failures.
     pub async fn open(records: Records) -> Result<Self, KeyError> {
+        let keys = Self::load(&records).await?;
+        Ok(Self {
+            records,
+            keys: Arc::new(keys),
+            write: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// Reads the keys again from the store, for a store that other nodes write too: keys
+    /// created, rotated or revoked there take effect here. Returns how many changed.
+    ///
+    /// # Errors
+    /// Store failures; the keys in memory are then kept.
+    pub async fn reload(&self) -> Result<usize, KeyError> {
+        // Under the write lock, so a key this node writes meanwhile is not dropped.
+        let _write = self.write.lock().await;
+        let fresh = Self::load(&self.records).await?;
+        let mut changed = 0;
+        self.keys.retain(|id, _| {
+            let keep = fresh.contains_key(id);
+            changed += usize::from(!keep);
+            keep
+        });
+        for (id, record) in fresh {
+            let same = self.keys.get(&id).is_some_and(|r| **r == *record);
+            if !same {
+                changed += 1;
+                self.keys.insert(id, record);
+            }
+        }
+        Ok(changed)
+    }
+
+    async fn load(records: &Records) -> Result<DashMap<String, Arc<KeyRecord>>, KeyError> {
         let keys = DashMap::new();
         for key in records
             .keys(KEY_PREFIX, KEYS_MAX)
@@ -247,11 +281,7 @@ impl KeyStore {
                 keys.insert(r.id.clone(), Arc::new(r));
             }
         }
-        Ok(Self {
-            records,
-            keys: Arc::new(keys),
-            write: Arc::new(tokio::sync::Mutex::new(())),
-        })
+        Ok(keys)
     }
 
     /// Whether no key exists yet (the first start).

@@ -125,6 +125,27 @@ async fn readyz(State(s): State<Shared>) -> Response {
     }
 }
 
+/// On a store other nodes share, keys created, rotated or revoked on another node take effect
+/// here within [`KEYS_RELOAD_EVERY`].
+fn spawn_key_reloader(keys: KeyStore, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(KEYS_RELOAD_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(error) = keys.reload().await {
+                tracing::warn!(%error, "API keys not reloaded");
+            }
+        }
+    });
+}
+
+/// How often a node on a shared store re-reads the API keys.
+pub const KEYS_RELOAD_EVERY: Duration = Duration::from_secs(2);
+
 async fn healthz() -> Response {
     axum::Json(serde_json::json!({"status": "alive"})).into_response()
 }
@@ -312,6 +333,9 @@ impl Daemon {
             };
         let stop = CancellationToken::new();
         quotas.spawn_flusher(stop.clone());
+        if config.store.backend == crate::StoreBackend::Postgres {
+            spawn_key_reloader(keys.clone(), stop.clone());
+        }
         hooks.spawn_deliverer(stop.clone());
         idempotency::spawn_sweeper(records.clone(), stop.clone());
         let state: Shared = Arc::new(AppState::new(
