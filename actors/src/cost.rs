@@ -9,7 +9,7 @@
 //! returns once the totals that include the request are durable, so a cost that was
 //! reported to anyone survives `kill -9`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -112,6 +112,29 @@ impl CostScope {
         format!("{COST_KEY_PREFIX}{}/{}", self.kind(), self.id())
     }
 
+    /// The key of this node's share of the totals: `cost/<kind>/<id>` on a store of its own,
+    /// `cost@<node>/<kind>/<id>` on a store that nodes share.
+    fn key_of(&self, node: Option<&str>) -> String {
+        match node {
+            None => self.key(),
+            Some(node) => format!("cost@{node}/{}/{}", self.kind(), self.id()),
+        }
+    }
+
+    /// Parses `cost/<kind>/<id>` or `cost@<node>/<kind>/<id>` into the node (if any) and scope.
+    fn from_any_key(key: &str) -> Option<(Option<&str>, Self)> {
+        match key.strip_prefix("cost@") {
+            Some(rest) => {
+                let (node, rest) = rest.split_once('/')?;
+                Some((
+                    Some(node),
+                    Self::from_key(&format!("{COST_KEY_PREFIX}{rest}"))?,
+                ))
+            }
+            None => Some((None, Self::from_key(key)?)),
+        }
+    }
+
     fn from_key(key: &str) -> Option<Self> {
         let rest = key.strip_prefix(COST_KEY_PREFIX)?;
         let (kind, id) = rest.split_once('/')?;
@@ -146,6 +169,14 @@ impl CostTotals {
     /// The cost in dollars (for display; sums use `cost_nanos`).
     pub fn cost_usd(&self) -> f64 {
         self.cost_nanos as f64 / NANOS_PER_USD as f64
+    }
+
+    fn merge(&mut self, other: &CostTotals) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.cached_requests = self.cached_requests.saturating_add(other.cached_requests);
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cost_nanos = self.cost_nanos.saturating_add(other.cost_nanos);
     }
 
     fn add(&mut self, usage: &Usage, cost_nanos: u64, cached: bool) {
@@ -202,7 +233,12 @@ pub enum CostError {
 
 struct Shared {
     records: Records,
+    /// This node's name on a store that nodes share (its totals are its own share there).
+    node: Option<String>,
+    /// This node's totals (all of them on a store of its own).
     totals: DashMap<CostScope, CostTotals>,
+    /// The other nodes' shares, summed, as last read ([`CostLedger::refresh`]).
+    others: DashMap<CostScope, CostTotals>,
     dirty: Mutex<BTreeSet<CostScope>>,
     /// Wakes the writer; also signalled when the ledger is dropped so the writer ends.
     wake: Arc<Notify>,
@@ -242,13 +278,40 @@ impl CostLedger {
     /// # Errors
     /// A store failure or a corrupt record (named by key).
     pub async fn open(records: Records) -> Result<Self, SnapshotError> {
+        Self::open_scoped(records, None).await
+    }
+
+    /// Opens the ledger of node `node` on a store that several nodes share: this node writes
+    /// its own share of every total (`cost@<node>/…`), never another node's, and totals read
+    /// as the sum of every node's share, the others' as of the last [`CostLedger::refresh`].
+    /// `None` is [`CostLedger::open`].
+    ///
+    /// # Errors
+    /// A store failure or a corrupt record (named by key).
+    pub async fn open_scoped(records: Records, node: Option<&str>) -> Result<Self, SnapshotError> {
         let totals = DashMap::new();
-        for key in records.keys(COST_KEY_PREFIX, COST_SCOPES_MAX).await? {
-            let Some(scope) = CostScope::from_key(&key) else {
-                continue;
-            };
-            if let Some(t) = records.get::<CostTotals>(&key).await? {
-                totals.insert(scope, t);
+        let others = DashMap::new();
+        match node {
+            None => {
+                for key in records.keys(COST_KEY_PREFIX, COST_SCOPES_MAX).await? {
+                    let Some(scope) = CostScope::from_key(&key) else {
+                        continue;
+                    };
+                    if let Some(t) = records.get::<CostTotals>(&key).await? {
+                        totals.insert(scope, t);
+                    }
+                }
+            }
+            Some(node) => {
+                let own = format!("cost@{node}/");
+                for key in records.keys(&own, COST_SCOPES_MAX).await? {
+                    if let Some((_, scope)) = CostScope::from_any_key(&key)
+                        && let Some(t) = records.get::<CostTotals>(&key).await?
+                    {
+                        totals.insert(scope, t);
+                    }
+                }
+                load_others(&records, node, &others).await?;
             }
         }
         let (flushed, _) = watch::channel((0, Ok(())));
@@ -256,7 +319,9 @@ impl CostLedger {
         let wake = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
             records,
+            node: node.map(str::to_owned),
             totals,
+            others,
             dirty: Mutex::new(BTreeSet::new()),
             wake: wake.clone(),
             begun: Mutex::new(0),
@@ -326,29 +391,75 @@ impl CostLedger {
         }
     }
 
-    /// The totals of one scope (zero when nothing was charged to it).
-    pub fn totals(&self, scope: &CostScope) -> CostTotals {
+    /// Reads the other nodes' shares of the totals again (on a store that nodes share; a
+    /// no-op otherwise).
+    ///
+    /// # Errors
+    /// A store failure; the previous figures are then kept.
+    pub async fn refresh(&self) -> Result<(), SnapshotError> {
+        let Some(node) = &self.shared.node else {
+            return Ok(());
+        };
+        let fresh = DashMap::new();
+        load_others(&self.shared.records, node, &fresh).await?;
         self.shared
+            .others
+            .retain(|scope, _| fresh.contains_key(scope));
+        for (scope, t) in fresh {
+            self.shared.others.insert(scope, t);
+        }
+        Ok(())
+    }
+
+    /// The totals of one scope (zero when nothing was charged to it); on a shared store, the
+    /// sum of every node's share.
+    pub fn totals(&self, scope: &CostScope) -> CostTotals {
+        let mut t = self
+            .shared
             .totals
             .get(scope)
             .map(|t| *t)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(other) = self.shared.others.get(scope) {
+            t.merge(&other);
+        }
+        t
     }
 
     /// Every scope of the kind of `example` with its totals, sorted by scope (at most
     /// [`COST_SCOPES_MAX`]).
     pub fn list(&self, kind: &CostScope) -> Vec<(CostScope, CostTotals)> {
-        let mut out: Vec<_> = self
-            .shared
-            .totals
-            .iter()
-            .filter(|e| e.key().kind() == kind.kind())
-            .take(COST_SCOPES_MAX)
-            .map(|e| (e.key().clone(), *e.value()))
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+        let mut sums: BTreeMap<CostScope, CostTotals> = BTreeMap::new();
+        for map in [&self.shared.totals, &self.shared.others] {
+            for e in map.iter().filter(|e| e.key().kind() == kind.kind()) {
+                sums.entry(e.key().clone()).or_default().merge(e.value());
+            }
+        }
+        sums.into_iter().take(COST_SCOPES_MAX).collect()
     }
+}
+
+/// Sums into `into` every node's share of the totals except `node`'s, and the totals a single
+/// node wrote before the store was shared (`cost/…`).
+async fn load_others(
+    records: &Records,
+    node: &str,
+    into: &DashMap<CostScope, CostTotals>,
+) -> Result<(), SnapshotError> {
+    for prefix in ["cost@", COST_KEY_PREFIX] {
+        for key in records.keys(prefix, COST_SCOPES_MAX * 16).await? {
+            let Some((owner, scope)) = CostScope::from_any_key(&key) else {
+                continue;
+            };
+            if owner == Some(node) {
+                continue;
+            }
+            if let Some(t) = records.get::<CostTotals>(&key).await? {
+                into.entry(scope).or_default().merge(&t);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A batch number and whether it was persisted.
@@ -395,7 +506,11 @@ async fn writer(shared: std::sync::Weak<Shared>, wake: Arc<Notify>) {
         for (scope, totals) in &batch {
             if let Err(e) = s
                 .records
-                .put(&scope.key(), totals, Durability::Buffered)
+                .put(
+                    &scope.key_of(s.node.as_deref()),
+                    totals,
+                    Durability::Buffered,
+                )
                 .await
             {
                 result = Err(e.to_string());
@@ -455,6 +570,54 @@ mod tests {
             .validate()
             .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn nodes_sharing_a_store_write_their_own_shares_and_read_the_sum() {
+        let records = Records::new(Snapshots::new(Arc::new(
+            SledStore::temporary().expect("store"),
+        )));
+        let a = CostLedger::open_scoped(records.clone(), Some("a"))
+            .await
+            .expect("a");
+        let b = CostLedger::open_scoped(records.clone(), Some("b"))
+            .await
+            .expect("b");
+        let charge = Charge {
+            agent: "x".into(),
+            tenant: "t".into(),
+            model: "p/m".into(),
+            ..Charge::default()
+        };
+        let usage = Usage {
+            input_tokens: 10,
+            output_tokens: 1,
+            reported: true,
+        };
+        // Interleaved, as two live nodes would record.
+        for _ in 0..3 {
+            a.record(&charge, &usage, 100, false, Durability::Durable)
+                .await
+                .expect("a records");
+            b.record(&charge, &usage, 100, false, Durability::Durable)
+                .await
+                .expect("b records");
+        }
+        let tenant = CostScope::Tenant("t".into());
+        // Each sees its own share at once, the other's after a refresh: nothing is lost.
+        assert_eq!(a.totals(&tenant).requests, 3);
+        a.refresh().await.expect("refresh");
+        b.refresh().await.expect("refresh");
+        for ledger in [&a, &b] {
+            let t = ledger.totals(&tenant);
+            assert_eq!((t.requests, t.input_tokens, t.cost_nanos), (6, 60, 600));
+            assert_eq!(ledger.list(&tenant), vec![(tenant.clone(), t)]);
+        }
+        // Reopened (a restarted node), a keeps its share and reads b's.
+        let a = CostLedger::open_scoped(records, Some("a"))
+            .await
+            .expect("reopen");
+        assert_eq!(a.totals(&tenant).requests, 6);
     }
 
     #[tokio::test]

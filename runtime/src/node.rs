@@ -75,8 +75,6 @@ pub struct Runtime {
 /// How often a node on a shared store re-reads the agent definitions.
 pub const REGISTRY_REFRESH_EVERY: Duration = Duration::from_secs(2);
 
-/// Starts the cost ledger, the agent registry, one LLM scheduler per configured model
-/// (under `services`) and the agent system (its agents under `agents`).
 /// Reconnects the persisted MCP servers, then adds the configured ones not known yet. A
 /// server that cannot be reached is logged (and listed with its error), not fatal: the node
 /// starts without its tools.
@@ -100,6 +98,8 @@ async fn connect_mcp_servers(service: &ToolService, configured: &[McpServerConfi
     }
 }
 
+/// Starts the cost ledger, the agent registry, one LLM scheduler per configured model
+/// (under `services`) and the agent system (its agents under `agents`).
 async fn start_agents(
     config: &RuntimeConfig,
     snapshots: &Snapshots,
@@ -110,7 +110,10 @@ async fn start_agents(
 ) -> Result<(AgentSystem, CostLedger), RuntimeError> {
     let agents_err = |e: String| RuntimeError::Agents(e);
     let records = Records::new(snapshots.clone());
-    let costs = CostLedger::open(records.clone())
+    // On a shared store each node writes its own share of the cost totals.
+    let shared =
+        (config.store.backend == StoreBackend::Postgres).then_some(config.store.node.as_str());
+    let costs = CostLedger::open_scoped(records.clone(), shared)
         .await
         .map_err(|e| agents_err(format!("cost ledger: {e}")))?;
     let registry = AgentRegistry::open(records)
@@ -278,9 +281,10 @@ impl Runtime {
                 return Err(e);
             }
         };
-        // Other nodes write the same store: follow their agent definitions.
+        // Other nodes write the same store: follow their agent definitions and cost totals.
         let refresher = (config.store.backend == StoreBackend::Postgres).then(|| {
             let registry = agent_system.registry().clone();
+            let costs = costs.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(REGISTRY_REFRESH_EVERY);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -290,6 +294,9 @@ impl Runtime {
                         Ok(0) => {}
                         Ok(n) => tracing::debug!(changed = n, "agent definitions reloaded"),
                         Err(error) => tracing::warn!(%error, "agent definitions not reloaded"),
+                    }
+                    if let Err(error) = costs.refresh().await {
+                        tracing::warn!(%error, "other nodes' cost totals not read");
                     }
                 }
             })
