@@ -54,6 +54,10 @@ pub const LEASE_TTL_MIN: Duration = Duration::from_millis(300);
 /// The longest lease accepted.
 pub const LEASE_TTL_MAX: Duration = Duration::from_secs(3600);
 
+/// The longest a call waits to connect, for a pooled connection, or for the server to
+/// acknowledge what was sent, before it fails with [`StoreError::Io`].
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The schema, as ordered steps: step `n` (from 1) brings the tables from version `n - 1` to
 /// `n`. `{snapshots}`, `{quarantine}` and `{leases}` stand for the namespace's table names.
 /// Append new steps; never edit a released one.
@@ -261,10 +265,21 @@ impl PostgresStore {
         if let Err((option, problem)) = options.validate() {
             return Err(open(format!("{option}: {problem}")));
         }
-        let config: tokio_postgres::Config =
+        let mut config: tokio_postgres::Config =
             options.url.parse().map_err(|e| open(format!("url: {e}")))?;
+        // A database that stops answering fails calls within the bound rather than hang them:
+        // connecting, waiting for a pooled connection, and unacknowledged data on a socket.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CALL_TIMEOUT);
+        }
+        config.tcp_user_timeout(CALL_TIMEOUT);
+        config.keepalives_idle(CALL_TIMEOUT);
         let pool = Pool::builder(Manager::new(config, NoTls))
             .max_size(options.pool_max)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(CALL_TIMEOUT))
+            .create_timeout(Some(CALL_TIMEOUT))
+            .recycle_timeout(Some(CALL_TIMEOUT))
             .build()
             .map_err(|e| open(e.to_string()))?;
         let store = Self {

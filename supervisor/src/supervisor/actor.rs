@@ -326,6 +326,8 @@ impl SupState {
             recent: VecDeque::new(),
         });
         if let Err(source) = self.start_instance(sup, &id).await {
+            // The restore may have taken the lease before the start failed.
+            self.release(&id).await;
             self.forget(&id);
             return Err(SupervisorError::StartFailed {
                 id: id.to_string(),

@@ -373,3 +373,25 @@ async fn the_schema_is_migrated_once_by_nodes_starting_together_and_never_downgr
     b.drop_tables().await.unwrap();
     pg.drop_tables().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_fails_to_start_leaves_no_lease_behind() {
+    let Some(pg) = store("failstart").await else {
+        return;
+    };
+    let a = node(&pg, "a", true).await;
+    let b = node(&pg, "b", true).await;
+    // A corrupt snapshot: the restore takes the lease, then the start fails.
+    a.put("counters/z", b"not a frame".to_vec(), Durability::Durable)
+        .await
+        .unwrap();
+    let Err(e) = counter_on(&a, "z").await else {
+        panic!("a corrupt snapshot must fail the start");
+    };
+    assert!(e.to_string().contains("corrupt"), "{e}");
+    assert_eq!(a.leases_held(), 0);
+    b.acquire("counters/z")
+        .await
+        .expect("the failed start released its lease");
+    pg.drop_tables().await.unwrap();
+}
