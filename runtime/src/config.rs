@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aios_actors::agent::AgentSystemConfig;
 use aios_actors::llm::config::LlmConfig;
-use aios_supervisor::snapshot::PostgresOptions;
+use aios_supervisor::snapshot::{PostgresOptions, valid_node_name};
 use serde::Deserialize;
 
 use crate::RuntimeError;
@@ -130,6 +130,14 @@ impl StoreConfig {
                 ));
             }
             _ => {}
+        }
+        // The node's name also names it in a cluster, whatever the store.
+        let node = &self.node;
+        if !valid_node_name(node) {
+            return Err((
+                "store.node",
+                format!("{node:?} must match [A-Za-z0-9._-]{{1,64}}"),
+            ));
         }
         if self.backend == StoreBackend::Postgres
             && let Err((option, problem)) = self.postgres_options().validate()

@@ -418,6 +418,11 @@ mod tests {
             "AIOS_NODE" => Some("aiosd-0".to_string()),
             _ => None,
         };
+        let e = DaemonConfig::from_toml("[store]\nnode = \"a/b\"\n", "f.toml").unwrap_err();
+        assert_eq!(
+            e.key, "store.node",
+            "validated for sled too: it names the node in a cluster"
+        );
         let c = DaemonConfig::load(None, env, None, None).unwrap();
         assert_eq!(c.store.backend, crate::StoreBackend::Postgres);
         assert_eq!(c.store.node, "aiosd-0");

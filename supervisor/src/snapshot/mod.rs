@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 pub use self::codec::{decode, encode};
 pub use self::migrate::{MigrationError, Migrations};
 pub use self::postgres::{
-    LEASE_TTL_DEFAULT, LEASE_TTL_MAX, LEASE_TTL_MIN, MIGRATIONS, POOL_MAX_DEFAULT, PostgresOptions,
-    PostgresStore, SCHEMA_VERSION,
+    CALL_TIMEOUT, LEASE_TTL_DEFAULT, LEASE_TTL_MAX, LEASE_TTL_MIN, MIGRATIONS, POOL_MAX_DEFAULT,
+    PostgresOptions, PostgresStore, SCHEMA_VERSION, valid_node_name,
 };
 pub use self::sled::{GROUP_COMMIT_BATCH_MAX, GROUP_COMMIT_QUEUE_MAX, SledOptions, SledStore};
 pub use self::store::{QuarantineRecord, SnapshotStore, StoreError};

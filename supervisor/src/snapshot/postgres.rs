@@ -144,7 +144,7 @@ impl PostgresOptions {
         if !(1..=1024).contains(&self.pool_max) {
             return Err(("pool_max", format!("{} is outside 1..=1024", self.pool_max)));
         }
-        if !valid_node(&self.node) {
+        if !valid_node_name(&self.node) {
             return Err((
                 "node",
                 format!("{:?} must match [A-Za-z0-9._-]{{1,64}}", self.node),
@@ -211,7 +211,8 @@ struct Held {
     valid_until: Instant,
 }
 
-fn valid_node(node: &str) -> bool {
+/// Whether `node` can name a node (in lease records, and in a cluster): `[A-Za-z0-9._-]{1,64}`.
+pub fn valid_node_name(node: &str) -> bool {
     (1..=64).contains(&node.len())
         && node
             .chars()
