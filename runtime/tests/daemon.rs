@@ -3,14 +3,14 @@
 //! agent answering through the API, and the `aiosd` process stopped with SIGTERM and
 //! killed with SIGKILL.
 
-use std::io::BufRead;
+mod common;
 
 use aios_runtime::daemon::api::routes;
 use aios_runtime::daemon::{Daemon, DaemonConfig, Role};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const AIOSD: &str = env!("CARGO_BIN_EXE_aiosd");
+use common::Aiosd;
 
 fn config(dir: &std::path::Path) -> DaemonConfig {
     let mut c = DaemonConfig {
@@ -412,60 +412,6 @@ async fn bad_input_gets_problem_json_4xx_and_limits_answer_429() {
     d.shutdown().await.expect("shutdown");
 }
 
-/// A known admin key for the process tests.
-const ADMIN: &str = "aios_00112233aabb_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZ";
-
-#[allow(
-    clippy::zombie_processes,
-    reason = "every test waits for the child it spawns"
-)]
-fn spawn_aiosd(dir: &std::path::Path) -> (std::process::Child, String) {
-    let mut child = std::process::Command::new(AIOSD)
-        .args([
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("AIOS_ADMIN_KEY", ADMIN)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn aiosd");
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "aiosd exited early");
-        if let Some(url) = line.trim().strip_prefix("aiosd listening on ") {
-            break (child, url.to_string());
-        }
-    }
-}
-
-async fn post(url: &str, path: &str, body: Value) -> (StatusCode, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{url}{path}"))
-        .bearer_auth(ADMIN)
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let s = r.status();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(url: &str, path: &str) -> (StatusCode, Value) {
-    let r = reqwest::Client::new()
-        .get(format!("{url}{path}"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("request");
-    let s = r.status();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
 fn agent(name: &str) -> Value {
     json!({"name": name, "role": "executor", "model": "scripted/demo", "system_prompt": "Hi."})
 }
@@ -473,25 +419,23 @@ fn agent(name: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_sigkill_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, url) = spawn_aiosd(dir.path());
-    let (s, v) = post(&url, "/v1/agents", agent("kept")).await;
+    let start = || Aiosd::start_in("aiosd", Some(dir.path()), "", &[]);
+    let node = start();
+    let (s, v) = node.post("/v1/agents", agent("kept")).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, v) = post(&url, "/v1/keys", json!({"role": "viewer", "name": "v"})).await;
+    let (s, v) = node
+        .post("/v1/keys", json!({"role": "viewer", "name": "v"}))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let viewer = v["secret"].as_str().unwrap().to_string();
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let status = child.wait().unwrap();
+    let status = node.terminate();
     assert!(status.success(), "aiosd exits cleanly on SIGTERM: {status}");
 
-    let (mut child, url) = spawn_aiosd(dir.path());
-    let (s, v) = get(&url, "/v1/agents/kept").await;
+    let node = start();
+    let (s, v) = node.get("/v1/agents/kept").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let r = reqwest::Client::new()
-        .get(format!("{url}/v1/agents"))
+        .get(format!("{}/v1/agents", node.url))
         .bearer_auth(&viewer)
         .send()
         .await
@@ -502,27 +446,24 @@ async fn sigterm_drains_and_sigkill_loses_nothing_acknowledged() {
     let mut acked = Vec::new();
     for i in 0..20 {
         let name = format!("a{i}");
-        let (s, _) = post(&url, "/v1/agents", agent(&name)).await;
+        let (s, _) = node.post("/v1/agents", agent(&name)).await;
         if s == StatusCode::CREATED {
             acked.push(name);
         }
     }
     assert_eq!(acked.len(), 20);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let (mut child, url) = spawn_aiosd(dir.path());
+    drop(node); // SIGKILL
+    let node = start();
     for name in &acked {
-        let (s, _) = get(&url, &format!("/v1/agents/{name}")).await;
+        let (s, _) = node.get(&format!("/v1/agents/{name}")).await;
         assert_eq!(s, StatusCode::OK, "{name} was acknowledged before the kill");
     }
-    let (s, v) = get(&url, "/v1/audit/verify").await;
+    let (s, v) = node.get("/v1/audit/verify").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
         v["ok"], true,
         "the audit chain is intact after SIGKILL: {v}"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,17 +25,29 @@ pub struct Aiosd {
 impl Aiosd {
     /// Starts `aiosd` with `config` (TOML) and `env`, listening on a free port of 127.0.0.1.
     /// Its output is echoed to stderr prefixed with `name`, and kept for [`Aiosd::await_log`].
+    pub fn start(name: &str, config: &str, env: &[(&str, &str)]) -> Aiosd {
+        Self::start_in(name, None, config, env)
+    }
+
+    /// As [`Aiosd::start`], on the data directory `data_dir` when given (a restart on the same
+    /// data), else on a new one.
     #[allow(
         clippy::zombie_processes,
         reason = "Drop kills and waits for the child"
     )]
-    pub fn start(name: &str, config: &str, env: &[(&str, &str)]) -> Aiosd {
+    pub fn start_in(
+        name: &str,
+        data_dir: Option<&std::path::Path>,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Aiosd {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("aiosd.toml");
         std::fs::write(&path, config).unwrap();
+        let data = data_dir.map_or_else(|| dir.path().join("data"), std::path::Path::to_path_buf);
         let mut child = std::process::Command::new(AIOSD)
             .args(["--config", path.to_str().unwrap()])
-            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+            .args(["--data-dir", data.to_str().unwrap()])
             .args(["--listen", "127.0.0.1:0"])
             .env("AIOS_ADMIN_KEY", ADMIN)
             .env("RUST_LOG", "warn")
@@ -80,6 +92,12 @@ impl Aiosd {
             .status()
             .unwrap();
         assert!(status.success(), "kill {signal}");
+    }
+
+    /// Stops the process with SIGTERM and returns how it exited.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        self.child.wait().unwrap()
     }
 
     /// GET `path` as the admin.
