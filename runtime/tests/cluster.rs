@@ -13,39 +13,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use aios_supervisor::snapshot::{PostgresOptions, PostgresStore};
 use aios_testkit::{FakeConfig, FakeLlm};
-use common::Aiosd;
+use common::{Aiosd, define, last_prompt, namespace, pg_url, say};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-fn pg_url() -> String {
-    std::env::var("AIOS_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// Fresh tables for one test, or `None` (after saying so) without a server outside CI.
-async fn namespace(test: &str) -> Option<(String, PostgresStore)> {
-    let ns = format!(
-        "t{}_{test}",
-        uuid::Uuid::new_v4().simple().to_string().get(..12).unwrap()
-    );
-    match PostgresStore::connect(PostgresOptions::new(pg_url()).namespace(ns.clone())).await {
-        Ok(store) => Some((ns, store)),
-        Err(e) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true but PostgreSQL is not reachable at {}: {e}",
-                pg_url()
-            );
-            eprintln!(
-                "\n!!! SKIPPED {test}: no PostgreSQL at {} ({e})\n",
-                pg_url()
-            );
-            None
-        }
-    }
-}
 
 /// One node: `aiosd` on its own data directory, on the shared store at `pg` (namespace `ns`,
 /// 1 s leases), with the fake model at `llm`.
@@ -74,43 +45,6 @@ model = "m"
         ),
         &[],
     )
-}
-
-/// Defines agent `name` on `node` (it must succeed).
-async fn define(node: &Aiosd, name: &str) {
-    let (s, v) = node
-        .post(
-            "/v1/agents",
-            json!({"name": name, "role": "executor", "model": "fake/m", "system_prompt": "Hi."}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-}
-
-/// Sends `text` to agent `agent` on `node`.
-async fn say(node: &Aiosd, agent: &str, text: &str) -> (StatusCode, Value) {
-    node.post(
-        &format!("/v1/agents/{agent}/messages"),
-        json!({ "content": text }),
-    )
-    .await
-}
-
-/// The user messages of the model's last chat request.
-fn last_prompt(fake: &FakeLlm) -> Vec<String> {
-    let requests = fake.requests();
-    let last = requests
-        .iter()
-        .rev()
-        .find(|r| r.path.ends_with("/chat/completions"))
-        .expect("a chat request");
-    last.body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "user")
-        .map(|m| m["content"].as_str().unwrap_or_default().to_string())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,14 +1,20 @@
 //! Cluster membership between real `aiosd` processes on 127.0.0.1 (built with the `cluster`
 //! feature: `cargo test -p aios-runtime --features cluster --test membership`, which `.ci/run`
 //! runs): three nodes join through one seed and see each other, a node with another secret is
-//! refused, and a node killed with SIGKILL is seen down.
+//! refused, and a node killed with SIGKILL is seen down. On a shared PostgreSQL store, a task
+//! for an agent active on another node is forwarded there and answered as if local, topic
+//! events reach every node, and a task in flight on a node that dies fails at once with a
+//! clear error, after which the agent resumes on a surviving node with its conversation.
 #![cfg(feature = "cluster")]
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Aiosd;
+use aios_testkit::{FakeConfig, FakeLlm, FakeReply};
+use common::{Aiosd, define, last_prompt, namespace, pg_url, say};
+use reqwest::StatusCode;
 use serde_json::Value;
 
 const SECRET: &str = "a-shared-secret-of-the-cluster";
@@ -31,15 +37,76 @@ struct Node {
 
 impl Node {
     fn start(name: &str, secret: &str, seeds: &[&str]) -> Node {
+        Self::start_with(
+            name,
+            secret,
+            seeds,
+            &format!("[store]\nnode = \"{name}\"\n"),
+        )
+    }
+
+    /// A node of the cluster on the shared store (namespace `ns`, 1 s leases), with the fake
+    /// model at `llm`.
+    fn shared(name: &str, seeds: &[&str], ns: &str, llm: &str) -> Node {
+        let config = format!(
+            r#"
+[store]
+backend = "postgres"
+url = "{pg}"
+namespace = "{ns}"
+node = "{name}"
+lease_ttl = "1s"
+
+[[llm.providers]]
+name = "fake"
+kind = "openai"
+base_url = "{llm}"
+retry_attempts_max = 1
+
+[[llm.models]]
+provider = "fake"
+model = "m"
+"#,
+            pg = pg_url()
+        );
+        Self::start_with(name, SECRET, seeds, &config)
+    }
+
+    fn start_with(name: &str, secret: &str, seeds: &[&str], config: &str) -> Node {
         let cluster_addr = format!("127.0.0.1:{}", free_port());
         let seeds: Vec<String> = seeds.iter().map(|s| format!("{s:?}")).collect();
         let config = format!(
-            "[store]\nnode = \"{name}\"\n[cluster]\nlisten = \"{cluster_addr}\"\nseeds = [{}]\n",
+            "{config}\n[cluster]\nlisten = \"{cluster_addr}\"\nseeds = [{}]\n",
             seeds.join(", ")
         );
         Node {
             aiosd: Aiosd::start(name, &config, &[("AIOS_CLUSTER_SECRET", secret)]),
             cluster_addr,
+        }
+    }
+
+    /// This node's view of peer `node`.
+    async fn peer(&self, node: &str) -> Value {
+        let v = self.nodes().await;
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == node)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// Waits until this node reaches `node`'s gateway (its figures are in the view).
+    async fn await_reachable(&self, node: &str) {
+        let deadline = Instant::now() + WAIT;
+        while self.peer(node).await["actors"].as_u64().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{node} not reachable from {}",
+                self.aiosd.url
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -111,4 +178,117 @@ async fn nodes_join_through_a_seed_refuse_a_wrong_secret_and_see_a_killed_node_d
     a.await_peers("down", &["b"]).await;
     c.await_peers("down", &["b"]).await;
     assert_eq!(a.peers("up").await, ["c"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_for_an_agent_on_another_node_is_forwarded_there_and_answered_here() {
+    let Some((ns, store)) = namespace("forward").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let llm = fake.base_url();
+    let a = Node::shared("a", &[], &ns, &llm);
+    let b = Node::shared("b", &[&a.cluster_addr], &ns, &llm);
+    let c = Node::shared("c", &[&a.cluster_addr], &ns, &llm);
+    b.await_reachable("a").await;
+    c.await_reachable("a").await;
+
+    define(&a.aiosd, "far").await;
+    let (s, v) = say(&a.aiosd, "far", "the word is fig").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // b and c learn the definition within 2 s; then their tasks run on a, where the agent is
+    // active, and the answers come back through them.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (s, v) = say(&b.aiosd, "far", "which word?").await;
+        if s == StatusCode::OK {
+            break;
+        }
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        assert!(Instant::now() < deadline, "b never learnt the agent: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        last_prompt(&fake),
+        ["the word is fig", "which word?"],
+        "one conversation, on node a"
+    );
+    await_defined(&c, "far").await;
+    let (s, v) = say(&c.aiosd, "far", "and now?").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        last_prompt(&fake),
+        ["the word is fig", "which word?", "and now?"]
+    );
+    // The agent is active on a only; b's view shows it in a's figures.
+    let (_, me) = b.aiosd.get("/v1/cluster/nodes").await;
+    assert_eq!(me["self"]["agents_active"], 0, "{me}");
+    let seen = b.peer("a").await;
+    assert_eq!(seen["agents_active"], 1, "{seen}");
+    assert!(seen["actors"].as_u64().unwrap() > 0, "{seen}");
+
+    // A task in flight on a when a dies fails at once with a clear error, not at the task's
+    // timeout; the next one resumes the agent on b from its last snapshot.
+    let gate = Arc::new(tokio::sync::Notify::new());
+    fake.push_script(FakeReply::Gated(
+        gate.clone(),
+        Box::new(FakeReply::Text("never sent".into())),
+    ));
+    let asking = {
+        let url = b.aiosd.url.clone();
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{url}/v1/agents/far/messages"))
+                .bearer_auth(common::ADMIN)
+                .json(&serde_json::json!({"content": "lost with a"}))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    fake.wait_in_flight(1).await;
+    let killed = Instant::now();
+    drop(a); // SIGKILL, with the task in the model call
+    let resp = asking.await.unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    eprintln!(
+        "in-flight task failed {:?} after its node was killed",
+        killed.elapsed()
+    );
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("node \"a\" was lost"),
+        "{body}"
+    );
+    gate.notify_one();
+    let (s, v) = say(&b.aiosd, "far", "still there?").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let prompt = last_prompt(&fake);
+    assert_eq!(
+        prompt[..3],
+        ["the word is fig", "which word?", "and now?"],
+        "the conversation resumed on b: {prompt:?}"
+    );
+    assert_eq!(prompt.last().unwrap(), "still there?");
+    let (_, me) = b.aiosd.get("/v1/cluster/nodes").await;
+    assert_eq!(me["self"]["agents_active"], 1, "{me}");
+    drop((b, c));
+    store.drop_tables().await.unwrap();
+}
+
+/// Waits until `node` knows agent `name` (definitions follow the shared store within 2 s).
+async fn await_defined(node: &Node, name: &str) {
+    let deadline = Instant::now() + WAIT;
+    while node.aiosd.get(&format!("/v1/agents/{name}")).await.0 != StatusCode::OK {
+        assert!(
+            Instant::now() < deadline,
+            "{name} never defined on {}",
+            node.aiosd.url
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

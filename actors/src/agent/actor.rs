@@ -83,7 +83,7 @@ pub struct TaskOutput {
 }
 
 /// Why a task failed.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum AgentError {
     /// The LLM request failed (typed).

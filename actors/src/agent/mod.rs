@@ -8,6 +8,7 @@ mod definition;
 mod events;
 mod kernel;
 mod registry;
+pub mod remote;
 mod system;
 mod templates;
 pub mod tools;
@@ -22,5 +23,6 @@ pub use self::definition::{
 pub use self::events::{AGENT_EVENTS_BUFFER, AgentEvent, AgentEventKind, EventHub};
 pub use self::kernel::{Kernel, MemoryHook};
 pub use self::registry::{AgentRegistry, CapabilityMatch, CapabilityQuery, RegistryError};
+pub use self::remote::{RemoteAgents, RemoteError, RemoteReply, RemoteTask};
 pub use self::system::{AgentSystem, AgentSystemConfig, snapshot_key};
 pub use self::templates::{Template, TemplateError, builtin_templates};

@@ -3,7 +3,7 @@
 //! snapshot, actor stopped); request/reply envelopes with deadlines, topics, and delegation.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use aios_supervisor::snapshot::{Durability, Persistence, SnapshotPolicy};
@@ -14,11 +14,15 @@ use dashmap::DashMap;
 use serde_json::{Value, json};
 use tokio::sync::{OnceCell, broadcast};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::actor::{AgentError, AgentMsg, AgentWorker, Task, TaskOutput};
 use super::events::{AgentEvent, EventHub};
 use super::kernel::{Kernel, MemoryHook};
 use super::registry::{AgentRegistry, CapabilityQuery};
+use super::remote::{
+    REDIRECTS_MAX, RemoteAgents, RemoteError, RemoteReply, RemoteTask, holder_node,
+};
 use super::tools::{Tool, ToolBox, ToolContext, ToolError};
 use crate::llm::{ChatMessage, ToolSpec};
 use crate::protocol::{AgentId, Envelope, Kind, Recipient, Sender, unix_ms};
@@ -34,6 +38,8 @@ const ACTIVATION_ATTEMPTS_MAX: u32 = 200;
 const LEASE_WAIT_MAX: Duration = Duration::from_secs(60);
 /// Added to that wait, for the database's clock to pass the expiry.
 const LEASE_WAIT_MARGIN: Duration = Duration::from_millis(50);
+/// Agents remembered as active on another node; the memory is dropped whole past it.
+const LOCATED_MAX: usize = 100_000;
 
 /// Agent system settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -83,6 +89,36 @@ struct Inner {
     config: AgentSystemConfig,
     active: DashMap<AgentId, Arc<Slot>>,
     topics: DashMap<String, broadcast::Sender<Envelope>>,
+    /// The route to other nodes' agents (cluster mode only).
+    remote: OnceLock<Arc<dyn RemoteAgents>>,
+    /// Where agents active on other nodes were last found: the node's name.
+    located: DashMap<AgentId, String>,
+}
+
+/// Why an agent could not be activated here.
+enum Activation {
+    /// It is active on this other node (a connected peer holds its lease).
+    Elsewhere(String),
+    /// Any other failure.
+    Failed(AgentError),
+}
+
+impl From<AgentError> for Activation {
+    fn from(e: AgentError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+impl Activation {
+    /// The error of a caller that cannot forward.
+    fn into_error(self, id: &AgentId) -> AgentError {
+        match self {
+            Self::Elsewhere(node) => {
+                AgentError::Unavailable(format!("{id} is active on node {node}"))
+            }
+            Self::Failed(e) => e,
+        }
+    }
 }
 
 /// The agents of a node. Cheap to clone.
@@ -136,10 +172,41 @@ impl AgentSystem {
                 config,
                 active: DashMap::new(),
                 topics: DashMap::new(),
+                remote: OnceLock::new(),
+                located: DashMap::new(),
             }
         });
         tokio::spawn(reaper(Arc::downgrade(&inner)));
         Self { inner }
+    }
+
+    /// Connects the system to the other nodes of a cluster: a task for an agent whose lease a
+    /// connected peer holds is forwarded there (and its reply returned as if it ran here),
+    /// and topic events reach the other nodes' subscribers. Set once; later calls are
+    /// ignored and return false.
+    pub fn set_remote(&self, remote: Arc<dyn RemoteAgents>) -> bool {
+        self.inner.remote.set(remote).is_ok()
+    }
+
+    /// Runs a task that another node forwarded: here, never forwarded again. When the agent
+    /// is active on yet another node, the reply says which.
+    pub async fn serve_remote(&self, id: &AgentId, task: RemoteTask) -> RemoteReply {
+        let left = task.time_left();
+        match tokio::time::timeout(left, self.inner.ask_here(id, task.into_task())).await {
+            Ok(Ok(out)) => RemoteReply::Done(Ok(out)),
+            Ok(Err(Activation::Elsewhere(node))) => RemoteReply::Elsewhere { node },
+            Ok(Err(Activation::Failed(e))) => RemoteReply::Done(Err(e)),
+            Err(_) => RemoteReply::Done(Err(AgentError::DeadlineExceeded)),
+        }
+    }
+
+    /// Agent instances now working on a task (this node's load).
+    pub fn busy_count(&self) -> usize {
+        self.inner
+            .active
+            .iter()
+            .filter(|e| e.busy.load(Ordering::Relaxed) > 0)
+            .count()
     }
 
     /// The name prefix of `tenant`'s agents when names are tenant-scoped.
@@ -194,7 +261,11 @@ impl AgentSystem {
     /// # Errors
     /// As [`AgentSystem::ask`].
     pub async fn history(&self, id: &AgentId) -> Result<Vec<ChatMessage>, AgentError> {
-        let (_held, h) = self.inner.hold_active(id).await?;
+        let (_held, h) = self
+            .inner
+            .hold_active(id)
+            .await
+            .map_err(|e| e.into_error(id))?;
         h.call(AgentMsg::History, Duration::from_secs(10))
             .await
             .map_err(|e| AgentError::Unavailable(e.to_string()))
@@ -317,16 +388,29 @@ impl AgentSystem {
         self.request(envelope).await
     }
 
-    /// Publishes an event envelope to its topic; returns how many subscribers got it.
+    /// Publishes an event envelope to its topic; returns how many subscribers on this node
+    /// got it. In a cluster the other nodes' subscribers get it too (not counted).
     ///
     /// # Errors
     /// [`AgentError::Invalid`] for a bad envelope or an agent recipient.
     pub fn publish(&self, envelope: Envelope) -> Result<usize, AgentError> {
         envelope.validate().map_err(AgentError::Invalid)?;
-        let Recipient::Topic(topic) = &envelope.to else {
+        if !matches!(envelope.to, Recipient::Topic(_)) {
             return Err(AgentError::Invalid(
                 "publish needs a topic recipient".into(),
             ));
+        }
+        if let Some(remote) = self.inner.remote.get() {
+            remote.publish(&envelope);
+        }
+        Ok(self.publish_here(envelope))
+    }
+
+    /// Delivers an event envelope to this node's subscribers of its topic (an event published
+    /// on another node arrives this way); returns how many got it.
+    pub fn publish_here(&self, envelope: Envelope) -> usize {
+        let Recipient::Topic(topic) = &envelope.to else {
+            return 0;
         };
         let topic = topic.clone();
         let sent = match self.inner.topics.get(&topic) {
@@ -338,7 +422,7 @@ impl AgentSystem {
                 .topics
                 .remove_if(&topic, |_, tx| tx.receiver_count() == 0);
         }
-        Ok(sent)
+        sent
     }
 
     /// Subscribes to a topic.
@@ -404,7 +488,7 @@ impl Inner {
     /// of the cluster took the agent over while this one was paused or cut off) is passivated
     /// first, without acting, and activated afresh: that waits out the other node's lease once,
     /// then resumes here from the newest snapshot or reports where the agent is active.
-    async fn hold_active(&self, id: &AgentId) -> Result<(Held, ActorHandle<AgentMsg>), AgentError> {
+    async fn hold_active(&self, id: &AgentId) -> Result<(Held, ActorHandle<AgentMsg>), Activation> {
         let held = self.hold(id)?;
         let handle = self.activate(id, &held.0).await?;
         let key = snapshot_key(id);
@@ -424,7 +508,9 @@ impl Inner {
         drop(held);
         match self.supervisor.passivate_child(&child_id(id)).await {
             Ok(()) | Err(SupervisorError::NotFound(_)) => {}
-            Err(e) => return Err(AgentError::Unavailable(format!("passivating {id}: {e}"))),
+            Err(e) => {
+                return Err(AgentError::Unavailable(format!("passivating {id}: {e}")).into());
+            }
         }
         let held = self.hold(id)?;
         let handle = self.activate(id, &held.0).await?;
@@ -435,7 +521,7 @@ impl Inner {
         &self,
         id: &AgentId,
         slot: &Slot,
-    ) -> Result<ActorHandle<AgentMsg>, AgentError> {
+    ) -> Result<ActorHandle<AgentMsg>, Activation> {
         slot.handle
             .get_or_try_init(|| async {
                 let mut attempt = 0;
@@ -464,19 +550,36 @@ impl Inner {
                         ) if attempt < ACTIVATION_ATTEMPTS_MAX => {
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }
-                        // Active on another node of a cluster: if that node stopped renewing
+                        // Active on another node of a cluster. A connected peer's agent is
+                        // reached there (the caller forwards). If the holder stopped renewing
                         // its lease (it died), the lease lapses within its TTL and the agent
                         // resumes here from its last snapshot. Waited for once: a lease still
                         // held after that is renewed by a live node.
                         Err(SupervisorError::StartFailed { source, .. })
-                            if !waited_for_lease && source.lease_expires_in().is_some() =>
+                            if source.lease_expires_in().is_some() =>
                         {
+                            if let (Some(remote), Some(holder)) =
+                                (self.remote.get(), source.held_by())
+                            {
+                                let node = holder_node(holder);
+                                if node != remote.node() && remote.reachable(node) {
+                                    return Err(Activation::Elsewhere(node.to_string()));
+                                }
+                            }
+                            if waited_for_lease {
+                                return Err(AgentError::Unavailable(format!(
+                                    "activating {id}: {source}"
+                                ))
+                                .into());
+                            }
                             waited_for_lease = true;
                             let left = source.lease_expires_in().unwrap_or_default();
                             tokio::time::sleep(left.min(LEASE_WAIT_MAX) + LEASE_WAIT_MARGIN).await;
                         }
                         Err(e) => {
-                            return Err(AgentError::Unavailable(format!("activating {id}: {e}")));
+                            return Err(
+                                AgentError::Unavailable(format!("activating {id}: {e}")).into()
+                            );
                         }
                     }
                 }
@@ -485,16 +588,95 @@ impl Inner {
             .cloned()
     }
 
+    /// Runs `task` on `id` wherever it is active: on the node remembered for it, here, or on
+    /// the node found holding its lease.
     async fn ask(&self, id: &AgentId, task: Task) -> Result<TaskOutput, AgentError> {
+        let Some(remote) = self.remote.get() else {
+            return self.ask_here(id, task).await.map_err(|e| e.into_error(id));
+        };
+        let known = self.located.get(id).map(|n| n.value().clone());
+        if let Some(node) = known
+            && let Some(out) = self.forward(remote.as_ref(), node, id, &task).await
+        {
+            return out;
+        }
+        match self.ask_here(id, task.clone()).await {
+            Ok(out) => Ok(out),
+            Err(Activation::Elsewhere(node)) => {
+                // The slot made for the failed activation goes now rather than at the reaper.
+                self.active.remove_if(id, |_, s| {
+                    s.handle.get().is_none() && s.busy.load(Ordering::Acquire) == 0
+                });
+                match self.forward(remote.as_ref(), node, id, &task).await {
+                    Some(out) => out,
+                    // The holder vanished on the way: its lease lapses, then the agent
+                    // resumes here.
+                    None => self.ask_here(id, task).await.map_err(|e| e.into_error(id)),
+                }
+            }
+            Err(Activation::Failed(e)) => Err(e),
+        }
+    }
+
+    /// Sends `task` to `node` and follows where it is redirected. `None` when the agent should
+    /// be asked here instead: the route led back to this node, the node is not reachable, or
+    /// it was lost with a task that may safely run twice (one with an idempotency key, which
+    /// the agent answers from its persisted result if it already ran it).
+    async fn forward(
+        &self,
+        remote: &dyn RemoteAgents,
+        mut node: String,
+        id: &AgentId,
+        task: &Task,
+    ) -> Option<Result<TaskOutput, AgentError>> {
+        for _ in 0..=REDIRECTS_MAX {
+            if node == remote.node() {
+                self.located.remove(id);
+                return None;
+            }
+            let wire = RemoteTask::new(task, self.config.task_timeout);
+            let span = tracing::debug_span!("forward", agent = %id, node = %node);
+            match remote.ask(&node, id, wire).instrument(span).await {
+                Ok(RemoteReply::Done(out)) => {
+                    if self.located.len() >= LOCATED_MAX {
+                        self.located.clear();
+                    }
+                    self.located.insert(id.clone(), node);
+                    return Some(out);
+                }
+                Ok(RemoteReply::Elsewhere { node: next }) => node = next,
+                Err(RemoteError::Unreachable(_)) => {
+                    self.located.remove(id);
+                    return None;
+                }
+                Err(e @ RemoteError::Lost { .. }) => {
+                    self.located.remove(id);
+                    tracing::warn!(agent = %id, error = %e, "node lost during a forwarded task");
+                    if task.idempotency_key.is_some() {
+                        return None;
+                    }
+                    return Some(Err(AgentError::Unavailable(format!("{id}: {e}"))));
+                }
+            }
+        }
+        Some(Err(AgentError::Unavailable(format!(
+            "{id} moved between nodes more than {REDIRECTS_MAX} times while the task was on its way"
+        ))))
+    }
+
+    /// Runs `task` on `id` on this node, activating it here if needed.
+    async fn ask_here(&self, id: &AgentId, task: Task) -> Result<TaskOutput, Activation> {
         if task.chain.len() > DELEGATION_DEPTH_MAX {
             return Err(AgentError::LimitExceeded(format!(
                 "delegation deeper than {DELEGATION_DEPTH_MAX}"
-            )));
+            ))
+            .into());
         }
         if task.chain.contains(id) {
             return Err(AgentError::Invalid(format!(
                 "delegation cycle: {id} is already working on this request"
-            )));
+            ))
+            .into());
         }
         let (_held, handle) = self.hold_active(id).await?;
         // The task's own token: cancelled when the caller stops waiting, so the agent stops
@@ -513,12 +695,13 @@ impl Inner {
             )
             .await
         {
-            Ok(out) => out,
+            Ok(out) => out.map_err(Activation::Failed),
             Err(CallError::Timeout { .. }) => Err(AgentError::Unavailable(format!(
                 "{id} did not finish within {:?}",
                 self.config.task_timeout
-            ))),
-            Err(e) => Err(AgentError::Unavailable(format!("{id}: {e}"))),
+            ))
+            .into()),
+            Err(e) => Err(AgentError::Unavailable(format!("{id}: {e}")).into()),
         }
     }
 

@@ -352,11 +352,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if json_out {
                 show(&v)?;
             } else {
-                let mut rows = vec![json!({
-                    "name": v["self"]["name"],
-                    "address": v["self"]["address"],
-                    "status": "self",
-                })];
+                let mut me = v["self"].clone();
+                me["status"] = json!("self");
+                let mut rows = vec![me];
                 rows.extend(v["nodes"].as_array().cloned().unwrap_or_default());
                 table(
                     &rows,
@@ -364,6 +362,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         ("NAME", "/name"),
                         ("ADDRESS", "/address"),
                         ("STATUS", "/status"),
+                        ("ACTORS", "/actors"),
+                        ("AGENTS", "/agents_active"),
+                        ("BUSY", "/agents_busy"),
                     ],
                 );
             }

@@ -9,8 +9,12 @@
 //! re-dials every seed it is not connected to, with backoff, for as long as it runs.
 //!
 //! What a node knows of another is [`Peer`]: its name, the address it advertises, whether a
-//! session with it is up, and since when. Actors per node and load travel with the
-//! cross-node messaging that is still to build.
+//! session with it is up, and since when; a reachable peer's figures ([`NodeStats`]: actors,
+//! agents, load) are asked from its gateway (`gateway.rs`), the actor through which nodes
+//! forward tasks to each other's agents.
+
+#[cfg(feature = "cluster")]
+pub mod gateway;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -239,6 +243,37 @@ impl Peers {
     }
 }
 
+/// A node's figures, as its gateway reports them to the others.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// The node's name.
+    pub node: String,
+    /// Actors running under its supervision tree.
+    pub actors: usize,
+    /// Agent instances active (in memory) on it.
+    pub agents_active: usize,
+    /// Agent instances working on a task now: its load.
+    pub agents_busy: usize,
+    /// Tasks other nodes forwarded to it, running now.
+    #[serde(default)]
+    pub forwarded_in_flight: usize,
+}
+
+/// What a node serves to the others of its cluster.
+#[derive(Clone)]
+pub struct Served {
+    /// This node's agents.
+    pub system: aios_actors::agent::AgentSystem,
+    /// This node's figures, computed when asked.
+    pub stats: Arc<dyn Fn() -> NodeStats + Send + Sync>,
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served").finish_non_exhaustive()
+    }
+}
+
 /// An error starting membership.
 #[derive(Debug, thiserror::Error)]
 #[error("cluster: {0}")]
@@ -252,6 +287,8 @@ pub struct Membership {
     peers: Peers,
     #[cfg(feature = "cluster")]
     server: std::sync::Mutex<Option<ractor::ActorRef<ractor_cluster::NodeServerMessage>>>,
+    #[cfg(feature = "cluster")]
+    gateway: std::sync::Mutex<Option<ractor::ActorRef<gateway::GatewayMsg>>>,
     dialer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -264,25 +301,33 @@ impl Membership {
             peers: Peers::default(),
             #[cfg(feature = "cluster")]
             server: std::sync::Mutex::new(None),
+            #[cfg(feature = "cluster")]
+            gateway: std::sync::Mutex::new(None),
             dialer: std::sync::Mutex::new(None),
         }
     }
 
-    /// Joins the cluster `config` describes as node `name`, or returns
+    /// Joins the cluster `config` describes as node `name`, serving `served` to the other
+    /// nodes (its agent system then forwards to theirs), or returns
     /// [`Membership::disabled`] when the cluster is off.
     ///
     /// # Errors
     /// The listener cannot start (the port is taken, ...).
-    pub async fn start(name: &str, config: &ClusterConfig) -> Result<Self, ClusterError> {
+    pub async fn start(
+        name: &str,
+        config: &ClusterConfig,
+        served: Served,
+    ) -> Result<Self, ClusterError> {
         if !config.enabled() {
             return Ok(Self::disabled(name));
         }
         #[cfg(feature = "cluster")]
         {
-            imp::start(name, config).await
+            imp::start(name, config, served).await
         }
         #[cfg(not(feature = "cluster"))]
         {
+            drop(served);
             Err(ClusterError(
                 "this aiosd was built without cluster support".into(),
             ))
@@ -309,6 +354,15 @@ impl Membership {
         self.peers.list()
     }
 
+    /// The figures of every reachable peer (those answering within a second).
+    pub async fn peer_stats(&self) -> Vec<NodeStats> {
+        #[cfg(feature = "cluster")]
+        if self.enabled() {
+            return gateway::peer_stats().await;
+        }
+        Vec::new()
+    }
+
     /// Leaves the cluster: stops dialing and closes every session. Idempotent.
     pub fn shutdown(&self) {
         fn take<T>(m: &std::sync::Mutex<Option<T>>) -> Option<T> {
@@ -318,6 +372,10 @@ impl Membership {
         }
         if let Some(dialer) = take(&self.dialer) {
             dialer.abort();
+        }
+        #[cfg(feature = "cluster")]
+        if let Some(gateway) = take(&self.gateway) {
+            gateway.stop(Some("node shutting down".into()));
         }
         #[cfg(feature = "cluster")]
         if let Some(server) = take(&self.server) {
@@ -340,7 +398,7 @@ mod imp {
     use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
     use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 
-    use super::{ClusterConfig, ClusterError, Membership, Peers};
+    use super::{ClusterConfig, ClusterError, Membership, Peers, Served, gateway};
 
     /// The first re-dial of a seed that is not connected, doubled on every failure.
     const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -376,6 +434,7 @@ mod imp {
     pub(super) async fn start(
         name: &str,
         config: &ClusterConfig,
+        served: Served,
     ) -> Result<Membership, ClusterError> {
         let err = |e: &dyn std::fmt::Display| ClusterError(e.to_string());
         let listen = config
@@ -399,7 +458,17 @@ mod imp {
             Some(NodeConnectionMode::Transitive),
         )
         .with_listen_addr(listen.ip());
-        let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| err(&e))?;
+        // The gateway first, so that the first session already syncs its process groups.
+        let system = served.system.clone();
+        let gateway = gateway::start(name, served).await.map_err(|e| err(&e))?;
+        system.set_remote(std::sync::Arc::new(gateway::Route::new(name)));
+        let (server, _) = match Actor::spawn(None, server, ()).await {
+            Ok(s) => s,
+            Err(e) => {
+                gateway.stop(None);
+                return Err(err(&e));
+            }
+        };
         let peers = Peers::default();
         server
             .cast(NodeServerMessage::SubscribeToEvents {
@@ -420,6 +489,7 @@ mod imp {
             advertised: Some(advertised),
             peers,
             server: std::sync::Mutex::new(Some(server)),
+            gateway: std::sync::Mutex::new(Some(gateway)),
             dialer: std::sync::Mutex::new(Some(dialer)),
         })
     }

@@ -307,15 +307,42 @@ fn agent_problem(e: AgentError) -> Problem {
 /// This node and the cluster's other nodes as this node sees them.
 async fn cluster_nodes(State(s): State<Shared>) -> ApiResult {
     let m = &s.membership;
+    let stats = m.peer_stats().await;
+    let nodes: Vec<Value> = m
+        .peers()
+        .into_iter()
+        .map(|peer| {
+            // ractor_cluster names a peer `<node>@<host>`.
+            let node = peer.name.split('@').next().unwrap_or_default().to_owned();
+            let figures = stats.iter().find(|st| st.node == node);
+            let mut v = serde_json::to_value(&peer).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("node".into(), json!(node));
+                o.insert("actors".into(), json!(figures.map(|f| f.actors)));
+                o.insert(
+                    "agents_active".into(),
+                    json!(figures.map(|f| f.agents_active)),
+                );
+                o.insert("agents_busy".into(), json!(figures.map(|f| f.agents_busy)));
+                o.insert(
+                    "forwarded_in_flight".into(),
+                    json!(figures.map(|f| f.forwarded_in_flight)),
+                );
+            }
+            v
+        })
+        .collect();
+    let system = s.rt.agent_system();
     ok(json!({
         "cluster": m.enabled(),
         "self": {
             "name": m.name(),
             "address": m.advertised(),
             "actors": s.rt.registry().len(),
-            "agents_active": s.rt.agent_system().active_count(),
+            "agents_active": system.active_count(),
+            "agents_busy": system.busy_count(),
         },
-        "nodes": m.peers(),
+        "nodes": nodes,
     }))
 }
 

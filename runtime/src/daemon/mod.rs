@@ -323,8 +323,25 @@ impl Daemon {
             },
             None => None,
         };
+        let served = {
+            let system = rt.agent_system().clone();
+            let registry = rt.registry().clone();
+            let node = config.store.node.clone();
+            crate::cluster::Served {
+                system: system.clone(),
+                stats: Arc::new(move || crate::cluster::NodeStats {
+                    node: node.clone(),
+                    actors: registry.len(),
+                    agents_active: system.active_count(),
+                    agents_busy: system.busy_count(),
+                    forwarded_in_flight: 0,
+                }),
+            }
+        };
         let membership =
-            match crate::cluster::Membership::start(&config.store.node, &config.cluster).await {
+            match crate::cluster::Membership::start(&config.store.node, &config.cluster, served)
+                .await
+            {
                 Ok(m) => m,
                 Err(e) => {
                     let _ = rt.shutdown().await;

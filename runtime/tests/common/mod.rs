@@ -5,8 +5,10 @@ use std::io::BufRead;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use aios_supervisor::snapshot::{PostgresOptions, PostgresStore};
+use aios_testkit::FakeLlm;
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The daemon binary of this package.
 pub const AIOSD: &str = env!("CARGO_BIN_EXE_aiosd");
@@ -144,4 +146,70 @@ impl Drop for Aiosd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The PostgreSQL server of the shared-store tests: `AIOS_TEST_PG_URL`, by default the local one.
+pub fn pg_url() -> String {
+    std::env::var("AIOS_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Fresh tables for one test, or `None` (after saying so) without a server outside CI.
+pub async fn namespace(test: &str) -> Option<(String, PostgresStore)> {
+    let ns = format!(
+        "t{}_{test}",
+        uuid::Uuid::new_v4().simple().to_string().get(..12).unwrap()
+    );
+    match PostgresStore::connect(PostgresOptions::new(pg_url()).namespace(ns.clone())).await {
+        Ok(store) => Some((ns, store)),
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but PostgreSQL is not reachable at {}: {e}",
+                pg_url()
+            );
+            eprintln!(
+                "\n!!! SKIPPED {test}: no PostgreSQL at {} ({e})\n",
+                pg_url()
+            );
+            None
+        }
+    }
+}
+
+/// Defines agent `name` on `node` (it must succeed).
+pub async fn define(node: &Aiosd, name: &str) {
+    let (s, v) = node
+        .post(
+            "/v1/agents",
+            json!({"name": name, "role": "executor", "model": "fake/m", "system_prompt": "Hi."}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+/// Sends `text` to agent `agent` on `node`.
+pub async fn say(node: &Aiosd, agent: &str, text: &str) -> (StatusCode, Value) {
+    node.post(
+        &format!("/v1/agents/{agent}/messages"),
+        json!({ "content": text }),
+    )
+    .await
+}
+
+/// The user messages of the model's last chat request.
+pub fn last_prompt(fake: &FakeLlm) -> Vec<String> {
+    let requests = fake.requests();
+    let last = requests
+        .iter()
+        .rev()
+        .find(|r| r.path.ends_with("/chat/completions"))
+        .expect("a chat request");
+    last.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+        .collect()
 }

@@ -130,7 +130,8 @@ class DashboardPage extends AiosPage {
 
   /** The cluster's nodes as this one sees them. */
   members(cluster) {
-    const rows = [{ name: cluster.self.name, address: cluster.self.address, status: "self" }, ...cluster.nodes];
+    const rows = [{ ...cluster.self, status: "self" }, ...cluster.nodes];
+    const figure = (v) => (v === null || v === undefined ? "–" : String(v));
     const tone = { self: "ok", up: "ok", down: "bad" };
     return h(
       "section",
@@ -141,6 +142,9 @@ class DashboardPage extends AiosPage {
           { label: "Node", value: (n) => n.name },
           { label: "Address", value: (n) => n.address ?? "" },
           { label: "Status", value: (n) => badge(n.status, tone[n.status] ?? "warn") },
+          { label: "Actors", value: (n) => figure(n.actors) },
+          { label: "Agents active", value: (n) => figure(n.agents_active) },
+          { label: "Busy (load)", value: (n) => figure(n.agents_busy) },
           { label: "Since", value: (n) => (n.since_ms ? fmtTime(n.since_ms) : "") },
         ],
         rows,
