@@ -42,12 +42,19 @@ impl Node {
             secret,
             seeds,
             &format!("[store]\nnode = \"{name}\"\n"),
+            "",
         )
     }
 
     /// A node of the cluster on the shared store (namespace `ns`, 1 s leases), with the fake
     /// model at `llm`.
     fn shared(name: &str, seeds: &[&str], ns: &str, llm: &str) -> Node {
+        Self::shared_tagged(name, seeds, ns, llm, &[])
+    }
+
+    /// As [`Node::shared`], with cluster tags.
+    fn shared_tagged(name: &str, seeds: &[&str], ns: &str, llm: &str, tags: &[&str]) -> Node {
+        let tags: Vec<String> = tags.iter().map(|t| format!("{t:?}")).collect();
         let config = format!(
             r#"
 [store]
@@ -69,14 +76,14 @@ model = "m"
 "#,
             pg = pg_url()
         );
-        Self::start_with(name, SECRET, seeds, &config)
+        Self::start_with(name, SECRET, seeds, &config, &tags.join(", "))
     }
 
-    fn start_with(name: &str, secret: &str, seeds: &[&str], config: &str) -> Node {
+    fn start_with(name: &str, secret: &str, seeds: &[&str], config: &str, tags: &str) -> Node {
         let cluster_addr = format!("127.0.0.1:{}", free_port());
         let seeds: Vec<String> = seeds.iter().map(|s| format!("{s:?}")).collect();
         let config = format!(
-            "{config}\n[cluster]\nlisten = \"{cluster_addr}\"\nseeds = [{}]\n",
+            "{config}\n[cluster]\nlisten = \"{cluster_addr}\"\nseeds = [{}]\ntags = [{tags}]\n",
             seeds.join(", ")
         );
         Node {
@@ -291,4 +298,117 @@ async fn await_defined(node: &Node, name: &str) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `name`'s active agents as `node` reports them itself.
+async fn agents_active(node: &Node) -> u64 {
+    node.nodes().await["self"]["agents_active"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_by_node_and_tags_and_a_drain_that_moves_agents_with_their_state() {
+    let Some((ns, store)) = namespace("place").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let llm = fake.base_url();
+    let a = Node::shared("a", &[], &ns, &llm);
+    let b = Node::shared_tagged("b", &[&a.cluster_addr], &ns, &llm, &["gpu"]);
+    let c = Node::shared("c", &[&a.cluster_addr], &ns, &llm);
+    for peer in ["b", "c"] {
+        a.await_reachable(peer).await;
+    }
+    assert_eq!(a.peer("b").await["tags"], serde_json::json!(["gpu"]));
+
+    // By tag: asked on a, activated on b, the only node tagged `gpu`.
+    define(&a.aiosd, "gpu-worker").await;
+    let (s, v) = a
+        .aiosd
+        .put(
+            "/v1/agents/gpu-worker/placement",
+            serde_json::json!({"tags": ["gpu"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = say(&a.aiosd, "gpu-worker", "hello").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!((agents_active(&a).await, agents_active(&b).await), (0, 1));
+
+    // By name: on c.
+    define(&a.aiosd, "pinned").await;
+    let (s, v) = a
+        .aiosd
+        .put(
+            "/v1/agents/pinned/placement",
+            serde_json::json!({"node": "c"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = a.aiosd.get("/v1/agents/pinned/placement").await;
+    assert_eq!((s, v["node"].as_str()), (StatusCode::OK, Some("c")));
+    let (s, v) = say(&a.aiosd, "pinned", "hello").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(agents_active(&c).await, 1);
+
+    // A placement no node satisfies is refused clearly; a bad one is a 400.
+    define(&a.aiosd, "nowhere").await;
+    let (s, _) = a
+        .aiosd
+        .put(
+            "/v1/agents/nowhere/placement",
+            serde_json::json!({"tags": ["tpu"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = say(&a.aiosd, "nowhere", "hello").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("tpu"), "{v}");
+    let (s, v) = a
+        .aiosd
+        .put(
+            "/v1/agents/nowhere/placement",
+            serde_json::json!({"tags": ["TPU!"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    // Drain: a's agent is passivated there and its next message activates it on another
+    // node, with its conversation.
+    define(&a.aiosd, "mover").await;
+    let (s, v) = say(&a.aiosd, "mover", "the word is plum").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(agents_active(&a).await, 1);
+    let (s, v) = a
+        .aiosd
+        .post("/v1/cluster/drain", serde_json::json!({"within_s": 10}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["passivated"].as_u64(), v["remaining"].as_u64()),
+        (Some(1), Some(0)),
+        "{v}"
+    );
+    assert_eq!(a.nodes().await["self"]["draining"], true);
+    let (s, v) = say(&a.aiosd, "mover", "which word?").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(last_prompt(&fake), ["the word is plum", "which word?"]);
+    assert_eq!(
+        agents_active(&a).await,
+        0,
+        "the drained node activates nothing"
+    );
+    assert_eq!(agents_active(&b).await + agents_active(&c).await, 3);
+    let (s, v) = a
+        .aiosd
+        .post("/v1/cluster/undrain", serde_json::json!({}))
+        .await;
+    assert_eq!(
+        (s, &v["draining"]),
+        (StatusCode::OK, &Value::Bool(false)),
+        "{v}"
+    );
+    drop((a, b, c));
+    store.drop_tables().await.unwrap();
 }

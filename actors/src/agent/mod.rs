@@ -7,6 +7,7 @@ mod actor;
 mod definition;
 mod events;
 mod kernel;
+pub mod placement;
 mod registry;
 pub mod remote;
 mod system;
@@ -22,6 +23,7 @@ pub use self::definition::{
 };
 pub use self::events::{AGENT_EVENTS_BUFFER, AgentEvent, AgentEventKind, EventHub};
 pub use self::kernel::{Kernel, MemoryHook};
+pub use self::placement::{Candidate, Placement};
 pub use self::registry::{AgentRegistry, CapabilityMatch, CapabilityQuery, RegistryError};
 pub use self::remote::{RemoteAgents, RemoteError, RemoteReply, RemoteTask};
 pub use self::system::{AgentSystem, AgentSystemConfig, snapshot_key};

@@ -50,7 +50,9 @@ impl Placement {
             return Err(format!("tags: at most {TAGS_MAX}"));
         }
         if let Some(bad) = self.tags.iter().find(|t| !valid_tag(t)) {
-            return Err(format!("tags: {bad:?} is not a tag (1..=32 of a-z 0-9 . _ -)"));
+            return Err(format!(
+                "tags: {bad:?} is not a tag (1..=32 of a-z 0-9 . _ -)"
+            ));
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::actor::{AgentError, Task, TaskOutput};
+use super::placement::Candidate;
 use crate::protocol::{AgentId, Envelope, unix_ms};
 
 /// The most times one task is redirected to another node (an agent that moved while the
@@ -85,6 +86,8 @@ pub enum RemoteReply {
         /// That node's name.
         node: String,
     },
+    /// The node is being drained and does not activate agents: activate it elsewhere.
+    Draining,
 }
 
 /// Why a forwarded task got no reply.
@@ -110,8 +113,15 @@ pub trait RemoteAgents: Send + Sync + 'static {
     /// This node's name.
     fn node(&self) -> &str;
 
+    /// This node's tags (`[cluster] tags`), for placement.
+    fn tags(&self) -> Vec<String>;
+
     /// True when `node` is a connected peer whose agents can be asked.
     fn reachable(&self, node: &str) -> bool;
+
+    /// The reachable peers with their tags and load, for placement (figures may be up to a
+    /// second old).
+    async fn candidates(&self) -> Vec<Candidate>;
 
     /// Runs `task` on agent `agent` on node `node` (which runs it itself, never forwards it).
     ///

@@ -2,7 +2,7 @@
 //! a dynamic supervisor (state restored from the snapshot), passivated when idle (final
 //! snapshot, actor stopped); request/reply envelopes with deadlines, topics, and delegation.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use tracing::Instrument;
 use super::actor::{AgentError, AgentMsg, AgentWorker, Task, TaskOutput};
 use super::events::{AgentEvent, EventHub};
 use super::kernel::{Kernel, MemoryHook};
+use super::placement::{Candidate, Placement, choose};
 use super::registry::{AgentRegistry, CapabilityQuery};
 use super::remote::{
     REDIRECTS_MAX, RemoteAgents, RemoteError, RemoteReply, RemoteTask, holder_node,
@@ -40,6 +41,8 @@ const LEASE_WAIT_MAX: Duration = Duration::from_secs(60);
 const LEASE_WAIT_MARGIN: Duration = Duration::from_millis(50);
 /// Agents remembered as active on another node; the memory is dropped whole past it.
 const LOCATED_MAX: usize = 100_000;
+/// How often a drain looks again at instances that were busy.
+const DRAIN_RECHECK_EVERY: Duration = Duration::from_millis(20);
 
 /// Agent system settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -93,6 +96,22 @@ struct Inner {
     remote: OnceLock<Arc<dyn RemoteAgents>>,
     /// Where agents active on other nodes were last found: the node's name.
     located: DashMap<AgentId, String>,
+    /// Set while the node is drained: agents are activated on other nodes.
+    draining: AtomicBool,
+}
+
+/// What a drain did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DrainReport {
+    /// Agent instances passivated (final snapshot written, lease released).
+    pub passivated: usize,
+    /// Instances still active when the drain gave up (busy past its deadline).
+    pub remaining: usize,
+}
+
+/// The record key of agent `name`'s placement.
+fn placement_key(name: &str) -> String {
+    format!("placement/{name}")
 }
 
 /// Why an agent could not be activated here.
@@ -174,6 +193,7 @@ impl AgentSystem {
                 topics: DashMap::new(),
                 remote: OnceLock::new(),
                 located: DashMap::new(),
+                draining: AtomicBool::new(false),
             }
         });
         tokio::spawn(reaper(Arc::downgrade(&inner)));
@@ -191,6 +211,17 @@ impl AgentSystem {
     /// Runs a task that another node forwarded: here, never forwarded again. When the agent
     /// is active on yet another node, the reply says which.
     pub async fn serve_remote(&self, id: &AgentId, task: RemoteTask) -> RemoteReply {
+        if self.is_draining() && !self.inner.is_active_here(id) {
+            return RemoteReply::Draining;
+        }
+        // Defined on the calling node moments ago: read the definitions now rather than at
+        // the next periodic reload.
+        let registry = &self.inner.kernel.registry;
+        if registry.get(&id.name).is_none()
+            && let Err(e) = registry.reload().await
+        {
+            tracing::warn!(agent = %id, error = %e, "reloading the agent definitions");
+        }
         let left = task.time_left();
         match tokio::time::timeout(left, self.inner.ask_here(id, task.into_task())).await {
             Ok(Ok(out)) => RemoteReply::Done(Ok(out)),
@@ -198,6 +229,80 @@ impl AgentSystem {
             Ok(Err(Activation::Failed(e))) => RemoteReply::Done(Err(e)),
             Err(_) => RemoteReply::Done(Err(AgentError::DeadlineExceeded)),
         }
+    }
+
+    /// Where new activations of agent `name` go in a cluster (the default when none was set).
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn placement(&self, name: &str) -> Result<Placement, AgentError> {
+        self.inner
+            .kernel
+            .registry
+            .records()
+            .get::<Placement>(&placement_key(name))
+            .await
+            .map(Option::unwrap_or_default)
+            .map_err(|e| AgentError::Unavailable(format!("reading the placement of {name}: {e}")))
+    }
+
+    /// Sets where new activations of agent `name` go (instances already active stay where
+    /// they are until passivated). The default placement removes the record.
+    ///
+    /// # Errors
+    /// [`AgentError::NotFound`] for an undefined agent, [`AgentError::Invalid`] for a bad
+    /// placement, or a store failure.
+    pub async fn set_placement(&self, name: &str, placement: &Placement) -> Result<(), AgentError> {
+        if self.inner.kernel.registry.get(name).is_none() {
+            return Err(AgentError::NotFound(name.to_string()));
+        }
+        placement.validate().map_err(AgentError::Invalid)?;
+        let records = self.inner.kernel.registry.records();
+        let key = placement_key(name);
+        let done = if placement.is_default() {
+            records.delete(&key).await
+        } else {
+            records.put(&key, placement, Durability::Durable).await
+        };
+        done.map_err(|e| AgentError::Unavailable(format!("writing the placement of {name}: {e}")))
+    }
+
+    /// Drains this node: from now on agents are activated on other nodes (the least loaded
+    /// that their placement allows), and every active instance here is passivated — its
+    /// final snapshot written and its lease released — so that its next task activates it
+    /// elsewhere with its state. Busy instances are passivated once their task ends, waiting
+    /// at most `within`.
+    pub async fn drain(&self, within: Duration) -> DrainReport {
+        self.inner.draining.store(true, Ordering::Release);
+        self.inner.located.clear();
+        let deadline = tokio::time::Instant::now() + within;
+        let mut report = DrainReport::default();
+        loop {
+            let ids: Vec<AgentId> = self.inner.active.iter().map(|e| e.key().clone()).collect();
+            for id in &ids {
+                match self.inner.passivate(id, Duration::ZERO).await {
+                    Ok(true) => report.passivated += 1,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(agent = %id, error = %e, "passivation during a drain"),
+                }
+            }
+            report.remaining = self.inner.active.len();
+            if report.remaining == 0 || tokio::time::Instant::now() >= deadline {
+                return report;
+            }
+            // Busy instances: their tasks end on their own; check again shortly.
+            tokio::time::sleep(DRAIN_RECHECK_EVERY).await;
+        }
+    }
+
+    /// Ends a drain: agents are activated here again.
+    pub fn undrain(&self) {
+        self.inner.draining.store(false, Ordering::Release);
+    }
+
+    /// True while the node is drained.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
     }
 
     /// Agent instances now working on a task (this node's load).
@@ -600,6 +705,17 @@ impl Inner {
         {
             return out;
         }
+        if !self.is_active_here(id) {
+            match self.place(remote.as_ref(), id).await {
+                Ok(None) => {}
+                Ok(Some(node)) => {
+                    if let Some(out) = self.forward(remote.as_ref(), node, id, &task).await {
+                        return out;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
         match self.ask_here(id, task.clone()).await {
             Ok(out) => Ok(out),
             Err(Activation::Elsewhere(node)) => {
@@ -616,6 +732,42 @@ impl Inner {
             }
             Err(Activation::Failed(e)) => Err(e),
         }
+    }
+
+    /// True when `id` is active (activated) on this node.
+    fn is_active_here(&self, id: &AgentId) -> bool {
+        self.active
+            .get(id)
+            .is_some_and(|s| s.handle.get().is_some())
+    }
+
+    /// Where to activate `id`, which is active nowhere that this node knows: `None` for here.
+    /// Only an agent with a placement, or a draining node, looks at the other nodes.
+    async fn place(
+        &self,
+        remote: &dyn RemoteAgents,
+        id: &AgentId,
+    ) -> Result<Option<String>, AgentError> {
+        let draining = self.draining.load(Ordering::Acquire);
+        let placement = self
+            .kernel
+            .registry
+            .records()
+            .get::<Placement>(&placement_key(&id.name))
+            .await
+            .map_err(|e| AgentError::Unavailable(format!("reading the placement of {id}: {e}")))?
+            .unwrap_or_default();
+        if placement.is_default() && !draining {
+            return Ok(None);
+        }
+        let here = Candidate {
+            node: remote.node().to_string(),
+            tags: remote.tags(),
+            load: self.active.len(),
+            draining,
+        };
+        let peers = remote.candidates().await;
+        choose(&placement, &here, &peers).map_err(AgentError::Unavailable)
     }
 
     /// Sends `task` to `node` and follows where it is redirected. `None` when the agent should
@@ -645,6 +797,10 @@ impl Inner {
                     return Some(out);
                 }
                 Ok(RemoteReply::Elsewhere { node: next }) => node = next,
+                Ok(RemoteReply::Draining) => {
+                    self.located.remove(id);
+                    return None;
+                }
                 Err(RemoteError::Unreachable(_)) => {
                     self.located.remove(id);
                     return None;

@@ -48,6 +48,15 @@ enum Command {
     Status,
     /// The nodes of the cluster, as this daemon sees them.
     Nodes,
+    /// Drain this daemon's node: its agents move to the other nodes (final snapshot, lease
+    /// released, activated elsewhere on their next message) until `undrain`.
+    Drain {
+        /// Seconds to wait for busy agents to finish their task.
+        #[arg(long, default_value_t = 30)]
+        within_s: u64,
+    },
+    /// End a drain: the node activates agents again.
+    Undrain,
     /// Agents.
     #[command(subcommand)]
     Agents(Agents),
@@ -101,6 +110,22 @@ enum Agents {
     Create { file: PathBuf },
     /// Delete an agent.
     Delete { name: String },
+    /// Show or set where a cluster activates an agent (no option: show it).
+    Place {
+        name: String,
+        /// On this node only.
+        #[arg(long)]
+        node: Option<String>,
+        /// On a node with this tag (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// On the least loaded of the nodes allowed.
+        #[arg(long)]
+        least_loaded: bool,
+        /// Back to the default: the node asked.
+        #[arg(long, conflicts_with_all = ["node", "tags", "least_loaded"])]
+        reset: bool,
+    },
     /// Send a message and stream the answer.
     Chat {
         name: String,
@@ -369,6 +394,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Drain { within_s } => {
+            show(
+                &api.post("/v1/cluster/drain", json!({ "within_s": within_s }))
+                    .await?,
+            )?;
+        }
+        Command::Undrain => show(&api.post("/v1/cluster/undrain", json!({})).await?)?,
         Command::Costs => show(&api.get("/v1/costs").await?)?,
         Command::Agents(a) => match a {
             Agents::List => {
@@ -404,6 +436,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     show(&v)?;
                 } else {
                     println!("created {} (version {})", v["name"], v["version"]);
+                }
+            }
+            Agents::Place {
+                name,
+                node,
+                tags,
+                least_loaded,
+                reset,
+            } => {
+                let path = format!("/v1/agents/{name}/placement");
+                if node.is_none() && tags.is_empty() && !least_loaded && !reset {
+                    show(&api.get(&path).await?)?;
+                } else {
+                    let body = json!({"node": node, "tags": tags, "least_loaded": least_loaded});
+                    show(&api.call(reqwest::Method::PUT, &path, Some(body)).await?)?;
                 }
             }
             Agents::Delete { name } => {

@@ -14,7 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aios_actors::agent::{AgentError, RemoteAgents, RemoteError, RemoteReply, RemoteTask};
+use aios_actors::agent::{
+    AgentError, Candidate, RemoteAgents, RemoteError, RemoteReply, RemoteTask,
+};
 use aios_actors::protocol::{AgentId, Envelope};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -290,16 +292,24 @@ pub async fn peer_stats() -> Vec<NodeStats> {
         .collect()
 }
 
+/// How long peers' figures are reused for placement.
+const CANDIDATES_TTL: Duration = Duration::from_secs(1);
+
 /// [`RemoteAgents`] over the gateways.
 pub struct Route {
     node: String,
+    tags: Vec<String>,
+    /// Peers' figures and when they were asked.
+    candidates: tokio::sync::Mutex<Option<(tokio::time::Instant, Vec<Candidate>)>>,
 }
 
 impl Route {
-    /// The route of node `node`.
-    pub fn new(node: &str) -> Self {
+    /// The route of node `node`, which has `tags`.
+    pub fn new(node: &str, tags: Vec<String>) -> Self {
         Self {
             node: node.to_owned(),
+            tags,
+            candidates: tokio::sync::Mutex::new(None),
         }
     }
 }
@@ -310,8 +320,34 @@ impl RemoteAgents for Route {
         &self.node
     }
 
+    fn tags(&self) -> Vec<String> {
+        self.tags.clone()
+    }
+
     fn reachable(&self, node: &str) -> bool {
         gateway_of(node).is_some()
+    }
+
+    async fn candidates(&self) -> Vec<Candidate> {
+        // One refresh at a time; the others wait for it rather than ask the peers again.
+        let mut cached = self.candidates.lock().await;
+        if let Some((at, list)) = &*cached
+            && at.elapsed() < CANDIDATES_TTL
+        {
+            return list.clone();
+        }
+        let list: Vec<Candidate> = peer_stats()
+            .await
+            .into_iter()
+            .map(|s| Candidate {
+                node: s.node,
+                tags: s.tags,
+                load: s.agents_active,
+                draining: s.draining,
+            })
+            .collect();
+        *cached = Some((tokio::time::Instant::now(), list.clone()));
+        list
     }
 
     async fn ask(

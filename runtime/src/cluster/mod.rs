@@ -19,6 +19,7 @@ pub mod gateway;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use aios_actors::agent::placement;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +44,9 @@ pub struct ClusterConfig {
     /// The secret every node of the cluster shares (or the environment: `AIOS_CLUSTER_SECRET`);
     /// at least [`SECRET_LEN_MIN`] characters.
     pub secret: Option<String>,
+    /// This node's tags, which agents' placements may require (`gpu`, `eu`, ...; or the
+    /// environment: `AIOS_CLUSTER_TAGS`, comma-separated).
+    pub tags: Vec<String>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -53,6 +57,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("advertise", &self.advertise)
             .field("seeds", &self.seeds)
             .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .field("tags", &self.tags)
             .finish()
     }
 }
@@ -85,10 +90,14 @@ impl ClusterConfig {
     /// The key and what is wrong with it.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         let Some(listen) = self.listen else {
-            if !self.seeds.is_empty() || self.secret.is_some() || self.advertise.is_some() {
+            if !self.seeds.is_empty()
+                || self.secret.is_some()
+                || self.advertise.is_some()
+                || !self.tags.is_empty()
+            {
                 return Err((
                     "cluster.listen",
-                    "is required when seeds, secret or advertise are set".into(),
+                    "is required when seeds, secret, advertise or tags are set".into(),
                 ));
             }
             return Ok(());
@@ -128,6 +137,15 @@ impl ClusterConfig {
         }
         if let Some(bad) = self.seeds.iter().find(|s| !valid_host_port(s)) {
             return Err(("cluster.seeds", format!("{bad:?} is not host:port")));
+        }
+        if self.tags.len() > placement::TAGS_MAX {
+            return Err(("cluster.tags", format!("at most {}", placement::TAGS_MAX)));
+        }
+        if let Some(bad) = self.tags.iter().find(|t| !placement::valid_tag(t)) {
+            return Err((
+                "cluster.tags",
+                format!("{bad:?} is not a tag (1..=32 of a-z 0-9 . _ -)"),
+            ));
         }
         Ok(())
     }
@@ -257,6 +275,12 @@ pub struct NodeStats {
     /// Tasks other nodes forwarded to it, running now.
     #[serde(default)]
     pub forwarded_in_flight: usize,
+    /// Its tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// True while it is being drained (it activates no agent).
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// What a node serves to the others of its cluster.
@@ -461,7 +485,10 @@ mod imp {
         // The gateway first, so that the first session already syncs its process groups.
         let system = served.system.clone();
         let gateway = gateway::start(name, served).await.map_err(|e| err(&e))?;
-        system.set_remote(std::sync::Arc::new(gateway::Route::new(name)));
+        system.set_remote(std::sync::Arc::new(gateway::Route::new(
+            name,
+            config.tags.clone(),
+        )));
         let (server, _) = match Actor::spawn(None, server, ()).await {
             Ok(s) => s,
             Err(e) => {
@@ -567,6 +594,7 @@ mod tests {
             secret: Some("0123456789abcdef".into()),
             seeds: vec!["aiosd-0.aiosd:7700".into()],
             advertise: Some("aiosd-1.aiosd".into()),
+            tags: vec!["gpu".into(), "eu-west".into()],
         };
         assert!(!format!("{on:?}").contains("0123456789abcdef"));
         assert_eq!(on.advertised().as_deref(), Some("aiosd-1.aiosd:7700"));
@@ -600,6 +628,13 @@ mod tests {
                         ..on.clone()
                     },
                     "cluster.advertise",
+                ),
+                (
+                    ClusterConfig {
+                        tags: vec!["GPU".into()],
+                        ..on.clone()
+                    },
+                    "cluster.tags",
                 ),
                 (
                     ClusterConfig {

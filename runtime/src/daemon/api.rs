@@ -31,6 +31,8 @@ pub fn routes() -> Api {
     Api::new()
         .route(M::GET, "/v1/status", Viewer, status)
         .route(M::GET, "/v1/cluster/nodes", Viewer, cluster_nodes)
+        .route(M::POST, "/v1/cluster/drain", Operator, cluster_drain)
+        .route(M::POST, "/v1/cluster/undrain", Operator, cluster_undrain)
         .route(M::GET, "/v1/openapi.json", Viewer, super::openapi::openapi)
         .route(M::GET, "/v1/tree", Viewer, tree)
         .route(M::POST, "/v1/tree/restart", Operator, tree_restart)
@@ -58,6 +60,13 @@ pub fn routes() -> Api {
         .route(M::GET, "/v1/agents/{name}", Viewer, agents_get)
         .route(M::PUT, "/v1/agents/{name}", Operator, agents_update)
         .route(M::DELETE, "/v1/agents/{name}", Operator, agents_delete)
+        .route(M::GET, "/v1/agents/{name}/placement", Viewer, placement_get)
+        .route(
+            M::PUT,
+            "/v1/agents/{name}/placement",
+            Operator,
+            placement_put,
+        )
         .route(
             M::POST,
             "/v1/agents/{name}/messages",
@@ -328,6 +337,8 @@ async fn cluster_nodes(State(s): State<Shared>) -> ApiResult {
                     "forwarded_in_flight".into(),
                     json!(figures.map(|f| f.forwarded_in_flight)),
                 );
+                o.insert("draining".into(), json!(figures.map(|f| f.draining)));
+                o.insert("tags".into(), json!(figures.map(|f| f.tags.clone())));
             }
             v
         })
@@ -341,9 +352,104 @@ async fn cluster_nodes(State(s): State<Shared>) -> ApiResult {
             "actors": s.rt.registry().len(),
             "agents_active": system.active_count(),
             "agents_busy": system.busy_count(),
+            "draining": system.is_draining(),
+            "tags": s.config.cluster.tags,
         },
         "nodes": nodes,
     }))
+}
+
+/// The longest a drain waits for busy agents by default, and at most.
+const DRAIN_WITHIN_DEFAULT_S: u64 = 30;
+const DRAIN_WITHIN_MAX_S: u64 = 600;
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DrainBody {
+    /// How long to wait for busy agents to finish their task (seconds, default 30, at most
+    /// 600).
+    #[serde(default)]
+    within_s: Option<u64>,
+}
+
+/// Drains this node: its agents are passivated (final snapshot, lease released) and activated
+/// on the other nodes from then on, until `undrain`.
+async fn cluster_drain(State(s): State<Shared>, ApiJson(body): ApiJson<DrainBody>) -> ApiResult {
+    let within = body.within_s.unwrap_or(DRAIN_WITHIN_DEFAULT_S);
+    if within > DRAIN_WITHIN_MAX_S {
+        return Err(Problem::bad_request(format!(
+            "within_s: at most {DRAIN_WITHIN_MAX_S}"
+        )));
+    }
+    let m = &s.membership;
+    if !m.enabled() {
+        return Err(Problem::conflict(
+            "this node is not in a cluster: there is nowhere to move its agents",
+        ));
+    }
+    if !m
+        .peers()
+        .iter()
+        .any(|p| p.status == crate::cluster::PeerStatus::Up)
+    {
+        return Err(Problem::conflict(
+            "no other node is up: there is nowhere to move this node's agents",
+        ));
+    }
+    let system = s.rt.agent_system();
+    let report = system.drain(std::time::Duration::from_secs(within)).await;
+    tracing::info!(
+        passivated = report.passivated,
+        remaining = report.remaining,
+        "node drained"
+    );
+    ok(json!({
+        "node": m.name(),
+        "draining": system.is_draining(),
+        "passivated": report.passivated,
+        "remaining": report.remaining,
+    }))
+}
+
+/// Ends a drain: this node activates agents again.
+async fn cluster_undrain(State(s): State<Shared>) -> ApiResult {
+    let system = s.rt.agent_system();
+    system.undrain();
+    ok(json!({ "node": s.membership.name(), "draining": system.is_draining() }))
+}
+
+/// Where new activations of an agent go in a cluster.
+async fn placement_get(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let full = scoped(&p, &name)?;
+    let system = s.rt.agent_system();
+    if system.registry().get(&full).is_none() {
+        return Err(Problem::not_found(format!("agent {name:?} not found")));
+    }
+    let placement = system.placement(&full).await.map_err(agent_problem)?;
+    ok(json!(placement))
+}
+
+/// Sets where new activations of an agent go (`{}`: where asked).
+async fn placement_put(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    ApiJson(placement): ApiJson<aios_actors::agent::Placement>,
+) -> ApiResult {
+    let full = scoped(&p, &name)?;
+    let system = s.rt.agent_system();
+    system
+        .set_placement(&full, &placement)
+        .await
+        .map_err(|e| match e {
+            AgentError::NotFound(_) => Problem::not_found(format!("agent {name:?} not found")),
+            e => agent_problem(e),
+        })?;
+    ok(json!(placement))
 }
 
 async fn status(State(s): State<Shared>) -> ApiResult {

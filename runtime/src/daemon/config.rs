@@ -246,6 +246,14 @@ impl DaemonConfig {
                 .map(String::from)
                 .collect();
         }
+        if let Some(v) = env("AIOS_CLUSTER_TAGS") {
+            config.cluster.tags = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
         if let Some(v) = env("AIOS_CLUSTER_SECRET") {
             config.cluster.secret = Some(v);
         }

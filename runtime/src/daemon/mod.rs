@@ -327,6 +327,7 @@ impl Daemon {
             let system = rt.agent_system().clone();
             let registry = rt.registry().clone();
             let node = config.store.node.clone();
+            let tags = config.cluster.tags.clone();
             crate::cluster::Served {
                 system: system.clone(),
                 stats: Arc::new(move || crate::cluster::NodeStats {
@@ -335,6 +336,8 @@ impl Daemon {
                     agents_active: system.active_count(),
                     agents_busy: system.busy_count(),
                     forwarded_in_flight: 0,
+                    tags: tags.clone(),
+                    draining: system.is_draining(),
                 }),
             }
         };

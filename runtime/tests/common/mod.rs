@@ -127,6 +127,19 @@ impl Aiosd {
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `PUT path` with a JSON body and the admin key: the status and the JSON answer.
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = reqwest::Client::new()
+            .put(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let s = r.status();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// Waits (30 s at most) for a line of output containing `text`.
     pub fn await_log(&self, text: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);

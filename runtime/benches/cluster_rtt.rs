@@ -1,0 +1,292 @@
+//! `BENCH cluster_rtt cross_node_p50_us=.. cross_node_p99_us=.. local_p50_us=..
+//! bare_cluster_p50_us=.. raw_tcp_p50_us=.. ratio=..` (feature `cluster`:
+//! `cargo bench -p aios-runtime --features cluster --bench cluster_rtt`).
+//!
+//! This process is node `a` of a two-node cluster: a [`Runtime`] on a shared PostgreSQL store
+//! and its [`Membership`]; node `b` is a release `aiosd` child on the same store. Measured in
+//! the same run, one request at a time, interleaved:
+//! - `cross_node`: `AgentSystem::ask` here to an agent active on `b` (forwarded through the
+//!   gateways, run there, answered back);
+//! - `local`: the same ask to an agent active here;
+//! - `bare_cluster`: a ractor_cluster RPC to `b`'s gateway that answers from its handler;
+//! - `raw_tcp`: 64 bytes echoed over a loopback TCP connection.
+//!
+//! `ratio` = cross-node / bare ractor_cluster, as the issue defines it. An agent request
+//! includes the agent's durable snapshot write to PostgreSQL on the node that runs it, in
+//! both `local` and `cross_node`; `BENCH cluster_rtt_forwarding` gives what forwarding adds
+//! (cross-node − local) and that over the bare call.
+//!
+//! Requests: `AIOS_BENCH_RTT_N` (default 2000). PostgreSQL is `AIOS_TEST_PG_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); without it the benchmark says so and prints no
+//! line.
+
+#[path = "../../benches/common/mod.rs"]
+mod common;
+
+use std::io::BufRead;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aios_actors::agent::{AgentDef, AgentRole, Task};
+use aios_actors::protocol::AgentId;
+use aios_runtime::cluster::{ClusterConfig, Membership, NodeStats, Served, gateway};
+use aios_runtime::{Runtime, RuntimeConfig, StoreBackend};
+use aios_supervisor::snapshot::{PostgresOptions, PostgresStore};
+use common::{bench_line, env_count, fmt0, fmt2, quantile_us};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const AIOSD: &str = env!("CARGO_BIN_EXE_aiosd");
+const ADMIN: &str = "aios_00112233aabb_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZ";
+const SECRET: &str = "the-benchmark-cluster-secret";
+
+struct Child {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `aiosd` as node `b`, joining through `seed`.
+fn start_b(pg: &str, ns: &str, seed: &str) -> Child {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("aiosd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[rate_limit]\nrequests_per_s = 100000\nburst = 100000\n\
+             [store]\nbackend = \"postgres\"\nurl = \"{pg}\"\nnamespace = \"{ns}\"\nnode = \"b\"\n\
+             [cluster]\nlisten = \"127.0.0.1:{}\"\nseeds = [\"{seed}\"]\n",
+            free_port()
+        ),
+    )
+    .expect("config");
+    let mut child = std::process::Command::new(AIOSD)
+        .args(["--config", config.to_str().expect("path")])
+        .args([
+            "--data-dir",
+            dir.path().join("data").to_str().expect("path"),
+        ])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("AIOS_ADMIN_KEY", ADMIN)
+        .env("AIOS_CLUSTER_SECRET", SECRET)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn aiosd");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    let url = loop {
+        line.clear();
+        assert!(out.read_line(&mut line).expect("read") > 0, "aiosd exited");
+        if let Some(url) = line.trim().strip_prefix("aiosd listening on ") {
+            break url.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in out.lines().map_while(Result::ok) {});
+    Child {
+        child,
+        url,
+        _dir: dir,
+    }
+}
+
+/// A loopback TCP echo server; returns its address.
+async fn echo_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while s.read_exact(&mut buf).await.is_ok() {
+                    if s.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Retries `f` until it succeeds (at most 60 s): the cluster and the definitions settle.
+async fn eventually<F, Fut, T, E>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
+fn main() {
+    let rt = common::runtime();
+    rt.block_on(async {
+        let pg = std::env::var("AIOS_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let n = env_count("AIOS_BENCH_RTT_N", 2000).max(10) as usize;
+        let ns = format!(
+            "bench_rtt_{}",
+            uuid::Uuid::new_v4()
+                .simple()
+                .to_string()
+                .get(..8)
+                .expect("uuid")
+        );
+        let store =
+            match PostgresStore::connect(PostgresOptions::new(pg.clone()).namespace(ns.clone()))
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("cluster_rtt: no PostgreSQL at {pg} ({e}); skipped");
+                    return;
+                }
+            };
+
+        // Node a: this process.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = RuntimeConfig::new(dir.path());
+        config.store.backend = StoreBackend::Postgres;
+        config.store.url = Some(pg.clone());
+        config.store.namespace = ns.clone();
+        config.store.node = "a".into();
+        let node = Runtime::open(config).await.expect("node a");
+        let system = node.agent_system().clone();
+        let listen: std::net::SocketAddr =
+            format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let cluster = ClusterConfig {
+            listen: Some(listen),
+            secret: Some(SECRET.into()),
+            ..ClusterConfig::default()
+        };
+        let served = Served {
+            system: system.clone(),
+            stats: Arc::new(NodeStats::default),
+        };
+        let membership = Membership::start("a", &cluster, served)
+            .await
+            .expect("membership");
+
+        // Node b, and its gateway reachable from here.
+        let b = start_b(&pg, &ns, &listen.to_string());
+        eventually("b's gateway", || {
+            gateway::echo("b", vec![1], Duration::from_secs(1))
+        })
+        .await;
+
+        // Two agents: one active here, one active on b (activated by a message to b).
+        for name in ["default.near", "default.far"] {
+            let def = AgentDef::new(name, AgentRole::Executor, "scripted/demo", "Hi.");
+            system.registry().create(def).await.expect("define");
+        }
+        let near = AgentId::main("default.near");
+        let far = AgentId::main("default.far");
+        system.ask(&near, Task::new("hello")).await.expect("near");
+        let http = reqwest::Client::new();
+        eventually("activating far on b", || async {
+            let r = http
+                .post(format!("{}/v1/agents/far/messages", b.url))
+                .bearer_auth(ADMIN)
+                .json(&serde_json::json!({"content": "hello"}))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if r.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!("{}", r.status()))
+            }
+        })
+        .await;
+
+        let tcp_addr = echo_server().await;
+        let mut tcp = tokio::net::TcpStream::connect(tcp_addr)
+            .await
+            .expect("connect");
+        tcp.set_nodelay(true).expect("nodelay");
+
+        let (mut cross, mut local, mut bare, mut raw) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let warmup = n / 10;
+        for i in 0..n + warmup {
+            let t = Instant::now();
+            system.ask(&far, Task::new("ping")).await.expect("far");
+            let c = t.elapsed();
+            let t = Instant::now();
+            system.ask(&near, Task::new("ping")).await.expect("near");
+            let l = t.elapsed();
+            let t = Instant::now();
+            gateway::echo("b", vec![0u8; 64], Duration::from_secs(5))
+                .await
+                .expect("echo");
+            let e = t.elapsed();
+            let t = Instant::now();
+            let mut buf = [0u8; 64];
+            tcp.write_all(&buf).await.expect("write");
+            tcp.read_exact(&mut buf).await.expect("read");
+            let r = t.elapsed();
+            if i >= warmup {
+                cross.push(c);
+                local.push(l);
+                bare.push(e);
+                raw.push(r);
+            }
+        }
+        let cross_p50 = quantile_us(&mut cross, 0.5);
+        let cross_p99 = quantile_us(&mut cross, 0.99);
+        let local_p50 = quantile_us(&mut local, 0.5);
+        let bare_p50 = quantile_us(&mut bare, 0.5);
+        let raw_p50 = quantile_us(&mut raw, 0.5);
+        bench_line(
+            "cluster_rtt",
+            &[
+                ("cross_node_p50_us", fmt0(cross_p50)),
+                ("cross_node_p99_us", fmt0(cross_p99)),
+                ("local_p50_us", fmt0(local_p50)),
+                ("bare_cluster_p50_us", fmt0(bare_p50)),
+                ("raw_tcp_p50_us", fmt0(raw_p50)),
+                ("ratio", fmt2(cross_p50 / bare_p50)),
+            ],
+        );
+        let added = (cross_p50 - local_p50).max(0.0);
+        bench_line(
+            "cluster_rtt_forwarding",
+            &[
+                ("requests", n.to_string()),
+                ("added_p50_us", fmt0(added)),
+                ("added_over_bare", fmt2(added / bare_p50)),
+                ("bare_over_raw_tcp", fmt2(bare_p50 / raw_p50)),
+            ],
+        );
+        drop(b);
+        membership.shutdown();
+        let _ = node.shutdown().await;
+        let _ = store.drop_tables().await;
+    });
+}
