@@ -76,14 +76,21 @@ model = "m"
 "#,
             pg = pg_url()
         );
-        Self::start_with(name, SECRET, seeds, &config, &tags.join(", "))
+        Self::start_with(
+            name,
+            SECRET,
+            seeds,
+            &config,
+            &format!("tags = [{}]", tags.join(", ")),
+        )
     }
 
-    fn start_with(name: &str, secret: &str, seeds: &[&str], config: &str, tags: &str) -> Node {
+    /// A node with `config`, whose `[cluster]` section gets `cluster` (more TOML lines).
+    fn start_with(name: &str, secret: &str, seeds: &[&str], config: &str, cluster: &str) -> Node {
         let cluster_addr = format!("127.0.0.1:{}", free_port());
         let seeds: Vec<String> = seeds.iter().map(|s| format!("{s:?}")).collect();
         let config = format!(
-            "{config}\n[cluster]\nlisten = \"{cluster_addr}\"\nseeds = [{}]\ntags = [{tags}]\n",
+            "{config}\n[cluster]\nlisten = \"{cluster_addr}\"\nseeds = [{}]\n{cluster}\n",
             seeds.join(", ")
         );
         Node {
@@ -411,4 +418,39 @@ async fn placement_by_node_and_tags_and_a_drain_that_moves_agents_with_their_sta
     );
     drop((a, b, c));
     store.drop_tables().await.unwrap();
+}
+
+/// `[cluster]` lines for TLS with the test certificates in `tests/fixtures/tls` (all nodes of
+/// the cluster share `node.pem`, signed by `cluster-ca.pem` for 127.0.0.1).
+fn tls_lines(cert: &str, ca: &str) -> String {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+    format!(
+        "tls_cert = \"{dir}/{cert}.pem\"\ntls_key = \"{dir}/{cert}.key\"\ntls_ca = \"{dir}/{ca}.pem\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_over_tls_join_and_refuse_an_untrusted_certificate_and_plain_tcp() {
+    let store = |name: &str| format!("[store]\nnode = \"{name}\"\n");
+    let tls = tls_lines("node", "cluster-ca");
+    let a = Node::start_with("a", SECRET, &[], &store("a"), &tls);
+    let b = Node::start_with("b", SECRET, &[&a.cluster_addr], &store("b"), &tls);
+    a.await_peers("up", &["b"]).await;
+    b.await_peers("up", &["a"]).await;
+    assert_eq!(a.nodes().await["self"]["tls"], true);
+
+    // The right secret, but a certificate the cluster's authority did not sign: a refuses the
+    // connection in the TLS handshake.
+    let rogue_tls = tls_lines("rogue-node", "cluster-ca");
+    let rogue = Node::start_with("r", SECRET, &[&a.cluster_addr], &store("r"), &rogue_tls);
+    a.aiosd.await_log("invalid peer certificate: UnknownIssuer");
+    // The right secret over plain TCP: refused the same way.
+    let plain = Node::start("p", SECRET, &[&a.cluster_addr]);
+    a.aiosd.await_log("InvalidContentType");
+    assert_eq!(a.peers("up").await, ["b"]);
+    assert!(rogue.peers("up").await.is_empty());
+    assert!(plain.peers("up").await.is_empty());
+
+    // Cross-node calls work over TLS: b reaches a's gateway (its figures are in the view).
+    b.await_reachable("a").await;
 }

@@ -15,8 +15,11 @@
 
 #[cfg(feature = "cluster")]
 pub mod gateway;
+#[cfg(feature = "cluster")]
+pub mod tls;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use aios_actors::agent::placement;
@@ -47,6 +50,14 @@ pub struct ClusterConfig {
     /// This node's tags, which agents' placements may require (`gpu`, `eu`, ...; or the
     /// environment: `AIOS_CLUSTER_TAGS`, comma-separated).
     pub tags: Vec<String>,
+    /// This node's certificate chain (PEM) for TLS between nodes, with `tls_key` and `tls_ca`
+    /// (or `AIOS_CLUSTER_TLS_CERT`). Without the three, the cluster port is plain TCP.
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM; or `AIOS_CLUSTER_TLS_KEY`).
+    pub tls_key: Option<PathBuf>,
+    /// The authority that signs the nodes' certificates (PEM; or `AIOS_CLUSTER_TLS_CA`): a
+    /// peer is accepted, and a seed trusted, only with a certificate it signed.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -58,6 +69,9 @@ impl std::fmt::Debug for ClusterConfig {
             .field("seeds", &self.seeds)
             .field("secret", &self.secret.as_ref().map(|_| "***"))
             .field("tags", &self.tags)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("tls_ca", &self.tls_ca)
             .finish()
     }
 }
@@ -94,10 +108,13 @@ impl ClusterConfig {
                 || self.secret.is_some()
                 || self.advertise.is_some()
                 || !self.tags.is_empty()
+                || self.tls_cert.is_some()
+                || self.tls_key.is_some()
+                || self.tls_ca.is_some()
             {
                 return Err((
                     "cluster.listen",
-                    "is required when seeds, secret, advertise or tags are set".into(),
+                    "is required when seeds, secret, advertise, tags or TLS are set".into(),
                 ));
             }
             return Ok(());
@@ -147,7 +164,25 @@ impl ClusterConfig {
                 format!("{bad:?} is not a tag (1..=32 of a-z 0-9 . _ -)"),
             ));
         }
+        #[cfg(feature = "cluster")]
+        self.tls()?;
         Ok(())
+    }
+
+    /// Both sides of TLS between nodes, when `tls_cert`, `tls_key` and `tls_ca` are set.
+    ///
+    /// # Errors
+    /// Only some of the three are set, or their files are unreadable or do not fit together.
+    #[cfg(feature = "cluster")]
+    pub fn tls(&self) -> Result<Option<tls::Tls>, (&'static str, String)> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), Some(ca)) => tls::load(cert, key, ca).map(Some),
+            _ => Err((
+                "cluster.tls_cert",
+                "tls_cert, tls_key and tls_ca go together: set all three or none".into(),
+            )),
+        }
     }
 }
 
@@ -308,6 +343,7 @@ pub struct ClusterError(String);
 pub struct Membership {
     name: String,
     advertised: Option<String>,
+    tls: bool,
     peers: Peers,
     #[cfg(feature = "cluster")]
     server: std::sync::Mutex<Option<ractor::ActorRef<ractor_cluster::NodeServerMessage>>>,
@@ -322,6 +358,7 @@ impl Membership {
         Self {
             name: name.to_owned(),
             advertised: None,
+            tls: false,
             peers: Peers::default(),
             #[cfg(feature = "cluster")]
             server: std::sync::Mutex::new(None),
@@ -373,6 +410,11 @@ impl Membership {
         self.advertised.as_deref()
     }
 
+    /// Whether the cluster port speaks TLS.
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
     /// The other nodes this one has met, by name.
     pub fn peers(&self) -> Vec<Peer> {
         self.peers.list()
@@ -420,7 +462,9 @@ mod imp {
 
     use ractor::{Actor, ActorRef};
     use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
-    use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
+    use ractor_cluster::{
+        IncomingEncryptionMode, NodeEventSubscription, NodeServer, NodeServerMessage,
+    };
 
     use super::{ClusterConfig, ClusterError, Membership, Peers, Served, gateway};
 
@@ -473,13 +517,25 @@ mod imp {
             .secret
             .clone()
             .ok_or_else(|| ClusterError("no secret".into()))?;
+        let tls = config
+            .tls()
+            .map_err(|(key, why)| ClusterError(format!("{key}: {why}")))?;
+        // ractor_cluster dials the nodes it learns of transitively over plain TCP, which a TLS
+        // listener refuses: with TLS every node dials every seed itself (list them all).
+        let (encryption, mode) = match &tls {
+            Some(t) => (
+                Some(IncomingEncryptionMode::Tls(t.acceptor.clone())),
+                NodeConnectionMode::Isolated,
+            ),
+            None => (None, NodeConnectionMode::Transitive),
+        };
         let server = NodeServer::new(
             listen.port(),
             secret,
             name.to_owned(),
             host,
-            None,
-            Some(NodeConnectionMode::Transitive),
+            encryption,
+            Some(mode),
         )
         .with_listen_addr(listen.ip());
         // The gateway first, so that the first session already syncs its process groups.
@@ -509,11 +565,14 @@ mod imp {
             .filter(|s| **s != advertised)
             .cloned()
             .collect();
-        let dialer = tokio::spawn(dial_seeds(server.clone(), peers.clone(), seeds));
-        tracing::info!(node = name, %listen, %advertised, "cluster membership started");
+        let connector = tls.map(|t| t.connector);
+        let encrypted = connector.is_some();
+        let dialer = tokio::spawn(dial_seeds(server.clone(), peers.clone(), seeds, connector));
+        tracing::info!(node = name, %listen, %advertised, tls = encrypted, "cluster membership started");
         Ok(Membership {
             name: name.to_owned(),
             advertised: Some(advertised),
+            tls: encrypted,
             peers,
             server: std::sync::Mutex::new(Some(server)),
             gateway: std::sync::Mutex::new(Some(gateway)),
@@ -522,7 +581,12 @@ mod imp {
     }
 
     /// Dials every seed this node has no session with, with a per-seed backoff, forever.
-    async fn dial_seeds(server: ActorRef<NodeServerMessage>, peers: Peers, seeds: Vec<String>) {
+    async fn dial_seeds(
+        server: ActorRef<NodeServerMessage>,
+        peers: Peers,
+        seeds: Vec<String>,
+        tls: Option<tokio_rustls::TlsConnector>,
+    ) {
         let mut next = vec![tokio::time::Instant::now(); seeds.len()];
         let mut backoff = vec![DIAL_BACKOFF_MIN; seeds.len()];
         loop {
@@ -534,8 +598,35 @@ mod imp {
                 if tokio::time::Instant::now() < next[i] {
                     continue;
                 }
-                if let Err(e) = ractor_cluster::client_connect(&server, seed.as_str()).await {
-                    tracing::debug!(%seed, error = %e, "cluster seed not reachable");
+                match &tls {
+                    None => {
+                        if let Err(e) = ractor_cluster::client_connect(&server, seed.as_str()).await
+                        {
+                            tracing::debug!(%seed, error = %e, "cluster seed not reachable");
+                        }
+                    }
+                    Some(connector) => match super::tls::server_name(seed) {
+                        Ok(name) => {
+                            let dial = ractor_cluster::client_connect_enc(
+                                &server,
+                                seed.as_str(),
+                                connector.clone(),
+                                name,
+                            );
+                            match dial.await {
+                                Err(ractor_cluster::ClientConnectErr::Encryption(e)) => {
+                                    tracing::warn!(%seed, error = %e, "TLS handshake with a cluster seed failed");
+                                }
+                                Err(e) => {
+                                    tracing::debug!(%seed, error = %e, "cluster seed not reachable");
+                                }
+                                Ok(()) => {}
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(%seed, error = %e, "a seed's host cannot be checked against a certificate")
+                        }
+                    },
                 }
                 next[i] = tokio::time::Instant::now() + backoff[i];
                 backoff[i] = (backoff[i] * 2).min(DIAL_BACKOFF_MAX);
@@ -595,6 +686,7 @@ mod tests {
             seeds: vec!["aiosd-0.aiosd:7700".into()],
             advertise: Some("aiosd-1.aiosd".into()),
             tags: vec!["gpu".into(), "eu-west".into()],
+            ..ClusterConfig::default()
         };
         assert!(!format!("{on:?}").contains("0123456789abcdef"));
         assert_eq!(on.advertised().as_deref(), Some("aiosd-1.aiosd:7700"));
@@ -635,6 +727,22 @@ mod tests {
                         ..on.clone()
                     },
                     "cluster.tags",
+                ),
+                (
+                    ClusterConfig {
+                        tls_cert: Some("node.pem".into()),
+                        ..on.clone()
+                    },
+                    "cluster.tls_cert",
+                ),
+                (
+                    ClusterConfig {
+                        tls_cert: Some("/nonexistent/node.pem".into()),
+                        tls_key: Some("/nonexistent/node.key".into()),
+                        tls_ca: Some("/nonexistent/ca.pem".into()),
+                        ..on.clone()
+                    },
+                    "cluster.tls_cert",
                 ),
                 (
                     ClusterConfig {

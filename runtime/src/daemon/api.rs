@@ -349,6 +349,7 @@ async fn cluster_nodes(State(s): State<Shared>) -> ApiResult {
         "self": {
             "name": m.name(),
             "address": m.advertised(),
+            "tls": m.tls(),
             "actors": s.rt.registry().len(),
             "agents_active": system.active_count(),
             "agents_busy": system.busy_count(),

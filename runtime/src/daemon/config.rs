@@ -254,6 +254,15 @@ impl DaemonConfig {
                 .map(String::from)
                 .collect();
         }
+        if let Some(v) = env("AIOS_CLUSTER_TLS_CERT") {
+            config.cluster.tls_cert = Some(v.into());
+        }
+        if let Some(v) = env("AIOS_CLUSTER_TLS_KEY") {
+            config.cluster.tls_key = Some(v.into());
+        }
+        if let Some(v) = env("AIOS_CLUSTER_TLS_CA") {
+            config.cluster.tls_ca = Some(v.into());
+        }
         if let Some(v) = env("AIOS_CLUSTER_SECRET") {
             config.cluster.secret = Some(v);
         }
