@@ -326,3 +326,59 @@ async fn a_key_created_or_revoked_on_one_node_takes_effect_on_the_others() {
     drop((a, b));
     store.drop_tables().await.unwrap();
 }
+
+/// `aiosd` on the shared store with a daily quota of `per_day` requests per tenant.
+fn quota_node(name: &str, ns: &str, pg: &str, per_day: u64) -> Aiosd {
+    Aiosd::start(
+        name,
+        &format!(
+            "[store]\nbackend = \"postgres\"\nurl = \"{pg}\"\nnamespace = \"{ns}\"\nnode = \"{name}\"\n\
+             [quotas]\nrequests_per_day = {per_day}\n"
+        ),
+        &[],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_s_daily_request_quota_holds_across_nodes() {
+    let Some((ns, store)) = namespace("quota").await else {
+        return;
+    };
+    const QUOTA: u64 = 40;
+    let pg = pg_url();
+    let a = quota_node("a", &ns, &pg, QUOTA);
+    let b = quota_node("b", &ns, &pg, QUOTA);
+    let mut ok = 0;
+    for _ in 0..20 {
+        assert_eq!(a.get("/v1/status").await.0, StatusCode::OK);
+        ok += 1;
+    }
+    // a flushes its counters every 5 s; b reads them back after each of its own flushes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut on_b = 0;
+    loop {
+        let (s, v) = b.get("/v1/costs").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        ok += 1;
+        on_b += 1;
+        // b's count of the tenant's requests: its own, and a's once read back.
+        if v["requests_today"].as_u64().unwrap() >= 20 + on_b {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b never saw a's requests: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The rest of the quota, on b; then both refuse.
+    loop {
+        let (s, _) = b.get("/v1/status").await;
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+        assert_eq!(s, StatusCode::OK);
+        ok += 1;
+        assert!(ok <= QUOTA, "b let through more than the tenant's quota");
+    }
+    assert_eq!(ok, QUOTA, "the two nodes together served exactly the quota");
+    drop((a, b));
+    store.drop_tables().await.unwrap();
+}

@@ -267,10 +267,15 @@ impl Daemon {
             let audit = AuditLog::open_scoped(records.clone(), scope)
                 .await
                 .map_err(|e| DaemonError::Store(e.to_string()))?;
-            let quotas =
-                quota::Quotas::open(records.clone(), &config.quotas, Some(rt.costs().clone()))
-                    .await
-                    .map_err(DaemonError::Store)?;
+            let quotas = quota::Quotas::open(
+                records.clone(),
+                &config.quotas,
+                Some(rt.costs().clone()),
+                (config.store.backend == crate::StoreBackend::Postgres)
+                    .then_some(config.store.node.as_str()),
+            )
+            .await
+            .map_err(DaemonError::Store)?;
             let hooks = webhooks::Webhooks::open(records.clone(), config.webhooks.clone())
                 .await
                 .map_err(|e| DaemonError::Store(e.to_string()))?;

@@ -2,6 +2,11 @@
 //! [`QUOTA_FLUSH_INTERVAL`] and at shutdown, and are read back at start, so a restart keeps
 //! the day's count (a `kill -9` may forget the last interval's requests: a quota is a limit on
 //! use, not an acknowledgement).
+//!
+//! On a store that the nodes of a cluster share, each node writes only its own counters
+//! (`quota@<node>/<tenant>`) and adds the other nodes' counters of the day, read back at every
+//! flush: two nodes serving one tenant at once never overwrite each other's counts, and a
+//! tenant's quota holds across nodes up to one flush interval late.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +22,11 @@ use super::http::Problem;
 pub const QUOTA_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// Tenants counted at most (beyond, new tenants are not limited by the day quota).
 pub const QUOTA_TENANTS_MAX: usize = 100_000;
+/// Nodes whose counters a node reads on a shared store, at most.
+const OTHER_NODES_MAX: usize = 64;
 const PREFIX: &str = "quota/";
+/// The prefix of every node's counters on a shared store.
+const NODE_PREFIX: &str = "quota@";
 const DAY_MS: u64 = 24 * 3600 * 1000;
 
 /// What a tenant's LLM usage was when its day and month began, from the cost ledger's
@@ -59,6 +68,10 @@ pub struct Quotas {
     counts: Arc<DashMap<String, (u64, u64, bool)>>,
     /// tenant → the day its first refusal was reported.
     refused: Arc<DashMap<String, u64>>,
+    /// Where this node's counters live: `quota/`, or `quota@<node>/` on a shared store.
+    prefix: String,
+    /// On a shared store: tenant → (day, the other nodes' requests that day).
+    others: Option<Arc<DashMap<String, (u64, u64)>>>,
 }
 
 fn today() -> u64 {
@@ -70,11 +83,16 @@ impl Quotas {
     ///
     /// # Errors
     /// Store failures.
+    ///
+    /// `shared_node` is this node's name when the store is shared with other nodes.
     pub async fn open(
         records: Records,
         config: &super::config::QuotaConfig,
         ledger: Option<aios_actors::cost::CostLedger>,
+        shared_node: Option<&str>,
     ) -> Result<Self, String> {
+        let prefix =
+            shared_node.map_or_else(|| PREFIX.to_string(), |n| format!("{NODE_PREFIX}{n}/"));
         let requests_per_day = config.requests_per_day;
         let bases = DashMap::new();
         for key in records
@@ -89,7 +107,7 @@ impl Quotas {
         let counts = DashMap::new();
         let day = today();
         for key in records
-            .keys(PREFIX, QUOTA_TENANTS_MAX)
+            .keys(&prefix, QUOTA_TENANTS_MAX)
             .await
             .map_err(|e| e.to_string())?
         {
@@ -99,10 +117,13 @@ impl Quotas {
                 .map_err(|e| e.to_string())?
                 && d == day
             {
-                counts.insert(key.trim_start_matches(PREFIX).to_string(), (d, n, true));
+                counts.insert(
+                    key.trim_start_matches(prefix.as_str()).to_string(),
+                    (d, n, true),
+                );
             }
         }
-        Ok(Self {
+        let quotas = Self {
             records,
             requests_per_day,
             llm_tokens_per_day: config.llm_tokens_per_day,
@@ -111,7 +132,58 @@ impl Quotas {
             bases: Arc::new(bases),
             counts: Arc::new(counts),
             refused: Arc::new(DashMap::new()),
-        })
+            others: shared_node.map(|_| Arc::new(DashMap::new())),
+            prefix,
+        };
+        quotas.refresh_others().await?;
+        Ok(quotas)
+    }
+
+    /// Reads the other nodes' counters of today (shared store only).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn refresh_others(&self) -> Result<(), String> {
+        let Some(others) = &self.others else {
+            return Ok(());
+        };
+        let day = today();
+        let mut sums: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        let keys = self
+            .records
+            .keys(
+                NODE_PREFIX,
+                QUOTA_TENANTS_MAX.saturating_mul(OTHER_NODES_MAX),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        for key in keys.iter().filter(|k| !k.starts_with(self.prefix.as_str())) {
+            let Some((_, tenant)) = key.trim_start_matches(NODE_PREFIX).split_once('/') else {
+                continue;
+            };
+            if let Some((d, n)) = self
+                .records
+                .get::<(u64, u64)>(key)
+                .await
+                .map_err(|e| e.to_string())?
+                && d == day
+            {
+                *sums.entry(tenant.to_string()).or_default() += n;
+            }
+        }
+        others.retain(|t, _| sums.contains_key(t));
+        for (tenant, n) in sums {
+            others.insert(tenant, (day, n));
+        }
+        Ok(())
+    }
+
+    /// The other nodes' requests of `tenant` today, as of the last refresh.
+    fn others_today(&self, tenant: &str, day: u64) -> u64 {
+        self.others
+            .as_ref()
+            .and_then(|o| o.get(tenant).filter(|e| e.0 == day).map(|e| e.1))
+            .unwrap_or(0)
     }
 
     /// Counts one request of `tenant`.
@@ -133,7 +205,7 @@ impl Quotas {
         if entry.0 != day {
             *entry = (day, 0, false);
         }
-        if entry.1 >= self.requests_per_day {
+        if entry.1 + self.others_today(tenant, day) >= self.requests_per_day {
             let mut p = Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
@@ -241,10 +313,13 @@ impl Quotas {
 
     /// The requests of `tenant` today.
     pub fn used(&self, tenant: &str) -> u64 {
-        self.counts
+        let day = today();
+        let own = self
+            .counts
             .get(tenant)
-            .filter(|e| e.0 == today())
-            .map_or(0, |e| e.1)
+            .filter(|e| e.0 == day)
+            .map_or(0, |e| e.1);
+        own + self.others_today(tenant, day)
     }
 
     /// Writes the counters that changed.
@@ -261,7 +336,7 @@ impl Quotas {
         for (tenant, day, n) in changed {
             self.records
                 .put(
-                    &format!("{PREFIX}{tenant}"),
+                    &format!("{}{tenant}", self.prefix),
                     &(day, n),
                     Durability::Buffered,
                 )
@@ -292,6 +367,9 @@ impl Quotas {
                 }
                 if let Err(e) = q.flush().await {
                     tracing::warn!(error = %e, "writing quota counters");
+                }
+                if let Err(e) = q.refresh_others().await {
+                    tracing::warn!(error = %e, "reading the other nodes' quota counters");
                 }
             }
         });
