@@ -14,7 +14,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use aios_testkit::{FakeConfig, FakeLlm};
-use common::{Aiosd, define, last_prompt, namespace, pg_url, say};
+use common::{Aiosd, Proxy, define, last_prompt, namespace, pg_url, say};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -127,64 +127,6 @@ async fn a_node_paused_past_its_lease_neither_acts_nor_overwrites() {
     assert_eq!(last_prompt(&fake), ["m1", "m2", "m4"]);
     drop((a, b));
     store.drop_tables().await.unwrap();
-}
-
-/// A TCP proxy in front of PostgreSQL that the test can cut (every connection closed, new ones
-/// refused) and heal: a network partition between one node and the database.
-struct Proxy {
-    addr: std::net::SocketAddr,
-    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(target: String) -> Proxy {
-        use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (o, c) = (open.clone(), conns.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !o.load(Ordering::SeqCst) {
-                    continue; // dropped: refused
-                }
-                let target = target.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                c.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        Proxy {
-            addr,
-            open,
-            conns,
-            accept,
-        }
-    }
-
-    fn cut(&self) {
-        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
-        for conn in self.conns.lock().unwrap().drain(..) {
-            conn.abort();
-        }
-    }
-
-    fn heal(&self) {
-        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
 }
 
 /// `host:port` of a `postgres://user@host:port/db` URL.
@@ -380,5 +322,72 @@ async fn a_tenant_s_daily_request_quota_holds_across_nodes() {
     }
     assert_eq!(ok, QUOTA, "the two nodes together served exactly the quota");
     drop((a, b));
+    store.drop_tables().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_namespace_is_served_by_one_node_and_moves_when_it_dies() {
+    let Some((ns, store)) = namespace("memory").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let llm = fake.base_url();
+    let pg = pg_url();
+    let a = node("a", &ns, &llm, &pg);
+    let b = node("b", &ns, &llm, &pg);
+    let (s, v) = a
+        .post(
+            "/v1/memory/namespaces",
+            json!({"name": "notes", "shards": 2}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = a
+        .post(
+            "/v1/memory/namespaces/notes/items",
+            json!({"items": [{"text": "the launch code is 4411"}, {"text": "lunch is at noon"}]}),
+        )
+        .await;
+    assert!(s.is_success(), "{s}: {v}");
+    let search = json!({"query": "launch code", "k": 1});
+
+    // b knows the namespace (it is in the shared store) but a serves it: b does not run a
+    // second copy of its shards, which would write the same items.
+    let (s, v) = b
+        .post("/v1/memory/namespaces/notes/search", search.clone())
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("served by another node"),
+        "{v}"
+    );
+    // A namespace of the same name cannot be created again on b.
+    let (s, v) = b
+        .post("/v1/memory/namespaces", json!({"name": "notes"}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+
+    // a dies: once its lease lapses (1 s), b serves the namespace with a's items.
+    drop(a); // SIGKILL
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let (s, v) = b
+            .post("/v1/memory/namespaces/notes/search", search.clone())
+            .await;
+        if s == StatusCode::OK {
+            break v;
+        }
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+        assert!(
+            Instant::now() < deadline,
+            "b never took the namespace over: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(v["hits"][0]["text"], "the launch code is 4411", "{v}");
+    drop(b);
     store.drop_tables().await.unwrap();
 }

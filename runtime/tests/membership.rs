@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aios_testkit::{FakeConfig, FakeLlm, FakeReply};
-use common::{Aiosd, define, last_prompt, namespace, pg_url, say};
+use common::{Aiosd, Proxy, define, last_prompt, namespace, pg_url, say};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -453,4 +453,70 @@ async fn nodes_over_tls_join_and_refuse_an_untrusted_certificate_and_plain_tcp()
 
     // Cross-node calls work over TLS: b reaches a's gateway (its figures are in the view).
     b.await_reachable("a").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_between_two_nodes_neither_hangs_nor_activates_an_agent_twice() {
+    let Some((ns, store)) = namespace("split").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let llm = fake.base_url();
+    let a = Node::shared("a", &[], &ns, &llm);
+    // b reaches a only through a proxy the test cuts (a never dials b: it has no seeds).
+    let proxy = Proxy::start(a.cluster_addr.clone()).await;
+    let b = Node::shared("b", &[&proxy.addr.to_string()], &ns, &llm);
+    b.await_reachable("a").await;
+    define(&a.aiosd, "split").await;
+    let (s, v) = say(&a.aiosd, "split", "the word is pear").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    await_defined(&b, "split").await;
+    let (s, v) = say(&b.aiosd, "split", "which word?").await;
+    assert_eq!(s, StatusCode::OK, "forwarded to a: {v}");
+
+    // Cut: b sees a down. a still holds the agent's lease (it reaches the database), so b
+    // neither reaches the agent nor takes it over: a clear error within about one lease TTL.
+    proxy.cut();
+    b.await_peers("down", &["a"]).await;
+    let asked = Instant::now();
+    let (s, v) = say(&b.aiosd, "split", "during the split").await;
+    let took = asked.elapsed();
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is active on node a#"),
+        "the error names the node that has the agent: {v}"
+    );
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
+    // a keeps serving it, and never saw the message sent to b.
+    let (s, v) = say(&a.aiosd, "split", "still yours?").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        last_prompt(&fake),
+        ["the word is pear", "which word?", "still yours?"]
+    );
+
+    // Healed: b dials a again and forwards to it.
+    proxy.heal();
+    b.await_reachable("a").await;
+    let (s, v) = say(&b.aiosd, "split", "and now?").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        last_prompt(&fake),
+        [
+            "the word is pear",
+            "which word?",
+            "still yours?",
+            "and now?"
+        ]
+    );
+    assert_eq!(
+        b.nodes().await["self"]["agents_active"],
+        0,
+        "one activation, on a"
+    );
+    drop((a, b));
+    store.drop_tables().await.unwrap();
 }

@@ -65,6 +65,11 @@ const SHARD_MAILBOX_LEN_MAX: usize = 1024;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 pub(crate) const NS_KEY_PREFIX: &str = "memns/";
 
+/// The lease through which one node of a cluster serves namespace `name`.
+fn ns_lease_key(name: &str) -> String {
+    format!("memserve/{name}")
+}
+
 /// Why a memory operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -585,7 +590,15 @@ impl MemoryStore {
                 continue;
             };
             this.delete_stale_generations(&info).await?;
-            this.start(info).await?;
+            match this.start(info).await {
+                Ok(_) => {}
+                // Served by another node of the cluster: started here when asked for, once
+                // that node lets it go.
+                Err(MemoryError::Unavailable(why)) => {
+                    tracing::info!(%why, "memory namespace not started")
+                }
+                Err(e) => return Err(e),
+            }
         }
         if let Some(every) = this.inner.config.cleanup_every {
             tokio::spawn(cleanup_job(Arc::downgrade(&this.inner), every));
@@ -599,6 +612,27 @@ impl MemoryStore {
     }
 
     async fn start(&self, info: NamespaceInfo) -> Result<Arc<Namespace>, MemoryError> {
+        // One node of a cluster serves a namespace (its shards are single writers of their
+        // items); on a single node the lease is always granted.
+        let lease = ns_lease_key(&info.name);
+        let snapshots = self.inner.records.snapshots();
+        if let Err(e) = snapshots.acquire(&lease).await {
+            return Err(MemoryError::Unavailable(format!(
+                "memory namespace {} is served by another node: {e}",
+                info.name
+            )));
+        }
+        let started = self.start_shards(&info).await;
+        if started.is_err()
+            && let Err(e) = snapshots.release(&lease).await
+        {
+            tracing::warn!(namespace = %info.name, error = %e, "releasing a namespace's lease");
+        }
+        started
+    }
+
+    async fn start_shards(&self, info: &NamespaceInfo) -> Result<Arc<Namespace>, MemoryError> {
+        let info = info.clone();
         let mut shards = Vec::with_capacity(info.shards as usize);
         for shard in 0..info.shards {
             let spec = WorkerSpec::new(
@@ -701,7 +735,7 @@ impl MemoryStore {
         namespace: &str,
         shard: u32,
     ) -> Result<Vec<MemoryItem>, MemoryError> {
-        let ns = self.ns(namespace)?;
+        let ns = self.ns(namespace).await?;
         let h = ns
             .shards
             .get(shard as usize)
@@ -715,7 +749,16 @@ impl MemoryStore {
     /// `create_namespace` and by restore.
     pub(crate) async fn create_from_info(&self, info: NamespaceInfo) -> Result<(), MemoryError> {
         let _admin = self.inner.admin.lock().await;
-        if self.inner.namespaces.contains_key(&info.name) {
+        let key = format!("{NS_KEY_PREFIX}{}", info.name);
+        if self.inner.namespaces.contains_key(&info.name)
+            || self
+                .inner
+                .records
+                .get::<NamespaceInfo>(&key)
+                .await
+                .map_err(store_err)?
+                .is_some()
+        {
             return Err(MemoryError::NamespaceExists(info.name));
         }
         self.save_info(&info).await?;
@@ -745,7 +788,7 @@ impl MemoryStore {
             std::collections::BTreeMap::new();
         let n = items.len() as u64;
         for (ns_name, item) in items {
-            let ns = self.ns(&ns_name)?;
+            let ns = self.ns(&ns_name).await?;
             if item.vector.len() != ns.info.dim as usize {
                 return Err(MemoryError::ModelMismatch(format!(
                     "item {} has {} dimensions, namespace {} holds {}",
@@ -759,7 +802,7 @@ impl MemoryStore {
             groups.entry((ns_name, shard)).or_default().push(item);
         }
         for ((ns_name, shard), batch) in groups {
-            let ns = self.ns(&ns_name)?;
+            let ns = self.ns(&ns_name).await?;
             ns.shards[shard]
                 .call(|r| ShardMsg::Put(batch, r), WRITE_TIMEOUT)
                 .await
@@ -788,10 +831,8 @@ impl MemoryStore {
         };
         match self.create_namespace(spec).await {
             Ok(info) => Ok(info),
-            // Created by a concurrent caller.
-            Err(MemoryError::NamespaceExists(_)) => self
-                .namespace(name)
-                .ok_or_else(|| MemoryError::NamespaceNotFound(name.to_string())),
+            // Created by a concurrent caller, or by another node.
+            Err(MemoryError::NamespaceExists(_)) => self.ns(name).await.map(|n| n.info.clone()),
             Err(e) => Err(e),
         }
     }
@@ -813,12 +854,25 @@ impl MemoryStore {
         v
     }
 
-    fn ns(&self, name: &str) -> Result<Arc<Namespace>, MemoryError> {
-        self.inner
-            .namespaces
-            .get(name)
-            .map(|n| n.clone())
-            .ok_or_else(|| MemoryError::NamespaceNotFound(name.to_string()))
+    /// The running namespace `name`. One that exists in the store but runs nowhere here (it
+    /// was created on another node of a cluster, or another node held it when this one
+    /// started) is started now, if no other node serves it.
+    async fn ns(&self, name: &str) -> Result<Arc<Namespace>, MemoryError> {
+        if let Some(n) = self.inner.namespaces.get(name) {
+            return Ok(n.clone());
+        }
+        let _admin = self.inner.admin.lock().await;
+        if let Some(n) = self.inner.namespaces.get(name) {
+            return Ok(n.clone());
+        }
+        let info = self
+            .inner
+            .records
+            .get::<NamespaceInfo>(&format!("{NS_KEY_PREFIX}{name}"))
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| MemoryError::NamespaceNotFound(name.to_string()))?;
+        self.start(info).await
     }
 
     /// Checks that this node's embedder made (or can make) the namespace's vectors.
@@ -875,7 +929,7 @@ impl MemoryStore {
         self.writable(namespace)?;
         let lock = self.write_lock(namespace);
         let _writing = lock.read().await;
-        let ns = self.ns(namespace)?;
+        let ns = self.ns(namespace).await?;
         self.writable(namespace)?;
         if memories.len() > REMEMBER_BATCH_MAX {
             return Err(MemoryError::Invalid(format!(
@@ -984,7 +1038,7 @@ impl MemoryStore {
         namespace: &str,
         request: SearchRequest,
     ) -> Result<SearchResult, MemoryError> {
-        let ns = self.ns(namespace)?;
+        let ns = self.ns(namespace).await?;
         if !(1..=K_MAX).contains(&request.k) {
             return Err(MemoryError::Invalid(format!("k: must be 1..={K_MAX}")));
         }
@@ -1115,7 +1169,7 @@ impl MemoryStore {
         self.writable(namespace)?;
         let lock = self.write_lock(namespace);
         let _writing = lock.read().await;
-        let ns = self.ns(namespace)?;
+        let ns = self.ns(namespace).await?;
         self.writable(namespace)?;
         let calls = ns.shards.iter().enumerate().map(|(shard, handle)| {
             let (handle, ids, filter) = (handle.clone(), ids.clone(), filter.clone());
@@ -1138,7 +1192,7 @@ impl MemoryStore {
     /// # Errors
     /// [`MemoryError::NamespaceNotFound`], unreachable shards.
     pub async fn get(&self, namespace: &str, ids: &[u64]) -> Result<Vec<Hit>, MemoryError> {
-        let ns = self.ns(namespace)?;
+        let ns = self.ns(namespace).await?;
         let n = ns.shards.len() as u64;
         let mut per_shard: Vec<Vec<u64>> = vec![Vec::new(); ns.shards.len()];
         for id in ids {
@@ -1173,7 +1227,7 @@ impl MemoryStore {
         self.writable(namespace)?;
         let lock = self.write_lock(namespace);
         let _writing = lock.read().await;
-        let ns = self.ns(namespace)?;
+        let ns = self.ns(namespace).await?;
         self.writable(namespace)?;
         let policy = policy.unwrap_or(CleanupPolicy {
             now_ms: now_ms(),
@@ -1218,7 +1272,7 @@ impl MemoryStore {
         self.writable(namespace)?;
         let lock = self.write_lock(namespace);
         let _writing = lock.read().await;
-        let ns = self.ns(namespace)?;
+        let ns = self.ns(namespace).await?;
         self.writable(namespace)?;
         if patch.importance.is_some_and(|i| !(0.0..=1.0).contains(&i)) {
             return Err(MemoryError::Invalid("importance: must be 0.0..=1.0".into()));
@@ -1250,7 +1304,7 @@ impl MemoryStore {
     /// # Errors
     /// [`MemoryError::NamespaceNotFound`], unreachable shards.
     pub async fn stats(&self, namespace: &str) -> Result<Vec<ShardStats>, MemoryError> {
-        let ns = self.ns(namespace)?;
+        let ns = self.ns(namespace).await?;
         let mut out = Vec::new();
         for (shard, h) in ns.shards.iter().enumerate() {
             out.push(
@@ -1275,7 +1329,7 @@ impl MemoryStore {
         min: u64,
         timeout: Duration,
     ) -> Result<u64, MemoryError> {
-        let ns = self.ns(namespace)?;
+        let ns = self.ns(namespace).await?;
         let handle = ns
             .shards
             .get(shard as usize)
@@ -1408,11 +1462,9 @@ impl MemoryHook for MemoryStore {
     }
 
     async fn retrieve(&self, namespace: &str, query: &str, k: usize) -> Vec<String> {
-        if self.namespace(namespace).is_none() {
-            return Vec::new();
-        }
         match self.recall(namespace, RecallRequest::new(query, k)).await {
             Ok(r) => r.hits.into_iter().map(|h| h.text).collect(),
+            Err(MemoryError::NamespaceNotFound(_)) => Vec::new(),
             Err(e) => {
                 tracing::warn!(namespace, error = %e, "memory retrieval failed");
                 Vec::new()
