@@ -391,3 +391,66 @@ async fn a_memory_namespace_is_served_by_one_node_and_moves_when_it_dies() {
     drop(b);
     store.drop_tables().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_subscribed_on_one_node_gets_events_of_another_once() {
+    let Some((ns, store)) = namespace("hooks").await else {
+        return;
+    };
+    // The receiver: every delivery's event and id.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let tx = tx.clone();
+            async move {
+                let h = |n: &str| headers[n].to_str().unwrap().to_string();
+                let _ = tx.send((h("x-aios-event"), h("x-aios-delivery")));
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let llm = fake.base_url();
+    let pg = pg_url();
+    let a = node("a", &ns, &llm, &pg);
+    let b = node("b", &ns, &llm, &pg);
+    let (s, v) = a
+        .post(
+            "/v1/webhooks",
+            json!({"url": hook_url, "events": ["agent.created"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // b learns the subscription within 2 s; an agent created on b is then delivered by b.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    let (event, id) = loop {
+        n += 1;
+        define(&b, &format!("made-on-b-{n}")).await;
+        if let Ok(Some(got)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b never delivered to a's subscription"
+        );
+    };
+    assert_eq!(event, "agent.created");
+    assert!(id.starts_with("b-"), "the delivery id names the node: {id}");
+    // One delivery per event: a does not deliver b's queued events too.
+    define(&a, "made-on-a").await;
+    let mut ids = vec![id];
+    while let Ok(Some((_, id))) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+        ids.push(id);
+    }
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "a delivery came twice: {ids:?}");
+    assert!(ids.iter().any(|i| i.starts_with("a-")), "{ids:?}");
+    drop((a, b));
+    store.drop_tables().await.unwrap();
+}

@@ -127,7 +127,7 @@ async fn readyz(State(s): State<Shared>) -> Response {
 
 /// On a store other nodes share, keys created, rotated or revoked on another node take effect
 /// here within [`KEYS_RELOAD_EVERY`].
-fn spawn_key_reloader(keys: KeyStore, stop: CancellationToken) {
+fn spawn_key_reloader(keys: KeyStore, hooks: webhooks::Webhooks, stop: CancellationToken) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(KEYS_RELOAD_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -139,11 +139,14 @@ fn spawn_key_reloader(keys: KeyStore, stop: CancellationToken) {
             if let Err(error) = keys.reload().await {
                 tracing::warn!(%error, "API keys not reloaded");
             }
+            if let Err(error) = hooks.reload_subscriptions().await {
+                tracing::warn!(%error, "webhook subscriptions not reloaded");
+            }
         }
     });
 }
 
-/// How often a node on a shared store re-reads the API keys.
+/// How often a node on a shared store re-reads the API keys and webhook subscriptions.
 pub const KEYS_RELOAD_EVERY: Duration = Duration::from_secs(2);
 
 async fn healthz() -> Response {
@@ -276,9 +279,12 @@ impl Daemon {
             )
             .await
             .map_err(DaemonError::Store)?;
-            let hooks = webhooks::Webhooks::open(records.clone(), config.webhooks.clone())
-                .await
-                .map_err(|e| DaemonError::Store(e.to_string()))?;
+            let shared_node = (config.store.backend == crate::StoreBackend::Postgres)
+                .then_some(config.store.node.as_str());
+            let hooks =
+                webhooks::Webhooks::open(records.clone(), config.webhooks.clone(), shared_node)
+                    .await
+                    .map_err(|e| DaemonError::Store(e.to_string()))?;
             let mut first = None;
             if keys.is_empty() {
                 match admin_key {
@@ -359,7 +365,7 @@ impl Daemon {
         let stop = CancellationToken::new();
         quotas.spawn_flusher(stop.clone());
         if config.store.backend == crate::StoreBackend::Postgres {
-            spawn_key_reloader(keys.clone(), stop.clone());
+            spawn_key_reloader(keys.clone(), hooks.clone(), stop.clone());
         }
         hooks.spawn_deliverer(stop.clone());
         idempotency::spawn_sweeper(records.clone(), stop.clone());

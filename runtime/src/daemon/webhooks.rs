@@ -44,6 +44,37 @@ const QUEUE_PREFIX: &str = "whq/";
 const DEAD_PREFIX: &str = "whdead/";
 const SEQ_KEY: &str = "whseq";
 
+/// Where a node's queue lives: `whq/`, `whdead/`, `whseq`, or on a store that the nodes of a
+/// cluster share, `whq@<node>/`, `whdead@<node>/`, `whseq@<node>`: each node delivers only what
+/// it queued, so no delivery is taken by two nodes and sequence numbers do not collide.
+#[derive(Debug)]
+struct QueueKeys {
+    queue: String,
+    dead: String,
+    seq: String,
+    /// The node's name on a shared store (prefixes the delivery id).
+    node: Option<String>,
+}
+
+impl QueueKeys {
+    fn new(shared_node: Option<&str>) -> Self {
+        match shared_node {
+            None => Self {
+                queue: QUEUE_PREFIX.into(),
+                dead: DEAD_PREFIX.into(),
+                seq: SEQ_KEY.into(),
+                node: None,
+            },
+            Some(n) => Self {
+                queue: format!("whq@{n}/"),
+                dead: format!("whdead@{n}/"),
+                seq: format!("whseq@{n}"),
+                node: Some(n.to_string()),
+            },
+        }
+    }
+}
+
 /// Delivery policy.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -180,33 +211,54 @@ pub struct Webhooks {
     http: reqwest::Client,
     /// The last [`ATTEMPTS_KEPT`] attempts, oldest first.
     attempts: Arc<std::sync::Mutex<std::collections::VecDeque<Attempt>>>,
+    keys: Arc<QueueKeys>,
 }
 
 fn now_ms() -> u64 {
     aios_actors::protocol::unix_ms()
 }
 
+async fn read_subscriptions(
+    records: &Records,
+) -> Result<std::collections::HashMap<String, Subscription>, WebhookError> {
+    let mut subs = std::collections::HashMap::new();
+    for key in records
+        .keys(SUB_PREFIX, SUBSCRIPTIONS_MAX)
+        .await
+        .map_err(store_err)?
+    {
+        if let Some(s) = records.get::<Subscription>(&key).await.map_err(store_err)? {
+            subs.insert(s.id.clone(), s);
+        }
+    }
+    Ok(subs)
+}
+
 impl Webhooks {
-    /// Loads subscriptions and the queue's position.
+    /// Loads subscriptions and the queue's position. `shared_node` is this node's name when
+    /// the store is shared with other nodes (each node then has its own queue).
     ///
     /// # Errors
     /// Store failures.
-    pub async fn open(records: Records, config: WebhookConfig) -> Result<Self, WebhookError> {
+    pub async fn open(
+        records: Records,
+        config: WebhookConfig,
+        shared_node: Option<&str>,
+    ) -> Result<Self, WebhookError> {
+        let keys = QueueKeys::new(shared_node);
         let subs = DashMap::new();
-        for key in records
-            .keys(SUB_PREFIX, SUBSCRIPTIONS_MAX)
+        for (id, s) in read_subscriptions(&records).await? {
+            subs.insert(id, s);
+        }
+        let next: u64 = records
+            .get(&keys.seq)
             .await
             .map_err(store_err)?
-        {
-            if let Some(s) = records.get::<Subscription>(&key).await.map_err(store_err)? {
-                subs.insert(s.id.clone(), s);
-            }
-        }
-        let next: u64 = records.get(SEQ_KEY).await.map_err(store_err)?.unwrap_or(1);
+            .unwrap_or(1);
         // One read of the queue at start builds the schedule.
         let mut schedule = std::collections::BTreeSet::new();
         for key in records
-            .keys(QUEUE_PREFIX, QUEUE_MAX as usize)
+            .keys(&keys.queue, QUEUE_MAX as usize)
             .await
             .map_err(store_err)?
         {
@@ -229,7 +281,30 @@ impl Webhooks {
             wake: Arc::new(tokio::sync::Notify::new()),
             http,
             attempts: Arc::default(),
+            keys: Arc::new(keys),
         })
+    }
+
+    /// Reads the subscriptions again, for a store other nodes write too: one created or
+    /// deleted on another node takes effect here.
+    ///
+    /// # Errors
+    /// Store failures; the subscriptions in memory are then kept.
+    pub async fn reload_subscriptions(&self) -> Result<(), WebhookError> {
+        let fresh = read_subscriptions(&self.records).await?;
+        self.subs.retain(|id, _| fresh.contains_key(id));
+        for (id, s) in fresh {
+            self.subs.insert(id, s);
+        }
+        Ok(())
+    }
+
+    /// The `x-aios-delivery` id: the sequence number, prefixed by the node on a shared store.
+    fn delivery_id(&self, seq: u64) -> String {
+        match &self.keys.node {
+            Some(node) => format!("{node}-{seq}"),
+            None => seq.to_string(),
+        }
     }
 
     /// Subscribes `url` to `events` for `tenant`; the result carries the signing secret.
@@ -356,13 +431,13 @@ impl Webhooks {
             let stored = async {
                 self.records
                     .put(
-                        &format!("{QUEUE_PREFIX}{:020}", d.seq),
+                        &format!("{}{:020}", self.keys.queue, d.seq),
                         &d,
                         Durability::Buffered,
                     )
                     .await?;
                 self.records
-                    .put(SEQ_KEY, &(d.seq + 1), Durability::Durable)
+                    .put(&self.keys.seq, &(d.seq + 1), Durability::Durable)
                     .await
             }
             .await;
@@ -387,7 +462,7 @@ impl Webhooks {
         let mut out = Vec::new();
         for key in self
             .records
-            .keys(DEAD_PREFIX, DEAD_MAX as usize)
+            .keys(&self.keys.dead, DEAD_MAX as usize)
             .await
             .map_err(store_err)?
         {
@@ -412,7 +487,7 @@ impl Webhooks {
     /// # Errors
     /// Not found, a store failure.
     pub async fn redeliver(&self, tenant: &str, seq: u64) -> Result<(), WebhookError> {
-        let key = format!("{DEAD_PREFIX}{seq:020}");
+        let key = format!("{}{seq:020}", self.keys.dead);
         let mut d: Delivery = self
             .records
             .get(&key)
@@ -423,7 +498,11 @@ impl Webhooks {
         d.attempts = 0;
         d.next_at_ms = now_ms();
         self.records
-            .put(&format!("{QUEUE_PREFIX}{seq:020}"), &d, Durability::Durable)
+            .put(
+                &format!("{}{seq:020}", self.keys.queue),
+                &d,
+                Durability::Durable,
+            )
             .await
             .map_err(store_err)?;
         self.records.delete(&key).await.map_err(store_err)?;
@@ -484,7 +563,7 @@ impl Webhooks {
             }
             let mut attempts = Vec::with_capacity(due.len());
             for seq in due {
-                let key = format!("{QUEUE_PREFIX}{seq:020}");
+                let key = format!("{}{seq:020}", self.keys.queue);
                 // Gone (delivered, dead-lettered) since it was scheduled: nothing to do.
                 if let Some(d) = self
                     .records
@@ -521,7 +600,7 @@ impl Webhooks {
             .post(&sub.url)
             .header("content-type", "application/json")
             .header("x-aios-event", &d.event)
-            .header("x-aios-delivery", d.seq.to_string())
+            .header("x-aios-delivery", self.delivery_id(d.seq))
             .header("x-aios-timestamp", ts.to_string())
             .header("x-aios-signature", signature(&sub.secret, ts, &d.body))
             .body(d.body.clone())
@@ -562,7 +641,7 @@ impl Webhooks {
         d.last_error = error;
         if d.attempts >= self.config.attempts_max {
             tracing::warn!(delivery = d.seq, url = %sub.url, error = %d.last_error, "webhook dead-lettered");
-            let dead = format!("{DEAD_PREFIX}{:020}", d.seq);
+            let dead = format!("{}{:020}", self.keys.dead, d.seq);
             let moved = async {
                 self.records.put(&dead, &d, Durability::Durable).await?;
                 self.records.delete(&key).await
@@ -619,7 +698,11 @@ impl Webhooks {
     }
 
     async fn trim_dead(&self) {
-        let Ok(keys) = self.records.keys(DEAD_PREFIX, DEAD_MAX as usize + 64).await else {
+        let Ok(keys) = self
+            .records
+            .keys(&self.keys.dead, DEAD_MAX as usize + 64)
+            .await
+        else {
             return;
         };
         for key in keys
