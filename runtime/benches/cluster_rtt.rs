@@ -187,6 +187,7 @@ fn main() {
         };
         let served = Served {
             system: system.clone(),
+            memory: None,
             stats: Arc::new(NodeStats::default),
         };
         let membership = Membership::start("a", &cluster, served)

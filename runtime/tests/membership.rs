@@ -520,3 +520,71 @@ async fn a_partition_between_two_nodes_neither_hangs_nor_activates_an_agent_twic
     drop((a, b));
     store.drop_tables().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_one_node_recalls_memory_a_namespace_on_another_node_serves() {
+    let Some((ns, store)) = namespace("recall").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let llm = fake.base_url();
+    let a = Node::shared("a", &[], &ns, &llm);
+    let b = Node::shared("b", &[&a.cluster_addr], &ns, &llm);
+    a.await_reachable("b").await;
+    b.await_reachable("a").await;
+    // a serves the namespace and holds the fact.
+    let (s, v) = a
+        .aiosd
+        .post(
+            "/v1/memory/namespaces",
+            serde_json::json!({"name": "facts"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = a
+        .aiosd
+        .post(
+            "/v1/memory/namespaces/facts/items",
+            serde_json::json!({"items": [{"text": "the launch code is 4411"}]}),
+        )
+        .await;
+    assert!(s.is_success(), "{s}: {v}");
+    // The agent reads that namespace but runs on b.
+    let (s, v) = a
+        .aiosd
+        .post(
+            "/v1/agents",
+            serde_json::json!({"name": "recaller", "role": "executor", "model": "fake/m",
+                "system_prompt": "Hi.", "memory_namespace": "default.facts"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = a
+        .aiosd
+        .put(
+            "/v1/agents/recaller/placement",
+            serde_json::json!({"node": "b"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = say(&a.aiosd, "recaller", "what is the launch code?").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        b.nodes().await["self"]["agents_active"],
+        1,
+        "the agent runs on b"
+    );
+    let requests = fake.requests();
+    let prompt = requests
+        .iter()
+        .rev()
+        .find(|r| r.path.ends_with("/chat/completions"))
+        .expect("a chat request");
+    assert!(
+        prompt.body.to_string().contains("4411"),
+        "the memory a serves reached the agent on b: {}",
+        prompt.body
+    );
+    drop((a, b));
+    store.drop_tables().await.unwrap();
+}

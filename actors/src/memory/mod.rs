@@ -523,6 +523,10 @@ struct Inner {
     /// Per namespace: writers hold it shared until their shards answered; a migration holds
     /// it exclusively, so no acknowledged write lands in a generation being replaced.
     write_locks: DashMap<String, Arc<tokio::sync::RwLock<()>>>,
+    /// The route to other nodes' namespaces (cluster mode only).
+    remote: std::sync::OnceLock<Arc<dyn RemoteMemory>>,
+    /// Namespaces another node serves: the node's name, as last found.
+    served_by: DashMap<String, String>,
 }
 
 /// The memory of a node. Cheap to clone.
@@ -571,6 +575,8 @@ impl MemoryStore {
                 admin: tokio::sync::Mutex::new(()),
                 migrating: dashmap::DashSet::new(),
                 write_locks: DashMap::new(),
+                remote: std::sync::OnceLock::new(),
+                served_by: DashMap::new(),
             }),
         };
         let keys = this
@@ -617,11 +623,22 @@ impl MemoryStore {
         let lease = ns_lease_key(&info.name);
         let snapshots = self.inner.records.snapshots();
         if let Err(e) = snapshots.acquire(&lease).await {
+            if let aios_supervisor::snapshot::SnapshotError::Store {
+                source: aios_supervisor::snapshot::StoreError::Held { holder, .. },
+                ..
+            } = &e
+            {
+                let node = holder.split_once('#').map_or(holder.as_str(), |(n, _)| n);
+                self.inner
+                    .served_by
+                    .insert(info.name.clone(), node.to_string());
+            }
             return Err(MemoryError::Unavailable(format!(
                 "memory namespace {} is served by another node: {e}",
                 info.name
             )));
         }
+        self.inner.served_by.remove(&info.name);
         let started = self.start_shards(&info).await;
         if started.is_err()
             && let Err(e) = snapshots.release(&lease).await
@@ -1423,12 +1440,19 @@ fn mmr(candidates: Vec<Hit>, k: usize, lambda: f32) -> Vec<Hit> {
 /// Similarity at which a consolidated note counts as already known.
 const CONSOLIDATE_DUPLICATE_SIMILARITY: f32 = 0.97;
 
-#[async_trait::async_trait]
-impl MemoryHook for MemoryStore {
-    async fn store(&self, namespace: &str, text: &str, meta: MemoryMeta) -> Result<bool, String> {
-        self.ensure_namespace(namespace)
-            .await
-            .map_err(|e| e.to_string())?;
+impl MemoryStore {
+    /// The agents' memory hook's store, on this node only: stores `text` in `namespace`
+    /// (created with the node's defaults if missing) unless the owner already has it.
+    ///
+    /// # Errors
+    /// As [`MemoryStore::remember`].
+    pub async fn store_here(
+        &self,
+        namespace: &str,
+        text: &str,
+        meta: MemoryMeta,
+    ) -> Result<bool, MemoryError> {
+        self.ensure_namespace(namespace).await?;
         // Without duplicates: a note the owner already has in long-term memory is skipped.
         let mut probe = SearchRequest::text(text, 1);
         probe.filter = MemoryFilter {
@@ -1437,10 +1461,7 @@ impl MemoryHook for MemoryStore {
             user: meta.user.clone(),
             ..MemoryFilter::default()
         };
-        let known = self
-            .search(namespace, probe)
-            .await
-            .map_err(|e| e.to_string())?;
+        let known = self.search(namespace, probe).await?;
         if known
             .hits
             .first()
@@ -1456,20 +1477,93 @@ impl MemoryHook for MemoryStore {
                 meta,
             }],
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         Ok(true)
     }
 
-    async fn retrieve(&self, namespace: &str, query: &str, k: usize) -> Vec<String> {
-        match self.recall(namespace, RecallRequest::new(query, k)).await {
-            Ok(r) => r.hits.into_iter().map(|h| h.text).collect(),
-            Err(MemoryError::NamespaceNotFound(_)) => Vec::new(),
-            Err(e) => {
-                tracing::warn!(namespace, error = %e, "memory retrieval failed");
-                Vec::new()
-            }
+    /// The agents' memory hook's retrieval, on this node only: up to `k` snippets.
+    ///
+    /// # Errors
+    /// As [`MemoryStore::recall`].
+    pub async fn retrieve_here(
+        &self,
+        namespace: &str,
+        query: &str,
+        k: usize,
+    ) -> Result<Vec<String>, MemoryError> {
+        let r = self.recall(namespace, RecallRequest::new(query, k)).await?;
+        Ok(r.hits.into_iter().map(|h| h.text).collect())
+    }
+
+    /// Connects the store to the other nodes of a cluster: the agents' memory hook reaches a
+    /// namespace another node serves through `remote`. Set once; later calls return false.
+    pub fn set_remote(&self, remote: Arc<dyn RemoteMemory>) -> bool {
+        self.inner.remote.set(remote).is_ok()
+    }
+
+    /// The node serving `namespace` when it is not this one, and the route to it.
+    fn served_elsewhere(&self, namespace: &str) -> Option<(String, &Arc<dyn RemoteMemory>)> {
+        let remote = self.inner.remote.get()?;
+        let node = self.inner.served_by.get(namespace)?.clone();
+        Some((node, remote))
+    }
+}
+
+/// How the agents' memory hook reaches a namespace another node of a cluster serves
+/// (implemented by the runtime over ractor_cluster). The other node runs the operation
+/// itself ([`MemoryStore::store_here`], [`MemoryStore::retrieve_here`]).
+#[async_trait::async_trait]
+pub trait RemoteMemory: Send + Sync + 'static {
+    /// [`MemoryStore::retrieve_here`] on `node`.
+    ///
+    /// # Errors
+    /// The node could not be reached, or its error as text.
+    async fn retrieve(
+        &self,
+        node: &str,
+        namespace: &str,
+        query: &str,
+        k: usize,
+    ) -> Result<Vec<String>, String>;
+
+    /// [`MemoryStore::store_here`] on `node`.
+    ///
+    /// # Errors
+    /// The node could not be reached, or its error as text.
+    async fn store(
+        &self,
+        node: &str,
+        namespace: &str,
+        text: &str,
+        meta: MemoryMeta,
+    ) -> Result<bool, String>;
+}
+
+#[async_trait::async_trait]
+impl MemoryHook for MemoryStore {
+    async fn store(&self, namespace: &str, text: &str, meta: MemoryMeta) -> Result<bool, String> {
+        match self.store_here(namespace, text, meta.clone()).await {
+            Err(MemoryError::Unavailable(why)) => match self.served_elsewhere(namespace) {
+                Some((node, remote)) => remote.store(&node, namespace, text, meta).await,
+                None => Err(MemoryError::Unavailable(why).to_string()),
+            },
+            other => other.map_err(|e| e.to_string()),
         }
+    }
+
+    async fn retrieve(&self, namespace: &str, query: &str, k: usize) -> Vec<String> {
+        let result = match self.retrieve_here(namespace, query, k).await {
+            Err(MemoryError::Unavailable(why)) => match self.served_elsewhere(namespace) {
+                Some((node, remote)) => remote.retrieve(&node, namespace, query, k).await,
+                None => Err(MemoryError::Unavailable(why).to_string()),
+            },
+            Err(MemoryError::NamespaceNotFound(_)) => Ok(Vec::new()),
+            other => other.map_err(|e| e.to_string()),
+        };
+        result.unwrap_or_else(|e| {
+            tracing::warn!(namespace, error = %e, "memory retrieval failed");
+            Vec::new()
+        })
     }
 }
 

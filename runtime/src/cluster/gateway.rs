@@ -17,6 +17,7 @@ use std::time::Duration;
 use aios_actors::agent::{
     AgentError, Candidate, RemoteAgents, RemoteError, RemoteReply, RemoteTask,
 };
+use aios_actors::memory::RemoteMemory;
 use aios_actors::protocol::{AgentId, Envelope};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -68,6 +69,18 @@ enum Request {
     },
     /// This node's figures.
     Stats,
+    /// The agents' memory retrieval from a namespace this node serves.
+    MemoryRetrieve {
+        namespace: String,
+        query: String,
+        k: usize,
+    },
+    /// The agents' memory store into a namespace this node serves.
+    MemoryStore {
+        namespace: String,
+        text: String,
+        meta: aios_actors::memory::MemoryMeta,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -75,6 +88,8 @@ enum Request {
 enum Reply {
     Ask(RemoteReply),
     Stats(NodeStats),
+    Retrieved(Result<Vec<String>, String>),
+    Stored(Result<bool, String>),
     /// The node could not take the request (too many in flight, undecodable, ...).
     Refused(String),
 }
@@ -175,6 +190,28 @@ impl Actor for Gateway {
                         Request::Ask { agent, task } => {
                             Reply::Ask(served.system.serve_remote(&agent, *task).await)
                         }
+                        Request::MemoryRetrieve {
+                            namespace,
+                            query,
+                            k,
+                        } => Reply::Retrieved(match &served.memory {
+                            Some(m) => m
+                                .retrieve_here(&namespace, &query, k)
+                                .await
+                                .map_err(|e| e.to_string()),
+                            None => Err("this node serves no memory".into()),
+                        }),
+                        Request::MemoryStore {
+                            namespace,
+                            text,
+                            meta,
+                        } => Reply::Stored(match &served.memory {
+                            Some(m) => m
+                                .store_here(&namespace, &text, meta)
+                                .await
+                                .map_err(|e| e.to_string()),
+                            None => Err("this node serves no memory".into()),
+                        }),
                         Request::Stats => {
                             let mut stats = (served.stats)();
                             // Less this request's own permit.
@@ -314,6 +351,52 @@ impl Route {
     }
 }
 
+/// How long a forwarded memory operation may take.
+const MEMORY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[async_trait::async_trait]
+impl RemoteMemory for Route {
+    async fn retrieve(
+        &self,
+        node: &str,
+        namespace: &str,
+        query: &str,
+        k: usize,
+    ) -> Result<Vec<String>, String> {
+        let request = Request::MemoryRetrieve {
+            namespace: namespace.to_owned(),
+            query: query.to_owned(),
+            k,
+        };
+        match call(node, &request, MEMORY_TIMEOUT).await {
+            Ok(Reply::Retrieved(r)) => r,
+            Ok(Reply::Refused(why)) => Err(format!("node {node} refused: {why}")),
+            Ok(_) => Err(format!("node {node} answered another request")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn store(
+        &self,
+        node: &str,
+        namespace: &str,
+        text: &str,
+        meta: aios_actors::memory::MemoryMeta,
+    ) -> Result<bool, String> {
+        let request = Request::MemoryStore {
+            namespace: namespace.to_owned(),
+            text: text.to_owned(),
+            meta,
+        };
+        match call(node, &request, MEMORY_TIMEOUT).await {
+            Ok(Reply::Stored(r)) => r,
+            Ok(Reply::Refused(why)) => Err(format!("node {node} refused: {why}")),
+            Ok(_) => Err(format!("node {node} answered another request")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl RemoteAgents for Route {
     fn node(&self) -> &str {
@@ -366,7 +449,7 @@ impl RemoteAgents for Route {
             Reply::Refused(why) => Ok(RemoteReply::Done(Err(AgentError::Unavailable(format!(
                 "node {node} refused the task: {why}"
             ))))),
-            Reply::Stats(_) => Err(lost(node, "answered another request")),
+            _ => Err(lost(node, "answered another request")),
         }
     }
 

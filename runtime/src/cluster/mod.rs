@@ -323,6 +323,8 @@ pub struct NodeStats {
 pub struct Served {
     /// This node's agents.
     pub system: aios_actors::agent::AgentSystem,
+    /// This node's memory (the namespaces it serves).
+    pub memory: Option<aios_actors::memory::MemoryStore>,
     /// This node's figures, computed when asked.
     pub stats: Arc<dyn Fn() -> NodeStats + Send + Sync>,
 }
@@ -540,11 +542,13 @@ mod imp {
         .with_listen_addr(listen.ip());
         // The gateway first, so that the first session already syncs its process groups.
         let system = served.system.clone();
+        let memory = served.memory.clone();
         let gateway = gateway::start(name, served).await.map_err(|e| err(&e))?;
-        system.set_remote(std::sync::Arc::new(gateway::Route::new(
-            name,
-            config.tags.clone(),
-        )));
+        let route = std::sync::Arc::new(gateway::Route::new(name, config.tags.clone()));
+        system.set_remote(route.clone());
+        if let Some(memory) = memory {
+            memory.set_remote(route);
+        }
         let (server, _) = match Actor::spawn(None, server, ()).await {
             Ok(s) => s,
             Err(e) => {

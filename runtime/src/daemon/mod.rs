@@ -341,6 +341,7 @@ impl Daemon {
             let tags = config.cluster.tags.clone();
             crate::cluster::Served {
                 system: system.clone(),
+                memory: Some(rt.memory_store().clone()),
                 stats: Arc::new(move || crate::cluster::NodeStats {
                     node: node.clone(),
                     actors: registry.len(),
