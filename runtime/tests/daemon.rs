@@ -284,6 +284,51 @@ async fn tenants_are_isolated_agents_answer_and_the_audit_chain_detects_tamperin
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // An agent's memory namespace is its tenant's, named as the memory API names it: naming
+    // another tenant's full name only names a namespace of one's own.
+    let mut reader = json!({"name": "reader", "role": "executor", "model": "scripted/demo",
+        "system_prompt": "You read.", "memory_namespace": "kb"});
+    let (s, v, _) = c
+        .send(
+            Method::POST,
+            "/v1/agents",
+            Some(&acme),
+            Some(reader.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["memory_namespace"], "kb", "{v}");
+    reader["memory_namespace"] = json!("acme.kb");
+    let (s, v, _) = c
+        .send(
+            Method::POST,
+            "/v1/agents",
+            Some(&globex),
+            Some(reader.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        v["memory_namespace"], "acme.kb",
+        "globex's own `acme.kb`: {v}"
+    );
+    reader["memory_namespace"] = json!("no spaces");
+    let (s, v, _) = c
+        .send(
+            Method::PUT,
+            "/v1/agents/reader",
+            Some(&globex),
+            Some(reader),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("memory_namespace"),
+        "{v}"
+    );
     // Keys and the audit log are per tenant as well.
     let (_, v, _) = c.send(Method::GET, "/v1/keys", Some(&globex), None).await;
     assert_eq!(

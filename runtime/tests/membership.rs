@@ -555,7 +555,7 @@ async fn an_agent_on_one_node_recalls_memory_a_namespace_on_another_node_serves(
         .post(
             "/v1/agents",
             serde_json::json!({"name": "recaller", "role": "executor", "model": "fake/m",
-                "system_prompt": "Hi.", "memory_namespace": "default.facts"}),
+                "system_prompt": "Hi.", "memory_namespace": "facts"}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");

@@ -612,10 +612,30 @@ async fn recent_errors(State(s): State<Shared>, Extension(p): Extension<Principa
     ok(json!({ "errors": errors }))
 }
 
+/// An agent's memory namespace is one of its tenant's, named as the memory API names it: the
+/// tenant's prefix is added here (and removed in [`def_view`]), so no agent reads another
+/// tenant's memory.
+fn scope_memory(p: &Principal, def: &mut AgentDef) -> Result<(), Problem> {
+    if let Some(ns) = &def.memory_namespace {
+        def.memory_namespace = Some(
+            scoped(p, ns)
+                .map_err(|e| Problem::bad_request(format!("memory_namespace: {}", e.detail)))?,
+        );
+    }
+    Ok(())
+}
+
 fn def_view(p: &Principal, def: &AgentDef, version: Option<u32>) -> Value {
     let mut v = serde_json::to_value(def).unwrap_or(Value::Null);
     if let Some(name) = unscoped(p, &def.name) {
         v["name"] = json!(name);
+    }
+    if let Some(ns) = def
+        .memory_namespace
+        .as_deref()
+        .and_then(|ns| unscoped(p, ns))
+    {
+        v["memory_namespace"] = json!(ns);
     }
     if let Some(version) = version {
         v["version"] = json!(version);
@@ -668,6 +688,7 @@ async fn agents_create(
     ApiJson(mut def): ApiJson<AgentDef>,
 ) -> ApiResult {
     def.name = scoped(&p, &def.name)?;
+    scope_memory(&p, &mut def)?;
     let version =
         s.rt.agent_system()
             .registry()
@@ -711,6 +732,7 @@ async fn agents_update(
         )));
     }
     def.name = scoped(&p, &name)?;
+    scope_memory(&p, &mut def)?;
     let version =
         s.rt.agent_system()
             .registry()
