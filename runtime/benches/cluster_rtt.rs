@@ -22,8 +22,8 @@
 
 #[path = "../../benches/common/mod.rs"]
 mod common;
+mod support;
 
-use std::io::BufRead;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,24 +33,10 @@ use aios_runtime::cluster::{ClusterConfig, Membership, NodeStats, Served, gatewa
 use aios_runtime::{Runtime, RuntimeConfig, StoreBackend};
 use aios_supervisor::snapshot::{PostgresOptions, PostgresStore};
 use common::{bench_line, env_count, fmt0, fmt2, quantile_us};
+use support::{ADMIN, Aiosd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const AIOSD: &str = env!("CARGO_BIN_EXE_aiosd");
-const ADMIN: &str = "aios_00112233aabb_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZ";
 const SECRET: &str = "the-benchmark-cluster-secret";
-
-struct Child {
-    child: std::process::Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -60,47 +46,16 @@ fn free_port() -> u16 {
 }
 
 /// `aiosd` as node `b`, joining through `seed`.
-fn start_b(pg: &str, ns: &str, seed: &str) -> Child {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("aiosd.toml");
-    std::fs::write(
-        &config,
-        format!(
+fn start_b(pg: &str, ns: &str, seed: &str) -> Aiosd {
+    Aiosd::start(
+        &format!(
             "[rate_limit]\nrequests_per_s = 100000\nburst = 100000\n\
              [store]\nbackend = \"postgres\"\nurl = \"{pg}\"\nnamespace = \"{ns}\"\nnode = \"b\"\n\
              [cluster]\nlisten = \"127.0.0.1:{}\"\nseeds = [\"{seed}\"]\n",
             free_port()
         ),
+        &[("AIOS_CLUSTER_SECRET", SECRET)],
     )
-    .expect("config");
-    let mut child = std::process::Command::new(AIOSD)
-        .args(["--config", config.to_str().expect("path")])
-        .args([
-            "--data-dir",
-            dir.path().join("data").to_str().expect("path"),
-        ])
-        .args(["--listen", "127.0.0.1:0"])
-        .env("AIOS_ADMIN_KEY", ADMIN)
-        .env("AIOS_CLUSTER_SECRET", SECRET)
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn aiosd");
-    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    let url = loop {
-        line.clear();
-        assert!(out.read_line(&mut line).expect("read") > 0, "aiosd exited");
-        if let Some(url) = line.trim().strip_prefix("aiosd listening on ") {
-            break url.to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in out.lines().map_while(Result::ok) {});
-    Child {
-        child,
-        url,
-        _dir: dir,
-    }
 }
 
 /// A loopback TCP echo server; returns its address.

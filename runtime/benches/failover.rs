@@ -14,73 +14,27 @@
 
 #[path = "../../benches/common/mod.rs"]
 mod common;
+mod support;
 
-use std::io::BufRead;
 use std::time::Instant;
 
 use aios_supervisor::snapshot::{PostgresOptions, PostgresStore};
 use common::{bench_line, env_count, fmt0, fmt2, quantile_us};
 use serde_json::json;
+use support::{ADMIN, Aiosd};
 
-const AIOSD: &str = env!("CARGO_BIN_EXE_aiosd");
-const ADMIN: &str = "aios_00112233aabb_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZ";
-
-struct Node {
-    child: std::process::Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(name: &str, pg: &str, ns: &str, ttl_ms: u64) -> Node {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("aiosd.toml");
-    std::fs::write(
-        &config,
-        format!(
+fn start(name: &str, pg: &str, ns: &str, ttl_ms: u64) -> Aiosd {
+    Aiosd::start(
+        &format!(
             "[rate_limit]\nrequests_per_s = 100000\nburst = 100000\n\
              [store]\nbackend = \"postgres\"\nurl = \"{pg}\"\nnamespace = \"{ns}\"\n\
              node = \"{name}\"\nlease_ttl = \"{ttl_ms}ms\"\n"
         ),
+        &[],
     )
-    .expect("config");
-    let mut child = std::process::Command::new(AIOSD)
-        .args(["--config", config.to_str().expect("path")])
-        .args([
-            "--data-dir",
-            dir.path().join("data").to_str().expect("path"),
-        ])
-        .args(["--listen", "127.0.0.1:0"])
-        .env("AIOS_ADMIN_KEY", ADMIN)
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn aiosd");
-    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    let url = loop {
-        line.clear();
-        assert!(out.read_line(&mut line).expect("read") > 0, "aiosd exited");
-        if let Some(url) = line.trim().strip_prefix("aiosd listening on ") {
-            break url.to_string();
-        }
-    };
-    // Keep draining its output so it never writes into a closed pipe.
-    std::thread::spawn(move || for _ in out.lines().map_while(Result::ok) {});
-    Node {
-        child,
-        url,
-        _dir: dir,
-    }
 }
 
-async fn post(http: &reqwest::Client, node: &Node, path: &str, body: serde_json::Value) {
+async fn post(http: &reqwest::Client, node: &Aiosd, path: &str, body: serde_json::Value) {
     let r = http
         .post(format!("{}{path}", node.url))
         .bearer_auth(ADMIN)
@@ -96,7 +50,7 @@ async fn post(http: &reqwest::Client, node: &Node, path: &str, body: serde_json:
     );
 }
 
-async fn create_agents(http: &reqwest::Client, node: &Node, prefix: &str, n: u64) -> Vec<String> {
+async fn create_agents(http: &reqwest::Client, node: &Aiosd, prefix: &str, n: u64) -> Vec<String> {
     let mut names = Vec::new();
     for i in 0..n {
         let name = format!("{prefix}{i}");
@@ -113,7 +67,7 @@ async fn create_agents(http: &reqwest::Client, node: &Node, prefix: &str, n: u64
 }
 
 /// Sends one message to every agent at once and returns when all have answered.
-async fn ask_all(http: &reqwest::Client, node: &Node, names: &[String], text: &str) {
+async fn ask_all(http: &reqwest::Client, node: &Aiosd, names: &[String], text: &str) {
     let paths: Vec<String> = names
         .iter()
         .map(|name| format!("/v1/agents/{name}/messages"))

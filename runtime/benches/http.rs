@@ -11,66 +11,23 @@
 
 #[path = "../../benches/common/mod.rs"]
 mod common;
+mod support;
 
-use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 use common::{bench_line, env_count, fmt0, fmt2};
+use support::{ADMIN, Aiosd};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-const AIOSD: &str = env!("CARGO_BIN_EXE_aiosd");
-const ADMIN: &str = "aios_00112233aabb_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZ";
-
-struct Server {
-    child: std::process::Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(secure: bool) -> Server {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("aiosd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ninsecure_no_auth = {}\n[rate_limit]\nrequests_per_s = 10000000\nburst = 10000000\n",
+fn start(secure: bool) -> Aiosd {
+    Aiosd::start(
+        &format!(
+            "insecure_no_auth = {}\n[rate_limit]\nrequests_per_s = 10000000\nburst = 10000000\n",
             !secure
         ),
+        &[],
     )
-    .expect("config");
-    let mut child = std::process::Command::new(AIOSD)
-        .args(["--config", config.to_str().expect("path")])
-        .args([
-            "--data-dir",
-            dir.path().join("data").to_str().expect("path"),
-        ])
-        .env("AIOS_ADMIN_KEY", ADMIN)
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn aiosd");
-    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(out.read_line(&mut line).expect("read") > 0, "aiosd exited");
-        if let Some(url) = line.trim().strip_prefix("aiosd listening on http://") {
-            break url.to_string();
-        }
-    };
-    Server {
-        child,
-        addr,
-        _dir: dir,
-    }
 }
 
 /// One keep-alive connection sending requests one after another.
@@ -226,10 +183,10 @@ fn main() {
             for (i, secure) in [true, false].into_iter().enumerate() {
                 let server = start(secure);
                 let out = rt.block_on(async {
-                    setup(&server.addr, secure).await;
+                    setup(server.addr(), secure).await;
                     // Warm-up.
-                    load(&server.addr, secure, route, conns, 1).await;
-                    load(&server.addr, secure, route, conns, secs).await
+                    load(server.addr(), secure, route, conns, 1).await;
+                    load(server.addr(), secure, route, conns, secs).await
                 });
                 results[i].push(out);
                 drop(server);

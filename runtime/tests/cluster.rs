@@ -21,30 +21,7 @@ use serde_json::{Value, json};
 /// One node: `aiosd` on its own data directory, on the shared store at `pg` (namespace `ns`,
 /// 1 s leases), with the fake model at `llm`.
 fn node(name: &str, ns: &str, llm: &str, pg: &str) -> Aiosd {
-    Aiosd::start(
-        name,
-        &format!(
-            r#"
-[store]
-backend = "postgres"
-url = "{pg}"
-namespace = "{ns}"
-node = "{name}"
-lease_ttl = "1s"
-
-[[llm.providers]]
-name = "fake"
-kind = "openai"
-base_url = "{llm}"
-retry_attempts_max = 1
-
-[[llm.models]]
-provider = "fake"
-model = "m"
-"#
-        ),
-        &[],
-    )
+    Aiosd::start(name, &common::shared_store_config(name, ns, llm, pg), &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

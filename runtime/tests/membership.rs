@@ -55,27 +55,7 @@ impl Node {
     /// As [`Node::shared`], with cluster tags.
     fn shared_tagged(name: &str, seeds: &[&str], ns: &str, llm: &str, tags: &[&str]) -> Node {
         let tags: Vec<String> = tags.iter().map(|t| format!("{t:?}")).collect();
-        let config = format!(
-            r#"
-[store]
-backend = "postgres"
-url = "{pg}"
-namespace = "{ns}"
-node = "{name}"
-lease_ttl = "1s"
-
-[[llm.providers]]
-name = "fake"
-kind = "openai"
-base_url = "{llm}"
-retry_attempts_max = 1
-
-[[llm.models]]
-provider = "fake"
-model = "m"
-"#,
-            pg = pg_url()
-        );
+        let config = common::shared_store_config(name, ns, llm, &pg_url());
         Self::start_with(
             name,
             SECRET,

@@ -116,21 +116,17 @@ impl Aiosd {
 
     /// POST `body` to `path` as the admin.
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let r = reqwest::Client::new()
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(ADMIN)
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
-        let s = r.status();
-        (s, r.json().await.unwrap_or(Value::Null))
+        self.send(reqwest::Method::POST, path, body).await
     }
 
     /// `PUT path` with a JSON body and the admin key: the status and the JSON answer.
     pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::PUT, path, body).await
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (StatusCode, Value) {
         let r = reqwest::Client::new()
-            .put(format!("{}{path}", self.url))
+            .request(method, format!("{}{path}", self.url))
             .bearer_auth(ADMIN)
             .json(&body)
             .send()
@@ -287,4 +283,29 @@ impl Drop for Proxy {
         self.cut();
         self.accept.abort();
     }
+}
+
+/// The configuration of a node on the shared PostgreSQL store at `pg` (namespace `ns`, 1 s
+/// leases), with the fake model at `llm` as `fake/m`.
+pub fn shared_store_config(name: &str, ns: &str, llm: &str, pg: &str) -> String {
+    format!(
+        r#"
+[store]
+backend = "postgres"
+url = "{pg}"
+namespace = "{ns}"
+node = "{name}"
+lease_ttl = "1s"
+
+[[llm.providers]]
+name = "fake"
+kind = "openai"
+base_url = "{llm}"
+retry_attempts_max = 1
+
+[[llm.models]]
+provider = "fake"
+model = "m"
+"#
+    )
 }
