@@ -1542,6 +1542,15 @@ pub trait RemoteMemory: Send + Sync + 'static {
 #[async_trait::async_trait]
 impl MemoryHook for MemoryStore {
     async fn store(&self, namespace: &str, text: &str, meta: MemoryMeta) -> Result<bool, String> {
+        // Known to be served by another node: straight there, without a lease query here.
+        if let Some((node, remote)) = self.served_elsewhere(namespace) {
+            match remote.store(&node, namespace, text, meta.clone()).await {
+                Ok(stored) => return Ok(stored),
+                Err(e) => {
+                    tracing::debug!(namespace, %node, error = %e, "memory store forwarded in vain")
+                }
+            }
+        }
         match self.store_here(namespace, text, meta.clone()).await {
             Err(MemoryError::Unavailable(why)) => match self.served_elsewhere(namespace) {
                 Some((node, remote)) => remote.store(&node, namespace, text, meta).await,
@@ -1552,6 +1561,16 @@ impl MemoryHook for MemoryStore {
     }
 
     async fn retrieve(&self, namespace: &str, query: &str, k: usize) -> Vec<String> {
+        // Known to be served by another node: straight there, without a lease query here. If
+        // that fails (the node died, or gave the namespace up), the namespace is tried here.
+        if let Some((node, remote)) = self.served_elsewhere(namespace) {
+            match remote.retrieve(&node, namespace, query, k).await {
+                Ok(snippets) => return snippets,
+                Err(e) => {
+                    tracing::debug!(namespace, %node, error = %e, "memory retrieval forwarded in vain")
+                }
+            }
+        }
         let result = match self.retrieve_here(namespace, query, k).await {
             Err(MemoryError::Unavailable(why)) => match self.served_elsewhere(namespace) {
                 Some((node, remote)) => remote.retrieve(&node, namespace, query, k).await,
