@@ -68,7 +68,11 @@ async fn main() -> anyhow::Result<()> {
                     println!("  error: {message}");
                     return;
                 }
-                AgentEventKind::Token(_) => {}
+                AgentEventKind::Compacted {
+                    method, messages, ..
+                } => println!("  ({messages} older messages {method} to fit the window)"),
+                // Tokens, and kinds added later.
+                _ => {}
             }
         }
     });

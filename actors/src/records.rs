@@ -71,6 +71,48 @@ impl Records {
             })
     }
 
+    /// Writes `value` as schema version `version` of a record type that has had several
+    /// (read back with [`Records::get_versioned`]).
+    ///
+    /// # Errors
+    /// Encoding or store failures.
+    pub async fn put_versioned<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        version: u32,
+        durability: Durability,
+    ) -> Result<(), SnapshotError> {
+        let payload = codec::encode(value).map_err(|reason| SnapshotError::Encode {
+            key: key.into(),
+            reason,
+        })?;
+        self.snapshots
+            .save(key, version, &payload, durability)
+            .await
+    }
+
+    /// Reads a record of a type that has had several schema versions: `decode` gets the
+    /// version the record was written with and its payload.
+    ///
+    /// # Errors
+    /// A corrupt frame, or `decode`'s error, naming the key.
+    pub async fn get_versioned<T>(
+        &self,
+        key: &str,
+        decode: impl Fn(u32, &[u8]) -> Result<T, String>,
+    ) -> Result<Option<T>, SnapshotError> {
+        let Some(restored) = self.snapshots.load(key).await? else {
+            return Ok(None);
+        };
+        decode(restored.schema_version, restored.payload())
+            .map(Some)
+            .map_err(|reason| SnapshotError::Corrupt {
+                key: key.into(),
+                reason,
+            })
+    }
+
     /// Keys starting with `prefix` and after `after` (when given), in order, at most
     /// `limit`.
     ///

@@ -10,21 +10,25 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::busy::BusyPolicy;
+use super::context::{
+    Budgets, CONVERSATION_LEN_MAX, Keep, cut_point, cut_text, shrink_tool_results,
+    summary_messages, trim_snippets,
+};
 use super::events::{AgentEvent, AgentEventKind};
 use super::kernel::Kernel;
 use super::tools::ToolContext;
+use super::transcript::{self, TranscriptEntry};
+use crate::llm::tokens::{MESSAGE_OVERHEAD_TOKENS, Tokenizer};
 use crate::llm::{ChatMessage, ChatRequest, Delta, LlmError, Role, Usage};
 use crate::memory::short_term::{ShortTerm, explicit_save};
 use crate::protocol::AgentId;
-use crate::scheduler::{Budget, RequestMeta};
+use crate::scheduler::{Budget, LlmOutcome, ModelKey, RequestMeta};
 
-/// The most messages of conversation an agent keeps (older ones are dropped, whole turns
-/// at a time).
-pub const CONVERSATION_LEN_MAX: usize = 256;
 /// Memory snippets added to the context per task.
 pub const MEMORY_SNIPPETS_MAX: usize = 8;
 /// The schema version of [`AgentState`] snapshots written by this build.
-pub const AGENT_STATE_SCHEMA_VERSION: u32 = 3;
+pub const AGENT_STATE_SCHEMA_VERSION: u32 = 4;
 /// Importance of an ordinary user message noted in short-term memory.
 const NOTE_IMPORTANCE: f32 = 0.3;
 /// Results of tasks with an idempotency key an agent remembers (oldest forgotten first).
@@ -104,6 +108,15 @@ pub enum AgentError {
     /// The deadline passed.
     #[error("deadline exceeded")]
     DeadlineExceeded,
+    /// The agent is working on another message and its policy refuses new ones meanwhile.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// Too many messages wait for the agent.
+    #[error("queue full: {0}")]
+    QueueFull(String),
+    /// A newer message stopped this one (the agent's policy is `interrupt` or `rollback`).
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }
 
 impl AgentError {
@@ -117,6 +130,9 @@ impl AgentError {
             Self::Invalid(_) => "invalid".into(),
             Self::Unavailable(_) => "unavailable".into(),
             Self::DeadlineExceeded => "deadline_exceeded".into(),
+            Self::Busy(_) => "busy".into(),
+            Self::QueueFull(_) => "queue_full".into(),
+            Self::Interrupted(_) => "interrupted".into(),
         }
     }
 }
@@ -145,6 +161,25 @@ pub struct AgentState {
     pub recent: Vec<(String, TaskOutput)>,
     /// Short-term notes (consolidated into the agent's memory namespace by policy).
     pub short_term: ShortTerm,
+    /// The running summary of the turns folded out of `conversation` (see
+    /// `agent::context`).
+    pub summary: String,
+    /// Messages folded into the summary (or dropped) so far.
+    pub compacted_messages: u64,
+    /// The seq the next transcript entry gets.
+    pub log_next: u64,
+    /// The oldest transcript entry kept.
+    pub log_first: u64,
+}
+
+/// [`AgentState`] as written by schema version 3 (before the summary and the transcript).
+#[derive(Serialize, Deserialize)]
+struct AgentStateV3 {
+    conversation: Vec<ChatMessage>,
+    tasks_done: u64,
+    cost_nanos_total: u64,
+    recent: Vec<(String, TaskOutput)>,
+    short_term: ShortTerm,
 }
 
 /// [`AgentState`] as written by schema version 2 (before `short_term`).
@@ -198,18 +233,14 @@ impl Worker for AgentWorker {
                     ctx.reply(reply, Ok(done.1.clone()));
                     return Ok(());
                 }
-                let input = task.input.clone();
-                let session = task.session.clone();
-                let out = self.run(*task, state).await;
-                if let Ok(done) = &out {
-                    self.note(state, &input, session).await;
-                    state.tasks_done += 1;
-                    if let Some(k) = key {
-                        if state.recent.len() >= RECENT_RESULTS_MAX {
-                            state.recent.remove(0);
-                        }
-                        state.recent.push((k, done.clone()));
+                let out = self.run_task(*task, state).await;
+                if let Ok(done) = &out
+                    && let Some(k) = key
+                {
+                    if state.recent.len() >= RECENT_RESULTS_MAX {
+                        state.recent.remove(0);
                     }
+                    state.recent.push((k, done.clone()));
                 }
                 ctx.reply(reply, out);
             }
@@ -239,7 +270,7 @@ impl PersistentWorker for AgentWorker {
             })
             .step(2, |bytes| {
                 let v2: AgentStateV2 = codec::decode(bytes)?;
-                codec::encode(&AgentState {
+                codec::encode(&AgentStateV3 {
                     conversation: v2.conversation,
                     tasks_done: v2.tasks_done,
                     cost_nanos_total: v2.cost_nanos_total,
@@ -247,22 +278,18 @@ impl PersistentWorker for AgentWorker {
                     short_term: ShortTerm::default(),
                 })
             })
+            .step(3, |bytes| {
+                let v3: AgentStateV3 = codec::decode(bytes)?;
+                codec::encode(&AgentState {
+                    conversation: v3.conversation,
+                    tasks_done: v3.tasks_done,
+                    cost_nanos_total: v3.cost_nanos_total,
+                    recent: v3.recent,
+                    short_term: v3.short_term,
+                    ..AgentState::default()
+                })
+            })
     }
-}
-
-/// Drops the oldest whole turns (a turn starts at a user message) beyond the bound.
-fn trim(conversation: &mut Vec<ChatMessage>) {
-    if conversation.len() <= CONVERSATION_LEN_MAX {
-        return;
-    }
-    let excess = conversation.len() - CONVERSATION_LEN_MAX;
-    let cut = conversation
-        .iter()
-        .enumerate()
-        .skip(excess)
-        .find(|(_, m)| m.role == Role::User)
-        .map_or(excess, |(i, _)| i);
-    conversation.drain(..cut);
 }
 
 impl AgentWorker {
@@ -301,6 +328,74 @@ impl AgentWorker {
         }
     }
 
+    /// Runs a task under the agent's busy policy, then notes and logs it.
+    async fn run_task(&self, task: Task, state: &mut AgentState) -> Result<TaskOutput, AgentError> {
+        let policy = self
+            .kernel
+            .registry
+            .get(&self.id.name)
+            .map(|d| d.on_busy.policy)
+            .unwrap_or_default();
+        let cancelled = |t: &Task| {
+            t.cancel
+                .as_ref()
+                .is_some_and(CancellationToken::is_cancelled)
+        };
+        let input = task.input.clone();
+        let (session, run) = (task.session.clone(), task.run.clone());
+        let out = if cancelled(&task) {
+            // Superseded while it waited: under `interrupt` the message stays in the
+            // conversation (what the user said is kept), under the others it is dropped.
+            if policy == BusyPolicy::Interrupt {
+                state.conversation.push(ChatMessage::user(input.clone()));
+            }
+            Err(AgentError::Llm(LlmError::Cancelled))
+        } else if policy == BusyPolicy::Rollback {
+            let saved = (state.conversation.clone(), state.summary.clone());
+            let out = self.run(task.clone(), state).await;
+            if out.is_err() && cancelled(&task) {
+                (state.conversation, state.summary) = saved;
+            }
+            out
+        } else {
+            self.run(task, state).await
+        };
+        if out.is_ok() {
+            self.note(state, &input, session.clone()).await;
+            state.tasks_done += 1;
+        }
+        let (steps, tool_calls, cost_nanos) = out
+            .as_ref()
+            .map_or((0, 0, 0), |o| (o.steps, o.tool_calls, o.cost_nanos));
+        let entry = TranscriptEntry {
+            seq: state.log_next,
+            at_ms: crate::protocol::unix_ms(),
+            input,
+            output: out.as_ref().ok().map(|o| o.text.clone()),
+            error: out.as_ref().err().map(ToString::to_string),
+            steps,
+            tool_calls,
+            cost_nanos,
+            session,
+            run,
+        };
+        match transcript::append(
+            self.kernel.registry.records(),
+            &self.id,
+            &entry,
+            state.log_first,
+        )
+        .await
+        {
+            Ok(first) => {
+                state.log_first = first;
+                state.log_next += 1;
+            }
+            Err(e) => tracing::warn!(agent = %self.id, error = %e, "writing the transcript failed"),
+        }
+        out
+    }
+
     fn emit(&self, task_run: Option<&String>, kind: AgentEventKind) {
         self.kernel.events.emit(AgentEvent {
             agent: self.id.clone(),
@@ -334,6 +429,19 @@ impl AgentWorker {
             .current(&self.id.name)
             .ok_or_else(|| AgentError::NotFound(self.id.name.clone()))?;
         let model = def.model_key().map_err(AgentError::Invalid)?;
+        let window = self
+            .kernel
+            .router
+            .window(&model)
+            .ok_or_else(|| LlmError::UnknownModel {
+                model: model.to_string(),
+            })?;
+        let tok = window.tokenizer;
+        let budgets = Budgets::new(
+            window,
+            tok.count(&def.system_prompt) + MESSAGE_OVERHEAD_TOKENS,
+        )
+        .map_err(|e| AgentError::Invalid(format!("agent {:?}: {e}", def.name)))?;
         let tools = self.kernel.tools.specs(&def.tools);
         let tenant = if task.tenant.is_empty() {
             "default".to_string()
@@ -358,88 +466,89 @@ impl AgentWorker {
             run: task.run.clone(),
         };
         let mut system = def.system_prompt.clone();
+        let mut memory_used = 0;
         if let (Some(ns), Some(memory)) = (&def.memory_namespace, &self.kernel.memory) {
             let snippets = memory.retrieve(ns, &task.input, MEMORY_SNIPPETS_MAX).await;
-            if !snippets.is_empty() {
+            let (kept, used) = trim_snippets(
+                snippets.into_iter().take(MEMORY_SNIPPETS_MAX).collect(),
+                budgets.memory,
+                tok,
+            );
+            memory_used = used;
+            if !kept.is_empty() {
                 system.push_str("\n\nRelevant memory:\n");
-                for s in snippets.iter().take(MEMORY_SNIPPETS_MAX) {
+                for s in &kept {
                     system.push_str("- ");
                     system.push_str(s);
                     system.push('\n');
                 }
             }
         }
+        let conversation_budget = budgets.conversation_after(memory_used);
         let max_cost = def.limits.max_cost_nanos();
         state
             .conversation
             .push(ChatMessage::user(task.input.clone()));
-        let mut usage = Usage {
-            reported: true,
-            ..Usage::default()
+        let mut turn = Turn {
+            start: state.conversation.len() - 1,
+            usage: Usage {
+                reported: true,
+                ..Usage::default()
+            },
+            cost_nanos: 0,
         };
-        let mut cost_nanos = 0u64;
         let mut tool_calls = 0u32;
+        let call = Call {
+            model: &model,
+            meta: &meta,
+            task: &task,
+        };
         for step in 1..=def.limits.max_steps {
-            trim(&mut state.conversation);
-            let mut messages = Vec::with_capacity(state.conversation.len() + 1);
-            messages.push(ChatMessage::system(system.clone()));
-            messages.extend(state.conversation.iter().cloned());
-            let request = ChatRequest {
-                model: model.model().to_string(),
-                messages,
-                tools: tools.clone(),
-                temperature: def.temperature,
-                max_tokens: None,
-                json_mode: task.json_mode,
-            };
-            let budget = max_cost.map(|limit_nanos| Budget {
-                limit_nanos,
-                spent_nanos: cost_nanos,
-            });
-            // Tokens are streamed only while someone listens to this agent.
-            let (stream, forward) = if self.kernel.events.has_subscribers(&self.id) {
-                let (tx, mut rx) = mpsc::channel::<Delta>(256);
-                let events = self.kernel.events.clone();
-                let agent = self.id.clone();
-                let run = task.run.clone();
-                let forward = tokio::spawn(async move {
-                    while let Some(d) = rx.recv().await {
-                        let kind = match d {
-                            Delta::Text(t) => AgentEventKind::Token(t),
-                            Delta::ToolCallStarted { .. } => continue,
-                        };
-                        events.emit(AgentEvent {
-                            agent: agent.clone(),
-                            run: run.clone(),
-                            kind,
-                        });
-                    }
+            // A "context too long" answer compacts to half the share once more and retries;
+            // a second one is the task's error.
+            let mut tight = false;
+            let outcome = loop {
+                let budget = if tight {
+                    conversation_budget / 2
+                } else {
+                    conversation_budget
+                };
+                self.fit(state, &mut turn, budget, &budgets, tok, &call)
+                    .await?;
+                let mut prompt = system.clone();
+                if !state.summary.is_empty() {
+                    prompt.push_str("\n\nSummary of the earlier conversation:\n");
+                    prompt.push_str(&state.summary);
+                }
+                let mut messages = Vec::with_capacity(state.conversation.len() + 1);
+                messages.push(ChatMessage::system(prompt));
+                messages.extend(state.conversation.iter().cloned());
+                let request = ChatRequest {
+                    model: model.model().to_string(),
+                    messages,
+                    tools: tools.clone(),
+                    temperature: def.temperature,
+                    max_tokens: None,
+                    json_mode: task.json_mode,
+                };
+                let budget = max_cost.map(|limit_nanos| Budget {
+                    limit_nanos,
+                    spent_nanos: turn.cost_nanos,
                 });
-                (Some(tx), Some(forward))
-            } else {
-                (None, None)
+                let outcome = self.chat(request, budget, &call).await;
+                match outcome {
+                    Err(LlmError::ContextTooLong { message, .. }) if !tight => {
+                        tracing::warn!(
+                            agent = %self.id, %message,
+                            "the provider found the context too long: compacting further"
+                        );
+                        tight = true;
+                    }
+                    other => break other,
+                }
             };
-            let outcome = self
-                .kernel
-                .router
-                .chat(
-                    &model,
-                    request,
-                    meta.clone(),
-                    budget,
-                    stream,
-                    task.cancel.as_ref(),
-                )
-                .await;
-            // The sender is gone once `chat` returns: the forwarder drains and ends.
-            if let Some(forward) = forward {
-                let _ = forward.await;
-            }
             let outcome = outcome?;
-            cost_nanos = cost_nanos.saturating_add(outcome.cost_nanos);
-            usage.input_tokens += outcome.response.usage.input_tokens;
-            usage.output_tokens += outcome.response.usage.output_tokens;
-            usage.reported &= outcome.response.usage.reported;
+            turn.add(&outcome);
             state.cost_nanos_total = state.cost_nanos_total.saturating_add(outcome.cost_nanos);
             let message = outcome.response.message;
             state.conversation.push(message.clone());
@@ -454,26 +563,32 @@ impl AgentWorker {
                     text: message.content,
                     steps: step,
                     tool_calls,
-                    usage,
-                    cost_nanos,
+                    usage: turn.usage,
+                    cost_nanos: turn.cost_nanos,
                     def_version,
                 });
             }
-            if usage.input_tokens + usage.output_tokens > def.limits.max_tokens {
+            let used = turn.usage.input_tokens + turn.usage.output_tokens;
+            if used > def.limits.max_tokens {
+                close_tool_calls(
+                    &mut state.conversation,
+                    "not run: the task's token limit was reached",
+                );
                 return Err(AgentError::LimitExceeded(format!(
-                    "{} tokens used, limit {}",
-                    usage.input_tokens + usage.output_tokens,
+                    "{used} tokens used, limit {}",
                     def.limits.max_tokens
                 )));
             }
-            if task
-                .cancel
-                .as_ref()
-                .is_some_and(CancellationToken::is_cancelled)
-            {
-                return Err(AgentError::Llm(LlmError::Cancelled));
-            }
             for call in &message.tool_calls {
+                // A safe point: the conversation stays well formed (every call answered).
+                if task
+                    .cancel
+                    .as_ref()
+                    .is_some_and(CancellationToken::is_cancelled)
+                {
+                    close_tool_calls(&mut state.conversation, "not run: the task was cancelled");
+                    return Err(AgentError::Llm(LlmError::Cancelled));
+                }
                 tool_calls += 1;
                 self.emit(
                     task.run.as_ref(),
@@ -511,24 +626,224 @@ impl AgentWorker {
             def.limits.max_steps
         )))
     }
+
+    /// One LLM call of a task, streaming tokens as events while someone listens.
+    async fn chat(
+        &self,
+        request: ChatRequest,
+        budget: Option<Budget>,
+        call: &Call<'_>,
+    ) -> Result<LlmOutcome, LlmError> {
+        let task = call.task;
+        // Tokens are streamed only while someone listens to this agent.
+        let (stream, forward) = if self.kernel.events.has_subscribers(&self.id) {
+            let (tx, mut rx) = mpsc::channel::<Delta>(256);
+            let events = self.kernel.events.clone();
+            let agent = self.id.clone();
+            let run = task.run.clone();
+            let forward = tokio::spawn(async move {
+                while let Some(d) = rx.recv().await {
+                    let kind = match d {
+                        Delta::Text(t) => AgentEventKind::Token(t),
+                        Delta::ToolCallStarted { .. } => continue,
+                    };
+                    events.emit(AgentEvent {
+                        agent: agent.clone(),
+                        run: run.clone(),
+                        kind,
+                    });
+                }
+            });
+            (Some(tx), Some(forward))
+        } else {
+            (None, None)
+        };
+        let outcome = self
+            .kernel
+            .router
+            .chat(
+                call.model,
+                request,
+                call.meta.clone(),
+                budget,
+                stream,
+                task.cancel.as_ref(),
+            )
+            .await;
+        // The sender is gone once `chat` returns: the forwarder drains and ends.
+        if let Some(forward) = forward {
+            let _ = forward.await;
+        }
+        outcome
+    }
+
+    /// Fits the conversation to `budget` tokens: folds the oldest turns into the running
+    /// summary (or drops them when the summariser fails), then cuts the current turn's
+    /// longest tool results.
+    async fn fit(
+        &self,
+        state: &mut AgentState,
+        turn: &mut Turn,
+        budget: u64,
+        budgets: &Budgets,
+        tok: Tokenizer,
+        call: &Call<'_>,
+    ) -> Result<(), AgentError> {
+        let before = tok.count_messages(&state.conversation);
+        if before <= budget && state.conversation.len() <= CONVERSATION_LEN_MAX {
+            return Ok(());
+        }
+        let cut = cut_point(
+            &state.conversation,
+            budget / 2,
+            CONVERSATION_LEN_MAX / 2,
+            turn.start,
+            tok,
+        );
+        if cut > 0 {
+            let old: Vec<ChatMessage> = state.conversation.drain(..cut).collect();
+            turn.start -= cut;
+            let summarised = self
+                .summarise(&state.summary, &old, budgets, tok, call, turn)
+                .await;
+            let (method, reason) = match summarised {
+                Ok(summary) => {
+                    state.summary = cut_text(&summary, budgets.summary, Keep::Head, tok);
+                    ("summarized", None)
+                }
+                Err(reason) => {
+                    tracing::warn!(
+                        agent = %self.id, %reason,
+                        "summarising older turns failed: they were dropped instead"
+                    );
+                    ("truncated", Some(reason))
+                }
+            };
+            state.compacted_messages += cut as u64;
+            let after = tok.count_messages(&state.conversation);
+            self.emit(
+                call.task.run.as_ref(),
+                AgentEventKind::Compacted {
+                    method: method.to_string(),
+                    messages: cut as u64,
+                    tokens_before: before,
+                    tokens_after: after,
+                    summary_tokens: tok.count(&state.summary),
+                    reason,
+                },
+            );
+        }
+        let total = tok.count_messages(&state.conversation);
+        if total <= budget {
+            return Ok(());
+        }
+        let current = &mut state.conversation[turn.start..];
+        let earlier = total - tok.count_messages(current);
+        if shrink_tool_results(current, budget.saturating_sub(earlier), tok) {
+            return Ok(());
+        }
+        Err(AgentError::LimitExceeded(format!(
+            "the message takes about {} tokens with its tool results; model {} leaves about \
+             {budget} for the conversation",
+            tok.count_messages(&state.conversation[turn.start..]),
+            call.model
+        )))
+    }
+
+    /// Asks the model for a new running summary that folds in `old`.
+    async fn summarise(
+        &self,
+        previous: &str,
+        old: &[ChatMessage],
+        budgets: &Budgets,
+        tok: Tokenizer,
+        call: &Call<'_>,
+        turn: &mut Turn,
+    ) -> Result<String, String> {
+        let messages = summary_messages(
+            previous,
+            old,
+            budgets.summariser_input(),
+            budgets.summary,
+            tok,
+        );
+        let request = ChatRequest {
+            model: call.model.model().to_string(),
+            messages,
+            tools: Vec::new(),
+            temperature: Some(0.0),
+            max_tokens: Some(u32::try_from(budgets.summary).unwrap_or(u32::MAX)),
+            json_mode: false,
+        };
+        let timeout = self.kernel.summary_timeout;
+        let chat = self.kernel.router.chat(
+            call.model,
+            request,
+            call.meta.clone(),
+            None,
+            None,
+            call.task.cancel.as_ref(),
+        );
+        match tokio::time::timeout(timeout, chat).await {
+            Err(_) => Err(format!("the summariser did not answer within {timeout:?}")),
+            Ok(Err(e)) => Err(format!("the summariser failed: {e}")),
+            Ok(Ok(outcome)) => {
+                turn.add(&outcome);
+                let text = outcome.response.message.content.trim();
+                if text.is_empty() {
+                    Err("the summariser answered with no text".into())
+                } else {
+                    Ok(text.to_string())
+                }
+            }
+        }
+    }
+}
+
+/// What one task's LLM calls share.
+struct Call<'a> {
+    model: &'a ModelKey,
+    meta: &'a RequestMeta,
+    task: &'a Task,
+}
+
+/// The running figures of one task.
+struct Turn {
+    /// Where the task's messages start in the conversation (its user message).
+    start: usize,
+    usage: Usage,
+    cost_nanos: u64,
+}
+
+impl Turn {
+    fn add(&mut self, outcome: &LlmOutcome) {
+        self.cost_nanos = self.cost_nanos.saturating_add(outcome.cost_nanos);
+        self.usage.input_tokens += outcome.response.usage.input_tokens;
+        self.usage.output_tokens += outcome.response.usage.output_tokens;
+        self.usage.reported &= outcome.response.usage.reported;
+    }
+}
+
+/// Answers every tool call of the last assistant message that has no result yet with
+/// `why`, so the conversation stays one a provider accepts.
+fn close_tool_calls(conversation: &mut Vec<ChatMessage>, why: &str) {
+    let Some(at) = conversation.iter().rposition(|m| m.role == Role::Assistant) else {
+        return;
+    };
+    let calls = conversation[at].tool_calls.clone();
+    for c in calls {
+        let answered = conversation[at + 1..]
+            .iter()
+            .any(|m| m.tool_call_id.as_deref() == Some(c.id.as_str()));
+        if !answered {
+            conversation.push(ChatMessage::tool_result(c.id, why));
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn trimming_keeps_whole_turns() {
-        let mut c = Vec::new();
-        for i in 0..200 {
-            c.push(ChatMessage::user(format!("q{i}")));
-            c.push(ChatMessage::assistant(format!("a{i}")));
-        }
-        trim(&mut c);
-        assert!(c.len() <= CONVERSATION_LEN_MAX);
-        assert_eq!(c[0].role, Role::User);
-        assert_eq!(c.last().map(|m| m.content.as_str()), Some("a199"));
-    }
 
     #[derive(Serialize)]
     struct V1 {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::busy::OnBusy;
 use crate::cost::NANOS_PER_USD;
 use crate::scheduler::ModelKey;
 
@@ -145,6 +146,57 @@ pub struct AgentDef {
     /// Sampling temperature (0 makes answers cacheable).
     #[serde(default)]
     pub temperature: Option<f32>,
+    /// What happens to a message that arrives while the agent works on another.
+    #[serde(default)]
+    pub on_busy: OnBusy,
+}
+
+/// The schema version of [`AgentDef`] records written by this build (2 added `on_busy`).
+pub const AGENT_DEF_SCHEMA_VERSION: u32 = 2;
+
+/// [`AgentDef`] as schema version 1 wrote it (before `on_busy`).
+#[derive(Deserialize)]
+struct AgentDefV1 {
+    name: String,
+    role: AgentRole,
+    description: String,
+    system_prompt: String,
+    model: String,
+    tools: Vec<String>,
+    memory_namespace: Option<String>,
+    capabilities: Vec<Capability>,
+    limits: Limits,
+    temperature: Option<f32>,
+}
+
+/// Reads an [`AgentDef`] record payload written by schema version `version`.
+///
+/// # Errors
+/// An unknown version or an undecodable payload.
+pub(crate) fn decode_def(version: u32, payload: &[u8]) -> Result<AgentDef, String> {
+    use aios_supervisor::snapshot::codec::decode;
+    match version {
+        AGENT_DEF_SCHEMA_VERSION => decode(payload),
+        1 => {
+            let v1: AgentDefV1 = decode(payload)?;
+            Ok(AgentDef {
+                name: v1.name,
+                role: v1.role,
+                description: v1.description,
+                system_prompt: v1.system_prompt,
+                model: v1.model,
+                tools: v1.tools,
+                memory_namespace: v1.memory_namespace,
+                capabilities: v1.capabilities,
+                limits: v1.limits,
+                temperature: v1.temperature,
+                on_busy: OnBusy::default(),
+            })
+        }
+        v => Err(format!(
+            "agent definition schema version {v} is newer than this build's {AGENT_DEF_SCHEMA_VERSION}"
+        )),
+    }
 }
 
 impl AgentDef {
@@ -166,6 +218,7 @@ impl AgentDef {
             capabilities: Vec::new(),
             limits: Limits::default(),
             temperature: None,
+            on_busy: OnBusy::default(),
         }
     }
 
@@ -225,6 +278,9 @@ impl AgentDef {
         }
         if self.capabilities.iter().any(|c| c.name.is_empty()) {
             return err("a capability has an empty name".into());
+        }
+        if let Err(e) = self.on_busy.validate() {
+            return err(e);
         }
         Ok(())
     }
@@ -286,5 +342,42 @@ mod tests {
             toml::from_str("name='x'\nrole={custom='critic'}\nsystem_prompt=''\nmodel='a/b'")
                 .expect("custom role");
         assert_eq!(custom.role, AgentRole::Custom("critic".into()));
+    }
+
+    #[derive(Serialize)]
+    struct V1 {
+        name: String,
+        role: AgentRole,
+        description: String,
+        system_prompt: String,
+        model: String,
+        tools: Vec<String>,
+        memory_namespace: Option<String>,
+        capabilities: Vec<Capability>,
+        limits: Limits,
+        temperature: Option<f32>,
+    }
+
+    #[test]
+    fn version_1_records_read_with_the_default_busy_policy() {
+        let v1 = V1 {
+            name: "old".into(),
+            role: AgentRole::Researcher,
+            description: "d".into(),
+            system_prompt: "p".into(),
+            model: "scripted/demo".into(),
+            tools: vec!["calculator".into()],
+            memory_namespace: Some("kb".into()),
+            capabilities: vec![Capability::named("research")],
+            limits: Limits::default(),
+            temperature: Some(0.0),
+        };
+        let bytes = aios_supervisor::snapshot::codec::encode(&v1).expect("encode");
+        let def = decode_def(1, &bytes).expect("a version 1 record decodes");
+        assert_eq!(def.on_busy, OnBusy::default());
+        assert_eq!(def.memory_namespace.as_deref(), Some("kb"));
+        let now = aios_supervisor::snapshot::codec::encode(&def).expect("encode");
+        assert_eq!(decode_def(AGENT_DEF_SCHEMA_VERSION, &now), Ok(def));
+        assert!(decode_def(9, &now).unwrap_err().contains("newer"));
     }
 }

@@ -15,6 +15,7 @@ pub const AGENT_EVENTS_BUFFER: usize = 1024;
 
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum AgentEventKind {
     /// Streamed text.
     Token(String),
@@ -49,6 +50,23 @@ pub enum AgentEventKind {
         kind: String,
         /// The message.
         message: String,
+    },
+    /// Older turns were folded out of the conversation sent to the model, to fit its
+    /// context window: `summarized` into the running summary, or `truncated` (dropped) when
+    /// the summariser failed, with the reason.
+    Compacted {
+        /// `summarized` or `truncated`.
+        method: String,
+        /// Messages folded out.
+        messages: u64,
+        /// Tokens of the conversation before.
+        tokens_before: u64,
+        /// Tokens of the conversation after.
+        tokens_after: u64,
+        /// Tokens of the running summary now.
+        summary_tokens: u64,
+        /// Why the summariser failed, when it did.
+        reason: Option<String>,
     },
 }
 

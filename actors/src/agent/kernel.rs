@@ -43,4 +43,6 @@ pub struct Kernel {
     pub memory: Option<Arc<dyn MemoryHook>>,
     /// Agent events.
     pub events: EventHub,
+    /// How long an agent's summariser call may take before it truncates instead.
+    pub summary_timeout: std::time::Duration,
 }

@@ -4,6 +4,8 @@
 //! [`AgentSystem`] that activates agents on their first message and passivates idle ones.
 
 mod actor;
+pub mod busy;
+pub mod context;
 mod definition;
 mod events;
 mod kernel;
@@ -13,13 +15,17 @@ pub mod remote;
 mod system;
 mod templates;
 pub mod tools;
+pub mod transcript;
 
 pub use self::actor::{
-    AGENT_STATE_SCHEMA_VERSION, AgentError, AgentMsg, AgentState, CONVERSATION_LEN_MAX,
-    RECENT_RESULTS_MAX, Task, TaskOutput,
+    AGENT_STATE_SCHEMA_VERSION, AgentError, AgentMsg, AgentState, RECENT_RESULTS_MAX, Task,
+    TaskOutput,
 };
+pub use self::busy::{BusyPolicy, OnBusy};
+pub use self::context::CONVERSATION_LEN_MAX;
 pub use self::definition::{
-    AGENT_NAME_LEN_MAX, AgentDef, AgentRole, Capability, Limits, validate_name,
+    AGENT_DEF_SCHEMA_VERSION, AGENT_NAME_LEN_MAX, AgentDef, AgentRole, Capability, Limits,
+    validate_name,
 };
 pub use self::events::{AGENT_EVENTS_BUFFER, AgentEvent, AgentEventKind, EventHub};
 pub use self::kernel::{Kernel, MemoryHook};
@@ -28,3 +34,4 @@ pub use self::registry::{AgentRegistry, CapabilityMatch, CapabilityQuery, Regist
 pub use self::remote::{RemoteAgents, RemoteError, RemoteReply, RemoteTask};
 pub use self::system::{AgentSystem, AgentSystemConfig, snapshot_key};
 pub use self::templates::{Template, TemplateError, builtin_templates};
+pub use self::transcript::{TranscriptEntry, transcript_prefix};

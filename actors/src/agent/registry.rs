@@ -12,7 +12,7 @@ use aios_supervisor::snapshot::{Durability, SnapshotError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use super::definition::{AgentDef, Capability};
+use super::definition::{AGENT_DEF_SCHEMA_VERSION, AgentDef, Capability, decode_def};
 use crate::records::Records;
 
 /// Key prefix of definitions.
@@ -189,7 +189,7 @@ impl AgentRegistry {
                 continue;
             };
             let def = records
-                .get::<AgentDef>(&version_key(name, head.current))
+                .get_versioned(&version_key(name, head.current), decode_def)
                 .await?
                 .ok_or_else(|| RegistryError::NotFound(format!("{name} v{}", head.current)))?;
             current.insert(name.to_string(), (head, Arc::new(def)));
@@ -208,9 +208,10 @@ impl AgentRegistry {
 
     async fn write_version(&self, def: &AgentDef, head: Head) -> Result<(), RegistryError> {
         self.records
-            .put(
+            .put_versioned(
                 &version_key(&def.name, head.latest),
                 def,
+                AGENT_DEF_SCHEMA_VERSION,
                 Durability::Buffered,
             )
             .await?;
@@ -329,7 +330,10 @@ impl AgentRegistry {
         name: &str,
         version: u32,
     ) -> Result<Option<AgentDef>, RegistryError> {
-        Ok(self.records.get(&version_key(name, version)).await?)
+        Ok(self
+            .records
+            .get_versioned(&version_key(name, version), decode_def)
+            .await?)
     }
 
     /// The record store the registry writes to.

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::actor::{AgentError, AgentMsg, AgentWorker, Task, TaskOutput};
+use super::busy::RunQueue;
 use super::events::{AgentEvent, EventHub};
 use super::kernel::{Kernel, MemoryHook};
 use super::placement::{Candidate, Placement, choose};
@@ -25,7 +26,7 @@ use super::remote::{
     REDIRECTS_MAX, RemoteAgents, RemoteError, RemoteReply, RemoteTask, holder_node,
 };
 use super::tools::{Tool, ToolBox, ToolContext, ToolError};
-use crate::llm::{ChatMessage, ToolSpec};
+use crate::llm::{ChatMessage, LlmError, ToolSpec};
 use crate::protocol::{AgentId, Envelope, Kind, Recipient, Sender, unix_ms};
 use crate::scheduler::LlmRouter;
 
@@ -56,6 +57,9 @@ pub struct AgentSystemConfig {
     /// Agent names are `<tenant>.<name>` (the daemon's convention): capability negotiation
     /// for a tenant's runs then only considers that tenant's agents.
     pub tenant_scoped_names: bool,
+    /// How long an agent's summariser call may take before the agent truncates its older
+    /// turns instead (default [`super::context::SUMMARY_TIMEOUT`]).
+    pub summary_timeout: Duration,
 }
 
 impl Default for AgentSystemConfig {
@@ -66,6 +70,7 @@ impl Default for AgentSystemConfig {
             task_timeout: Duration::from_secs(600),
             mailbox_len_max: 64,
             tenant_scoped_names: false,
+            summary_timeout: super::context::SUMMARY_TIMEOUT,
         }
     }
 }
@@ -74,6 +79,8 @@ struct Slot {
     handle: OnceCell<ActorHandle<AgentMsg>>,
     last_used_ms: AtomicU64,
     busy: AtomicUsize,
+    /// Tasks admitted to the instance, by its busy policy.
+    runs: RunQueue,
 }
 
 /// A busy mark on an agent instance; released when dropped.
@@ -186,6 +193,7 @@ impl AgentSystem {
                     registry,
                     memory,
                     events: EventHub::default(),
+                    summary_timeout: config.summary_timeout,
                 }),
                 supervisor,
                 config,
@@ -342,6 +350,12 @@ impl AgentSystem {
         self.inner.active.len()
     }
 
+    /// Tasks admitted to instance `id` on this node and not answered yet: the running one
+    /// and those waiting behind it (see [`super::busy`]).
+    pub fn tasks_pending(&self, id: &AgentId) -> usize {
+        self.inner.active.get(id).map_or(0, |s| s.runs.len())
+    }
+
     /// True when `id` is active.
     pub fn is_active(&self, id: &AgentId) -> bool {
         self.inner.active.contains_key(id)
@@ -376,6 +390,23 @@ impl AgentSystem {
             .map_err(|e| AgentError::Unavailable(e.to_string()))
     }
 
+    /// Up to `limit` entries of instance `id`'s transcript from `from` on: every task's input
+    /// and outcome, uncompacted. Read from the store, so any node of a cluster sharing it can
+    /// answer, and the instance is not activated.
+    ///
+    /// # Errors
+    /// [`AgentError::Unavailable`] when the store fails.
+    pub async fn transcript(
+        &self,
+        id: &AgentId,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<super::transcript::TranscriptEntry>, AgentError> {
+        super::transcript::read(self.inner.kernel.registry.records(), id, from, limit)
+            .await
+            .map_err(|e| AgentError::Unavailable(format!("reading the transcript of {id}: {e}")))
+    }
+
     /// Passivates `id` now (final snapshot, actor stopped). Returns false when it was not
     /// active or is busy.
     ///
@@ -406,11 +437,12 @@ impl AgentSystem {
                 Err(e) => return Err(AgentError::Unavailable(format!("stopping {id}: {e}"))),
             }
         }
-        inner
-            .kernel
-            .registry
-            .records()
-            .delete(&snapshot_key(id))
+        let records = inner.kernel.registry.records();
+        let forgotten = async {
+            records.delete(&snapshot_key(id)).await?;
+            super::transcript::delete(records, id).await.map(drop)
+        };
+        forgotten
             .await
             .map_err(|e| AgentError::Unavailable(format!("forgetting {id}: {e}")))
     }
@@ -582,6 +614,7 @@ impl Inner {
                 handle: OnceCell::new(),
                 last_used_ms: AtomicU64::new(unix_ms()),
                 busy: AtomicUsize::new(0),
+                runs: RunQueue::default(),
             })
         });
         // Incremented under the map's shard lock, so the reaper's `remove_if` sees it.
@@ -834,15 +867,23 @@ impl Inner {
             ))
             .into());
         }
-        let (_held, handle) = self.hold_active(id).await?;
+        let (held, handle) = self.hold_active(id).await?;
         // The task's own token: cancelled when the caller stops waiting, so the agent stops
-        // calling the model for a task nobody will read.
+        // calling the model for a task nobody will read, and by a newer message under the
+        // `interrupt` and `rollback` policies.
         let mut task = task;
         let token = task
             .cancel
             .as_ref()
             .map_or_else(CancellationToken::new, CancellationToken::child_token);
         task.cancel = Some(token.clone());
+        let on_busy = self
+            .kernel
+            .registry
+            .get(&id.name)
+            .map(|d| d.on_busy.clone())
+            .unwrap_or_default();
+        let ticket = held.0.runs.admit(&id.name, &on_busy, token.clone())?;
         let _cancel_on_drop = token.drop_guard();
         match handle
             .call(
@@ -851,6 +892,13 @@ impl Inner {
             )
             .await
         {
+            Ok(Err(AgentError::Llm(LlmError::Cancelled))) if ticket.interrupted() => {
+                Err(AgentError::Interrupted(format!(
+                    "a newer message to {id} stopped this one (its on_busy policy is {})",
+                    on_busy.policy.as_str()
+                ))
+                .into())
+            }
             Ok(out) => out.map_err(Activation::Failed),
             Err(CallError::Timeout { .. }) => Err(AgentError::Unavailable(format!(
                 "{id} did not finish within {:?}",

@@ -14,6 +14,7 @@ pub(crate) mod http;
 pub mod openai;
 mod retry;
 pub mod scripted;
+pub mod tokens;
 
 use std::sync::Arc;
 

@@ -12,6 +12,8 @@
 //!   calls the tool;
 //! - asked for JSON by a system prompt that mentions a plan, returns a two-step plan
 //!   (`research`, then `write`) for the task;
+//! - asked by an agent for its running summary, returns a short one quoting the latest
+//!   words;
 //! - otherwise echoes the last user message.
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +27,10 @@ use super::{
 pub const SCRIPTED_LABEL: &str = "[scripted]";
 /// The most rules a script may hold.
 pub const SCRIPT_RULES_MAX: usize = 1024;
+/// How agents' summariser prompts start (`agent::context::SUMMARY_PROMPT`).
+const SUMMARY_PROMPT_START: &str = "You maintain the running summary of a long conversation";
+/// Words of the conversation a scripted summary quotes.
+const SUMMARY_WORDS: usize = 24;
 
 /// When a [`ScriptRule`] applies. All given conditions must hold.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -222,6 +228,19 @@ fn default_answer(
             {"id": "write", "description": format!("Write the answer to: {task}"), "capability": "write", "depends_on": ["research"]},
         ]});
         return (plan.to_string(), Vec::new());
+    }
+    // An agent folding older turns into its running summary.
+    if system.starts_with(SUMMARY_PROMPT_START) {
+        let new_part = last_user
+            .split_once("New part of the conversation:\n")
+            .map_or(last_user, |(_, rest)| rest);
+        let lines = new_part.lines().count();
+        let words: Vec<&str> = last_user.split_whitespace().collect();
+        let tail = words[words.len().saturating_sub(SUMMARY_WORDS)..].join(" ");
+        return (
+            labelled(&format!("summary of {lines} lines, ending: {tail}")),
+            Vec::new(),
+        );
     }
     // Orchestration prompts: a step, or composing the answer from the steps.
     if let Some(step) = last_user

@@ -44,6 +44,7 @@ pub use self::queue::{Owner, QueuePolicy, RequestQueue};
 pub use self::router::{Budget, LlmRouter, ModelKey};
 
 use crate::cost::{Charge, CostLedger, Price};
+use crate::llm::tokens::{ContextWindow, Tokenizer};
 use crate::llm::{ChatRequest, ChatResponse, DeltaSink, LlmError, SharedProvider};
 
 /// The largest concurrency cap.
@@ -86,6 +87,23 @@ pub struct SchedulerConfig {
     /// The fraction of the cost limit from which the fallback is used (default 0.8).
     #[serde(default = "default_fallback_at")]
     pub fallback_at: f64,
+    /// The model's context window in tokens, prompt and answer together
+    /// ([`CONTEXT_LEN_MIN`]..=[`CONTEXT_LEN_MAX`], default 8192). Agents fit their context
+    /// to it before every call.
+    #[serde(default = "default_context_len")]
+    pub context_len: u64,
+    /// How the model's tokens are counted (default `estimate`).
+    #[serde(default)]
+    pub tokenizer: Tokenizer,
+}
+
+/// The smallest configurable context window.
+pub const CONTEXT_LEN_MIN: u64 = 512;
+/// The largest configurable context window.
+pub const CONTEXT_LEN_MAX: u64 = 10_000_000;
+
+fn default_context_len() -> u64 {
+    8192
 }
 
 fn default_concurrency() -> usize {
@@ -112,6 +130,16 @@ impl SchedulerConfig {
             price: Price::default(),
             fallback: None,
             fallback_at: default_fallback_at(),
+            context_len: default_context_len(),
+            tokenizer: Tokenizer::default(),
+        }
+    }
+
+    /// The model's context window.
+    pub fn window(&self) -> ContextWindow {
+        ContextWindow {
+            len: self.context_len,
+            tokenizer: self.tokenizer,
         }
     }
 
@@ -150,6 +178,12 @@ impl SchedulerConfig {
             }
             if let Some(c) = &self.cache {
                 c.validate()?;
+            }
+            if !(CONTEXT_LEN_MIN..=CONTEXT_LEN_MAX).contains(&self.context_len) {
+                return Err(format!(
+                    "context_len must be {CONTEXT_LEN_MIN}..={CONTEXT_LEN_MAX} tokens, got {}",
+                    self.context_len
+                ));
             }
             self.price.validate()
         };

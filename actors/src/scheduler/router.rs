@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::{CancelFilter, LlmOutcome, RequestMeta, Scheduler, SchedulerStats};
+use crate::llm::tokens::ContextWindow;
 use crate::llm::{ChatRequest, DeltaSink, LlmError};
 
 /// `provider/model`: the name of one scheduler.
@@ -98,6 +99,11 @@ impl LlmRouter {
     /// The scheduler of `key`.
     pub fn get(&self, key: &ModelKey) -> Option<&Scheduler> {
         self.schedulers.get(key)
+    }
+
+    /// The context window of `key`, if configured.
+    pub fn window(&self, key: &ModelKey) -> Option<ContextWindow> {
+        self.get(key).map(|s| s.config().window())
     }
 
     /// Every configured model.

@@ -136,11 +136,14 @@ async fn llm_errors_reach_the_caller_typed_and_as_events() {
         .create(calculator_agent("calc"))
         .await
         .expect("create");
-    fake.push_script(FakeReply::Status {
+    // Refused twice: the agent compacts and retries once after the first refusal.
+    let refusal = FakeReply::Status {
         status: 400,
         retry_after: None,
         body: r#"{"error":{"message":"maximum context length exceeded","code":"context_length_exceeded"}}"#.into(),
-    });
+    };
+    fake.push_script(refusal.clone());
+    fake.push_script(refusal);
     let id = AgentId::main("calc");
     let mut events = env.system.subscribe(&id);
     let e = env

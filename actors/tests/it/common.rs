@@ -113,6 +113,9 @@ pub struct AgentEnv {
     pub orch: aios_actors::orchestration::Orchestrator,
 }
 
+/// The context window of the `fake/small` model of [`agent_env`], in tokens.
+pub const SMALL_CONTEXT_LEN: u64 = 1024;
+
 pub async fn agent_env(
     dir: &std::path::Path,
     fake_url: &str,
@@ -147,11 +150,15 @@ pub async fn agent_env(
         .await
         .expect("registry");
     let mut schedulers = Vec::new();
+    // A model with a small window, for context-window tests.
+    let mut small = SchedulerConfig::new("fake", "small");
+    small.context_len = SMALL_CONTEXT_LEN;
     let providers: Vec<(SchedulerConfig, SharedProvider)> = vec![
         (
             SchedulerConfig::new("fake", "m"),
             Arc::new(openai(fake_url, fast_retry(3))),
         ),
+        (small, Arc::new(openai(fake_url, fast_retry(3)))),
         (
             SchedulerConfig::new("scripted", "demo"),
             Arc::new(ScriptedProvider::new("scripted", script)),

@@ -126,6 +126,22 @@ enum Agents {
         #[arg(long, conflicts_with_all = ["node", "tags", "least_loaded"])]
         reset: bool,
     },
+    /// Show an agent's transcript: every task's input and outcome, oldest first.
+    History {
+        name: String,
+        /// The conversation kept under this user (as with `chat --user`).
+        #[arg(long, conflicts_with = "session")]
+        user: Option<String>,
+        /// The conversation kept under this session key (as with the API's `session`).
+        #[arg(long)]
+        session: Option<String>,
+        /// The first entry's sequence number.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// At most this many entries (1..=1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
+    },
     /// Send a message and stream the answer.
     Chat {
         name: String,
@@ -457,6 +473,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 api.call(reqwest::Method::DELETE, &format!("/v1/agents/{name}"), None)
                     .await?;
                 println!("deleted {name}");
+            }
+            Agents::History {
+                name,
+                user,
+                session,
+                from,
+                limit,
+            } => {
+                let mut path = format!("/v1/agents/{name}/history?from={from}&limit={limit}");
+                if let Some(key) = session.or(user.map(|u| format!("u-{u}"))) {
+                    anyhow::ensure!(
+                        key.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)),
+                        "{key:?}: a user or session is made of a-z, A-Z, 0-9, '_', '-', '.'"
+                    );
+                    path.push_str("&session=");
+                    path.push_str(&key);
+                }
+                let v = api.get(&path).await?;
+                if json_out {
+                    show(&v)?;
+                } else {
+                    table(
+                        &items(&v),
+                        &[
+                            ("SEQ", "/seq"),
+                            ("INPUT", "/input"),
+                            ("OUTPUT", "/output"),
+                            ("ERROR", "/error"),
+                            ("STEPS", "/steps"),
+                        ],
+                    );
+                    if let Some(next) = v["next"].as_u64() {
+                        println!("more from --from {next}");
+                    }
+                }
             }
             Agents::Chat {
                 name,

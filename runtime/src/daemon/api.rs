@@ -73,6 +73,7 @@ pub fn routes() -> Api {
             Operator,
             agents_message,
         )
+        .route(M::GET, "/v1/agents/{name}/history", Viewer, agents_history)
         .route(
             M::GET,
             "/v1/agents/{name}/events",
@@ -308,6 +309,8 @@ fn agent_problem(e: AgentError) -> Problem {
         "limit_exceeded" => StatusCode::UNPROCESSABLE_ENTITY,
         "deadline_exceeded" => StatusCode::GATEWAY_TIMEOUT,
         "unavailable" | "rate_limited" => StatusCode::SERVICE_UNAVAILABLE,
+        "busy" | "interrupted" => StatusCode::CONFLICT,
+        "queue_full" => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::BAD_GATEWAY,
     };
     Problem::new(status, e.to_string())
@@ -805,6 +808,47 @@ async fn agents_message(
         "usage": out.usage,
         "cost_usd": out.cost_nanos as f64 / 1e9,
     }))
+}
+
+/// Where an agent's transcript page starts.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TranscriptQuery {
+    /// The instance: the session's (as given to `messages`), or `main` when absent.
+    session: Option<String>,
+    /// The first entry's sequence number.
+    from: Option<u64>,
+    /// At most this many (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+/// `GET /v1/agents/{name}/history`: every task of one agent instance, input and outcome,
+/// oldest first. What the model is sent is compacted; this is not.
+async fn agents_history(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<TranscriptQuery>,
+) -> ApiResult {
+    let full = scoped(&p, &name)?;
+    if let Some(session) = &q.session {
+        aios_actors::agent::validate_name(session)
+            .map_err(|e| Problem::bad_request(format!("session: {e}")))?;
+    }
+    if s.rt.agent_system().registry().get(&full).is_none() {
+        return Err(Problem::not_found(format!("agent {name:?} not found")));
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let id = AgentId::new(full, q.session.unwrap_or_else(|| "main".into()));
+    let items =
+        s.rt.agent_system()
+            .transcript(&id, q.from.unwrap_or(0), limit)
+            .await
+            .map_err(agent_problem)?;
+    let next = (items.len() == limit)
+        .then(|| items.last().map(|e| e.seq + 1))
+        .flatten();
+    ok(json!({ "items": items, "next": next }))
 }
 
 async fn tools_list(State(s): State<Shared>) -> ApiResult {

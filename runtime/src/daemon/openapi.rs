@@ -69,6 +69,11 @@ fn query_params(method: &str, path: &str) -> &'static [(&'static str, &'static s
             ("until_ms", "integer"),
         ],
         ("GET", "/v1/metrics/history") => &[("since_ms", "integer")],
+        ("GET", "/v1/agents/{name}/history") => &[
+            ("session", "string"),
+            ("from", "integer"),
+            ("limit", "integer"),
+        ],
         _ => &[],
     }
 }
