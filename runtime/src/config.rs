@@ -34,6 +34,8 @@ pub struct RuntimeConfig {
     pub memory: aios_actors::memory::MemoryConfig,
     /// Built-in plugin tools and default grants.
     pub tools: aios_actors::tools::ToolsConfig,
+    /// Scheduled runs: when a due time counts as missed.
+    pub schedules: aios_actors::orchestration::schedule::ScheduleConfig,
     /// Where snapshots and records live: sled in the data directory (default) or PostgreSQL.
     pub store: StoreConfig,
 }
@@ -184,6 +186,7 @@ impl RuntimeConfig {
             agents: AgentSystemConfig::default(),
             memory: aios_actors::memory::MemoryConfig::default(),
             tools: aios_actors::tools::ToolsConfig::default(),
+            schedules: aios_actors::orchestration::schedule::ScheduleConfig::default(),
             store: StoreConfig::default(),
         }
     }

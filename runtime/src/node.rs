@@ -18,6 +18,7 @@ use aios_actors::cost::CostLedger;
 use aios_actors::llm::config::LlmConfig;
 use aios_actors::memory::MemoryStore;
 use aios_actors::orchestration::Orchestrator;
+use aios_actors::orchestration::schedule::Schedules;
 use aios_actors::records::Records;
 use aios_actors::scheduler::{LlmRouter, RateLimiter, Scheduler};
 use aios_actors::tools::{
@@ -64,6 +65,7 @@ pub struct Runtime {
     runs: SupervisorRef,
     agent_system: AgentSystem,
     orchestrator: Orchestrator,
+    schedules: Schedules,
     memory_store: MemoryStore,
     tool_service: ToolService,
     costs: CostLedger,
@@ -270,17 +272,33 @@ impl Runtime {
             )
             .await
             .map_err(|e| RuntimeError::Agents(format!("orchestration: {e}")))?;
-            Ok::<_, RuntimeError>((system, costs, orchestrator, memory_store, tool_service))
+            let schedules = Schedules::start(
+                orchestrator.clone(),
+                &runs,
+                Records::new(snapshots.clone()),
+                config.schedules.clone(),
+            )
+            .await
+            .map_err(|e| RuntimeError::Agents(format!("schedules: {e}")))?;
+            Ok::<_, RuntimeError>((
+                system,
+                costs,
+                orchestrator,
+                schedules,
+                memory_store,
+                tool_service,
+            ))
         }
         .await;
-        let (agent_system, costs, orchestrator, memory_store, tool_service) = match started {
-            Ok(s) => s,
-            Err(e) => {
-                // Leave nothing running behind a failed open.
-                let _ = root.shutdown(config.shutdown_timeout).await;
-                return Err(e);
-            }
-        };
+        let (agent_system, costs, orchestrator, schedules, memory_store, tool_service) =
+            match started {
+                Ok(s) => s,
+                Err(e) => {
+                    // Leave nothing running behind a failed open.
+                    let _ = root.shutdown(config.shutdown_timeout).await;
+                    return Err(e);
+                }
+            };
         // Other nodes write the same store: follow their agent definitions and cost totals.
         let refresher = (config.store.backend == StoreBackend::Postgres).then(|| {
             let registry = agent_system.registry().clone();
@@ -315,6 +333,7 @@ impl Runtime {
             agents,
             runs,
             orchestrator,
+            schedules,
             memory_store,
             tool_service,
             shutdown_timeout: config.shutdown_timeout,
@@ -364,6 +383,11 @@ impl Runtime {
     /// Runs (plans executed by agents, resumed after a restart), approvals and sessions.
     pub fn orchestrator(&self) -> &Orchestrator {
         &self.orchestrator
+    }
+
+    /// Cron schedules and one-off delayed runs.
+    pub fn schedules(&self) -> &Schedules {
+        &self.schedules
     }
 
     /// The agent system: registry, activation, tasks, envelopes, topics.

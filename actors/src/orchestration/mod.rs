@@ -18,6 +18,7 @@
 
 mod plan;
 mod run;
+pub mod schedule;
 mod session;
 
 use std::sync::Arc;
@@ -332,6 +333,34 @@ impl Orchestrator {
     /// [`OrchestrationError::Invalid`] for a bad spec, [`OrchestrationError::Busy`] beyond
     /// [`RUNS_ACTIVE_MAX`] active runs, [`OrchestrationError::Unavailable`] on store failures.
     pub async fn start(&self, spec: RunSpec) -> Result<String, OrchestrationError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        self.start_as(id, spec).await
+    }
+
+    /// Starts a run with the given id (32 hex digits) unless a run with it exists; returns
+    /// whether it started one. Scheduled firings use it so that one due time is one run.
+    ///
+    /// # Errors
+    /// As [`Orchestrator::start`].
+    pub async fn start_with_id(&self, id: &str, spec: RunSpec) -> Result<bool, OrchestrationError> {
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(OrchestrationError::Invalid(format!(
+                "run id {id:?} is not 32 hex digits"
+            )));
+        }
+        if self.run_exists(id).await {
+            return Ok(false);
+        }
+        self.start_as(id.to_string(), spec).await.map(|_| true)
+    }
+
+    /// True when a run with this id is active or has a snapshot (a store failure counts as
+    /// existing, so that nothing is started twice on a doubt).
+    pub async fn run_exists(&self, id: &str) -> bool {
+        self.shared.runs.contains_key(id) || !matches!(self.load(id).await, Ok(None))
+    }
+
+    async fn start_as(&self, id: String, spec: RunSpec) -> Result<String, OrchestrationError> {
         spec.validate().map_err(OrchestrationError::Invalid)?;
         if let Some(p) = &spec.planner
             && self.shared.system.registry().get(p).is_none()
@@ -345,7 +374,6 @@ impl Orchestrator {
                 "{RUNS_ACTIVE_MAX} runs are active; wait for some to finish"
             )));
         }
-        let id = uuid::Uuid::new_v4().simple().to_string();
         let state = RunState::new(id.clone(), spec);
         self.shared
             .records

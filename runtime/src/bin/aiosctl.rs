@@ -63,6 +63,9 @@ enum Command {
     /// Runs: plans carried out by agents.
     #[command(subcommand)]
     Runs(Runs),
+    /// Scheduled runs: cron schedules and one-off delayed runs.
+    #[command(subcommand)]
+    Schedules(Schedules),
     /// Tools.
     #[command(subcommand)]
     Tools(Tools),
@@ -150,6 +153,41 @@ enum Agents {
         #[arg(long)]
         user: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum Schedules {
+    /// List your schedules.
+    List,
+    /// Create a schedule: `--cron` (with `--timezone`), or `--in` seconds for a one-off run.
+    Create {
+        /// Its name.
+        name: String,
+        /// The run's task.
+        #[arg(long)]
+        task: String,
+        /// A cron expression: five fields, or six with leading seconds.
+        #[arg(long, required_unless_present = "in_s", conflicts_with = "in_s")]
+        cron: Option<String>,
+        /// The cron expression's IANA time zone (default UTC).
+        #[arg(long, requires = "cron")]
+        timezone: Option<String>,
+        /// A one-off run this many seconds from now.
+        #[arg(long = "in", value_name = "SECONDS")]
+        in_s: Option<u64>,
+        /// The run's planner agent.
+        #[arg(long)]
+        planner: Option<String>,
+        /// Skip due times missed while the daemon was down (default: run once for them).
+        #[arg(long)]
+        skip_missed: bool,
+    },
+    /// Delete a schedule.
+    Delete { id: String },
+    /// Pause a schedule.
+    Pause { id: String },
+    /// Resume a schedule from its next due time.
+    Resume { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -337,6 +375,83 @@ impl Api {
     }
 }
 
+async fn schedules(api: &Api, c: Schedules, json_out: bool) -> anyhow::Result<()> {
+    let show = |v: &Value| -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        Ok(())
+    };
+    match c {
+        Schedules::List => {
+            let v = api.get("/v1/schedules").await?;
+            if json_out {
+                show(&v)?;
+            } else {
+                table(
+                    &items(&v),
+                    &[
+                        ("ID", "/id"),
+                        ("NAME", "/name"),
+                        ("CRON", "/when/cron"),
+                        ("TZ", "/when/timezone"),
+                        ("AT_MS", "/when/at_ms"),
+                        ("NEXT_DUE_MS", "/next_due_ms"),
+                        ("FIRED", "/fired"),
+                        ("MISSED", "/missed"),
+                        ("PAUSED", "/paused"),
+                        ("ERROR", "/last_error"),
+                    ],
+                );
+            }
+        }
+        Schedules::Create {
+            name,
+            task,
+            cron,
+            timezone,
+            in_s,
+            planner,
+            skip_missed,
+        } => {
+            let body = json!({
+                "name": name, "task": task, "cron": cron, "timezone": timezone,
+                "delay_s": in_s, "planner": planner,
+                "on_missed": if skip_missed { "skip" } else { "run_once" },
+            });
+            let v = api.post("/v1/schedules", body).await?;
+            if json_out {
+                show(&v)?;
+            } else {
+                println!(
+                    "created schedule {} (next due at {} ms)",
+                    v["id"], v["next_due_ms"]
+                );
+            }
+        }
+        Schedules::Delete { id } => {
+            api.call(
+                reqwest::Method::DELETE,
+                &format!("/v1/schedules/{id}"),
+                None,
+            )
+            .await?;
+            println!("deleted {id}");
+        }
+        Schedules::Pause { id } => {
+            show(
+                &api.post(&format!("/v1/schedules/{id}/pause"), json!({}))
+                    .await?,
+            )?;
+        }
+        Schedules::Resume { id } => {
+            show(
+                &api.post(&format!("/v1/schedules/{id}/resume"), json!({}))
+                    .await?,
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn table(rows: &[Value], columns: &[(&str, &str)]) {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::NOTHING);
@@ -519,6 +634,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Runs(r) => runs(&api, r, json_out).await?,
+        Command::Schedules(c) => schedules(&api, c, json_out).await?,
         Command::Mcp(m) => match m {
             Mcp::List => {
                 let v = api.get("/v1/mcp-servers").await?;

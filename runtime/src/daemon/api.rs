@@ -138,6 +138,27 @@ pub fn routes() -> Api {
         .route(M::DELETE, "/v1/keys/{id}", Admin, keys_revoke)
         .route(M::GET, "/v1/audit", Admin, audit_query)
         .route(M::GET, "/v1/audit/verify", Admin, audit_verify)
+        .route(M::GET, "/v1/schedules", Viewer, super::schedules::list)
+        .route(M::POST, "/v1/schedules", Operator, super::schedules::create)
+        .route(M::GET, "/v1/schedules/{id}", Viewer, super::schedules::get)
+        .route(
+            M::DELETE,
+            "/v1/schedules/{id}",
+            Operator,
+            super::schedules::delete,
+        )
+        .route(
+            M::POST,
+            "/v1/schedules/{id}/pause",
+            Operator,
+            super::schedules::pause,
+        )
+        .route(
+            M::POST,
+            "/v1/schedules/{id}/resume",
+            Operator,
+            super::schedules::resume,
+        )
         .route(M::POST, "/v1/runs", Operator, super::runs::start)
         .route(M::GET, "/v1/runs", Viewer, super::runs::list)
         .route(M::GET, "/v1/runs/{id}", Viewer, super::runs::get)

@@ -94,6 +94,25 @@ impl Default for AgentsSection {
     }
 }
 
+/// Scheduled runs (`[schedules]`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulesSection {
+    /// A due time further in the past than this when the scheduler gets to it (the daemon
+    /// was down) is missed, and the schedule's `on_missed` policy applies (default 60 s).
+    #[serde(with = "humantime_serde")]
+    pub missed_after: Duration,
+}
+
+impl Default for SchedulesSection {
+    fn default() -> Self {
+        Self {
+            missed_after: aios_actors::orchestration::schedule::ScheduleConfig::default()
+                .missed_after,
+        }
+    }
+}
+
 /// Everything `aiosd` reads.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -129,6 +148,8 @@ pub struct DaemonConfig {
     pub agents: AgentsSection,
     /// Tools.
     pub tools: aios_actors::tools::ToolsConfig,
+    /// Scheduled runs.
+    pub schedules: SchedulesSection,
     /// Serve the web interface at `/` (its assets are in the binary).
     pub ui: bool,
     /// Where snapshots and records live (default: sled in `data_dir`).
@@ -155,6 +176,7 @@ impl Default for DaemonConfig {
             llm: LlmConfig::default(),
             agents: AgentsSection::default(),
             tools: aios_actors::tools::ToolsConfig::default(),
+            schedules: SchedulesSection::default(),
             ui: true,
             store: crate::StoreConfig::default(),
             cluster: crate::cluster::ClusterConfig::default(),
@@ -334,6 +356,9 @@ impl DaemonConfig {
         if self.agents.idle_timeout.is_zero() {
             return bad("agents.idle_timeout", "must be greater than zero");
         }
+        if self.schedules.missed_after.is_zero() {
+            return bad("schedules.missed_after", "must be greater than zero");
+        }
         if self.agents.task_timeout.is_zero() {
             return bad("agents.task_timeout", "must be greater than zero");
         }
@@ -363,6 +388,7 @@ impl DaemonConfig {
         // The API scopes agent names by tenant (`<tenant>.<name>`); runs negotiate within it.
         rc.agents.tenant_scoped_names = true;
         rc.tools = self.tools.clone();
+        rc.schedules.missed_after = self.schedules.missed_after;
         rc.store = self.store.clone();
         rc
     }

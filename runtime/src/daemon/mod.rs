@@ -23,6 +23,7 @@ pub mod openapi;
 pub mod quota;
 pub mod runs;
 pub mod sampler;
+pub mod schedules;
 pub mod streams;
 pub mod ui;
 pub mod webhooks;

@@ -33,6 +33,9 @@ fn request_schema(method: &str, path: &str) -> Option<Value> {
         ("POST", "/v1/keys/{id}/rotate") => schema_for!(super::api::RotateBody),
         ("POST", "/v1/webhooks") => schema_for!(super::api::HookBody),
         ("POST", "/v1/runs") => schema_for!(super::runs::RunBody),
+        ("POST", "/v1/schedules") => {
+            schema_for!(aios_actors::orchestration::schedule::ScheduleSpec)
+        }
         ("POST", "/v1/runs/{id}/steps/{step}/decision") => schema_for!(super::runs::DecisionBody),
         ("POST", "/v1/sessions") => schema_for!(super::runs::SessionBody),
         ("POST", "/v1/sessions/{id}/messages") => schema_for!(super::runs::SayBody),

@@ -17,7 +17,7 @@ use super::keys::Principal;
 
 type ApiResult = Result<axum::response::Response, Problem>;
 
-fn problem(e: OrchestrationError) -> Problem {
+pub(crate) fn problem(e: OrchestrationError) -> Problem {
     let status = match &e {
         OrchestrationError::Invalid(_) => StatusCode::BAD_REQUEST,
         OrchestrationError::RunNotFound(_)

@@ -124,7 +124,12 @@ impl Aiosd {
         self.send(reqwest::Method::PUT, path, body).await
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (StatusCode, Value) {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
         let r = reqwest::Client::new()
             .request(method, format!("{}{path}", self.url))
             .bearer_auth(ADMIN)
