@@ -6,6 +6,7 @@ pub mod cost;
 pub mod llm;
 pub mod protocol;
 pub mod records;
+pub mod retention;
 pub mod scheduler;
 
 pub mod agent;

@@ -483,6 +483,79 @@ impl Orchestrator {
         Ok(out)
     }
 
+    /// Removes finished runs beyond `policy` (per tenant: older than its `max_age`, or
+    /// beyond its `max_count` newest finished runs); returns how many. Runs that have not
+    /// finished, and runs still active on this node, are never removed.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn prune_runs(
+        &self,
+        policy: &crate::retention::RetentionPolicy,
+        now_ms: u64,
+        progress: &crate::retention::Progress,
+    ) -> Result<u64, OrchestrationError> {
+        use std::sync::atomic::Ordering;
+        // tenant → (finished_ms, id) of its finished runs.
+        let mut finished: std::collections::BTreeMap<String, Vec<(u64, String)>> =
+            std::collections::BTreeMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list(after.as_deref(), RUNS_LIST_MAX).await?;
+            let Some(last) = page.last().map(|r| r.id.clone()) else {
+                break;
+            };
+            progress
+                .scanned
+                .fetch_add(page.len() as u64, Ordering::Relaxed);
+            for r in page {
+                if let Some(done) = r.finished_ms.filter(|_| r.status.is_finished())
+                    && !self.shared.runs.contains_key(&r.id)
+                {
+                    let tenant = if r.spec.tenant.is_empty() {
+                        "default".to_string()
+                    } else {
+                        r.spec.tenant.clone()
+                    };
+                    finished.entry(tenant).or_default().push((done, r.id));
+                }
+            }
+            after = Some(last);
+        }
+        let mut keys = Vec::new();
+        for (tenant, mut runs) in finished {
+            let keep = policy.runs_of(&tenant);
+            // Oldest first.
+            runs.sort();
+            let by_count = keep.over_count(runs.len() as u64) as usize;
+            let cutoff = keep.cutoff_ms(now_ms);
+            for (i, (done, id)) in runs.into_iter().enumerate() {
+                if i < by_count || cutoff.is_some_and(|c| done < c) {
+                    keys.push(format!("{RUN_KEY_PREFIX}{id}"));
+                }
+            }
+        }
+        let removed = crate::retention::delete_keys(&self.shared.records, keys)
+            .await
+            .map_err(unavailable)?;
+        progress.removed.fetch_add(removed, Ordering::Relaxed);
+        Ok(removed)
+    }
+
+    /// Removes session entries beyond `policy` (per session, by its tenant's `max_age` and
+    /// `max_count`); returns how many. The session itself stays, with its newer entries.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn prune_sessions(
+        &self,
+        policy: &crate::retention::RetentionPolicy,
+        now_ms: u64,
+        progress: &crate::retention::Progress,
+    ) -> Result<u64, OrchestrationError> {
+        self.sessions.prune(policy, now_ms, progress).await
+    }
+
     /// Waits until the run is finished, or `until` says the state is what the caller wants
     /// (for example awaiting approval), at most `timeout`.
     ///

@@ -376,6 +376,71 @@ impl Sessions {
         }
     }
 
+    /// See [`super::Orchestrator::prune_sessions`].
+    pub(crate) async fn prune(
+        &self,
+        policy: &crate::retention::RetentionPolicy,
+        now_ms: u64,
+        progress: &crate::retention::Progress,
+    ) -> Result<u64, OrchestrationError> {
+        use std::sync::atomic::Ordering;
+        let mut removed = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list(after.as_deref(), HISTORY_PAGE_MAX).await?;
+            let Some(last) = page.last().map(|s| s.id.clone()) else {
+                return Ok(removed);
+            };
+            for info in page {
+                progress.scanned.fetch_add(1, Ordering::Relaxed);
+                let keep = policy.sessions_of(&info.tenant);
+                if keep.max_age.is_none() && keep.max_count.is_none() {
+                    continue;
+                }
+                let n = self
+                    .locked(&info.id, async || {
+                        // Read again under the lock: a message may have come since.
+                        let Some(mut info) = self.get(&info.id).await? else {
+                            return Ok(0);
+                        };
+                        let mut first =
+                            info.first_seq + keep.over_count(info.next_seq - info.first_seq);
+                        if let Some(before) = keep.cutoff_ms(now_ms) {
+                            while first < info.next_seq {
+                                match self
+                                    .records
+                                    .get::<SessionEntry>(&entry_key(&info.id, first))
+                                    .await
+                                    .map_err(unavailable)?
+                                {
+                                    Some(e) if e.at_ms >= before => break,
+                                    _ => first += 1,
+                                }
+                            }
+                        }
+                        if first == info.first_seq {
+                            return Ok(0);
+                        }
+                        // The metadata first: a crash part-way leaves orphans, never holes.
+                        let old = info.first_seq;
+                        info.first_seq = first;
+                        self.records
+                            .put(&meta_key(&info.id), &info, Durability::Durable)
+                            .await
+                            .map_err(unavailable)?;
+                        let keys = (old..first).map(|s| entry_key(&info.id, s)).collect();
+                        crate::retention::delete_keys(&self.records, keys)
+                            .await
+                            .map_err(unavailable)
+                    })
+                    .await?;
+                removed += n;
+                progress.removed.fetch_add(n, Ordering::Relaxed);
+            }
+            after = Some(last);
+        }
+    }
+
     pub(crate) async fn history(
         &self,
         id: &str,

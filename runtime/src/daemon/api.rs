@@ -138,6 +138,13 @@ pub fn routes() -> Api {
         .route(M::DELETE, "/v1/keys/{id}", Admin, keys_revoke)
         .route(M::GET, "/v1/audit", Admin, audit_query)
         .route(M::GET, "/v1/audit/verify", Admin, audit_verify)
+        .route(M::GET, "/v1/retention", Admin, super::retention::get)
+        .route(
+            M::POST,
+            "/v1/retention/run",
+            Admin,
+            super::retention::run_now,
+        )
         .route(M::GET, "/v1/schedules", Viewer, super::schedules::list)
         .route(M::POST, "/v1/schedules", Operator, super::schedules::create)
         .route(M::GET, "/v1/schedules/{id}", Viewer, super::schedules::get)
@@ -246,7 +253,7 @@ fn created(v: Value) -> ApiResult {
 }
 
 /// Node-wide resources are for the operator tenant only.
-fn operator_tenant(p: &Principal) -> Result<(), Problem> {
+pub(crate) fn operator_tenant(p: &Principal) -> Result<(), Problem> {
     if p.tenant == OPERATOR_TENANT {
         Ok(())
     } else {

@@ -4,6 +4,12 @@
 //! chain, so a changed entry, a removed one (a gap in the sequence) or a re-linked chain is
 //! found, with the sequence number where it breaks.
 //!
+//! Pruning ([`AuditLog::prune`], for retention) removes the oldest entries after writing a
+//! checkpoint: the first kept entry's sequence number and the hash it links to, signed with
+//! HMAC-SHA256 under a key the store does not hold (`<data_dir>/audit-signing.key` or
+//! `AIOS_AUDIT_SIGNING_KEY`). [`AuditLog::verify`] then starts from the checkpoint, after
+//! checking its signature, so the chain still verifies and a forged cut is found.
+//!
 //! Appends are ordered under one lock (sequence number, previous hash, insert) and made
 //! durable after it with the store's group commit, so concurrent requests share fsyncs, and
 //! any entry that is on disk has every earlier entry on disk too.
@@ -18,6 +24,8 @@ use sha2::{Digest, Sha256};
 const PREFIX: &str = "audit/";
 /// The last entry's sequence number and hash, so removing entries at the end is found.
 const HEAD_KEY: &str = "auditlog-head";
+/// The signed start of the chain after pruning.
+const CHECKPOINT_KEY: &str = "auditlog-checkpoint";
 /// Entries returned by one query at most.
 pub const AUDIT_PAGE_MAX: usize = 1000;
 
@@ -89,11 +97,27 @@ pub struct AuditQuery {
     pub until_ms: Option<u64>,
 }
 
+/// The chain's start after pruning: entries before `first_seq` were removed; entry
+/// `first_seq` links to `prev_hash`. Signed, so that a cut cannot be moved or forged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The first kept entry.
+    pub first_seq: u64,
+    /// The hash of the last removed entry, hex.
+    pub prev_hash: String,
+    /// When the cut was made, Unix ms.
+    pub at_ms: u64,
+    /// HMAC-SHA256 of the chain, `first_seq` and `prev_hash` under the signing key, hex.
+    pub mac: String,
+}
+
 /// Where the chain breaks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
     /// Entries checked.
     pub checked: u64,
+    /// The first entry kept after pruning (the checkpoint's), if the log was pruned.
+    pub pruned_before: Option<u64>,
     /// Whether the chain is intact.
     pub ok: bool,
     /// The first entry that does not verify, and why.
@@ -118,6 +142,8 @@ pub struct AuditLog {
     records: Records,
     head: Arc<tokio::sync::Mutex<Head>>,
     chain: Arc<Chain>,
+    /// Signs and checks pruning checkpoints.
+    signing: Option<Arc<Vec<u8>>>,
 }
 
 /// Where one chain lives: `audit/<seq>` and `auditlog-head` for a node's own store; with a
@@ -126,6 +152,7 @@ pub struct AuditLog {
 struct Chain {
     prefix: String,
     head: String,
+    checkpoint: String,
 }
 
 impl Chain {
@@ -134,10 +161,12 @@ impl Chain {
             None => Self {
                 prefix: PREFIX.into(),
                 head: HEAD_KEY.into(),
+                checkpoint: CHECKPOINT_KEY.into(),
             },
             Some(scope) => Self {
                 prefix: format!("audit@{scope}/"),
                 head: format!("{HEAD_KEY}@{scope}"),
+                checkpoint: format!("{CHECKPOINT_KEY}@{scope}"),
             },
         }
     }
@@ -224,7 +253,114 @@ impl AuditLog {
             records,
             head: Arc::new(tokio::sync::Mutex::new(head)),
             chain: Arc::new(chain),
+            signing: None,
         })
+    }
+
+    /// Signs and checks pruning checkpoints with `key` (at least 32 bytes).
+    ///
+    /// # Errors
+    /// A key shorter than 32 bytes.
+    pub fn with_signing_key(mut self, key: Vec<u8>) -> Result<Self, AuditError> {
+        if key.len() < 32 {
+            return Err(AuditError(
+                "the audit signing key must be at least 32 bytes".into(),
+            ));
+        }
+        self.signing = Some(Arc::new(key));
+        Ok(self)
+    }
+
+    fn mac(&self, first_seq: u64, prev_hash: &str) -> Option<String> {
+        use hmac::{Hmac, Mac};
+        let key = self.signing.as_ref()?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).ok()?;
+        mac.update(format!("{}|{first_seq}|{prev_hash}", self.chain.prefix).as_bytes());
+        Some(hex(&mac.finalize().into_bytes()))
+    }
+
+    /// The checkpoint left by the latest pruning, if any.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, AuditError> {
+        self.records
+            .get::<Checkpoint>(&self.chain.checkpoint)
+            .await
+            .map_err(err)
+    }
+
+    /// Removes the entries older than `before_ms` (never the newest entry), after writing a
+    /// signed checkpoint at the cut; returns how many were removed.
+    ///
+    /// # Errors
+    /// No signing key, or store failures.
+    pub async fn prune(&self, before_ms: u64) -> Result<u64, AuditError> {
+        if self.signing.is_none() {
+            return Err(AuditError(
+                "no signing key: the log cannot be pruned".into(),
+            ));
+        }
+        let head_seq = self.head.lock().await.seq;
+        let checkpoint = self.checkpoint().await?;
+        let start = checkpoint.as_ref().map_or(1, |c| c.first_seq);
+        let mut cut = start;
+        let mut prev_hash = checkpoint.map_or_else(|| hex(&[0u8; 32]), |c| c.prev_hash);
+        let mut cursor = start
+            .checked_sub(1)
+            .filter(|s| *s > 0)
+            .map(|s| self.chain.key(s));
+        'scan: loop {
+            let keys = self
+                .records
+                .keys_after(&self.chain.prefix, cursor.as_deref(), 1024)
+                .await
+                .map_err(err)?;
+            let Some(last) = keys.last().cloned() else {
+                break;
+            };
+            for k in keys {
+                let Some(e) = self.records.get::<AuditEntry>(&k).await.map_err(err)? else {
+                    continue;
+                };
+                if e.seq != cut || e.at_ms >= before_ms || e.seq >= head_seq {
+                    break 'scan;
+                }
+                cut = e.seq + 1;
+                prev_hash = e.hash;
+            }
+            cursor = Some(last);
+        }
+        if cut > start {
+            let c = Checkpoint {
+                first_seq: cut,
+                mac: self.mac(cut, &prev_hash).unwrap_or_default(),
+                prev_hash,
+                at_ms: aios_actors::protocol::unix_ms(),
+            };
+            self.records
+                .put(&self.chain.checkpoint, &c, Durability::Durable)
+                .await
+                .map_err(err)?;
+        }
+        // Everything before the cut goes, also entries a crash left behind an earlier cut.
+        let mut removed = 0;
+        loop {
+            let keys: Vec<String> = self
+                .records
+                .keys(&self.chain.prefix, 1024)
+                .await
+                .map_err(err)?
+                .into_iter()
+                .filter(|k| k.as_str() < self.chain.key(cut).as_str())
+                .collect();
+            if keys.is_empty() {
+                return Ok(removed);
+            }
+            removed += aios_actors::retention::delete_keys(&self.records, keys)
+                .await
+                .map_err(err)?;
+        }
     }
 
     /// Appends an entry; with `durable`, returns once it is on disk, else once it is in the
@@ -327,15 +463,42 @@ impl AuditLog {
     /// # Errors
     /// Store failures.
     pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
-        let mut prev = hex(&[0u8; 32]);
-        let mut expected_seq = 1u64;
-        let mut cursor: Option<String> = None;
+        let checkpoint = self.checkpoint().await?;
+        let pruned_before = checkpoint.as_ref().map(|c| c.first_seq);
         let broken = |checked: u64, at: u64, problem: String| VerifyReport {
             checked,
+            pruned_before,
             ok: false,
             broken_at: Some(at),
             problem: Some(problem),
         };
+        let (mut prev, start) = match &checkpoint {
+            None => (hex(&[0u8; 32]), 1u64),
+            Some(c) => {
+                let Some(mac) = self.mac(c.first_seq, &c.prev_hash) else {
+                    return Ok(broken(
+                        0,
+                        c.first_seq,
+                        "the log was pruned, and without the signing key its checkpoint \
+                         cannot be checked"
+                            .into(),
+                    ));
+                };
+                if mac != c.mac {
+                    return Ok(broken(
+                        0,
+                        c.first_seq,
+                        "the pruning checkpoint's signature does not match".into(),
+                    ));
+                }
+                (c.prev_hash.clone(), c.first_seq)
+            }
+        };
+        let mut expected_seq = start;
+        let mut cursor: Option<String> = start
+            .checked_sub(1)
+            .filter(|s| *s > 0)
+            .map(|s| self.chain.key(s));
         loop {
             let keys = self
                 .records
@@ -346,7 +509,7 @@ impl AuditLog {
                 break;
             };
             for k in keys {
-                let checked = expected_seq - 1;
+                let checked = expected_seq - start;
                 let e = match self.records.get::<AuditEntry>(&k).await {
                     Ok(Some(e)) => e,
                     Ok(None) => continue,
@@ -385,13 +548,14 @@ impl AuditLog {
         let head = self.head.lock().await;
         if head.seq >= expected_seq {
             return Ok(broken(
-                expected_seq - 1,
+                expected_seq - start,
                 expected_seq,
                 format!("entries {expected_seq}..={} are missing", head.seq),
             ));
         }
         Ok(VerifyReport {
-            checked: expected_seq - 1,
+            checked: expected_seq - start,
+            pruned_before,
             ok: true,
             broken_at: None,
             problem: None,
@@ -544,5 +708,61 @@ mod tests {
             (false, Some(11)),
             "removing the last entry is found too"
         );
+    }
+
+    #[tokio::test]
+    async fn a_pruned_log_verifies_from_its_signed_checkpoint_and_a_forged_one_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), &Default::default()).unwrap();
+        let records = Records::new(Snapshots::new(std::sync::Arc::new(store)));
+        let log = AuditLog::open(records.clone())
+            .await
+            .unwrap()
+            .with_signing_key(vec![7u8; 32])
+            .unwrap();
+        assert!(
+            AuditLog::open(records.clone())
+                .await
+                .unwrap()
+                .with_signing_key(vec![7u8; 8])
+                .is_err()
+        );
+        for i in 0..10 {
+            log.append(
+                AuditEvent {
+                    action: format!("a{i}"),
+                    ..AuditEvent::default()
+                },
+                true,
+            )
+            .await
+            .unwrap();
+        }
+        // Everything is "old": all but the newest entry go.
+        let removed = log.prune(u64::MAX).await.unwrap();
+        assert_eq!(removed, 9);
+        let report = log.verify().await.unwrap();
+        assert!(report.ok, "{report:?}");
+        assert_eq!((report.checked, report.pruned_before), (1, Some(10)));
+        log.append(AuditEvent::default(), true).await.unwrap();
+        assert!(log.verify().await.unwrap().ok);
+        // Pruning again continues from the checkpoint.
+        assert_eq!(log.prune(u64::MAX).await.unwrap(), 1);
+        assert!(log.verify().await.unwrap().ok);
+
+        // A checkpoint moved without the key is found.
+        let mut forged = log.checkpoint().await.unwrap().unwrap();
+        forged.prev_hash = hex(&[1u8; 32]);
+        records
+            .put(CHECKPOINT_KEY, &forged, Durability::Durable)
+            .await
+            .unwrap();
+        let report = log.verify().await.unwrap();
+        assert!(!report.ok);
+        assert!(report.problem.unwrap().contains("signature"));
+        // And a log opened without the key cannot vouch for the cut.
+        let keyless = AuditLog::open(records).await.unwrap();
+        assert!(!keyless.verify().await.unwrap().ok);
+        assert!(keyless.prune(u64::MAX).await.is_err());
     }
 }

@@ -150,6 +150,8 @@ pub struct DaemonConfig {
     pub tools: aios_actors::tools::ToolsConfig,
     /// Scheduled runs.
     pub schedules: SchedulesSection,
+    /// Retention of history.
+    pub retention: super::retention::RetentionConfig,
     /// Serve the web interface at `/` (its assets are in the binary).
     pub ui: bool,
     /// Where snapshots and records live (default: sled in `data_dir`).
@@ -177,6 +179,7 @@ impl Default for DaemonConfig {
             agents: AgentsSection::default(),
             tools: aios_actors::tools::ToolsConfig::default(),
             schedules: SchedulesSection::default(),
+            retention: super::retention::RetentionConfig::default(),
             ui: true,
             store: crate::StoreConfig::default(),
             cluster: crate::cluster::ClusterConfig::default(),
@@ -355,6 +358,10 @@ impl DaemonConfig {
         }
         if self.agents.idle_timeout.is_zero() {
             return bad("agents.idle_timeout", "must be greater than zero");
+        }
+        if let Err(problem) = self.retention.validate() {
+            let (key, problem) = problem.split_once(": ").unwrap_or(("retention", &problem));
+            return bad(key, problem);
         }
         if self.schedules.missed_after.is_zero() {
             return bad("schedules.missed_after", "must be greater than zero");

@@ -202,6 +202,8 @@ pub struct AppState {
     pub history: super::sampler::History,
     /// This node's cluster membership (disabled outside a cluster).
     pub membership: crate::cluster::Membership,
+    /// The retention job's state.
+    pub retention: super::retention::Retention,
 }
 
 /// The shared state as handlers take it.
@@ -234,6 +236,7 @@ impl AppState {
             idempotency_in_flight: dashmap::DashMap::new(),
             history: super::sampler::History::default(),
             membership: stores.membership,
+            retention: super::retention::Retention::default(),
         }
     }
 

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod openai;
 pub mod openapi;
 pub mod quota;
+pub mod retention;
 pub mod runs;
 pub mod sampler;
 pub mod schedules;
@@ -268,8 +269,10 @@ impl Daemon {
             // On a store that nodes share, each node appends to its own chain.
             let scope = (config.store.backend == crate::StoreBackend::Postgres)
                 .then_some(config.store.node.as_str());
+            let signing = retention::signing_key(&config.data_dir).map_err(DaemonError::Store)?;
             let audit = AuditLog::open_scoped(records.clone(), scope)
                 .await
+                .and_then(|a| a.with_signing_key(signing))
                 .map_err(|e| DaemonError::Store(e.to_string()))?;
             let quotas = quota::Quotas::open(
                 records.clone(),
@@ -389,6 +392,7 @@ impl Daemon {
             error,
         })?;
         sampler::spawn(state.clone(), stop.clone());
+        retention::spawn(state.clone(), stop.clone());
         spawn_event_followers(state.clone(), stop.clone());
         let mut servers = Vec::new();
         let app = app(state.clone());
