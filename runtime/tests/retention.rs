@@ -170,6 +170,46 @@ async fn a_retention_pass_removes_what_the_policy_says_and_nothing_else() {
             .map(|e| e["seq"].clone()),
         Some(json!(6))
     );
+    // Disk use per tenant: the default tenant's agents, transcripts, sessions and runs.
+    let (s, usage) = node.get("/v1/usage/disk?refresh=true").await;
+    assert_eq!(s, StatusCode::OK, "{usage}");
+    let tenant = usage["tenants"]
+        .as_object()
+        .expect("tenants")
+        .iter()
+        .find(|(t, _)| t.as_str() != "(node)")
+        .map(|(_, u)| u.clone())
+        .expect("a tenant's usage");
+    for kind in ["agents", "transcripts", "definitions", "sessions", "runs"] {
+        assert!(
+            tenant["by_kind"][kind].as_u64().is_some_and(|b| b > 0),
+            "{kind}: {usage}"
+        );
+    }
+    assert!(
+        usage["tenants"]["(node)"]["bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0)
+    );
+    // Another tenant sees only its own use (none), not the others'.
+    let (s, v) = node
+        .post(
+            "/v1/keys",
+            json!({"name": "o", "role": "viewer", "tenant": "other"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/usage/disk?refresh=true", node.url))
+        .bearer_auth(v["secret"].as_str().expect("secret"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::OK);
+    let mine: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(mine["tenant"], "other", "{mine}");
+    assert_eq!(mine["usage"]["bytes"], 0, "{mine}");
+    assert!(mine.get("tenants").is_none(), "{mine}");
     let (_, status) = node.get("/v1/retention").await;
     assert_eq!(status["last"]["removed"]["runs"], 1, "{status}");
 }

@@ -138,6 +138,7 @@ pub fn routes() -> Api {
         .route(M::DELETE, "/v1/keys/{id}", Admin, keys_revoke)
         .route(M::GET, "/v1/audit", Admin, audit_query)
         .route(M::GET, "/v1/audit/verify", Admin, audit_verify)
+        .route(M::GET, "/v1/usage/disk", Viewer, super::usage::get)
         .route(M::GET, "/v1/retention", Admin, super::retention::get)
         .route(
             M::POST,

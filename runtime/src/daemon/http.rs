@@ -204,6 +204,8 @@ pub struct AppState {
     pub membership: crate::cluster::Membership,
     /// The retention job's state.
     pub retention: super::retention::Retention,
+    /// The latest disk use report.
+    pub usage: super::usage::UsageCache,
 }
 
 /// The shared state as handlers take it.
@@ -237,6 +239,7 @@ impl AppState {
             history: super::sampler::History::default(),
             membership: stores.membership,
             retention: super::retention::Retention::default(),
+            usage: super::usage::UsageCache::default(),
         }
     }
 

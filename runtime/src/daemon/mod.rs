@@ -27,6 +27,7 @@ pub mod sampler;
 pub mod schedules;
 pub mod streams;
 pub mod ui;
+pub mod usage;
 pub mod webhooks;
 
 use std::net::SocketAddr;

@@ -72,6 +72,7 @@ fn query_params(method: &str, path: &str) -> &'static [(&'static str, &'static s
             ("until_ms", "integer"),
         ],
         ("GET", "/v1/metrics/history") => &[("since_ms", "integer")],
+        ("GET", "/v1/usage/disk") => &[("refresh", "boolean")],
         ("GET", "/v1/agents/{name}/history") => &[
             ("session", "string"),
             ("from", "integer"),
