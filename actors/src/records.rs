@@ -37,12 +37,7 @@ impl Records {
         value: &T,
         durability: Durability,
     ) -> Result<(), SnapshotError> {
-        let payload = codec::encode(value).map_err(|reason| SnapshotError::Encode {
-            key: key.into(),
-            reason,
-        })?;
-        self.snapshots
-            .save(key, RECORD_SCHEMA_VERSION, &payload, durability)
+        self.put_versioned(key, value, RECORD_SCHEMA_VERSION, durability)
             .await
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use common::Aiosd;
+use common::{Aiosd, define_team};
 
 const CONFIG: &str = r#"
 [retention]
@@ -22,25 +22,6 @@ runs = { max_count = 1 }
 max_age = "1s"
 min_age = "3s"
 "#;
-
-async fn define_team(node: &Aiosd) {
-    for (name, role, cap, prompt) in [
-        (
-            "planner",
-            "planner",
-            "plan",
-            "You plan. Answer with a JSON plan.",
-        ),
-        ("researcher", "researcher", "research", "You research."),
-        ("writer", "executor", "write", "You write."),
-        ("diary", "executor", "diary", "You keep a diary."),
-    ] {
-        let def = json!({"name": name, "role": role, "model": "scripted/demo",
-            "system_prompt": prompt, "capabilities": [{"name": cap}]});
-        let (s, v) = node.post("/v1/agents", def).await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-    }
-}
 
 async fn finished_run(node: &Aiosd, task: &str) -> String {
     let (s, v) = node
@@ -62,7 +43,7 @@ async fn finished_run(node: &Aiosd, task: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retention_pass_removes_what_the_policy_says_and_nothing_else() {
     let node = Aiosd::start("r", CONFIG, &[]);
-    define_team(&node).await;
+    define_team(&node, &["diary"]).await;
     for i in 0..5 {
         let (s, v) = node
             .post(

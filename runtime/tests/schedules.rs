@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use common::Aiosd;
+use common::{Aiosd, define_team};
 
 /// Due times more than 2 s late are missed (the default is a minute).
 const CONFIG: &str = "[schedules]\nmissed_after = \"2s\"\n";
@@ -66,29 +66,11 @@ async fn runs_of(node: &Aiosd, task: &str) -> Vec<Value> {
     }
 }
 
-async fn define_team(node: &Aiosd) {
-    for (name, role, cap, prompt) in [
-        (
-            "planner",
-            "planner",
-            "plan",
-            "You plan. Answer with a JSON plan.",
-        ),
-        ("researcher", "researcher", "research", "You research."),
-        ("writer", "executor", "write", "You write."),
-    ] {
-        let def = json!({"name": name, "role": role, "model": "scripted/demo",
-            "system_prompt": prompt, "capabilities": [{"name": cap}]});
-        let (s, v) = node.post("/v1/agents", def).await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_fire_once_per_due_time_across_a_sigkill_and_a_restart() {
     let data = tempfile::tempdir().expect("dir");
     let node = Aiosd::start_in("a", Some(data.path()), CONFIG, &[]);
-    define_team(&node).await;
+    define_team(&node, &[]).await;
 
     // Bad schedules are refused, naming the field (422: the body does not match the type).
     for (body, field) in [

@@ -156,6 +156,7 @@ pub const AGENT_DEF_SCHEMA_VERSION: u32 = 2;
 
 /// [`AgentDef`] as schema version 1 wrote it (before `on_busy`).
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct AgentDefV1 {
     name: String,
     role: AgentRole,
@@ -344,23 +345,9 @@ mod tests {
         assert_eq!(custom.role, AgentRole::Custom("critic".into()));
     }
 
-    #[derive(Serialize)]
-    struct V1 {
-        name: String,
-        role: AgentRole,
-        description: String,
-        system_prompt: String,
-        model: String,
-        tools: Vec<String>,
-        memory_namespace: Option<String>,
-        capabilities: Vec<Capability>,
-        limits: Limits,
-        temperature: Option<f32>,
-    }
-
     #[test]
     fn version_1_records_read_with_the_default_busy_policy() {
-        let v1 = V1 {
+        let v1 = AgentDefV1 {
             name: "old".into(),
             role: AgentRole::Researcher,
             description: "d".into(),

@@ -376,10 +376,6 @@ impl Api {
 }
 
 async fn schedules(api: &Api, c: Schedules, json_out: bool) -> anyhow::Result<()> {
-    let show = |v: &Value| -> anyhow::Result<()> {
-        println!("{}", serde_json::to_string_pretty(v)?);
-        Ok(())
-    };
     match c {
         Schedules::List => {
             let v = api.get("/v1/schedules").await?;
@@ -452,6 +448,12 @@ async fn schedules(api: &Api, c: Schedules, json_out: bool) -> anyhow::Result<()
     Ok(())
 }
 
+/// Prints a JSON answer, indented.
+fn show(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
 fn table(rows: &[Value], columns: &[(&str, &str)]) {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::NOTHING);
@@ -489,10 +491,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         key: cli.key.clone(),
     };
     let json_out = cli.json;
-    let show = |v: &Value| -> anyhow::Result<()> {
-        println!("{}", serde_json::to_string_pretty(v)?);
-        Ok(())
-    };
     match cli.command {
         Command::Backup { data_dir, out } => {
             let n = aios_runtime::daemon::backup::backup(&data_dir, &out).await?;

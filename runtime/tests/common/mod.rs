@@ -191,6 +191,28 @@ pub async fn namespace(test: &str) -> Option<(String, PostgresStore)> {
     }
 }
 
+/// Defines a planner, a researcher and a writer on the scripted model (capabilities `plan`,
+/// `research`, `write`), so that runs succeed offline, and `extra` executors.
+pub async fn define_team(node: &Aiosd, extra: &[&str]) {
+    let team = [
+        (
+            "planner",
+            "planner",
+            "plan",
+            "You plan. Answer with a JSON plan.",
+        ),
+        ("researcher", "researcher", "research", "You research."),
+        ("writer", "executor", "write", "You write."),
+    ];
+    let extra = extra.iter().map(|n| (*n, "executor", *n, "You help."));
+    for (name, role, cap, prompt) in team.into_iter().chain(extra) {
+        let def = json!({"name": name, "role": role, "model": "scripted/demo",
+            "system_prompt": prompt, "capabilities": [{"name": cap}]});
+        let (s, v) = node.post("/v1/agents", def).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+}
+
 /// Defines agent `name` on `node` (it must succeed).
 pub async fn define(node: &Aiosd, name: &str) {
     let (s, v) = node
