@@ -568,3 +568,187 @@ async fn an_agent_on_one_node_recalls_memory_a_namespace_on_another_node_serves(
     drop((a, b));
     store.drop_tables().await.unwrap();
 }
+
+/// The namespace as JSON lines through `node`'s export.
+async fn export_lines(node: &Node, ns: &str) -> Vec<Value> {
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/memory/namespaces/{ns}/export",
+            node.aiosd.url
+        ))
+        .bearer_auth(common::ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The texts of a search's hits.
+fn hit_texts(v: &Value) -> Vec<String> {
+    v["hits"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no hits in {v}"))
+        .iter()
+        .map(|h| h["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_api_of_every_node_reaches_the_node_that_serves_a_namespace() {
+    let Some((ns, store)) = namespace("memapi").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let llm = fake.base_url();
+    let a = Node::shared("a", &[], &ns, &llm);
+    let b = Node::shared("b", &[&a.cluster_addr], &ns, &llm);
+    a.await_reachable("b").await;
+    b.await_reachable("a").await;
+    let (s, v) = a
+        .aiosd
+        .post(
+            "/v1/memory/namespaces",
+            serde_json::json!({"name": "notes", "shards": 2}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = a
+        .aiosd
+        .post(
+            "/v1/memory/namespaces/notes/items",
+            serde_json::json!({"items": [{"text": "the launch code is 4411"},
+                {"text": "lunch is at noon", "tags": ["food"]}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    // b lists the namespace a serves, and searches, writes and deletes through a.
+    let (s, v) = b.aiosd.get("/v1/memory/namespaces").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["items"][0]["name"], "notes", "{v}");
+    assert_eq!(v["items"][0]["shards"], 2, "{v}");
+    let (s, v) = b
+        .aiosd
+        .post(
+            "/v1/memory/namespaces/notes/search",
+            serde_json::json!({"query": "launch code", "k": 1}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(hit_texts(&v), ["the launch code is 4411"]);
+    let (s, v) = b
+        .aiosd
+        .post(
+            "/v1/memory/namespaces/notes/items",
+            serde_json::json!({"items": [{"text": "the door code is 7788"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let door = v["ids"][0].as_str().unwrap().to_string();
+    // Written by a's shards: a finds it without asking anyone.
+    let (s, v) = a
+        .aiosd
+        .post(
+            "/v1/memory/namespaces/notes/search",
+            serde_json::json!({"query": "door code", "k": 1}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(hit_texts(&v), ["the door code is 7788"]);
+    assert_eq!(v["hits"][0]["id"], door.as_str());
+    // Typed errors come back as they are: a bad k is the caller's error, not a 5xx.
+    let (s, v) = b
+        .aiosd
+        .post(
+            "/v1/memory/namespaces/notes/search",
+            serde_json::json!({"query": "x", "k": 0}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = b
+        .aiosd
+        .post(
+            "/v1/memory/namespaces/notes/erase",
+            serde_json::json!({"filter": {"tags": ["food"]}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["erased"], 1, "{v}");
+    let (s, v) = b
+        .aiosd
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/memory/namespaces/notes/items/{door}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (s, v) = b
+        .aiosd
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/memory/namespaces/notes/items/{door}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "deleted once: {v}");
+    let lines = export_lines(&b, "notes").await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["text"], "the launch code is 4411");
+
+    // a pauses past its lease: b's next search waits for a at most its deadline and hop,
+    // then b serves the namespace with a's items.
+    a.aiosd.signal("-STOP");
+    let deadline = Instant::now() + WAIT;
+    let v = loop {
+        let (s, v) = b
+            .aiosd
+            .post(
+                "/v1/memory/namespaces/notes/search",
+                serde_json::json!({"query": "launch code", "k": 1}),
+            )
+            .await;
+        if s == StatusCode::OK {
+            break v;
+        }
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+        assert!(Instant::now() < deadline, "b never took the namespace: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(hit_texts(&v), ["the launch code is 4411"]);
+    // Resumed, a no longer writes the namespace's items itself: its first write is refused
+    // (it stops its shards), the next goes to b.
+    a.aiosd.signal("-CONT");
+    let write = serde_json::json!({"items": [{"text": "the gate code is 1234"}]});
+    let (s, v) = a
+        .aiosd
+        .post("/v1/memory/namespaces/notes/items", write.clone())
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no longer serves memory namespace"),
+        "{v}"
+    );
+    let (s, v) = a
+        .aiosd
+        .post("/v1/memory/namespaces/notes/items", write)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // One copy of each item, in b's shards.
+    let mut texts: Vec<String> = export_lines(&b, "notes")
+        .await
+        .iter()
+        .map(|l| l["text"].as_str().unwrap().to_string())
+        .collect();
+    texts.sort();
+    assert_eq!(texts, ["the gate code is 1234", "the launch code is 4411"]);
+    drop((a, b));
+    store.drop_tables().await.unwrap();
+}

@@ -302,19 +302,13 @@ impl MemoryStore {
         })
     }
 
-    /// Writes a namespace as JSON lines (`id`, `text`, `vector`, metadata fields); returns
-    /// how many.
-    ///
-    /// # Errors
-    /// [`MemoryError::NamespaceNotFound`], write or shard failures.
-    pub async fn export_jsonl(
+    /// [`MemoryStore::export_jsonl`] from this node's shards.
+    pub(super) async fn export_here(
         &self,
         namespace: &str,
         out: &mut (dyn Write + Send),
     ) -> Result<u64, MemoryError> {
-        let info = self
-            .namespace(namespace)
-            .ok_or_else(|| MemoryError::NamespaceNotFound(namespace.to_string()))?;
+        let info = self.ns(namespace).await?.info.clone();
         let mut n = 0;
         for shard in 0..info.shards {
             for item in self.dump_shard(namespace, shard).await? {

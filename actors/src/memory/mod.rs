@@ -19,6 +19,7 @@ mod index;
 mod local;
 mod migrate;
 mod redact;
+mod remote;
 mod shard;
 pub mod short_term;
 pub mod vector;
@@ -41,6 +42,9 @@ pub use self::index::{AnnParams, IndexKind, VectorIndex};
 pub use self::local::{LOCAL_TOKENS_MAX, LocalEmbedder};
 pub use self::migrate::Migration;
 pub use self::redact::redact;
+pub use self::remote::{
+    FORWARDED_EXPORT_BYTES_MAX, ForwardError, MemoryAnswer, MemoryOp, RemoteMemory,
+};
 pub use self::shard::{
     CleanupPolicy, CleanupReport, DEDUP_CHECK_MAX, MemoryItem, MetaPatch, ShardStats,
 };
@@ -71,7 +75,7 @@ fn ns_lease_key(name: &str) -> String {
 }
 
 /// Why a memory operation failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum MemoryError {
     /// The request is invalid (names the field).
@@ -162,7 +166,7 @@ impl MemoryFilter {
 }
 
 /// A search result.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hit {
     /// The memory's id.
     pub id: u64,
@@ -179,7 +183,7 @@ pub struct Hit {
 }
 
 /// The answer to a query.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SearchResult {
     /// Best first.
     pub hits: Vec<Hit>,
@@ -190,7 +194,7 @@ pub struct SearchResult {
 }
 
 /// What to search with.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Query {
     /// A text, embedded with the namespace's model.
     Text(String),
@@ -204,7 +208,7 @@ pub enum Query {
 }
 
 /// A search.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SearchRequest {
     /// What to look for.
     pub query: Query,
@@ -232,7 +236,7 @@ impl SearchRequest {
 pub const DEFAULT_SEARCH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A memory to store.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NewMemory {
     /// The text.
     pub text: String,
@@ -746,6 +750,29 @@ impl MemoryStore {
         Ok(())
     }
 
+    /// Refuses to write a namespace whose lease this node has lost (paused or cut off from
+    /// the shared store past it, in a cluster): its shards stop here, and the next call
+    /// finds the node that serves it now. A map lookup (the lease's local deadline), so
+    /// the node stops before the database would refuse it.
+    async fn check_serving(&self, ns: &Namespace) -> Result<(), MemoryError> {
+        let Err(e) = self
+            .inner
+            .records
+            .snapshots()
+            .check_lease(&ns_lease_key(&ns.info.name))
+        else {
+            return Ok(());
+        };
+        if self.inner.namespaces.remove(&ns.info.name).is_some() {
+            tracing::warn!(namespace = %ns.info.name, error = %e, "memory namespace no longer served here");
+            self.stop_shards(&ns.info).await;
+        }
+        Err(MemoryError::Unavailable(format!(
+            "this node no longer serves memory namespace {}: {e}",
+            ns.info.name
+        )))
+    }
+
     /// Every item of one shard, with vectors.
     pub(crate) async fn dump_shard(
         &self,
@@ -820,6 +847,7 @@ impl MemoryStore {
         }
         for ((ns_name, shard), batch) in groups {
             let ns = self.ns(&ns_name).await?;
+            self.check_serving(&ns).await?;
             ns.shards[shard]
                 .call(|r| ShardMsg::Put(batch, r), WRITE_TIMEOUT)
                 .await
@@ -869,6 +897,38 @@ impl MemoryStore {
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
+    }
+
+    /// Every namespace of the store, also those served by another node of a cluster (read
+    /// from the store; at most 100,000).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn namespaces_stored(&self) -> Result<Vec<NamespaceInfo>, MemoryError> {
+        let mut all = self.namespaces();
+        let keys = self
+            .inner
+            .records
+            .keys(NS_KEY_PREFIX, 100_000)
+            .await
+            .map_err(store_err)?;
+        for key in keys {
+            let name = key.strip_prefix(NS_KEY_PREFIX).unwrap_or(&key);
+            if self.inner.namespaces.contains_key(name) {
+                continue;
+            }
+            if let Some(info) = self
+                .inner
+                .records
+                .get::<NamespaceInfo>(&key)
+                .await
+                .map_err(store_err)?
+            {
+                all.push(info);
+            }
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
     }
 
     /// The running namespace `name`. One that exists in the store but runs nowhere here (it
@@ -931,14 +991,8 @@ impl MemoryStore {
         Ok(())
     }
 
-    /// Stores memories durably and returns their ids, in order. Texts without a vector are
-    /// embedded with the namespace's model.
-    ///
-    /// # Errors
-    /// [`MemoryError::Invalid`] (empty or oversized text, too many items, bad importance),
-    /// [`MemoryError::ModelMismatch`], [`MemoryError::QuotaExceeded`], store or shard
-    /// failures. Nothing is acknowledged unless every shard wrote its part durably.
-    pub async fn remember(
+    /// [`MemoryStore::remember`] on this node's shards.
+    async fn remember_here(
         &self,
         namespace: &str,
         memories: Vec<NewMemory>,
@@ -948,6 +1002,7 @@ impl MemoryStore {
         let _writing = lock.read().await;
         let ns = self.ns(namespace).await?;
         self.writable(namespace)?;
+        self.check_serving(&ns).await?;
         if memories.len() > REMEMBER_BATCH_MAX {
             return Err(MemoryError::Invalid(format!(
                 "at most {REMEMBER_BATCH_MAX} memories per call"
@@ -1044,13 +1099,8 @@ impl MemoryStore {
         Ok(ids)
     }
 
-    /// The `k` best matches, merged from every shard. Shards that fail or miss the deadline
-    /// leave the result marked partial; the call never waits longer than the deadline.
-    ///
-    /// # Errors
-    /// [`MemoryError::NamespaceNotFound`], [`MemoryError::Invalid`] (k),
-    /// [`MemoryError::ModelMismatch`], embedding failures.
-    pub async fn search(
+    /// [`MemoryStore::search`] on this node's shards.
+    async fn search_here(
         &self,
         namespace: &str,
         request: SearchRequest,
@@ -1119,18 +1169,29 @@ impl MemoryStore {
         namespace: &str,
         request: RecallRequest,
     ) -> Result<Recalled, MemoryError> {
+        self.recall_with(namespace, request, true).await
+    }
+
+    /// [`MemoryStore::recall`], its search on the serving node (`routed`) or on this node's
+    /// shards only.
+    async fn recall_with(
+        &self,
+        namespace: &str,
+        request: RecallRequest,
+        routed: bool,
+    ) -> Result<Recalled, MemoryError> {
         let k = request.k.clamp(1, K_MAX);
-        let found = self
-            .search(
-                namespace,
-                SearchRequest {
-                    query: Query::Text(request.text),
-                    k: (k * 4).clamp(20, K_MAX),
-                    filter: request.filter,
-                    timeout: DEFAULT_SEARCH_TIMEOUT,
-                },
-            )
-            .await?;
+        let search = SearchRequest {
+            query: Query::Text(request.text),
+            k: (k * 4).clamp(20, K_MAX),
+            filter: request.filter,
+            timeout: DEFAULT_SEARCH_TIMEOUT,
+        };
+        let found = if routed {
+            self.search(namespace, search).await?
+        } else {
+            self.search_here(namespace, search).await?
+        };
         let w = request.weights;
         let now = now_ms();
         let half_life_ms = w.half_life.as_millis().max(1) as f64;
@@ -1172,12 +1233,8 @@ impl MemoryStore {
         })
     }
 
-    /// Deletes the memories with these ids and those matching `filter` (an empty filter
-    /// matches nothing here). Returns how many were deleted; each deletion is durable.
-    ///
-    /// # Errors
-    /// [`MemoryError::NamespaceNotFound`], store or shard failures.
-    pub async fn forget(
+    /// [`MemoryStore::forget`] on this node's shards.
+    async fn forget_here(
         &self,
         namespace: &str,
         ids: Vec<u64>,
@@ -1188,6 +1245,7 @@ impl MemoryStore {
         let _writing = lock.read().await;
         let ns = self.ns(namespace).await?;
         self.writable(namespace)?;
+        self.check_serving(&ns).await?;
         let calls = ns.shards.iter().enumerate().map(|(shard, handle)| {
             let (handle, ids, filter) = (handle.clone(), ids.clone(), filter.clone());
             async move {
@@ -1204,11 +1262,8 @@ impl MemoryStore {
         Ok(total)
     }
 
-    /// The memories with these ids (missing ones are left out), in no particular order.
-    ///
-    /// # Errors
-    /// [`MemoryError::NamespaceNotFound`], unreachable shards.
-    pub async fn get(&self, namespace: &str, ids: &[u64]) -> Result<Vec<Hit>, MemoryError> {
+    /// [`MemoryStore::get`] on this node's shards.
+    async fn get_here(&self, namespace: &str, ids: &[u64]) -> Result<Vec<Hit>, MemoryError> {
         let ns = self.ns(namespace).await?;
         let n = ns.shards.len() as u64;
         let mut per_shard: Vec<Vec<u64>> = vec![Vec::new(); ns.shards.len()];
@@ -1246,6 +1301,7 @@ impl MemoryStore {
         let _writing = lock.read().await;
         let ns = self.ns(namespace).await?;
         self.writable(namespace)?;
+        self.check_serving(&ns).await?;
         let policy = policy.unwrap_or(CleanupPolicy {
             now_ms: now_ms(),
             duplicate_similarity: self.inner.config.duplicate_similarity,
@@ -1291,6 +1347,7 @@ impl MemoryStore {
         let _writing = lock.read().await;
         let ns = self.ns(namespace).await?;
         self.writable(namespace)?;
+        self.check_serving(&ns).await?;
         if patch.importance.is_some_and(|i| !(0.0..=1.0).contains(&i)) {
             return Err(MemoryError::Invalid("importance: must be 0.0..=1.0".into()));
         }
@@ -1435,155 +1492,6 @@ fn mmr(candidates: Vec<Hit>, k: usize, lambda: f32) -> Vec<Hit> {
     }
     let mut slots: Vec<Option<Hit>> = candidates.into_iter().map(Some).collect();
     picked.into_iter().filter_map(|i| slots[i].take()).collect()
-}
-
-/// Similarity at which a consolidated note counts as already known.
-const CONSOLIDATE_DUPLICATE_SIMILARITY: f32 = 0.97;
-
-impl MemoryStore {
-    /// The agents' memory hook's store, on this node only: stores `text` in `namespace`
-    /// (created with the node's defaults if missing) unless the owner already has it.
-    ///
-    /// # Errors
-    /// As [`MemoryStore::remember`].
-    pub async fn store_here(
-        &self,
-        namespace: &str,
-        text: &str,
-        meta: MemoryMeta,
-    ) -> Result<bool, MemoryError> {
-        self.ensure_namespace(namespace).await?;
-        // Without duplicates: a note the owner already has in long-term memory is skipped.
-        let mut probe = SearchRequest::text(text, 1);
-        probe.filter = MemoryFilter {
-            agent: meta.agent.clone(),
-            session: None,
-            user: meta.user.clone(),
-            ..MemoryFilter::default()
-        };
-        let known = self.search(namespace, probe).await?;
-        if known
-            .hits
-            .first()
-            .is_some_and(|h| h.similarity >= CONSOLIDATE_DUPLICATE_SIMILARITY)
-        {
-            return Ok(false);
-        }
-        self.remember(
-            namespace,
-            vec![NewMemory {
-                text: text.to_string(),
-                vector: None,
-                meta,
-            }],
-        )
-        .await?;
-        Ok(true)
-    }
-
-    /// The agents' memory hook's retrieval, on this node only: up to `k` snippets.
-    ///
-    /// # Errors
-    /// As [`MemoryStore::recall`].
-    pub async fn retrieve_here(
-        &self,
-        namespace: &str,
-        query: &str,
-        k: usize,
-    ) -> Result<Vec<String>, MemoryError> {
-        let r = self.recall(namespace, RecallRequest::new(query, k)).await?;
-        Ok(r.hits.into_iter().map(|h| h.text).collect())
-    }
-
-    /// Connects the store to the other nodes of a cluster: the agents' memory hook reaches a
-    /// namespace another node serves through `remote`. Set once; later calls return false.
-    pub fn set_remote(&self, remote: Arc<dyn RemoteMemory>) -> bool {
-        self.inner.remote.set(remote).is_ok()
-    }
-
-    /// The node serving `namespace` when it is not this one, and the route to it.
-    fn served_elsewhere(&self, namespace: &str) -> Option<(String, &Arc<dyn RemoteMemory>)> {
-        let remote = self.inner.remote.get()?;
-        let node = self.inner.served_by.get(namespace)?.clone();
-        Some((node, remote))
-    }
-}
-
-/// How the agents' memory hook reaches a namespace another node of a cluster serves
-/// (implemented by the runtime over ractor_cluster). The other node runs the operation
-/// itself ([`MemoryStore::store_here`], [`MemoryStore::retrieve_here`]).
-#[async_trait::async_trait]
-pub trait RemoteMemory: Send + Sync + 'static {
-    /// [`MemoryStore::retrieve_here`] on `node`.
-    ///
-    /// # Errors
-    /// The node could not be reached, or its error as text.
-    async fn retrieve(
-        &self,
-        node: &str,
-        namespace: &str,
-        query: &str,
-        k: usize,
-    ) -> Result<Vec<String>, String>;
-
-    /// [`MemoryStore::store_here`] on `node`.
-    ///
-    /// # Errors
-    /// The node could not be reached, or its error as text.
-    async fn store(
-        &self,
-        node: &str,
-        namespace: &str,
-        text: &str,
-        meta: MemoryMeta,
-    ) -> Result<bool, String>;
-}
-
-#[async_trait::async_trait]
-impl MemoryHook for MemoryStore {
-    async fn store(&self, namespace: &str, text: &str, meta: MemoryMeta) -> Result<bool, String> {
-        // Known to be served by another node: straight there, without a lease query here.
-        if let Some((node, remote)) = self.served_elsewhere(namespace) {
-            match remote.store(&node, namespace, text, meta.clone()).await {
-                Ok(stored) => return Ok(stored),
-                Err(e) => {
-                    tracing::debug!(namespace, %node, error = %e, "memory store forwarded in vain")
-                }
-            }
-        }
-        match self.store_here(namespace, text, meta.clone()).await {
-            Err(MemoryError::Unavailable(why)) => match self.served_elsewhere(namespace) {
-                Some((node, remote)) => remote.store(&node, namespace, text, meta).await,
-                None => Err(MemoryError::Unavailable(why).to_string()),
-            },
-            other => other.map_err(|e| e.to_string()),
-        }
-    }
-
-    async fn retrieve(&self, namespace: &str, query: &str, k: usize) -> Vec<String> {
-        // Known to be served by another node: straight there, without a lease query here. If
-        // that fails (the node died, or gave the namespace up), the namespace is tried here.
-        if let Some((node, remote)) = self.served_elsewhere(namespace) {
-            match remote.retrieve(&node, namespace, query, k).await {
-                Ok(snippets) => return snippets,
-                Err(e) => {
-                    tracing::debug!(namespace, %node, error = %e, "memory retrieval forwarded in vain")
-                }
-            }
-        }
-        let result = match self.retrieve_here(namespace, query, k).await {
-            Err(MemoryError::Unavailable(why)) => match self.served_elsewhere(namespace) {
-                Some((node, remote)) => remote.retrieve(&node, namespace, query, k).await,
-                None => Err(MemoryError::Unavailable(why).to_string()),
-            },
-            Err(MemoryError::NamespaceNotFound(_)) => Ok(Vec::new()),
-            other => other.map_err(|e| e.to_string()),
-        };
-        result.unwrap_or_else(|e| {
-            tracing::warn!(namespace, error = %e, "memory retrieval failed");
-            Vec::new()
-        })
-    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::time::Duration;
 use aios_actors::agent::{
     AgentError, Candidate, RemoteAgents, RemoteError, RemoteReply, RemoteTask,
 };
-use aios_actors::memory::RemoteMemory;
+use aios_actors::memory::{ForwardError, MemoryAnswer, MemoryError, MemoryOp, RemoteMemory};
 use aios_actors::protocol::{AgentId, Envelope};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -81,6 +81,8 @@ enum Request {
         text: String,
         meta: aios_actors::memory::MemoryMeta,
     },
+    /// A memory operation on a namespace this node serves (the memory API of another node).
+    Memory { op: MemoryOp },
 }
 
 /// The answer to a [`Request`].
@@ -90,6 +92,7 @@ enum Reply {
     Stats(NodeStats),
     Retrieved(Result<Vec<String>, String>),
     Stored(Result<bool, String>),
+    Memory(Result<MemoryAnswer, MemoryError>),
     /// The node could not take the request (too many in flight, undecodable, ...).
     Refused(String),
 }
@@ -211,6 +214,12 @@ impl Actor for Gateway {
                                 .await
                                 .map_err(|e| e.to_string()),
                             None => Err("this node serves no memory".into()),
+                        }),
+                        Request::Memory { op } => Reply::Memory(match &served.memory {
+                            Some(m) => m.serve_remote(op).await,
+                            None => Err(MemoryError::Unavailable(
+                                "this node serves no memory".into(),
+                            )),
                         }),
                         Request::Stats => {
                             let mut stats = (served.stats)();
@@ -393,6 +402,31 @@ impl RemoteMemory for Route {
             Ok(Reply::Refused(why)) => Err(format!("node {node} refused: {why}")),
             Ok(_) => Err(format!("node {node} answered another request")),
             Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn call(
+        &self,
+        node: &str,
+        op: MemoryOp,
+        timeout: Duration,
+    ) -> Result<Result<MemoryAnswer, MemoryError>, ForwardError> {
+        match call(node, &Request::Memory { op }, timeout).await {
+            Ok(Reply::Memory(answer)) => Ok(answer),
+            // Refused before it ran (too many in flight, undecodable).
+            Ok(Reply::Refused(why)) => Err(ForwardError {
+                sent: false,
+                reason: format!("node {node} refused: {why}"),
+            }),
+            Ok(_) => Err(ForwardError {
+                sent: true,
+                reason: format!("node {node} answered another request"),
+            }),
+            Err(RemoteError::Unreachable(why)) => Err(ForwardError {
+                sent: false,
+                reason: format!("not reachable: {why}"),
+            }),
+            Err(RemoteError::Lost { reason, .. }) => Err(ForwardError { sent: true, reason }),
         }
     }
 }

@@ -968,7 +968,9 @@ async fn mcp_remove(
 async fn ns_list(State(s): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult {
     let items: Vec<Value> =
         s.rt.memory_store()
-            .namespaces()
+            .namespaces_stored()
+            .await
+            .map_err(memory_problem)?
             .into_iter()
             .filter_map(|ns| {
                 let name = unscoped(&p, &ns.name)?.to_string();
