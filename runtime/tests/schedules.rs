@@ -231,3 +231,112 @@ async fn schedules_fire_once_per_due_time_across_a_sigkill_and_a_restart() {
     let (s, _) = node.get(&format!("/v1/schedules/{once}")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// Which of `nodes` fires the schedules (exactly one, once settled), by index.
+async fn firing_node(nodes: &[&Aiosd]) -> usize {
+    for _ in 0..300 {
+        let mut firing = Vec::new();
+        for (i, node) in nodes.iter().enumerate() {
+            let (s, v) = node.get("/v1/schedules").await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            if v["fires_here"] == true {
+                firing.push(i);
+            }
+        }
+        assert!(
+            firing.len() <= 1,
+            "two nodes fire the schedules: {firing:?}"
+        );
+        if let [i] = firing[..] {
+            return i;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no node fires the schedules");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_shared_store_one_node_fires_each_due_time_and_another_takes_over() {
+    let Some((ns, store)) = common::namespace("sched").await else {
+        return;
+    };
+    let pg = common::pg_url();
+    let config = |name: &str| {
+        format!(
+            "{CONFIG}[store]\nbackend = \"postgres\"\nurl = \"{pg}\"\nnamespace = \"{ns}\"\n\
+             node = \"{name}\"\nlease_ttl = \"1s\"\n"
+        )
+    };
+    let mut nodes = vec![
+        Aiosd::start("a", &config("a"), &[]),
+        Aiosd::start("b", &config("b"), &[]),
+    ];
+    define_team(&nodes[0], &[]).await;
+    let firing = firing_node(&[&nodes[0], &nodes[1]]).await;
+    let other = 1 - firing;
+    // b follows the definitions made on a within its refresh (2 s).
+    for _ in 0..100 {
+        if nodes[1].get("/v1/agents/planner").await.0 == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Created through the node that does not fire: the other picks it up and fires it.
+    let every = create(
+        &nodes[other],
+        json!({"name": "every-second", "cron": "* * * * * *", "task": "Report S",
+               "planner": "planner"}),
+    )
+    .await;
+    let v = wait_fired(&nodes[other], &every, 3).await;
+    assert_eq!(v["last_error"], Value::Null, "{v}");
+    // Paused through the node that does not fire: the firing node holds it.
+    let (s, v) = nodes[other]
+        .post(&format!("/v1/schedules/{every}/pause"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Seen paused by the firing node at the schedule's next due time.
+    let mut seen = schedule(&nodes[firing], &every).await;
+    for _ in 0..100 {
+        if seen["paused"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = schedule(&nodes[firing], &every).await;
+    }
+    assert_eq!(seen["paused"], true, "{seen}");
+    let paused_at = count(&seen, "fired");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let v = schedule(&nodes[firing], &every).await;
+    assert_eq!(count(&v, "fired"), paused_at, "fired while paused: {v}");
+    assert_eq!(v["paused"], true, "{v}");
+    let (s, v) = nodes[other]
+        .post(&format!("/v1/schedules/{every}/resume"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    wait_fired(&nodes[other], &every, paused_at + 2).await;
+
+    // The firing node dies: the other takes over within a lease TTL and goes on.
+    let survivor = nodes.remove(other);
+    drop(nodes); // SIGKILL
+    let before = count(&schedule(&survivor, &every).await, "fired");
+    wait_fired(&survivor, &every, before + 3).await;
+    let (_, list) = survivor.get("/v1/schedules").await;
+    assert_eq!(list["fires_here"], true, "{list}");
+
+    // Paused, then counted: every firing of either node is one run, none twice.
+    let (s, _) = survivor
+        .post(&format!("/v1/schedules/{every}/pause"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let v = schedule(&survivor, &every).await;
+    let runs = runs_of(&survivor, "Report S").await;
+    assert_eq!(runs.len() as u64, count(&v, "fired"), "{v}");
+    let mut ids: Vec<&str> = runs.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), runs.len(), "a run twice");
+    drop(survivor);
+    store.drop_tables().await.unwrap();
+}

@@ -1106,6 +1106,7 @@ impl MemoryStore {
         request: SearchRequest,
     ) -> Result<SearchResult, MemoryError> {
         let ns = self.ns(namespace).await?;
+        self.check_serving(&ns).await?;
         if !(1..=K_MAX).contains(&request.k) {
             return Err(MemoryError::Invalid(format!("k: must be 1..={K_MAX}")));
         }
@@ -1265,6 +1266,7 @@ impl MemoryStore {
     /// [`MemoryStore::get`] on this node's shards.
     async fn get_here(&self, namespace: &str, ids: &[u64]) -> Result<Vec<Hit>, MemoryError> {
         let ns = self.ns(namespace).await?;
+        self.check_serving(&ns).await?;
         let n = ns.shards.len() as u64;
         let mut per_shard: Vec<Vec<u64>> = vec![Vec::new(); ns.shards.len()];
         for id in ids {

@@ -224,8 +224,17 @@ impl MemoryStore {
         namespace: &str,
         request: SearchRequest,
     ) -> Result<SearchResult, MemoryError> {
-        if self.runs_here(namespace) {
+        if self.inner.remote.get().is_none() {
             return self.search_here(namespace, request).await;
+        }
+        if self.inner.namespaces.contains_key(namespace) {
+            match self.search_here(namespace, request.clone()).await {
+                // This node has just given the namespace up (its lease was lost): asked
+                // where it is served now.
+                Err(MemoryError::Unavailable(_))
+                    if !self.inner.namespaces.contains_key(namespace) => {}
+                other => return other,
+            }
         }
         let op = MemoryOp::Search {
             namespace: namespace.to_owned(),

@@ -14,10 +14,19 @@
 //! not run) is *missed*. Then the schedule's [`OnMissed`] policy applies:
 //! - `skip` counts it and waits for the next due time;
 //! - `run_once` fires once for the latest missed due time, however many were missed.
+//!
+//! On a store shared by the nodes of a cluster, one node fires: the holder of the lease
+//! [`LEADER_KEY`] (taken by the first node that ticks while it is free, so another node takes
+//! over within a lease TTL of the holder's death). The store is the truth: the firing node
+//! re-reads the set of schedules every [`REFRESH_EVERY`] and each due schedule's record before
+//! firing it (so a pause or a deletion made through another node holds), and the other nodes
+//! answer the API from the store. A node that takes over fires what is due from the records;
+//! a due time the previous node fired just before it died finds its run and starts nothing.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aios_supervisor::snapshot::Durability;
@@ -48,6 +57,11 @@ const MISSED_COUNT_MAX: u64 = 100_000;
 /// `missed_after` catches up over several ticks).
 const FIRINGS_PER_TICK_MAX: usize = 16;
 const SCHED_PREFIX: &str = "sched/";
+/// The lease whose holder fires the schedules (on a store only this process opens, it is
+/// always granted).
+pub const LEADER_KEY: &str = "schedules-leader";
+/// How often the firing node re-reads which schedules exist.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
 
 /// What to do with due times missed while the scheduler could not fire them.
 #[derive(
@@ -324,9 +338,14 @@ struct Inner {
     records: Records,
     orchestrator: Orchestrator,
     config: ScheduleConfig,
-    /// The schedules, loaded at start; written through.
+    /// The schedules, loaded at start; written through. On the firing node, kept in step
+    /// with the store ([`REFRESH_EVERY`]); elsewhere re-read when asked.
     all: Mutex<BTreeMap<String, Schedule>>,
     worker: std::sync::OnceLock<ActorHandle<ScheduleMsg>>,
+    /// Whether this node fires the schedules (holds [`LEADER_KEY`]).
+    firing: AtomicBool,
+    /// When the firing node last re-read which schedules exist.
+    refreshed: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for Schedules {
@@ -348,26 +367,15 @@ impl Schedules {
         records: Records,
         config: ScheduleConfig,
     ) -> Result<Self, OrchestrationError> {
-        let mut all = BTreeMap::new();
-        for k in records
-            .keys(SCHED_PREFIX, SCHEDULES_MAX)
-            .await
-            .map_err(unavailable)?
-        {
-            match records.get::<Schedule>(&k).await {
-                Ok(Some(s)) => {
-                    all.insert(s.id.clone(), s);
-                }
-                Ok(None) => {}
-                Err(e) => tracing::error!(key = %k, error = %e, "unreadable schedule skipped"),
-            }
-        }
+        let all = load_all(&records).await?;
         let inner = Arc::new(Inner {
             records,
             orchestrator,
             config,
             all: Mutex::new(all),
             worker: std::sync::OnceLock::new(),
+            firing: AtomicBool::new(false),
+            refreshed: std::sync::Mutex::new(None),
         });
         let (spec, handle) = WorkerSpec::new(
             "schedules",
@@ -418,21 +426,41 @@ impl Schedules {
         Ok(schedule)
     }
 
-    /// The schedules of `tenant` (every tenant's with `None`), by id.
-    pub async fn list(&self, tenant: Option<&str>) -> Vec<Schedule> {
-        self.inner
-            .all
-            .lock()
-            .await
+    /// The schedules of `tenant` (every tenant's with `None`), by id. A node that does not
+    /// fire them reads them from the store (another node fires and counts them).
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn list(&self, tenant: Option<&str>) -> Result<Vec<Schedule>, OrchestrationError> {
+        let mut all = self.inner.all.lock().await;
+        if !self.fires_here() {
+            *all = load_all(&self.inner.records).await?;
+        }
+        Ok(all
             .values()
             .filter(|s| tenant.is_none_or(|t| s.tenant == t))
             .cloned()
-            .collect()
+            .collect())
     }
 
-    /// One schedule.
-    pub async fn get(&self, id: &str) -> Option<Schedule> {
-        self.inner.all.lock().await.get(id).cloned()
+    /// One schedule (from the store, on a node that does not fire them).
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn get(&self, id: &str) -> Result<Option<Schedule>, OrchestrationError> {
+        if self.fires_here() {
+            return Ok(self.inner.all.lock().await.get(id).cloned());
+        }
+        self.inner
+            .records
+            .get::<Schedule>(&key(id))
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Whether this node fires the schedules (on a shared store, one node does).
+    pub fn fires_here(&self) -> bool {
+        self.inner.firing.load(Ordering::Acquire)
     }
 
     /// Deletes a schedule; returns whether it existed.
@@ -441,7 +469,15 @@ impl Schedules {
     /// A store failure.
     pub async fn delete(&self, id: &str) -> Result<bool, OrchestrationError> {
         let mut all = self.inner.all.lock().await;
-        if all.remove(id).is_none() {
+        let known = all.remove(id).is_some()
+            || self
+                .inner
+                .records
+                .get::<Schedule>(&key(id))
+                .await
+                .map_err(unavailable)?
+                .is_some();
+        if !known {
             return Ok(false);
         }
         self.inner
@@ -463,10 +499,17 @@ impl Schedules {
         paused: bool,
     ) -> Result<Option<Schedule>, OrchestrationError> {
         let mut all = self.inner.all.lock().await;
-        let Some(current) = all.get(id) else {
+        // The record, not this node's copy: another node may fire it and count its firings.
+        let Some(mut s) = self
+            .inner
+            .records
+            .get::<Schedule>(&key(id))
+            .await
+            .map_err(unavailable)?
+        else {
+            all.remove(id);
             return Ok(None);
         };
-        let mut s = current.clone();
         s.paused = paused;
         if !paused && s.next_due_ms.is_some() {
             s.next_due_ms = next_after(&s.when, unix_ms()).map_err(OrchestrationError::Invalid)?;
@@ -477,6 +520,25 @@ impl Schedules {
     }
 }
 
+/// Every schedule of the store, by id.
+async fn load_all(records: &Records) -> Result<BTreeMap<String, Schedule>, OrchestrationError> {
+    let mut all = BTreeMap::new();
+    for k in records
+        .keys(SCHED_PREFIX, SCHEDULES_MAX)
+        .await
+        .map_err(unavailable)?
+    {
+        match records.get::<Schedule>(&k).await {
+            Ok(Some(s)) => {
+                all.insert(s.id.clone(), s);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(key = %k, error = %e, "unreadable schedule skipped"),
+        }
+    }
+    Ok(all)
+}
+
 impl Inner {
     async fn save(&self, s: &Schedule) -> Result<(), OrchestrationError> {
         self.records
@@ -485,23 +547,127 @@ impl Inner {
             .map_err(unavailable)
     }
 
-    /// Fires every due schedule.
+    /// True when this node fires the schedules: it holds [`LEADER_KEY`], or takes it now
+    /// that it is free (and then reads the schedules from the store, as the node that fired
+    /// them before left them).
+    async fn lead(&self) -> bool {
+        let snapshots = self.records.snapshots();
+        if self.firing.load(Ordering::Acquire) {
+            if snapshots.check_lease(LEADER_KEY).is_ok() {
+                return true;
+            }
+            self.firing.store(false, Ordering::Release);
+            tracing::warn!("this node lost the lease to fire schedules");
+        }
+        if let Err(e) = snapshots.acquire(LEADER_KEY).await {
+            tracing::debug!(error = %e, "another node fires the schedules");
+            return false;
+        }
+        let mut all = self.all.lock().await;
+        match load_all(&self.records).await {
+            Ok(loaded) => *all = loaded,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the schedules failed; not firing them");
+                if let Err(e) = snapshots.release(LEADER_KEY).await {
+                    tracing::warn!(error = %e, "releasing the lease to fire schedules");
+                }
+                return false;
+            }
+        }
+        *self.refreshed_at() = Some(tokio::time::Instant::now());
+        self.firing.store(true, Ordering::Release);
+        tracing::info!(schedules = all.len(), "this node fires the schedules");
+        true
+    }
+
+    fn refreshed_at(&self) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
+        // A poisoned lock only means a panic while holding an `Option<Instant>`: still valid.
+        self.refreshed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds the schedules created through other nodes, drops those deleted there, and reads
+    /// the paused ones again.
+    async fn refresh(&self, all: &mut BTreeMap<String, Schedule>) {
+        let keys = match self.records.keys(SCHED_PREFIX, SCHEDULES_MAX).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!(error = %e, "re-reading the schedules failed");
+                return;
+            }
+        };
+        let ids: std::collections::BTreeSet<&str> = keys
+            .iter()
+            .filter_map(|k| k.strip_prefix(SCHED_PREFIX))
+            .collect();
+        all.retain(|id, _| ids.contains(id.as_str()));
+        for id in ids {
+            // Paused ones are read again too: resumed through another node, they are due.
+            if all.get(id).is_some_and(|s| !s.paused) {
+                continue;
+            }
+            match self.records.get::<Schedule>(&key(id)).await {
+                Ok(Some(s)) => {
+                    all.insert(s.id.clone(), s);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(schedule = %id, error = %e, "unreadable schedule skipped")
+                }
+            }
+        }
+        *self.refreshed_at() = Some(tokio::time::Instant::now());
+    }
+
+    /// Fires every due schedule, when this node fires them.
     async fn tick(&self) {
+        if !self.lead().await {
+            return;
+        }
         let now = unix_ms();
         let mut all = self.all.lock().await;
+        let stale = self
+            .refreshed_at()
+            .is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
+        if stale {
+            self.refresh(&mut all).await;
+        }
         let due: Vec<String> = all
             .values()
             .filter(|s| !s.paused && s.next_due_ms.is_some_and(|t| t <= now))
             .map(|s| s.id.clone())
             .collect();
         for id in due {
-            let Some(current) = all.get(&id) else {
-                continue;
+            // The record is the truth: paused, resumed or deleted through another node.
+            let mut s = match self.records.get::<Schedule>(&key(&id)).await {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    all.remove(&id);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(schedule = %id, error = %e, "reading a due schedule failed");
+                    continue;
+                }
             };
-            let mut s = current.clone();
+            if s.paused || s.next_due_ms.is_none_or(|t| t > now) {
+                all.insert(id, s);
+                continue;
+            }
             if let Err(e) = self.advance(&mut s, now).await {
                 tracing::error!(schedule = %id, error = %e, "a schedule could not fire");
                 s.last_error = Some(e);
+            }
+            // Paused or deleted through another node while this one fired: kept so. (A
+            // change between this read and the write below, microseconds apart, is lost.)
+            match self.records.get::<Schedule>(&key(&id)).await {
+                Ok(None) => {
+                    all.remove(&id);
+                    continue;
+                }
+                Ok(Some(fresh)) if fresh.paused => s.paused = true,
+                _ => {}
             }
             match self.save(&s).await {
                 Ok(()) => {

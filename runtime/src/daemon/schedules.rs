@@ -47,6 +47,7 @@ async fn own(s: &Shared, p: &Principal, id: &str) -> Result<Schedule, Problem> {
     s.rt.schedules()
         .get(id)
         .await
+        .map_err(problem)?
         .filter(|sc| sc.tenant == p.tenant)
         .ok_or_else(|| Problem::not_found(format!("schedule {id:?} not found")))
 }
@@ -74,16 +75,18 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(view(&p, &schedule))).into_response())
 }
 
-/// `GET /v1/schedules`: the tenant's schedules.
+/// `GET /v1/schedules`: the tenant's schedules, and whether this node fires them (on a
+/// shared store one node of the cluster does).
 pub async fn list(State(s): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult {
-    let items: Vec<Value> =
-        s.rt.schedules()
-            .list(Some(&p.tenant))
-            .await
-            .iter()
-            .map(|sc| view(&p, sc))
-            .collect();
-    Ok(axum::Json(json!({ "items": items })).into_response())
+    let schedules = s.rt.schedules();
+    let items: Vec<Value> = schedules
+        .list(Some(&p.tenant))
+        .await
+        .map_err(problem)?
+        .iter()
+        .map(|sc| view(&p, sc))
+        .collect();
+    Ok(axum::Json(json!({ "items": items, "fires_here": schedules.fires_here() })).into_response())
 }
 
 /// `GET /v1/schedules/{id}`.
