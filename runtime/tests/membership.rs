@@ -754,3 +754,60 @@ async fn the_memory_api_of_every_node_reaches_the_node_that_serves_a_namespace()
     drop((a, b));
     store.drop_tables().await.unwrap();
 }
+
+/// Reads the server-sent events of `response` until `until` shows up; returns what was read.
+async fn read_events(response: reqwest::Response, until: &str) -> String {
+    use futures_util::StreamExt as _;
+    let mut stream = response.bytes_stream();
+    let mut seen = String::new();
+    // One deadline for all: keep-alive comments arrive every 15 s.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !seen.contains(until) {
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {until:?} among the events: {seen}"))
+            .expect("stream open")
+            .expect("bytes");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_on_one_node_gets_the_events_of_an_agent_active_on_another() {
+    let Some((ns, store)) = namespace("events").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let llm = fake.base_url();
+    let a = Node::shared("a", &[], &ns, &llm);
+    let b = Node::shared("b", &[&a.cluster_addr], &ns, &llm);
+    a.await_reachable("b").await;
+    b.await_reachable("a").await;
+    define(&a.aiosd, "far").await;
+    let (s, v) = a
+        .aiosd
+        .put("/v1/agents/far/placement", serde_json::json!({"node": "b"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // Subscribed on a; the agent runs on b.
+    let events = reqwest::Client::new()
+        .get(format!("{}/v1/agents/far/events", a.aiosd.url))
+        .bearer_auth(common::ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    let (s, v) = say(&a.aiosd, "far", "hello from a").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        b.nodes().await["self"]["agents_active"],
+        1,
+        "the agent runs on b"
+    );
+    let seen = read_events(events, "Final").await;
+    assert!(seen.contains("echo: hello from a"), "{seen}");
+    drop((a, b));
+    store.drop_tables().await.unwrap();
+}

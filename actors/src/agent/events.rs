@@ -1,5 +1,6 @@
 //! The agent event stream: every step of every agent (tokens, tool calls, tool results,
-//! final answers, errors), per agent instance, to any number of subscribers.
+//! final answers, errors), per agent instance, to any number of subscribers, on this node and,
+//! in a cluster, on the others ([`EventRelay`]).
 
 use std::sync::Arc;
 
@@ -81,19 +82,59 @@ pub struct AgentEvent {
     pub kind: AgentEventKind,
 }
 
+/// How events reach subscribers on the other nodes of a cluster (implemented by the runtime
+/// over ractor_cluster). Both calls must not block: they queue messages.
+pub trait EventRelay: Send + Sync + 'static {
+    /// A subscriber on this node listens to `agent` (which may be active on another node):
+    /// tell the other nodes.
+    fn watch(&self, agent: &AgentId);
+    /// An event of an agent active here: send it to the nodes that listen to the agent.
+    fn relay(&self, event: &AgentEvent);
+}
+
 /// The channels of every agent with subscribers. Cheap to clone.
-#[derive(Clone, Default, Debug)]
+#[derive(Clone, Default)]
 pub struct EventHub {
     channels: Arc<DashMap<AgentId, broadcast::Sender<AgentEvent>>>,
+    relay: Arc<std::sync::OnceLock<Arc<dyn EventRelay>>>,
+}
+
+impl std::fmt::Debug for EventHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventHub")
+            .field("channels", &self.channels.len())
+            .field("relayed", &self.relay.get().is_some())
+            .finish()
+    }
 }
 
 impl EventHub {
-    /// Subscribes to an agent's events (it need not be active).
+    /// Subscribes to an agent's events (it need not be active, nor active on this node).
     pub fn subscribe(&self, agent: &AgentId) -> broadcast::Receiver<AgentEvent> {
-        self.channels
+        let rx = self
+            .channels
             .entry(agent.clone())
             .or_insert_with(|| broadcast::channel(AGENT_EVENTS_BUFFER).0)
-            .subscribe()
+            .subscribe();
+        if let Some(relay) = self.relay.get() {
+            relay.watch(agent);
+        }
+        rx
+    }
+
+    /// Connects the hub to the other nodes of a cluster. Set once; later calls return false.
+    pub fn set_relay(&self, relay: Arc<dyn EventRelay>) -> bool {
+        self.relay.set(relay).is_ok()
+    }
+
+    /// The agents someone on this node listens to (the relay tells the other nodes again
+    /// from time to time, so a node that joins later or restarted learns them).
+    pub fn watched(&self) -> Vec<AgentId> {
+        self.channels
+            .iter()
+            .filter(|c| c.receiver_count() > 0)
+            .map(|c| c.key().clone())
+            .collect()
     }
 
     /// True when someone listens to `agent`.
@@ -103,9 +144,18 @@ impl EventHub {
             .is_some_and(|s| s.receiver_count() > 0)
     }
 
-    /// Sends an event to the agent's subscribers, if any; drops the channel of an agent
-    /// whose subscribers are all gone.
+    /// Sends an event to the agent's subscribers, here and on the other nodes that listen to
+    /// it; drops the channel of an agent whose subscribers here are all gone.
     pub fn emit(&self, event: AgentEvent) {
+        if let Some(relay) = self.relay.get() {
+            relay.relay(&event);
+        }
+        self.emit_here(event);
+    }
+
+    /// Sends an event to the agent's subscribers on this node only (an event another node
+    /// relayed).
+    pub fn emit_here(&self, event: AgentEvent) {
         let agent = event.agent.clone();
         let gone = match self.channels.get(&agent) {
             Some(tx) => tx.send(event).is_err(),

@@ -27,7 +27,7 @@ pub use self::definition::{
     AGENT_DEF_SCHEMA_VERSION, AGENT_NAME_LEN_MAX, AgentDef, AgentRole, Capability, Limits,
     validate_name,
 };
-pub use self::events::{AGENT_EVENTS_BUFFER, AgentEvent, AgentEventKind, EventHub};
+pub use self::events::{AGENT_EVENTS_BUFFER, AgentEvent, AgentEventKind, EventHub, EventRelay};
 pub use self::kernel::{Kernel, MemoryHook};
 pub use self::placement::{Candidate, Placement};
 pub use self::registry::{AgentRegistry, CapabilityMatch, CapabilityQuery, RegistryError};

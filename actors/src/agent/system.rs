@@ -361,9 +361,15 @@ impl AgentSystem {
         self.inner.active.contains_key(id)
     }
 
-    /// Subscribes to an agent's events.
+    /// Subscribes to an agent's events (in a cluster with an [`EventRelay`](super::EventRelay), also those of
+    /// an agent active on another node).
     pub fn subscribe(&self, id: &AgentId) -> broadcast::Receiver<AgentEvent> {
         self.inner.kernel.events.subscribe(id)
+    }
+
+    /// The agents' event channels of this node.
+    pub fn events(&self) -> &super::EventHub {
+        &self.inner.kernel.events
     }
 
     /// Runs a task on agent instance `id`, activating it if needed.

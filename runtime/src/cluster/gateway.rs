@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aios_actors::agent::{
-    AgentError, Candidate, RemoteAgents, RemoteError, RemoteReply, RemoteTask,
+    AgentError, AgentEvent, Candidate, RemoteAgents, RemoteError, RemoteReply, RemoteTask,
 };
 use aios_actors::memory::{ForwardError, MemoryAnswer, MemoryError, MemoryOp, RemoteMemory};
 use aios_actors::protocol::{AgentId, Envelope};
@@ -25,6 +25,7 @@ use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use super::relay::Relay;
 use super::{NodeStats, Served};
 
 /// The process group of every node's gateway.
@@ -99,12 +100,16 @@ enum Reply {
 
 /// A one-way message.
 #[derive(Debug, Serialize, Deserialize)]
-enum Event {
+pub(super) enum Event {
     /// A topic event published on another node.
     Publish(Envelope),
+    /// A subscriber on `node` listens to `agent`'s events ([`super::relay`]).
+    Watch { agent: AgentId, node: String },
+    /// An event of an agent active on the sending node, for this node's subscribers.
+    AgentEvent(AgentEvent),
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = WIRE_VERSION.to_be_bytes().to_vec();
     // Serialising these types to JSON cannot fail: no maps with non-string keys.
     if let Err(e) = serde_json::to_writer(&mut out, value) {
@@ -135,23 +140,25 @@ struct Gateway;
 
 struct GatewayState {
     served: Served,
+    relay: Arc<Relay>,
     inflight: Arc<Semaphore>,
 }
 
 impl Actor for Gateway {
     type Msg = GatewayMsg;
     type State = GatewayState;
-    type Arguments = (String, Served);
+    type Arguments = (String, Served, Arc<Relay>);
 
     async fn pre_start(
         &self,
         myself: ActorRef<GatewayMsg>,
-        (node, served): (String, Served),
+        (node, served, relay): (String, Served, Arc<Relay>),
     ) -> Result<GatewayState, ActorProcessingErr> {
         ractor::pg::join(GROUP_ALL.into(), vec![myself.get_cell()]);
         ractor::pg::join(group_of(&node), vec![myself.get_cell()]);
         Ok(GatewayState {
             served,
+            relay,
             inflight: Arc::new(Semaphore::new(INFLIGHT_MAX)),
         })
     }
@@ -170,6 +177,8 @@ impl Actor for Gateway {
                 Ok(Event::Publish(envelope)) => {
                     state.served.system.publish_here(envelope);
                 }
+                Ok(Event::Watch { agent, node }) => state.relay.watched_by(agent, node),
+                Ok(Event::AgentEvent(event)) => state.served.system.events().emit_here(event),
                 Err(_) => {}
             },
             GatewayMsg::Call(bytes, reply) => {
@@ -239,17 +248,18 @@ impl Actor for Gateway {
     }
 }
 
-/// Starts this node's gateway.
+/// Starts this node's gateway, which hands `Watch`es to `relay`.
 pub(super) async fn start(
     node: &str,
     served: Served,
+    relay: Arc<Relay>,
 ) -> Result<ActorRef<GatewayMsg>, ractor::SpawnErr> {
-    let (gateway, _) = Actor::spawn(None, Gateway, (node.to_owned(), served)).await?;
+    let (gateway, _) = Actor::spawn(None, Gateway, (node.to_owned(), served, relay)).await?;
     Ok(gateway)
 }
 
 /// A remote node's gateway, when its session is ready.
-fn gateway_of(node: &str) -> Option<ActorRef<GatewayMsg>> {
+pub(super) fn gateway_of(node: &str) -> Option<ActorRef<GatewayMsg>> {
     ractor::pg::get_members(&group_of(node))
         .into_iter()
         .find(|c| !c.get_id().is_local())
@@ -257,7 +267,7 @@ fn gateway_of(node: &str) -> Option<ActorRef<GatewayMsg>> {
 }
 
 /// Every other node's gateway.
-fn remote_gateways() -> Vec<ActorCell> {
+pub(super) fn remote_gateways() -> Vec<ActorCell> {
     ractor::pg::get_members(&GROUP_ALL.to_string())
         .into_iter()
         .filter(|c| !c.get_id().is_local())

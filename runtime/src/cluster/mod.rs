@@ -16,6 +16,8 @@
 #[cfg(feature = "cluster")]
 pub mod gateway;
 #[cfg(feature = "cluster")]
+pub mod relay;
+#[cfg(feature = "cluster")]
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -468,7 +470,7 @@ mod imp {
         IncomingEncryptionMode, NodeEventSubscription, NodeServer, NodeServerMessage,
     };
 
-    use super::{ClusterConfig, ClusterError, Membership, Peers, Served, gateway};
+    use super::{ClusterConfig, ClusterError, Membership, Peers, Served, gateway, relay};
 
     /// The first re-dial of a seed that is not connected, doubled on every failure.
     const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -543,9 +545,14 @@ mod imp {
         // The gateway first, so that the first session already syncs its process groups.
         let system = served.system.clone();
         let memory = served.memory.clone();
-        let gateway = gateway::start(name, served).await.map_err(|e| err(&e))?;
+        let relay = std::sync::Arc::new(relay::Relay::new(name));
+        let gateway = gateway::start(name, served, relay.clone())
+            .await
+            .map_err(|e| err(&e))?;
         let route = std::sync::Arc::new(gateway::Route::new(name, config.tags.clone()));
         system.set_remote(route.clone());
+        system.events().set_relay(relay.clone());
+        tokio::spawn(rewatch(system.clone(), relay, gateway.clone()));
         if let Some(memory) = memory {
             memory.set_remote(route);
         }
@@ -582,6 +589,29 @@ mod imp {
             gateway: std::sync::Mutex::new(Some(gateway)),
             dialer: std::sync::Mutex::new(Some(dialer)),
         })
+    }
+
+    /// Tells the peers again which agents this node's subscribers listen to, and drops the
+    /// peers' lapsed interest, every [`relay::WATCH_REFRESH`] until the gateway stops.
+    async fn rewatch(
+        system: aios_actors::agent::AgentSystem,
+        relay: std::sync::Arc<relay::Relay>,
+        gateway: ActorRef<gateway::GatewayMsg>,
+    ) {
+        use aios_actors::agent::EventRelay as _;
+        loop {
+            tokio::time::sleep(relay::WATCH_REFRESH).await;
+            if matches!(
+                gateway.get_status(),
+                ractor::ActorStatus::Stopping | ractor::ActorStatus::Stopped
+            ) {
+                return;
+            }
+            for agent in system.events().watched() {
+                relay.watch(&agent);
+            }
+            relay.prune();
+        }
     }
 
     /// Dials every seed this node has no session with, with a per-seed backoff, forever.
