@@ -299,10 +299,12 @@ impl Runtime {
                     return Err(e);
                 }
             };
-        // Other nodes write the same store: follow their agent definitions and cost totals.
+        // Other nodes write the same store: follow their agent definitions, cost totals and
+        // MCP servers.
         let refresher = (config.store.backend == StoreBackend::Postgres).then(|| {
             let registry = agent_system.registry().clone();
             let costs = costs.clone();
+            let tools = tool_service.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(REGISTRY_REFRESH_EVERY);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -315,6 +317,11 @@ impl Runtime {
                     }
                     if let Err(error) = costs.refresh().await {
                         tracing::warn!(%error, "other nodes' cost totals not read");
+                    }
+                    match tools.sync_mcp_servers().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(changed = n, "MCP servers followed"),
+                        Err(error) => tracing::warn!(%error, "MCP servers not followed"),
                     }
                 }
             })

@@ -433,3 +433,91 @@ async fn a_webhook_subscribed_on_one_node_gets_events_of_another_once() {
     drop((a, b));
     store.drop_tables().await.unwrap();
 }
+
+/// The MCP server `name` as `node` lists it, when it does.
+async fn mcp_server(node: &Aiosd, name: &str) -> Option<Value> {
+    let (s, v) = node.get("/v1/mcp-servers").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_server_added_or_removed_on_one_node_is_followed_by_the_others() {
+    // The test server is the `aios` package's binary, built by `cargo test --workspace`.
+    let server = env!("CARGO_BIN_EXE_aiosd").replace("aiosd", "aios-mcp-test-server");
+    if !std::path::Path::new(&server).exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but {server} is not built"
+        );
+        eprintln!(
+            "\n!!! SKIPPED the MCP test: {server} is not built (cargo test --workspace builds it)\n"
+        );
+        return;
+    }
+    let Some((ns, store)) = namespace("mcp").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let llm = fake.base_url();
+    let pg = pg_url();
+    let a = node("a", &ns, &llm, &pg);
+    let b = node("b", &ns, &llm, &pg);
+    let (s, v) = a
+        .post(
+            "/v1/mcp-servers",
+            json!({"name": "t", "transport": {"kind": "stdio", "command": server}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let on_a = mcp_server(&a, "t").await.expect("listed on a");
+
+    // b connects the server itself (its own child process) and has its tools.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let on_b = loop {
+        if let Some(m) = mcp_server(&b, "t").await
+            && m["connected"] == true
+        {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "b never connected the server");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_ne!(on_b["pid"], on_a["pid"], "b runs its own: {on_b} {on_a}");
+    let pid_b = on_b["pid"].as_u64().expect("a pid");
+    let (s, v) = b.get("/v1/tools").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v.to_string().contains("t__echo"), "{v}");
+
+    // Removed on a: b disconnects (its child ends) and drops the tools.
+    let (s, v) = a
+        .send(reqwest::Method::DELETE, "/v1/mcp-servers/t", Value::Null)
+        .await;
+    assert!(s.is_success(), "{s}: {v}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mcp_server(&b, "t").await.is_some() {
+        assert!(Instant::now() < deadline, "b never let the server go");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, v) = b.get("/v1/tools").await;
+    assert!(!v.to_string().contains("t__echo"), "{v}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::path::Path::new(&format!("/proc/{pid_b}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid_b}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "b's server process {pid_b} lives on"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop((a, b));
+    store.drop_tables().await.unwrap();
+}

@@ -569,3 +569,91 @@ async fn the_interface_reconnects_after_the_daemon_restarts_and_fits_a_narrow_wi
     b.find("aios-page-settings select[name=theme]").await;
     finish(b, d).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_made_in_the_interface_fires_and_is_paused_there() {
+    let Some(b) = browser("schedules").await else {
+        return;
+    };
+    let (_dir, d, base, admin) = start().await;
+    for (name, role, cap) in [
+        ("planner", "planner", "plan"),
+        ("researcher", "researcher", "research"),
+        ("writer", "executor", "write"),
+    ] {
+        api(
+            &base,
+            &admin,
+            reqwest::Method::POST,
+            "/v1/agents",
+            Some(json!({"name": name, "role": role, "model": "scripted/demo",
+                "system_prompt": "You help.", "capabilities": [{"name": cap}]})),
+        )
+        .await;
+    }
+    b.sign_in(&base, &admin).await;
+    b.go("#/schedules").await;
+    b.fill("aios-page-schedules input[name=name]", "ui-every")
+        .await;
+    b.fill("aios-page-schedules input[name=cron]", "* * * * * *")
+        .await;
+    b.fill(
+        "aios-page-schedules textarea[name=task]",
+        "Report from the interface",
+    )
+    .await;
+    b.fill("aios-page-schedules input[name=planner]", "planner")
+        .await;
+    b.shot("new-schedule").await;
+    b.click_button("aios-page-schedules form", "Create").await;
+    let row = "aios-page-schedules tr[data-schedule-name=\"ui-every\"]";
+    b.wait_text(row, "cron * * * * * * (UTC)").await;
+
+    // It fires every second: once the API counts two firings, the page shows them.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let list = api(&base, &admin, reqwest::Method::GET, "/v1/schedules", None).await;
+        if list["items"][0]["fired"].as_u64().unwrap_or(0) >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "it never fired twice: {list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.click_button("aios-page-schedules section", "Refresh")
+        .await;
+    let fired = b
+        .find(&format!("{row} td[data-label=\"Fired\"]"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(fired.trim().parse::<u64>().unwrap_or(0) >= 2, "{fired}");
+
+    // Paused from its row.
+    b.click_button(row, "Pause").await;
+    b.wait_text(row, "paused").await;
+    let list = api(&base, &admin, reqwest::Method::GET, "/v1/schedules", None).await;
+    assert_eq!(list["items"][0]["paused"], true, "{list}");
+    b.shot("schedules").await;
+
+    // Its last run opens on the Runs page.
+    b.click(&format!("{row} td[data-label=\"Last run\"] a"))
+        .await;
+    b.wait_text("aios-page-runs", "Report from the interface")
+        .await;
+
+    // Deleted, after a confirmation.
+    b.go("#/schedules").await;
+    b.click_button(row, "Delete").await;
+    b.click_button("dialog", "Confirm").await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let list = api(&base, &admin, reqwest::Method::GET, "/v1/schedules", None).await;
+        if list["items"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never deleted: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    finish(b, d).await;
+}

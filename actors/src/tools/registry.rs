@@ -398,6 +398,21 @@ impl ToolRegistry {
         Ok(())
     }
 
+    /// Forgets one version on this node only, without checks and without touching the
+    /// store (another node of a shared store removed it).
+    pub fn forget_here(&self, name: &str, version: &Version) {
+        let mut state = self.write_state();
+        if let Some(vs) = state.tools.get_mut(name) {
+            vs.remove(version);
+            if vs.is_empty() {
+                state.tools.remove(name);
+            }
+        }
+        if state.pins.get(name) == Some(version) {
+            state.pins.remove(name);
+        }
+    }
+
     /// Removes one version, unless an installed tool or one of `agent_needs` (agent name and
     /// requirement) would be left without a version that satisfies it.
     ///

@@ -285,6 +285,9 @@ const GRANTS_KEY: &str = "toolgrants";
 const USAGE_PREFIX: &str = "toolusage/";
 /// MCP server records: `mcpsrv/<name>`.
 const MCP_PREFIX: &str = "mcpsrv/";
+/// How long a node on a shared store waits before it tries again to connect an MCP server
+/// another node added, after it failed.
+pub const MCP_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// How often changed usage counts are written.
 pub const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 /// Persisted grants at most.
@@ -364,6 +367,9 @@ struct Inner {
     mcp: tokio::sync::Mutex<BTreeMap<String, McpEntry>>,
     /// A read-only view for status, updated with `mcp`.
     mcp_view: Mutex<BTreeMap<String, McpView>>,
+    /// MCP servers another node added that failed to connect here, and when (tried again
+    /// after [`MCP_RETRY_AFTER`]). At most [`MCP_SERVERS_MAX`]: keyed by persisted names.
+    mcp_failed: DashMap<String, Instant>,
     denials: Mutex<std::collections::VecDeque<Denial>>,
     /// Each denial as it happens, for the daemon's audit log.
     denied: tokio::sync::broadcast::Sender<Denial>,
@@ -454,6 +460,7 @@ impl ToolService {
                 agent_needs: Mutex::new(None),
                 mcp: tokio::sync::Mutex::new(BTreeMap::new()),
                 mcp_view: Mutex::new(BTreeMap::new()),
+                mcp_failed: DashMap::new(),
                 denials: Mutex::new(std::collections::VecDeque::new()),
                 denied: tokio::sync::broadcast::channel(DENIALS_BROADCAST_LEN).0,
                 usage,
@@ -730,6 +737,97 @@ impl ToolService {
     /// # Errors
     /// Store failures reading the records.
     pub async fn restore_mcp_servers(&self) -> Result<Vec<(String, String)>, ToolRegistryError> {
+        self.restore_where(|_| true).await
+    }
+
+    /// On a store other nodes share (called every few seconds): connects here the MCP
+    /// servers another node added, and disconnects here those another node removed (their
+    /// records and tool manifests were that node's to delete). A server that fails to connect
+    /// is tried again after [`MCP_RETRY_AFTER`]. Returns how many servers changed.
+    ///
+    /// # Errors
+    /// Store failures reading the records.
+    pub async fn sync_mcp_servers(&self) -> Result<usize, ToolRegistryError> {
+        let keys = self
+            .inner
+            .registry
+            .records()
+            .keys(MCP_PREFIX, MCP_SERVERS_MAX)
+            .await
+            .map_err(store_err)?;
+        let names: std::collections::BTreeSet<String> = keys
+            .iter()
+            .map(|k| k.trim_start_matches(MCP_PREFIX).to_string())
+            .collect();
+        let mut changed = 0;
+        let added = {
+            let mut servers = self.inner.mcp.lock().await;
+            let gone: Vec<String> = servers
+                .keys()
+                .filter(|n| !names.contains(*n))
+                .cloned()
+                .collect();
+            for name in gone {
+                if let Some(entry) = servers.remove(&name) {
+                    tracing::info!(mcp_server = %name, "MCP server removed on another node: disconnected here");
+                    self.disconnect_here(&entry).await;
+                    changed += 1;
+                }
+            }
+            lock(&self.inner.mcp_view).retain(|n, _| names.contains(n));
+            self.inner.mcp_failed.retain(|n, _| names.contains(n));
+            names.iter().any(|n| !servers.contains_key(n))
+        };
+        if added {
+            let failed = &self.inner.mcp_failed;
+            let before = self.inner.mcp.lock().await.len();
+            let failures = self
+                .restore_where(|name| {
+                    failed
+                        .get(name)
+                        .is_none_or(|at| at.elapsed() >= MCP_RETRY_AFTER)
+                })
+                .await?;
+            let now = Instant::now();
+            for (name, error) in failures {
+                tracing::warn!(mcp_server = %name, %error, "MCP server added on another node not connected here");
+                failed.insert(name, now);
+            }
+            let after = self.inner.mcp.lock().await;
+            for name in after.keys() {
+                failed.remove(name);
+            }
+            changed += after.len().saturating_sub(before);
+        }
+        Ok(changed)
+    }
+
+    /// Stops this node's connection to an MCP server and forgets its tools here, leaving
+    /// the records alone.
+    async fn disconnect_here(&self, entry: &McpEntry) {
+        for id in &entry.tools {
+            let tool = id.split('@').next().unwrap_or_default();
+            self.inner.registry.forget_here(tool, &entry.version);
+            self.inner.impls.remove(id);
+            if let Some((_, installed)) = self.inner.installed.remove(id) {
+                self.stop_hosts(id, installed.hosts.len()).await;
+            }
+        }
+        if let Err(e) = self
+            .inner
+            .supervisor
+            .remove_child(&format!("mcp:{}", entry.config.name))
+            .await
+        {
+            tracing::warn!(mcp_server = %entry.config.name, error = %e, "stopping an MCP connection");
+        }
+    }
+
+    /// Connects the persisted MCP servers not connected here for which `wanted(name)`.
+    async fn restore_where(
+        &self,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Vec<(String, String)>, ToolRegistryError> {
         let records = self.inner.registry.records();
         let keys = records
             .keys(MCP_PREFIX, MCP_SERVERS_MAX)
@@ -739,7 +837,7 @@ impl ToolService {
         let mut servers = self.inner.mcp.lock().await;
         for key in keys {
             let name = key.trim_start_matches(MCP_PREFIX).to_string();
-            if servers.contains_key(&name) {
+            if servers.contains_key(&name) || !wanted(&name) {
                 continue;
             }
             let restored = async {

@@ -10,6 +10,7 @@ import "./pages/tree.js";
 import "./pages/agents.js";
 import "./pages/chat.js";
 import "./pages/runs.js";
+import "./pages/schedules.js";
 import "./pages/sessions.js";
 import "./pages/tools.js";
 import "./pages/memory.js";
@@ -33,6 +34,7 @@ const VIEWS = [
   { name: "agents", label: "Agents", role: "viewer" },
   { name: "chat", label: "Chat", role: "viewer" },
   { name: "runs", label: "Runs", role: "viewer" },
+  { name: "schedules", label: "Schedules", role: "viewer" },
   { name: "sessions", label: "Sessions", role: "viewer" },
   { name: "tools", label: "Tools", role: "viewer" },
   { name: "memory", label: "Memory", role: "viewer" },
