@@ -657,3 +657,63 @@ async fn a_schedule_made_in_the_interface_fires_and_is_paused_there() {
     }
     finish(b, d).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_s_busy_policy_is_set_in_its_form_and_its_history_is_shown() {
+    let Some(b) = browser("agent-history").await else {
+        return;
+    };
+    let (_dir, d, base, admin) = start().await;
+    b.sign_in(&base, &admin).await;
+    b.go("#/agents").await;
+    b.click_button("aios-page-agents", "New agent").await;
+    b.fill("dialog input[name=name]", "keeper").await;
+    b.fill("dialog [name=system_prompt]", "You keep notes.")
+        .await;
+    b.click("dialog details.advanced summary").await;
+    b.find("dialog select[name=on_busy_policy]")
+        .await
+        .select_by_value("reject")
+        .await
+        .expect("policy");
+    b.shot("busy-policy").await;
+    b.click_button("dialog", "Create").await;
+    b.find("[data-agent=\"keeper\"]").await;
+    let def = api(
+        &base,
+        &admin,
+        reqwest::Method::GET,
+        "/v1/agents/keeper",
+        None,
+    )
+    .await;
+    assert_eq!(def["on_busy"]["policy"], "reject", "{def}");
+
+    // Two tasks, then the agent's page lists both with their answers, oldest first.
+    for text in ["first note: buy milk", "second note: call Ann"] {
+        api(
+            &base,
+            &admin,
+            reqwest::Method::POST,
+            "/v1/agents/keeper/messages",
+            Some(json!({"content": text})),
+        )
+        .await;
+    }
+    b.go("#/agents/keeper").await;
+    b.wait_text("aios-page-agents", "refuse it (reject)").await;
+    let history = b
+        .wait_text("aios-page-agents .agent-history", "second note: call Ann")
+        .await;
+    assert!(history.contains("first note: buy milk"), "{history}");
+    assert!(history.contains("[scripted]"), "{history}");
+    let first = b
+        .find("aios-page-agents .agent-history tr[data-seq=\"0\"]")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(first.contains("first note"), "{first}");
+    b.shot("history").await;
+    finish(b, d).await;
+}

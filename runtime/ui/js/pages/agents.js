@@ -17,6 +17,7 @@ import {
   badge,
   pageHeader,
   fmtNum,
+  fmtTime,
 } from "../ui.js";
 
 /** The built-in roles (anything else is a custom role). */
@@ -84,6 +85,21 @@ export async function fetchInstances(app) {
 }
 
 /** A supervision status (`{Running: {generation}}`, "Restarting", "Stopped") as a badge. */
+/** The busy-message policies (`on_busy.policy`), as the form offers them. */
+const BUSY_POLICIES = [
+  ["enqueue", "wait its turn (enqueue)"],
+  ["reject", "refuse it (reject)"],
+  ["interrupt", "stop the current task, keep its work (interrupt)"],
+  ["rollback", "stop the current task, undo its work (rollback)"],
+];
+
+/** An agent's `on_busy`, in words. */
+function busyText(onBusy) {
+  const policy = onBusy?.policy ?? "enqueue";
+  const label = BUSY_POLICIES.find(([v]) => v === policy)?.[1] ?? policy;
+  return policy === "enqueue" ? `${label}, at most ${onBusy?.queue_max ?? 16} waiting` : label;
+}
+
 function instanceBadge(status) {
   if (status && typeof status === "object" && status.Running) return badge("running", "ok");
   if (status === "Restarting") return badge("restarting", "warn");
@@ -193,6 +209,13 @@ async function openAgentForm({ def = null, models = [], onSaved }) {
   const maxTokens = h("input", { name: "max_tokens", type: "number", min: "1", step: "1", value: limits.max_tokens ?? 200000 });
   const maxCost = h("input", { name: "max_cost_usd", type: "number", min: "0", step: "any", value: limits.max_cost_usd ?? "" });
   const temperature = h("input", { name: "temperature", type: "number", min: "0", max: "2", step: "0.1", value: def?.temperature ?? "" });
+  const onBusy = def?.on_busy ?? {};
+  const busyPolicy = h(
+    "select",
+    { name: "on_busy_policy" },
+    BUSY_POLICIES.map(([value, label]) => h("option", { value, selected: (onBusy.policy ?? "enqueue") === value }, label)),
+  );
+  const queueMax = h("input", { name: "on_busy_queue_max", type: "number", min: "1", max: "1024", step: "1", value: onBusy.queue_max ?? 16 });
 
   const status = h("div", { class: "form-status", "aria-live": "assertive" });
   const submit = h("button", { type: "submit" }, editing ? "Save" : "Create");
@@ -208,8 +231,11 @@ async function openAgentForm({ def = null, models = [], onSaved }) {
     field("Capabilities", caps, "One per line: name, then optional key=value parameters (translate languages=en,de cost_class=low). Runs assign plan steps by capability; planners need plan."),
     h(
       "details",
-      { class: "advanced", open: editing && (def.memory_namespace || def.temperature != null || limits.max_cost_usd != null) ? true : false },
-      h("summary", {}, "Memory, limits and sampling"),
+      {
+        class: "advanced",
+        open: editing && (def.memory_namespace || def.temperature != null || limits.max_cost_usd != null || (onBusy.policy ?? "enqueue") !== "enqueue") ? true : false,
+      },
+      h("summary", {}, "Memory, limits, sampling and busy messages"),
       field("Memory namespace", memory, "The namespace its retrieval reads (optional)."),
       h(
         "div",
@@ -218,6 +244,12 @@ async function openAgentForm({ def = null, models = [], onSaved }) {
         field("Max tokens", maxTokens, "Per task."),
         field("Max cost (USD)", maxCost, "Per task; empty: unlimited."),
         field("Temperature", temperature, "0–2; empty: the model's default."),
+      ),
+      h(
+        "div",
+        { class: "form-row" },
+        field("A message while it works", busyPolicy, "What happens to a message that arrives while a task runs."),
+        field("Waiting at most", queueMax, "Messages queued behind the running one, 1–1024; one more is refused."),
       ),
     ),
     status,
@@ -252,6 +284,10 @@ async function openAgentForm({ def = null, models = [], onSaved }) {
           max_cost_usd: maxCostN ?? null,
         },
         temperature: tempN ?? null,
+        on_busy: {
+          policy: busyPolicy.value,
+          queue_max: numberOf(queueMax.value, "Waiting at most", { integer: true }) ?? 16,
+        },
       };
     } catch (err) {
       replace(status, errorBox(err));
@@ -455,6 +491,7 @@ class AgentsPage extends AiosPage {
             ["Max tokens", fmtNum(limits.max_tokens)],
             ["Max cost", limits.max_cost_usd != null ? `$${limits.max_cost_usd}` : "unlimited"],
             ["Temperature", def.temperature != null ? String(def.temperature) : "model default"],
+            ["A message while it works", busyText(def.on_busy)],
           ]),
         ),
         h(
@@ -489,6 +526,73 @@ class AgentsPage extends AiosPage {
         ),
       ),
       h("section", { class: "card", "aria-labelledby": "agent-prompt" }, h("h2", { id: "agent-prompt" }, "System prompt"), def.system_prompt ? h("pre", {}, def.system_prompt) : h("p", { class: "empty" }, "No system prompt.")),
+      this.historySection(list),
+    );
+  }
+
+  /**
+   * The transcript of one conversation, oldest first: every task's input, answer or error,
+   * steps, tool calls and cost (complete, also where the model was sent a summary).
+   */
+  historySection(instances) {
+    const keys = [...new Set(["main", ...instances.map((i) => i.key)])];
+    const conversation = h("input", { name: "history_session", value: "main", list: "agent-history-keys", autocomplete: "off", spellcheck: "false" });
+    const box = h("div", { class: "agent-history", "aria-live": "polite" });
+    const more = h("button", { type: "button", class: "secondary", hidden: true }, "More");
+    let next = 0;
+    let rows = [];
+    const show = () =>
+      replace(
+        box,
+        table(
+          [
+            { label: "#", class: "num", value: (e) => String(e.seq) },
+            { label: "Time", value: (e) => fmtTime(e.at_ms) },
+            { label: "Message", value: (e) => h("span", { class: "history-text" }, e.input) },
+            {
+              label: "Answer",
+              value: (e) => (e.error != null ? h("span", { class: "badge bad" }, e.error) : h("span", { class: "history-text" }, e.output ?? "")),
+            },
+            { label: "Steps", class: "num", value: (e) => fmtNum(e.steps) },
+            { label: "Tool calls", class: "num", value: (e) => fmtNum(e.tool_calls) },
+            { label: "Cost", class: "num", value: (e) => `$${((e.cost_nanos ?? 0) / 1e9).toFixed(6)}` },
+          ],
+          rows,
+          { empty: "No task in this conversation yet.", rowAttrs: (e) => ({ "data-seq": String(e.seq) }) },
+        ),
+      );
+    const load = async (fresh) => {
+      if (fresh) {
+        next = 0;
+        rows = [];
+      }
+      const session = conversation.value.trim() || "main";
+      try {
+        const r = await get(`/v1/agents/${seg(this.def.name)}/history?session=${seg(session)}&from=${next}&limit=50`);
+        rows = rows.concat(r.items ?? []);
+        next = r.next ?? null;
+        more.hidden = next === null;
+        show();
+      } catch (e) {
+        replace(box, errorBox(e));
+      }
+    };
+    more.addEventListener("click", () => load(false));
+    conversation.addEventListener("change", () => load(true));
+    load(true);
+    return h(
+      "section",
+      { class: "card", "aria-labelledby": "agent-history" },
+      h("h2", { id: "agent-history" }, "History"),
+      h(
+        "div",
+        { class: "row" },
+        field("Conversation", conversation, "main, or a session's name"),
+        h("datalist", { id: "agent-history-keys" }, keys.map((k) => h("option", { value: k }))),
+        h("button", { type: "button", class: "secondary", onclick: () => load(true) }, "Reload"),
+      ),
+      box,
+      more,
     );
   }
 
