@@ -175,7 +175,7 @@ impl MemoryStore {
         &self,
         info: &NamespaceInfo,
     ) -> Result<(), MemoryError> {
-        let prefix = format!("mem/{}/", info.name);
+        let prefix = super::shard::items_prefix(&info.name);
         let current = generation_prefix(&info.name, info.generation);
         let mut after: Option<String> = None;
         loop {

@@ -643,11 +643,17 @@ impl MemoryStore {
             )));
         }
         self.inner.served_by.remove(&info.name);
+        // The items are written under the lease too: once another node took the namespace
+        // over, the store refuses this node's item writes (the shards' check of the lease's
+        // local deadline stops them first).
+        let items = shard::items_prefix(&info.name);
+        snapshots.fence_prefix(&items, Some(&lease));
         let started = self.start_shards(&info).await;
-        if started.is_err()
-            && let Err(e) = snapshots.release(&lease).await
-        {
-            tracing::warn!(namespace = %info.name, error = %e, "releasing a namespace's lease");
+        if started.is_err() {
+            snapshots.fence_prefix(&items, None);
+            if let Err(e) = snapshots.release(&lease).await {
+                tracing::warn!(namespace = %info.name, error = %e, "releasing a namespace's lease");
+            }
         }
         started
     }

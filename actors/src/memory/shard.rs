@@ -32,9 +32,14 @@ pub struct MemoryItem {
     pub meta: MemoryMeta,
 }
 
+/// The record key prefix of a namespace's items, every generation: `mem/<ns>/`.
+pub(crate) fn items_prefix(ns: &str) -> String {
+    format!("mem/{ns}/")
+}
+
 /// The record key prefix of a namespace's generation: `mem/<ns>/<generation>/`.
 pub(crate) fn generation_prefix(ns: &str, generation: u32) -> String {
-    format!("mem/{ns}/{generation:06}/")
+    format!("{}{generation:06}/", items_prefix(ns))
 }
 
 /// The record key prefix of shard `shard` of the namespace's current generation.

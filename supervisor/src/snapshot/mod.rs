@@ -352,6 +352,12 @@ impl Snapshots {
         self.store.check_lease(key).map_err(store_error(key))
     }
 
+    /// Puts the keys under `prefix` under the lease on `lease`, or no longer (see
+    /// [`SnapshotStore::fence_prefix`]).
+    pub fn fence_prefix(&self, prefix: &str, lease: Option<&str>) {
+        self.store.fence_prefix(prefix, lease);
+    }
+
     /// Takes this node's lease on `key` (see [`SnapshotStore::acquire`]).
     ///
     /// # Errors

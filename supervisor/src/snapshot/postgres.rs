@@ -198,6 +198,8 @@ struct Leases {
     trusted_for: Duration,
     /// Key → the lease this process was granted (still held, or found lost).
     held: DashMap<String, Held>,
+    /// Key prefix → the lease its keys are written under ([`SnapshotStore::fence_prefix`]).
+    fences: DashMap<String, String>,
     /// The last background check's failure, if it failed (cleared by the next success).
     unhealthy: std::sync::Mutex<Option<String>>,
 }
@@ -302,6 +304,7 @@ impl PostgresStore {
                 ttl_secs: options.lease_ttl.as_secs_f64(),
                 trusted_for: options.lease_ttl.mul_f64(0.9),
                 held: DashMap::new(),
+                fences: DashMap::new(),
                 unhealthy: std::sync::Mutex::new(None),
             }),
         };
@@ -473,26 +476,26 @@ impl SnapshotStore for PostgresStore {
         value: Vec<u8>,
         _durability: Durability,
     ) -> Result<(), StoreError> {
-        if let Some(held) = self.leases.held.get(key).map(|h| *h) {
+        if let Some((lease, held)) = self.lease_for(key)? {
             // A leased key: the write applies only under this process's current lease.
             let written = self
                 .client()
                 .await?
                 .execute(
                     &format!(
-                        "WITH l AS (SELECT 1 FROM {l} WHERE key = $1 AND holder = $3
+                        "WITH l AS (SELECT 1 FROM {l} WHERE key = $5 AND holder = $3
                              AND epoch = $4 AND expires_at > now() FOR SHARE)
                          INSERT INTO {s} (key, value) SELECT $1, $2 FROM l
                          ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
                         l = self.leases.table,
                         s = self.snapshots
                     ),
-                    &[&key, &value, &self.leases.holder, &held.epoch],
+                    &[&key, &value, &self.leases.holder, &held.epoch, &lease],
                 )
                 .await
                 .map_err(io)?;
             return match written {
-                0 => Err(self.fenced(key, held)),
+                0 => Err(self.fenced(&lease, key, held)),
                 _ => Ok(()),
             };
         }
@@ -512,26 +515,26 @@ impl SnapshotStore for PostgresStore {
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
-        if let Some(held) = self.leases.held.get(key).map(|h| *h) {
+        if let Some((lease, held)) = self.lease_for(key)? {
             let owned: i64 = self
                 .client()
                 .await?
                 .query_one(
                     &format!(
-                        "WITH l AS (SELECT 1 FROM {l} WHERE key = $1 AND holder = $2
+                        "WITH l AS (SELECT 1 FROM {l} WHERE key = $4 AND holder = $2
                              AND epoch = $3 AND expires_at > now() FOR SHARE),
                          d AS (DELETE FROM {s} WHERE key = $1 AND EXISTS (SELECT 1 FROM l))
                          SELECT count(*) FROM l",
                         l = self.leases.table,
                         s = self.snapshots
                     ),
-                    &[&key, &self.leases.holder, &held.epoch],
+                    &[&key, &self.leases.holder, &held.epoch, &lease],
                 )
                 .await
                 .map_err(io)?
                 .get(0);
             return match owned {
-                0 => Err(self.fenced(key, held)),
+                0 => Err(self.fenced(&lease, key, held)),
                 _ => Ok(()),
             };
         }
@@ -659,6 +662,19 @@ impl SnapshotStore for PostgresStore {
         }
     }
 
+    fn fence_prefix(&self, prefix: &str, lease: Option<&str>) {
+        match lease {
+            Some(lease) => {
+                self.leases
+                    .fences
+                    .insert(prefix.to_owned(), lease.to_owned());
+            }
+            None => {
+                self.leases.fences.remove(prefix);
+            }
+        }
+    }
+
     fn check_lease(&self, key: &str) -> Result<(), StoreError> {
         match self.leases.held.get(key).map(|h| *h) {
             Some(held) if held.lost || Instant::now() >= held.valid_until => {
@@ -752,8 +768,9 @@ impl SnapshotStore for PostgresStore {
 }
 
 impl PostgresStore {
-    fn fenced(&self, key: &str, held: Held) -> StoreError {
-        if let Some(mut h) = self.leases.held.get_mut(key)
+    /// A refused write of `key` under the lease on `lease`: that lease is lost.
+    fn fenced(&self, lease: &str, key: &str, held: Held) -> StoreError {
+        if let Some(mut h) = self.leases.held.get_mut(lease)
             && h.epoch == held.epoch
         {
             h.lost = true;
@@ -761,6 +778,34 @@ impl PostgresStore {
         StoreError::Fenced {
             key: key.to_owned(),
             epoch: epoch_u64(held.epoch),
+        }
+    }
+}
+
+impl PostgresStore {
+    /// The lease a write of `key` goes under, and this process's grant of it: `key`'s own,
+    /// or that of the longest fenced prefix of `key` that ends in `/`. A key under a fenced
+    /// prefix whose lease this process no longer holds (released) is refused.
+    fn lease_for(&self, key: &str) -> Result<Option<(String, Held)>, StoreError> {
+        if let Some(h) = self.leases.held.get(key) {
+            return Ok(Some((key.to_owned(), *h)));
+        }
+        if self.leases.fences.is_empty() {
+            return Ok(None);
+        }
+        let fence = key
+            .match_indices('/')
+            .rev()
+            .find_map(|(i, _)| self.leases.fences.get(&key[..=i]).map(|l| l.clone()));
+        let Some(lease) = fence else {
+            return Ok(None);
+        };
+        match self.leases.held.get(&lease).map(|h| *h) {
+            Some(h) => Ok(Some((lease, h))),
+            None => Err(StoreError::Fenced {
+                key: key.to_owned(),
+                epoch: 0,
+            }),
         }
     }
 }

@@ -124,6 +124,16 @@ pub trait SnapshotStore: Send + Sync + 'static {
         let _ = key;
         Ok(())
     }
+    /// Puts the keys that start with `prefix` (which ends in `/`) under the lease on `lease`,
+    /// or no longer (`None`): while this process holds that lease, their writes and removals
+    /// apply only under it, as writes to `lease` itself do, and once another process took it
+    /// they are refused by the store ([`StoreError::Fenced`]); after this process released
+    /// it, at once. For records that one owner writes and that are not the lease's own key
+    /// (a memory namespace's items). The default, for a store only this process opens,
+    /// ignores it.
+    fn fence_prefix(&self, prefix: &str, lease: Option<&str>) {
+        let _ = (prefix, lease);
+    }
     /// Takes the lease on `key` for this node before the actor that owns the key starts, so
     /// that it is active on at most one node; every later write to `key` from this node is
     /// fenced by the lease's epoch. Taking a lease this node already holds starts a new epoch.

@@ -298,6 +298,64 @@ async fn a_node_past_its_lease_is_fenced_and_its_actor_moves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_under_a_fenced_prefix_are_written_only_under_its_lease() {
+    let Some(pg) = store("prefix").await else {
+        return;
+    };
+    let put = |s: &PostgresStore, key: &'static str| {
+        let s = s.clone();
+        async move { s.put(key, b"v".to_vec(), Durability::Durable).await }
+    };
+    // Node a serves "n" (it stops renewing, as a paused process would); its items are
+    // written under that lease, other keys are not.
+    let a = node(&pg, "a", false).await;
+    let b = node(&pg, "b", true).await;
+    a.acquire("serve/n").await.unwrap();
+    a.fence_prefix("items/n/", Some("serve/n"));
+    put(&a, "items/n/0/1").await.unwrap();
+    put(&a, "items/other").await.unwrap();
+    put(&a, "items/nn/1").await.unwrap();
+
+    // b takes "n" over: a's item writes and removals are refused by the database.
+    take_over(&b, "serve/n").await;
+    b.fence_prefix("items/n/", Some("serve/n"));
+    let e = put(&a, "items/n/0/2").await.unwrap_err();
+    assert_eq!(
+        e,
+        StoreError::Fenced {
+            key: "items/n/0/2".into(),
+            epoch: 1
+        }
+    );
+    assert!(matches!(
+        a.remove("items/n/0/1").await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert!(matches!(
+        a.check_lease("serve/n"),
+        Err(StoreError::Fenced { .. })
+    ));
+    assert_eq!(pg.get("items/n/0/2").await.unwrap(), None);
+    assert!(
+        pg.get("items/n/0/1").await.unwrap().is_some(),
+        "a's earlier write stands"
+    );
+    put(&a, "items/other").await.unwrap();
+    put(&b, "items/n/0/2").await.unwrap();
+    b.remove("items/n/0/1").await.unwrap();
+
+    // Released, the prefix refuses writes until it is unfenced.
+    b.release("serve/n").await.unwrap();
+    assert!(matches!(
+        put(&b, "items/n/0/3").await,
+        Err(StoreError::Fenced { epoch: 0, .. })
+    ));
+    b.fence_prefix("items/n/", None);
+    put(&b, "items/n/0/3").await.unwrap();
+    pg.drop_tables().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_reports_a_lease_taken_over() {
     let Some(pg) = store("renew").await else {
         return;
