@@ -52,6 +52,15 @@ impl Node {
         Self::shared_tagged(name, seeds, ns, llm, &[])
     }
 
+    /// Nodes `a` and `b` of the cluster on the shared store, each reaching the other.
+    async fn shared_pair(ns: &str, llm: &str) -> (Node, Node) {
+        let a = Node::shared("a", &[], ns, llm);
+        let b = Node::shared("b", &[&a.cluster_addr], ns, llm);
+        a.await_reachable("b").await;
+        b.await_reachable("a").await;
+        (a, b)
+    }
+
     /// As [`Node::shared`], with cluster tags.
     fn shared_tagged(name: &str, seeds: &[&str], ns: &str, llm: &str, tags: &[&str]) -> Node {
         let tags: Vec<String> = tags.iter().map(|t| format!("{t:?}")).collect();
@@ -508,10 +517,7 @@ async fn an_agent_on_one_node_recalls_memory_a_namespace_on_another_node_serves(
     };
     let fake = FakeLlm::start(FakeConfig::default()).await;
     let llm = fake.base_url();
-    let a = Node::shared("a", &[], &ns, &llm);
-    let b = Node::shared("b", &[&a.cluster_addr], &ns, &llm);
-    a.await_reachable("b").await;
-    b.await_reachable("a").await;
+    let (a, b) = Node::shared_pair(&ns, &llm).await;
     // a serves the namespace and holds the fact.
     let (s, v) = a
         .aiosd
@@ -587,6 +593,16 @@ async fn export_lines(node: &Node, ns: &str) -> Vec<Value> {
         .collect()
 }
 
+/// A search of the namespace `notes` through `node`.
+async fn search_notes(node: &Node, query: &str, k: usize) -> (StatusCode, Value) {
+    node.aiosd
+        .post(
+            "/v1/memory/namespaces/notes/search",
+            serde_json::json!({"query": query, "k": k}),
+        )
+        .await
+}
+
 /// The texts of a search's hits.
 fn hit_texts(v: &Value) -> Vec<String> {
     v["hits"]
@@ -604,10 +620,7 @@ async fn the_memory_api_of_every_node_reaches_the_node_that_serves_a_namespace()
     };
     let fake = FakeLlm::start(FakeConfig::default()).await;
     let llm = fake.base_url();
-    let a = Node::shared("a", &[], &ns, &llm);
-    let b = Node::shared("b", &[&a.cluster_addr], &ns, &llm);
-    a.await_reachable("b").await;
-    b.await_reachable("a").await;
+    let (a, b) = Node::shared_pair(&ns, &llm).await;
     let (s, v) = a
         .aiosd
         .post(
@@ -631,13 +644,7 @@ async fn the_memory_api_of_every_node_reaches_the_node_that_serves_a_namespace()
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["items"][0]["name"], "notes", "{v}");
     assert_eq!(v["items"][0]["shards"], 2, "{v}");
-    let (s, v) = b
-        .aiosd
-        .post(
-            "/v1/memory/namespaces/notes/search",
-            serde_json::json!({"query": "launch code", "k": 1}),
-        )
-        .await;
+    let (s, v) = search_notes(&b, "launch code", 1).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(hit_texts(&v), ["the launch code is 4411"]);
     let (s, v) = b
@@ -650,24 +657,12 @@ async fn the_memory_api_of_every_node_reaches_the_node_that_serves_a_namespace()
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let door = v["ids"][0].as_str().unwrap().to_string();
     // Written by a's shards: a finds it without asking anyone.
-    let (s, v) = a
-        .aiosd
-        .post(
-            "/v1/memory/namespaces/notes/search",
-            serde_json::json!({"query": "door code", "k": 1}),
-        )
-        .await;
+    let (s, v) = search_notes(&a, "door code", 1).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(hit_texts(&v), ["the door code is 7788"]);
     assert_eq!(v["hits"][0]["id"], door.as_str());
     // Typed errors come back as they are: a bad k is the caller's error, not a 5xx.
-    let (s, v) = b
-        .aiosd
-        .post(
-            "/v1/memory/namespaces/notes/search",
-            serde_json::json!({"query": "x", "k": 0}),
-        )
-        .await;
+    let (s, v) = search_notes(&b, "x", 0).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let (s, v) = b
         .aiosd
@@ -705,13 +700,7 @@ async fn the_memory_api_of_every_node_reaches_the_node_that_serves_a_namespace()
     a.aiosd.signal("-STOP");
     let deadline = Instant::now() + WAIT;
     let v = loop {
-        let (s, v) = b
-            .aiosd
-            .post(
-                "/v1/memory/namespaces/notes/search",
-                serde_json::json!({"query": "launch code", "k": 1}),
-            )
-            .await;
+        let (s, v) = search_notes(&b, "launch code", 1).await;
         if s == StatusCode::OK {
             break v;
         }
@@ -780,10 +769,7 @@ async fn a_subscriber_on_one_node_gets_the_events_of_an_agent_active_on_another(
     };
     let fake = FakeLlm::start(FakeConfig::default()).await;
     let llm = fake.base_url();
-    let a = Node::shared("a", &[], &ns, &llm);
-    let b = Node::shared("b", &[&a.cluster_addr], &ns, &llm);
-    a.await_reachable("b").await;
-    b.await_reachable("a").await;
+    let (a, b) = Node::shared_pair(&ns, &llm).await;
     define(&a.aiosd, "far").await;
     let (s, v) = a
         .aiosd

@@ -583,22 +583,7 @@ impl MemoryStore {
                 served_by: DashMap::new(),
             }),
         };
-        let keys = this
-            .inner
-            .records
-            .keys(NS_KEY_PREFIX, 100_000)
-            .await
-            .map_err(store_err)?;
-        for key in keys {
-            let Some(info) = this
-                .inner
-                .records
-                .get::<NamespaceInfo>(&key)
-                .await
-                .map_err(store_err)?
-            else {
-                continue;
-            };
+        for info in read_namespaces(&this.inner.records, |_| false).await? {
             this.delete_stale_generations(&info).await?;
             match this.start(info).await {
                 Ok(_) => {}
@@ -912,27 +897,8 @@ impl MemoryStore {
     /// Store failures.
     pub async fn namespaces_stored(&self) -> Result<Vec<NamespaceInfo>, MemoryError> {
         let mut all = self.namespaces();
-        let keys = self
-            .inner
-            .records
-            .keys(NS_KEY_PREFIX, 100_000)
-            .await
-            .map_err(store_err)?;
-        for key in keys {
-            let name = key.strip_prefix(NS_KEY_PREFIX).unwrap_or(&key);
-            if self.inner.namespaces.contains_key(name) {
-                continue;
-            }
-            if let Some(info) = self
-                .inner
-                .records
-                .get::<NamespaceInfo>(&key)
-                .await
-                .map_err(store_err)?
-            {
-                all.push(info);
-            }
-        }
+        let running = &self.inner.namespaces;
+        all.extend(read_namespaces(&self.inner.records, |name| running.contains_key(name)).await?);
         all.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(all)
     }
@@ -1432,6 +1398,31 @@ impl MemoryStore {
             .get(shard as usize)?
             .actor_cell()
     }
+}
+
+/// The namespaces recorded in the store (at most 100,000), but those `skip` names.
+async fn read_namespaces(
+    records: &Records,
+    skip: impl Fn(&str) -> bool,
+) -> Result<Vec<NamespaceInfo>, MemoryError> {
+    let mut out = Vec::new();
+    for key in records
+        .keys(NS_KEY_PREFIX, 100_000)
+        .await
+        .map_err(store_err)?
+    {
+        if skip(key.strip_prefix(NS_KEY_PREFIX).unwrap_or(&key)) {
+            continue;
+        }
+        if let Some(info) = records
+            .get::<NamespaceInfo>(&key)
+            .await
+            .map_err(store_err)?
+        {
+            out.push(info);
+        }
+    }
+    Ok(out)
 }
 
 /// A stable hash of an item's owner and text (FNV-1a).

@@ -481,16 +481,7 @@ impl ToolRegistry {
                 .await
                 .map_err(store_err)?;
         }
-        let mut state = self.write_state();
-        if let Some(vs) = state.tools.get_mut(name) {
-            vs.remove(version);
-            if vs.is_empty() {
-                state.tools.remove(name);
-            }
-        }
-        if state.pins.get(name) == Some(version) {
-            state.pins.remove(name);
-        }
+        self.forget_here(name, version);
         Ok(())
     }
 }

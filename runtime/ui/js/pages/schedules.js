@@ -13,6 +13,7 @@ import {
   table,
   toast,
   confirmDialog,
+  busy,
   errorBox,
   badge,
   fmtTime,
@@ -24,22 +25,6 @@ const AUTO_REFRESH_MS = 5000;
 
 function describe(err) {
   return err?.detail ?? err?.message ?? String(err);
-}
-
-/** A button's work: disabled meanwhile; a failure is toasted and returned as false. */
-async function working(button, fn) {
-  button.disabled = true;
-  button.setAttribute("aria-busy", "true");
-  try {
-    await fn();
-    return true;
-  } catch (e) {
-    toast(describe(e), "error");
-    return false;
-  } finally {
-    button.disabled = false;
-    button.removeAttribute("aria-busy");
-  }
 }
 
 /** When a schedule fires, in words. */
@@ -245,18 +230,20 @@ class SchedulesPage extends AiosPage {
 
   async setPaused(s, paused, button) {
     const verb = paused ? "pause" : "resume";
-    if (await working(button, () => post(`/v1/schedules/${seg(s.id)}/${verb}`, {}))) {
+    await busy(button, async () => {
+      await post(`/v1/schedules/${seg(s.id)}/${verb}`, {});
       toast(`Schedule ${s.name} ${paused ? "paused" : "resumed"}.`, "ok");
-    }
+    });
     await this.refresh();
   }
 
   async remove(s, button) {
     const ok = await confirmDialog(`Delete schedule ${s.name}? It fires no more; runs already started go on.`);
     if (!ok) return;
-    if (await working(button, () => del(`/v1/schedules/${seg(s.id)}`))) {
+    await busy(button, async () => {
+      await del(`/v1/schedules/${seg(s.id)}`);
       toast(`Schedule ${s.name} deleted.`, "ok");
-    }
+    });
     await this.refresh();
   }
 
