@@ -144,6 +144,12 @@ impl EventHub {
             .is_some_and(|s| s.receiver_count() > 0)
     }
 
+    /// Drops the channels nobody listens to any more (those of agents active elsewhere get
+    /// no event that would drop them).
+    pub fn prune(&self) {
+        self.channels.retain(|_, tx| tx.receiver_count() > 0);
+    }
+
     /// Sends an event to the agent's subscribers, here and on the other nodes that listen to
     /// it; drops the channel of an agent whose subscribers here are all gone.
     pub fn emit(&self, event: AgentEvent) {

@@ -584,9 +584,10 @@ impl MemoryStore {
             }),
         };
         for info in read_namespaces(&this.inner.records, |_| false).await? {
-            this.delete_stale_generations(&info).await?;
-            match this.start(info).await {
-                Ok(_) => {}
+            match this.start(info.clone()).await {
+                // Under the namespace's lease: the node serving it removes what a migration
+                // left behind (another node's migration in progress is not touched).
+                Ok(_) => this.delete_stale_generations(&info).await?,
                 // Served by another node of the cluster: started here when asked for, once
                 // that node lets it go.
                 Err(MemoryError::Unavailable(why)) => {
@@ -657,12 +658,25 @@ impl MemoryStore {
             )
             .restart(Restart::Permanent)
             .mailbox_len_max(SHARD_MAILBOX_LEN_MAX);
-            let handle = self
-                .inner
-                .supervisor
-                .start_worker(spec)
-                .await
-                .map_err(|e| MemoryError::Unavailable(format!("starting shard {shard}: {e}")))?;
+            let handle = match self.inner.supervisor.start_worker(spec).await {
+                Ok(h) => h,
+                Err(e) => {
+                    // Nothing half-started stays behind to refuse the next start.
+                    for started in 0..shard {
+                        if let Err(e) = self
+                            .inner
+                            .supervisor
+                            .remove_child(&shard_child_id(&info.name, started))
+                            .await
+                        {
+                            tracing::warn!(namespace = %info.name, shard = started, error = %e, "stopping a memory shard");
+                        }
+                    }
+                    return Err(MemoryError::Unavailable(format!(
+                        "starting shard {shard}: {e}"
+                    )));
+                }
+            };
             shards.push(handle);
         }
         let ns = Arc::new(Namespace {
@@ -745,7 +759,7 @@ impl MemoryStore {
     /// the shared store past it, in a cluster): its shards stop here, and the next call
     /// finds the node that serves it now. A map lookup (the lease's local deadline), so
     /// the node stops before the database would refuse it.
-    async fn check_serving(&self, ns: &Namespace) -> Result<(), MemoryError> {
+    async fn check_serving(&self, ns: &Arc<Namespace>) -> Result<(), MemoryError> {
         let Err(e) = self
             .inner
             .records
@@ -754,9 +768,21 @@ impl MemoryStore {
         else {
             return Ok(());
         };
-        if self.inner.namespaces.remove(&ns.info.name).is_some() {
-            tracing::warn!(namespace = %ns.info.name, error = %e, "memory namespace no longer served here");
+        let name = ns.info.name.as_str();
+        // A migration holds the namespace (and `admin`, which a restart needs): refused, not
+        // stopped, until it ends. Otherwise the shards stop *before* the entry goes, so a
+        // restart here (`ns()` on a miss) never meets shards of the same ids still running.
+        let current = self
+            .inner
+            .namespaces
+            .get(name)
+            .is_some_and(|n| Arc::ptr_eq(&n, ns));
+        if current && !self.inner.migrating.contains(name) {
+            tracing::warn!(namespace = %name, error = %e, "memory namespace no longer served here");
             self.stop_shards(&ns.info).await;
+            self.inner
+                .namespaces
+                .remove_if(name, |_, n| Arc::ptr_eq(n, ns));
         }
         Err(MemoryError::Unavailable(format!(
             "this node no longer serves memory namespace {}: {e}",

@@ -426,16 +426,14 @@ impl Schedules {
         Ok(schedule)
     }
 
-    /// The schedules of `tenant` (every tenant's with `None`), by id. A node that does not
-    /// fire them reads them from the store (another node fires and counts them).
+    /// The schedules of `tenant` (every tenant's with `None`), by id, as the store has them
+    /// (on a shared store, another node may have changed them).
     ///
     /// # Errors
     /// A store failure.
     pub async fn list(&self, tenant: Option<&str>) -> Result<Vec<Schedule>, OrchestrationError> {
         let mut all = self.inner.all.lock().await;
-        if !self.fires_here() {
-            *all = load_all(&self.inner.records).await?;
-        }
+        *all = load_all(&self.inner.records).await?;
         Ok(all
             .values()
             .filter(|s| tenant.is_none_or(|t| s.tenant == t))
@@ -443,14 +441,11 @@ impl Schedules {
             .collect())
     }
 
-    /// One schedule (from the store, on a node that does not fire them).
+    /// One schedule, as the store has it.
     ///
     /// # Errors
     /// A store failure.
     pub async fn get(&self, id: &str) -> Result<Option<Schedule>, OrchestrationError> {
-        if self.fires_here() {
-            return Ok(self.inner.all.lock().await.get(id).cloned());
-        }
         self.inner
             .records
             .get::<Schedule>(&key(id))
@@ -660,7 +655,8 @@ impl Inner {
                 s.last_error = Some(e);
             }
             // Paused or deleted through another node while this one fired: kept so. (A
-            // change between this read and the write below, microseconds apart, is lost.)
+            // change between this read and the write below, microseconds apart, is lost: a
+            // pause is undone, a deletion too, the schedule written back.)
             match self.records.get::<Schedule>(&key(&id)).await {
                 Ok(None) => {
                     all.remove(&id);

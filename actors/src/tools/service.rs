@@ -748,20 +748,22 @@ impl ToolService {
     /// # Errors
     /// Store failures reading the records.
     pub async fn sync_mcp_servers(&self) -> Result<usize, ToolRegistryError> {
-        let keys = self
-            .inner
-            .registry
-            .records()
-            .keys(MCP_PREFIX, MCP_SERVERS_MAX)
-            .await
-            .map_err(store_err)?;
-        let names: std::collections::BTreeSet<String> = keys
-            .iter()
-            .map(|k| k.trim_start_matches(MCP_PREFIX).to_string())
-            .collect();
         let mut changed = 0;
         let added = {
+            // The records are read under the lock, so a server being added here is either
+            // in both or in neither.
             let mut servers = self.inner.mcp.lock().await;
+            let keys = self
+                .inner
+                .registry
+                .records()
+                .keys(MCP_PREFIX, MCP_SERVERS_MAX)
+                .await
+                .map_err(store_err)?;
+            let names: std::collections::BTreeSet<String> = keys
+                .iter()
+                .map(|k| k.trim_start_matches(MCP_PREFIX).to_string())
+                .collect();
             let gone: Vec<String> = servers
                 .keys()
                 .filter(|n| !names.contains(*n))
@@ -1003,13 +1005,16 @@ impl ToolService {
             super::mcp::manifests(&entry.config, &entry.version, &entry.link.tools())
         {
             let id = manifest.id();
+            let tool = (manifest.name.clone(), manifest.version.clone());
             let implementation: Arc<dyn ToolImpl> = Arc::new(McpTool {
                 server: entry.config.name.clone(),
                 tool: mcp_name,
                 link: entry.link.clone(),
             });
             let installed = match self.inner.registry.install(manifest.clone()).await {
-                Ok(()) => self.start_hosts(manifest, implementation, true).await,
+                // A restored server's manifests are in the store already (maybe used by the
+                // node that added it): a failure here forgets them here only.
+                Ok(()) => self.start_hosts(manifest, implementation, !restoring).await,
                 Err(ToolRegistryError::Exists(_)) if restoring => {
                     tracing::warn!(tool = %id, "the MCP server changed this tool without a new version; keeping the installed manifest");
                     match self.inner.registry.resolve(&ToolRequirement {
@@ -1024,7 +1029,12 @@ impl ToolService {
                 Err(e) => Err(e),
             };
             if let Err(e) = installed {
-                self.stop_mcp(&entry).await;
+                if restoring {
+                    self.inner.registry.forget_here(&tool.0, &tool.1);
+                    self.disconnect_here(&entry).await;
+                } else {
+                    self.stop_mcp(&entry).await;
+                }
                 return Err(e);
             }
             entry.tools.push(id);

@@ -607,6 +607,7 @@ mod imp {
             ) {
                 return;
             }
+            system.events().prune();
             for agent in system.events().watched() {
                 relay.watch(&agent);
             }

@@ -541,6 +541,8 @@ class AgentsPage extends AiosPage {
     const more = h("button", { type: "button", class: "secondary", hidden: true }, "More");
     let next = 0;
     let rows = [];
+    // The latest load wins: a slower answer to an earlier one (another conversation) is dropped.
+    let loading = 0;
     const show = () =>
       replace(
         box,
@@ -562,19 +564,21 @@ class AgentsPage extends AiosPage {
         ),
       );
     const load = async (fresh) => {
-      if (fresh) {
-        next = 0;
-        rows = [];
-      }
+      const ticket = ++loading;
+      const from = fresh ? 0 : next;
       const session = conversation.value.trim() || "main";
+      more.disabled = true;
       try {
-        const r = await get(`/v1/agents/${seg(this.def.name)}/history?session=${seg(session)}&from=${next}&limit=50`);
-        rows = rows.concat(r.items ?? []);
+        const r = await get(`/v1/agents/${seg(this.def.name)}/history?session=${seg(session)}&from=${from}&limit=50`);
+        if (ticket !== loading) return;
+        rows = (fresh ? [] : rows).concat(r.items ?? []);
         next = r.next ?? null;
         more.hidden = next === null;
         show();
       } catch (e) {
-        replace(box, errorBox(e));
+        if (ticket === loading) replace(box, errorBox(e));
+      } finally {
+        if (ticket === loading) more.disabled = false;
       }
     };
     more.addEventListener("click", () => load(false));

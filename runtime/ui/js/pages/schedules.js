@@ -34,9 +34,10 @@ function whenText(s) {
   return "?";
 }
 
-/** A time with "in 5 s" / "3 min ago" as its title, or a dash. */
+/** A time (with "3 min ago" as its title when past), or a dash. */
 function at(ms) {
-  return ms ? h("span", { title: fmtAgo(ms) }, fmtTime(ms)) : h("span", { class: "muted" }, "—");
+  if (!ms) return h("span", { class: "muted" }, "—");
+  return h("span", { title: ms <= Date.now() ? fmtAgo(ms) : null }, fmtTime(ms));
 }
 
 class SchedulesPage extends AiosPage {
