@@ -815,14 +815,7 @@ impl ToolService {
                 self.stop_hosts(id, installed.hosts.len()).await;
             }
         }
-        if let Err(e) = self
-            .inner
-            .supervisor
-            .remove_child(&format!("mcp:{}", entry.config.name))
-            .await
-        {
-            tracing::warn!(mcp_server = %entry.config.name, error = %e, "stopping an MCP connection");
-        }
+        self.stop_connection(entry).await;
     }
 
     /// Connects the persisted MCP servers not connected here for which `wanted(name)`.
@@ -1042,14 +1035,8 @@ impl ToolService {
         Ok(entry)
     }
 
-    /// Uninstalls what `start_mcp` installed (ignoring refusals) and stops the connection.
-    async fn stop_mcp(&self, entry: &McpEntry) {
-        for id in &entry.tools {
-            let tool = id.split('@').next().unwrap_or_default();
-            if let Err(e) = self.uninstall(tool, &entry.version).await {
-                tracing::warn!(tool = %id, error = %e, "removing an MCP tool");
-            }
-        }
+    /// Stops the connection actor of an MCP server.
+    async fn stop_connection(&self, entry: &McpEntry) {
         if let Err(e) = self
             .inner
             .supervisor
@@ -1058,6 +1045,17 @@ impl ToolService {
         {
             tracing::warn!(mcp_server = %entry.config.name, error = %e, "stopping an MCP connection");
         }
+    }
+
+    /// Uninstalls what `start_mcp` installed (ignoring refusals) and stops the connection.
+    async fn stop_mcp(&self, entry: &McpEntry) {
+        for id in &entry.tools {
+            let tool = id.split('@').next().unwrap_or_default();
+            if let Err(e) = self.uninstall(tool, &entry.version).await {
+                tracing::warn!(tool = %id, error = %e, "removing an MCP tool");
+            }
+        }
+        self.stop_connection(entry).await;
     }
 
     /// Runs the examples of the version `requirement` resolves to (grants are not checked:
