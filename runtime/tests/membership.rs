@@ -744,6 +744,110 @@ async fn the_memory_api_of_every_node_reaches_the_node_that_serves_a_namespace()
     store.drop_tables().await.unwrap();
 }
 
+/// The shards of the namespace `notes` as `node` reports them (its serving node answers).
+async fn notes_shards(node: &Node) -> Vec<Value> {
+    let (s, v) = node.aiosd.get("/v1/memory/namespaces/notes/shards").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["items"].as_array().unwrap().clone()
+}
+
+/// How many of `shards` `node` hosts, and how many items they hold.
+fn hosted_by(shards: &[Value], node: &str) -> (usize, u64) {
+    let mine: Vec<&Value> = shards.iter().filter(|s| s["node"] == node).collect();
+    let items = mine.iter().map(|s| s["items"].as_u64().unwrap()).sum();
+    (mine.len(), items)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_s_shards_are_spread_over_the_nodes_and_its_searches_fan_out() {
+    let Some((ns, store)) = namespace("spread").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let (a, b) = Node::shared_pair(&ns, &fake.base_url()).await;
+    let (s, v) = a
+        .aiosd
+        .post(
+            "/v1/memory/namespaces",
+            serde_json::json!({"name": "notes", "shards": 4}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // a serves the namespace; two of its shards run on a, two on b.
+    let shards = notes_shards(&b).await;
+    assert_eq!(shards.len(), 4, "{shards:?}");
+    assert_eq!(hosted_by(&shards, "a").0, 2, "{shards:?}");
+    assert_eq!(hosted_by(&shards, "b").0, 2, "{shards:?}");
+
+    // Written through b, the items land in the shards of both nodes.
+    let items: Vec<Value> = (0..40)
+        .map(|i| serde_json::json!({"text": format!("note {i}: the parcel {i} went to depot {}", i % 7)}))
+        .collect();
+    let (s, v) = b
+        .aiosd
+        .post(
+            "/v1/memory/namespaces/notes/items",
+            serde_json::json!({ "items": items }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let shards = notes_shards(&a).await;
+    let (on_a, on_b) = (hosted_by(&shards, "a").1, hosted_by(&shards, "b").1);
+    assert!(on_a > 0 && on_b > 0, "items on both nodes: {shards:?}");
+    assert_eq!(on_a + on_b, 40, "{shards:?}");
+
+    // A search through either node gathers the hits of every shard, on both nodes.
+    for node in [&a, &b] {
+        let (s, v) = search_notes(node, "parcel depot", 40).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["partial"], false, "{v}");
+        assert_eq!(hit_texts(&v).len(), 40, "{v}");
+        let mut from: Vec<u64> = v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["shard"].as_u64().unwrap())
+            .collect();
+        from.sort_unstable();
+        from.dedup();
+        assert_eq!(from, [0, 1, 2, 3], "{v}");
+    }
+
+    // b is killed: its shards answer nowhere (searches say partial, never fail) until its
+    // leases lapse; then a hosts them, with their items reloaded from the store.
+    drop(b);
+    let deadline = Instant::now() + WAIT;
+    let mut saw_partial = false;
+    loop {
+        let (s, v) = search_notes(&a, "parcel depot", 40).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if v["partial"] == false {
+            assert_eq!(hit_texts(&v).len(), 40, "every item once: {v}");
+            break;
+        }
+        saw_partial = true;
+        assert!(Instant::now() < deadline, "b's shards never came back: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shards = notes_shards(&a).await;
+    assert_eq!(hosted_by(&shards, "a"), (4, 40), "{shards:?}");
+    // Writes go on, to every shard.
+    let (s, v) = a
+        .aiosd
+        .post(
+            "/v1/memory/namespaces/notes/items",
+            serde_json::json!({"items": [{"text": "the last parcel"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(
+        saw_partial,
+        "the search right after the kill missed b's shards"
+    );
+    drop(a);
+    store.drop_tables().await.unwrap();
+}
+
 /// Reads the server-sent events of `response` until `until` shows up; returns what was read.
 async fn read_events(response: reqwest::Response, until: &str) -> String {
     use futures_util::StreamExt as _;

@@ -132,7 +132,10 @@ impl MemoryStore {
             .map_err(store_err)?;
         // The switch.
         self.save_info(&new).await?;
-        self.stop_shards(old).await;
+        let running = self.inner.namespaces.get(&old.name).map(|n| n.clone());
+        if let Some(ns) = running {
+            self.stop_shards(&ns, true).await;
+        }
         // `start` replaces the namespace's entry; searches in the gap see the old shards
         // stopping and come back partial rather than failing.
         self.start(new.clone()).await?;

@@ -22,13 +22,14 @@ mod redact;
 mod remote;
 mod shard;
 pub mod short_term;
+mod spread;
 pub mod vector;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aios_supervisor::snapshot::Durability;
-use aios_supervisor::{ActorHandle, CallError, Restart, SupervisorRef, WorkerSpec};
+use aios_supervisor::{CallError, SupervisorRef};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
@@ -45,10 +46,12 @@ pub use self::redact::redact;
 pub use self::remote::{
     FORWARDED_EXPORT_BYTES_MAX, ForwardError, MemoryAnswer, MemoryOp, RemoteMemory,
 };
+use self::shard::now_ms;
 pub use self::shard::{
-    CleanupPolicy, CleanupReport, DEDUP_CHECK_MAX, MemoryItem, MetaPatch, ShardStats,
+    CleanupPolicy, CleanupReport, DEDUP_CHECK_MAX, MemoryItem, MetaPatch, ShardAnswer, ShardQuery,
+    ShardRequest, ShardStats,
 };
-use self::shard::{ShardMsg, ShardQuery, ShardWorker, now_ms};
+use self::spread::{ShardRef, Slot};
 use self::vector::{dot, is_finite, normalize};
 use crate::agent::MemoryHook;
 use crate::records::Records;
@@ -491,6 +494,9 @@ pub struct MemoryConfig {
     pub cleanup_every: Option<Duration>,
     /// Similarity at which the cleanup job merges near-duplicates; `None` disables merging.
     pub duplicate_similarity: Option<f32>,
+    /// In a cluster, whether a namespace's shards are spread over the nodes (see
+    /// `spread.rs`) rather than all run on the node that serves it.
+    pub spread: bool,
 }
 
 impl Default for MemoryConfig {
@@ -505,13 +511,15 @@ impl Default for MemoryConfig {
             redact: false,
             cleanup_every: Some(Duration::from_secs(600)),
             duplicate_similarity: Some(0.97),
+            spread: true,
         }
     }
 }
 
-struct Namespace {
+/// A namespace this node serves: its metadata and where each of its shards runs.
+pub(crate) struct Namespace {
     info: NamespaceInfo,
-    shards: Vec<ActorHandle<ShardMsg>>,
+    shards: Vec<ShardRef>,
 }
 
 struct Inner {
@@ -531,6 +539,11 @@ struct Inner {
     remote: std::sync::OnceLock<Arc<dyn RemoteMemory>>,
     /// Namespaces another node serves: the node's name, as last found.
     served_by: DashMap<String, String>,
+    /// The shard actors of this node, by namespace and shard, whichever node serves their
+    /// namespace (`spread.rs`).
+    hosted: DashMap<(String, u32), spread::Hosted>,
+    /// Serialises starting and stopping hosted shards.
+    hosting: tokio::sync::Mutex<()>,
 }
 
 /// The memory of a node. Cheap to clone.
@@ -581,6 +594,8 @@ impl MemoryStore {
                 write_locks: DashMap::new(),
                 remote: std::sync::OnceLock::new(),
                 served_by: DashMap::new(),
+                hosted: DashMap::new(),
+                hosting: tokio::sync::Mutex::new(()),
             }),
         };
         for info in read_namespaces(&this.inner.records, |_| false).await? {
@@ -613,15 +628,8 @@ impl MemoryStore {
         let lease = ns_lease_key(&info.name);
         let snapshots = self.inner.records.snapshots();
         if let Err(e) = snapshots.acquire(&lease).await {
-            if let aios_supervisor::snapshot::SnapshotError::Store {
-                source: aios_supervisor::snapshot::StoreError::Held { holder, .. },
-                ..
-            } = &e
-            {
-                let node = holder.split_once('#').map_or(holder.as_str(), |(n, _)| n);
-                self.inner
-                    .served_by
-                    .insert(info.name.clone(), node.to_string());
+            if let Some(node) = spread::holder_node(&e) {
+                self.inner.served_by.insert(info.name.clone(), node);
             }
             return Err(MemoryError::Unavailable(format!(
                 "memory namespace {} is served by another node: {e}",
@@ -644,45 +652,32 @@ impl MemoryStore {
         started
     }
 
+    /// Starts a namespace's shards, here or on the nodes they are placed on (`spread.rs`).
     async fn start_shards(&self, info: &NamespaceInfo) -> Result<Arc<Namespace>, MemoryError> {
         let info = info.clone();
-        let mut shards = Vec::with_capacity(info.shards as usize);
-        for shard in 0..info.shards {
-            let spec = WorkerSpec::new(
-                shard_child_id(&info.name, shard),
-                ShardWorker {
-                    info: info.clone(),
-                    shard,
-                    records: self.inner.records.clone(),
-                },
-            )
-            .restart(Restart::Permanent)
-            .mailbox_len_max(SHARD_MAILBOX_LEN_MAX);
-            let handle = match self.inner.supervisor.start_worker(spec).await {
-                Ok(h) => h,
-                Err(e) => {
-                    // Nothing half-started stays behind to refuse the next start.
-                    for started in 0..shard {
-                        if let Err(e) = self
-                            .inner
-                            .supervisor
-                            .remove_child(&shard_child_id(&info.name, started))
-                            .await
-                        {
-                            tracing::warn!(namespace = %info.name, shard = started, error = %e, "stopping a memory shard");
-                        }
-                    }
-                    return Err(MemoryError::Unavailable(format!(
-                        "starting shard {shard}: {e}"
-                    )));
-                }
-            };
-            shards.push(handle);
-        }
+        let slots =
+            futures_util::future::join_all((0..info.shards).map(|shard| self.place(&info, shard)))
+                .await;
         let ns = Arc::new(Namespace {
             info: info.clone(),
-            shards,
+            shards: slots
+                .into_iter()
+                .zip(0..)
+                .map(|(slot, shard)| ShardRef::new(shard, slot))
+                .collect(),
         });
+        // Without a cluster every shard runs here: one that cannot start fails the namespace,
+        // and nothing half-started stays behind to refuse the next start. In a cluster a
+        // shard whose host is not known yet is placed again by the next request.
+        if self.inner.remote.get().is_none()
+            && let Some(why) = ns.shards.iter().find_map(|s| match s.slot() {
+                Slot::Vacant { why, .. } => Some(why),
+                _ => None,
+            })
+        {
+            self.stop_shards(&ns, true).await;
+            return Err(MemoryError::Unavailable(why));
+        }
         self.inner.namespaces.insert(info.name, ns.clone());
         Ok(ns)
     }
@@ -721,20 +716,6 @@ impl MemoryStore {
         self.create_from_info(info.clone()).await?;
         tracing::info!(namespace = %info.name, shards = info.shards, model = %info.model, "memory namespace created");
         Ok(info)
-    }
-
-    /// Stops a namespace's shard actors.
-    pub(crate) async fn stop_shards(&self, info: &NamespaceInfo) {
-        for shard in 0..info.shards {
-            if let Err(e) = self
-                .inner
-                .supervisor
-                .remove_child(&shard_child_id(&info.name, shard))
-                .await
-            {
-                tracing::warn!(namespace = %info.name, shard, error = %e, "stopping a memory shard");
-            }
-        }
     }
 
     /// The write lock of a namespace.
@@ -779,7 +760,7 @@ impl MemoryStore {
             .is_some_and(|n| Arc::ptr_eq(&n, ns));
         if current && !self.inner.migrating.contains(name) {
             tracing::warn!(namespace = %name, error = %e, "memory namespace no longer served here");
-            self.stop_shards(&ns.info).await;
+            self.stop_shards(ns, false).await;
             self.inner
                 .namespaces
                 .remove_if(name, |_, n| Arc::ptr_eq(n, ns));
@@ -797,13 +778,13 @@ impl MemoryStore {
         shard: u32,
     ) -> Result<Vec<MemoryItem>, MemoryError> {
         let ns = self.ns(namespace).await?;
-        let h = ns
-            .shards
-            .get(shard as usize)
-            .ok_or_else(|| MemoryError::Invalid(format!("no shard {shard}")))?;
-        h.call(ShardMsg::Dump, WRITE_TIMEOUT)
-            .await
-            .map_err(|e| unavailable(shard as usize, &e))
+        match self
+            .shard_call(&ns, shard as usize, ShardRequest::Dump, WRITE_TIMEOUT)
+            .await?
+        {
+            ShardAnswer::Items(items) => Ok(items),
+            other => Err(remote::wrong_answer(&other)),
+        }
     }
 
     /// Creates a namespace exactly as described (model and dimension included); used by
@@ -865,10 +846,8 @@ impl MemoryStore {
         for ((ns_name, shard), batch) in groups {
             let ns = self.ns(&ns_name).await?;
             self.check_serving(&ns).await?;
-            ns.shards[shard]
-                .call(|r| ShardMsg::Put(batch, r), WRITE_TIMEOUT)
-                .await
-                .map_err(|e| unavailable(shard, &e))??;
+            self.shard_call(&ns, shard, ShardRequest::Put(batch), WRITE_TIMEOUT)
+                .await?;
         }
         Ok(n)
     }
@@ -1083,13 +1062,7 @@ impl MemoryStore {
             .enumerate()
             .filter(|(_, batch)| !batch.is_empty())
             .map(|(shard, batch)| {
-                let handle = ns.shards[shard].clone();
-                async move {
-                    handle
-                        .call(|r| ShardMsg::Put(batch, r), WRITE_TIMEOUT)
-                        .await
-                        .map_err(|e| unavailable(shard, &e))?
-                }
+                self.shard_call(&ns, shard, ShardRequest::Put(batch), WRITE_TIMEOUT)
             });
         for result in futures_util::future::join_all(writes).await {
             result?;
@@ -1130,21 +1103,26 @@ impl MemoryStore {
             now_ms: now_ms(),
         });
         let deadline = tokio::time::Instant::now() + request.timeout;
-        let calls = ns.shards.iter().enumerate().map(|(shard, handle)| {
-            let (handle, query) = (handle.clone(), query.clone());
+        let calls = (0..ns.shards.len()).map(|shard| {
+            let (ns, query) = (&ns, query.clone());
             async move {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                (
-                    shard as u32,
-                    handle.call(|r| ShardMsg::Search(query, r), left).await,
-                )
+                let answer = self
+                    .shard_call(ns, shard, ShardRequest::Search(query), left)
+                    .await;
+                (shard as u32, answer)
             }
         });
         let mut result = SearchResult::default();
         let mut hits = Vec::new();
         for (shard, answer) in futures_util::future::join_all(calls).await {
             match answer {
-                Ok(h) => hits.extend(h),
+                Ok(ShardAnswer::Hits(h)) => hits.extend(h),
+                Ok(other) => {
+                    tracing::warn!(namespace = %ns.info.name, shard, answer = ?other, "memory shard answered another request");
+                    result.partial = true;
+                    result.failed_shards.push(shard);
+                }
                 Err(e) => {
                     tracing::warn!(namespace = %ns.info.name, shard, error = %e, "memory shard missed a query");
                     result.partial = true;
@@ -1245,20 +1223,11 @@ impl MemoryStore {
         let ns = self.ns(namespace).await?;
         self.writable(namespace)?;
         self.check_serving(&ns).await?;
-        let calls = ns.shards.iter().enumerate().map(|(shard, handle)| {
-            let (handle, ids, filter) = (handle.clone(), ids.clone(), filter.clone());
-            async move {
-                handle
-                    .call(|r| ShardMsg::Delete(ids, filter, r), WRITE_TIMEOUT)
-                    .await
-                    .map_err(|e| unavailable(shard, &e))?
-            }
+        let calls = (0..ns.shards.len()).map(|shard| {
+            let request = ShardRequest::Delete(ids.clone(), filter.clone());
+            self.shard_call(&ns, shard, request, WRITE_TIMEOUT)
         });
-        let mut total = 0;
-        for r in futures_util::future::join_all(calls).await {
-            total += r?;
-        }
-        Ok(total)
+        sum_counts(futures_util::future::join_all(calls).await)
     }
 
     /// [`MemoryStore::get`] on this node's shards.
@@ -1275,12 +1244,13 @@ impl MemoryStore {
             if ids.is_empty() {
                 continue;
             }
-            out.extend(
-                ns.shards[shard]
-                    .call(|r| ShardMsg::Get(ids, r), WRITE_TIMEOUT)
-                    .await
-                    .map_err(|e| unavailable(shard, &e))?,
-            );
+            match self
+                .shard_call(&ns, shard, ShardRequest::Get(ids), WRITE_TIMEOUT)
+                .await?
+            {
+                ShardAnswer::Hits(hits) => out.extend(hits),
+                other => return Err(remote::wrong_answer(&other)),
+            }
         }
         Ok(out)
     }
@@ -1307,11 +1277,14 @@ impl MemoryStore {
             duplicate_similarity: self.inner.config.duplicate_similarity,
         });
         let mut total = CleanupReport::default();
-        for (shard, h) in ns.shards.iter().enumerate() {
-            let r = h
-                .call(|reply| ShardMsg::Cleanup(policy, reply), WRITE_TIMEOUT)
-                .await
-                .map_err(|e| unavailable(shard, &e))??;
+        for shard in 0..ns.shards.len() {
+            let r = match self
+                .shard_call(&ns, shard, ShardRequest::Cleanup(policy), WRITE_TIMEOUT)
+                .await?
+            {
+                ShardAnswer::Cleaned(r) => r,
+                other => return Err(remote::wrong_answer(&other)),
+            };
             total.expired += r.expired;
             total.merged += r.merged;
             total.checked += r.checked;
@@ -1356,38 +1329,22 @@ impl MemoryStore {
                 "add_tags: at most {TAGS_MAX}"
             )));
         }
-        let calls = ns.shards.iter().enumerate().map(|(shard, handle)| {
-            let (handle, ids, filter, patch) =
-                (handle.clone(), ids.clone(), filter.clone(), patch.clone());
-            async move {
-                handle
-                    .call(|r| ShardMsg::Update(ids, filter, patch, r), WRITE_TIMEOUT)
-                    .await
-                    .map_err(|e| unavailable(shard, &e))?
-            }
+        let calls = (0..ns.shards.len()).map(|shard| {
+            let request = ShardRequest::Update(ids.clone(), filter.clone(), patch.clone());
+            self.shard_call(&ns, shard, request, WRITE_TIMEOUT)
         });
-        let mut total = 0;
-        for r in futures_util::future::join_all(calls).await {
-            total += r?;
-        }
-        Ok(total)
+        sum_counts(futures_util::future::join_all(calls).await)
     }
 
-    /// Items and index kind per shard.
+    /// Items, index kind and node per shard of a namespace this node serves (or starts
+    /// serving); a shard that cannot be asked has zero figures and says why.
     ///
     /// # Errors
-    /// [`MemoryError::NamespaceNotFound`], unreachable shards.
+    /// [`MemoryError::NamespaceNotFound`], [`MemoryError::Unavailable`] when another node
+    /// serves the namespace.
     pub async fn stats(&self, namespace: &str) -> Result<Vec<ShardStats>, MemoryError> {
         let ns = self.ns(namespace).await?;
-        let mut out = Vec::new();
-        for (shard, h) in ns.shards.iter().enumerate() {
-            out.push(
-                h.call(ShardMsg::Stats, WRITE_TIMEOUT)
-                    .await
-                    .map_err(|e| unavailable(shard, &e))?,
-            );
-        }
-        Ok(out)
+        Ok(self.shard_stats(&ns).await)
     }
 
     /// Waits until shard `shard` runs with a generation of at least `min` (1 on the first
@@ -1403,11 +1360,10 @@ impl MemoryStore {
         min: u64,
         timeout: Duration,
     ) -> Result<u64, MemoryError> {
-        let ns = self.ns(namespace).await?;
-        let handle = ns
-            .shards
-            .get(shard as usize)
-            .ok_or_else(|| MemoryError::Invalid(format!("no shard {shard}")))?;
+        self.ns(namespace).await?;
+        let handle = self
+            .hosted_handle(namespace, shard)
+            .ok_or_else(|| MemoryError::Invalid(format!("no shard {shard} here")))?;
         handle
             .wait_for_generation(min, timeout)
             .await
@@ -1417,12 +1373,7 @@ impl MemoryStore {
     /// The actor cell of a shard (tests kill shards through it).
     #[doc(hidden)]
     pub fn shard_cell(&self, namespace: &str, shard: u32) -> Option<ractor::ActorCell> {
-        self.inner
-            .namespaces
-            .get(namespace)?
-            .shards
-            .get(shard as usize)?
-            .actor_cell()
+        self.hosted_handle(namespace, shard)?.actor_cell()
     }
 }
 
@@ -1475,6 +1426,7 @@ async fn cleanup_job(inner: std::sync::Weak<Inner>, every: Duration) {
         tokio::time::sleep(every).await;
         let Some(inner) = inner.upgrade() else { return };
         let store = MemoryStore { inner };
+        store.sweep_hosted().await;
         for ns in store.namespaces() {
             if let Err(e) = store.cleanup(&ns.name, None).await {
                 tracing::warn!(namespace = %ns.name, error = %e, "memory cleanup failed");
@@ -1485,6 +1437,18 @@ async fn cleanup_job(inner: std::sync::Weak<Inner>, every: Duration) {
 
 fn unavailable(shard: usize, e: &CallError) -> MemoryError {
     MemoryError::Unavailable(format!("shard {shard}: {e}"))
+}
+
+/// The total of the shards' counts (deletes, updates); the first error otherwise.
+fn sum_counts(answers: Vec<Result<ShardAnswer, MemoryError>>) -> Result<u64, MemoryError> {
+    let mut total = 0;
+    for answer in answers {
+        match answer? {
+            ShardAnswer::Count(n) => total += n,
+            other => return Err(remote::wrong_answer(&other)),
+        }
+    }
+    Ok(total)
 }
 
 /// Maximal marginal relevance over `candidates` (best first): each pick maximises

@@ -1,15 +1,17 @@
-//! Memory across the nodes of a cluster: one node serves a namespace (the single writer of
-//! its shards' items), and every other node reaches it through [`RemoteMemory`].
+//! Memory across the nodes of a cluster: one node serves a namespace (the entry point of
+//! every operation on it), and every other node reaches it through [`RemoteMemory`]. Its
+//! shards may run on other nodes (`spread.rs`), which the serving node reaches with
+//! [`MemoryOp::Shard`].
 //!
 //! ```text
-//! MemoryStore::remember/search/forget/get/export_jsonl (public, routed)
-//!   ├─ namespace served here, or no cluster ─► *_here (this node's shards)
+//! MemoryStore::remember/search/forget/get/export_jsonl/shards (public, routed)
+//!   ├─ namespace served here, or no cluster ─► *_here ─► the shards, wherever they run
 //!   └─ served by node N ─► RemoteMemory::call(N, MemoryOp) ─► N: serve_remote ─► *_here
 //! ```
 //!
-//! The serving node runs an operation it is sent on its own shards only ([`MemoryStore::
-//! serve_remote`] never forwards), so two nodes with stale views of each other cannot bounce
-//! a request between them. A request that could not be sent is tried here (the namespace
+//! The serving node runs an operation it is sent itself ([`MemoryStore::serve_remote`]
+//! never forwards it to another serving node), so two nodes with stale views of each other
+//! cannot bounce a request between them. A request that could not be sent is tried here (the namespace
 //! moves to the node asked once its server's lease lapses); a write whose node was lost
 //! after it was sent is not repeated, since it may have been applied.
 
@@ -18,8 +20,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Hit, MemoryError, MemoryFilter, MemoryHook, MemoryMeta, MemoryStore, NewMemory, RecallRequest,
-    SearchRequest, SearchResult,
+    Hit, MemoryError, MemoryFilter, MemoryHook, MemoryMeta, MemoryStore, NamespaceInfo, NewMemory,
+    RecallRequest, SHARDS_MAX, SearchRequest, SearchResult, ShardAnswer, ShardRequest, ShardStats,
 };
 
 /// Similarity at which a consolidated note counts as already known.
@@ -72,6 +74,42 @@ pub enum MemoryOp {
         /// The namespace.
         namespace: String,
     },
+    /// [`MemoryStore::shards`].
+    Shards {
+        /// The namespace.
+        namespace: String,
+    },
+    /// From the node serving a namespace: host this shard of it (under the shard's lease),
+    /// or keep hosting it. Answered [`MemoryAnswer::Hosted`].
+    HostShard {
+        /// The namespace as its serving node has it (generation included).
+        info: NamespaceInfo,
+        /// The shard.
+        shard: u32,
+    },
+    /// From the node serving a namespace: a request to a shard this node hosts.
+    Shard {
+        /// The namespace.
+        namespace: String,
+        /// Its generation (a shard of another generation does not answer).
+        generation: u32,
+        /// The shard.
+        shard: u32,
+        /// How long the shard may take, in milliseconds.
+        timeout_ms: u64,
+        /// The request.
+        request: ShardRequest,
+    },
+    /// From the node serving a namespace: stop hosting this shard (its generation was
+    /// retired). Answered [`MemoryAnswer::Released`].
+    ReleaseShard {
+        /// The namespace.
+        namespace: String,
+        /// The generation retired.
+        generation: u32,
+        /// The shard.
+        shard: u32,
+    },
 }
 
 impl MemoryOp {
@@ -82,17 +120,24 @@ impl MemoryOp {
             | Self::Search { namespace, .. }
             | Self::Forget { namespace, .. }
             | Self::Get { namespace, .. }
-            | Self::Export { namespace } => namespace,
+            | Self::Export { namespace }
+            | Self::Shards { namespace }
+            | Self::Shard { namespace, .. }
+            | Self::ReleaseShard { namespace, .. } => namespace,
+            Self::HostShard { info, .. } => &info.name,
         }
     }
 
     /// True when running it twice changes nothing (it may be retried on another node after
     /// the node it was sent to was lost).
     pub fn is_read(&self) -> bool {
-        matches!(
-            self,
-            Self::Search { .. } | Self::Get { .. } | Self::Export { .. }
-        )
+        match self {
+            Self::Search { .. } | Self::Get { .. } | Self::Export { .. } | Self::Shards { .. } => {
+                true
+            }
+            Self::Shard { request, .. } => request.is_read(),
+            _ => false,
+        }
     }
 
     /// How long the caller waits for the serving node's answer: a search its own deadline
@@ -100,6 +145,9 @@ impl MemoryOp {
     pub fn timeout(&self) -> Duration {
         match self {
             Self::Search { request, .. } => request.timeout + Duration::from_secs(10),
+            Self::Shard { timeout_ms, .. } => {
+                Duration::from_millis(*timeout_ms).min(FORWARDED_TIMEOUT) + Duration::from_secs(2)
+            }
             _ => FORWARDED_TIMEOUT,
         }
     }
@@ -124,6 +172,14 @@ pub enum MemoryAnswer {
         /// How many.
         count: u64,
     },
+    /// Each shard's figures and node ([`MemoryOp::Shards`]).
+    Shards(Vec<ShardStats>),
+    /// The shard is hosted here ([`MemoryOp::HostShard`]).
+    Hosted,
+    /// The shard's answer ([`MemoryOp::Shard`]).
+    Shard(ShardAnswer),
+    /// The shard is no longer hosted here ([`MemoryOp::ReleaseShard`]).
+    Released,
 }
 
 /// A forwarded operation that got no answer.
@@ -142,6 +198,15 @@ pub struct ForwardError {
 /// [`MemoryStore::retrieve_here`]).
 #[async_trait::async_trait]
 pub trait RemoteMemory: Send + Sync + 'static {
+    /// This node's name.
+    fn node(&self) -> &str;
+
+    /// The names of the other nodes reachable now.
+    fn peers(&self) -> Vec<String>;
+
+    /// Whether `node` is reachable now.
+    fn reachable(&self, node: &str) -> bool;
+
     /// [`MemoryStore::retrieve_here`] on `node`.
     ///
     /// # Errors
@@ -179,7 +244,7 @@ pub trait RemoteMemory: Send + Sync + 'static {
     ) -> Result<Result<MemoryAnswer, MemoryError>, ForwardError>;
 }
 
-fn wrong_answer(answer: &MemoryAnswer) -> MemoryError {
+pub(crate) fn wrong_answer(answer: &impl std::fmt::Debug) -> MemoryError {
     MemoryError::Unavailable(format!("a node answered another operation: {answer:?}"))
 }
 
@@ -268,6 +333,24 @@ impl MemoryStore {
         };
         match self.routed(op).await? {
             MemoryAnswer::Count(n) => Ok(n),
+            other => Err(wrong_answer(&other)),
+        }
+    }
+
+    /// Each shard of a namespace: its items, its index kind, the node that hosts it (in a
+    /// cluster), or why it cannot be asked. Asked of the node that serves the namespace.
+    ///
+    /// # Errors
+    /// [`MemoryError::NamespaceNotFound`], an unreachable serving node.
+    pub async fn shards(&self, namespace: &str) -> Result<Vec<ShardStats>, MemoryError> {
+        if self.runs_here(namespace) {
+            return self.stats(namespace).await;
+        }
+        let op = MemoryOp::Shards {
+            namespace: namespace.to_owned(),
+        };
+        match self.routed(op).await? {
+            MemoryAnswer::Shards(stats) => Ok(stats),
             other => Err(wrong_answer(&other)),
         }
     }
@@ -361,6 +444,43 @@ impl MemoryStore {
                 let lines = String::from_utf8(out)
                     .map_err(|e| MemoryError::Store(format!("the export is not UTF-8: {e}")))?;
                 Ok(MemoryAnswer::Export { lines, count })
+            }
+            MemoryOp::Shards { namespace } => {
+                self.stats(&namespace).await.map(MemoryAnswer::Shards)
+            }
+            MemoryOp::HostShard { info, shard } => {
+                if !(1..=SHARDS_MAX).contains(&info.shards) || shard >= info.shards {
+                    return Err(MemoryError::Invalid(format!(
+                        "no shard {shard} of {} shards",
+                        info.shards
+                    )));
+                }
+                self.host_here(&info, shard).await?;
+                Ok(MemoryAnswer::Hosted)
+            }
+            MemoryOp::Shard {
+                namespace,
+                generation,
+                shard,
+                timeout_ms,
+                request,
+            } => self
+                .serve_shard(
+                    &namespace,
+                    generation,
+                    shard,
+                    request,
+                    Duration::from_millis(timeout_ms).min(FORWARDED_TIMEOUT),
+                )
+                .await
+                .map(MemoryAnswer::Shard),
+            MemoryOp::ReleaseShard {
+                namespace,
+                generation,
+                shard,
+            } => {
+                self.unhost(&namespace, shard, Some(generation)).await;
+                Ok(MemoryAnswer::Released)
             }
         }
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aios_supervisor::snapshot::Durability;
-use aios_supervisor::{Context, Worker};
+use aios_supervisor::{ActorHandle, CallError, Context, Worker};
 use ractor::{ActorProcessingErr, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
@@ -44,32 +44,151 @@ pub(crate) fn generation_prefix(ns: &str, generation: u32) -> String {
 
 /// The record key prefix of shard `shard` of the namespace's current generation.
 pub(crate) fn shard_prefix(info: &NamespaceInfo, shard: u32) -> String {
-    format!(
-        "{}{shard:04}/",
-        generation_prefix(&info.name, info.generation)
-    )
+    shard_prefix_at(&info.name, info.generation, shard)
+}
+
+/// The record key prefix of shard `shard` of generation `generation` of namespace `ns`.
+pub(crate) fn shard_prefix_at(ns: &str, generation: u32, shard: u32) -> String {
+    format!("{}{shard:04}/", generation_prefix(ns, generation))
 }
 
 pub(crate) fn item_key(info: &NamespaceInfo, shard: u32, id: u64) -> String {
     format!("{}{id:016x}", shard_prefix(info, shard))
 }
 
-/// A query as a shard sees it.
-#[derive(Debug)]
-pub(crate) struct ShardQuery {
+/// A query as a shard sees it: the query's unit vector, how many hits, the filter, and the
+/// time expiry is judged against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardQuery {
     pub(crate) vector: Vec<f32>,
     pub(crate) k: usize,
     pub(crate) filter: MemoryFilter,
     pub(crate) now_ms: u64,
 }
 
-/// What a shard holds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+/// What a shard holds, and where it runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardStats {
+    /// Its index in the namespace.
+    #[serde(default)]
+    pub shard: u32,
     /// Items.
     pub items: u64,
     /// Whether the index is HNSW.
     pub ann: bool,
+    /// The node whose actor holds it (in a cluster; `None` on a single node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Why the shard could not be asked (its host lost, say); the figures are then zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A request to one shard as it crosses nodes (a namespace's shards may run on other nodes
+/// than the one that serves it; see `spread.rs`). Variants are matched by name on the wire:
+/// never rename one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ShardRequest {
+    /// Store these items durably.
+    Put(Vec<MemoryItem>),
+    /// The best hits for a query.
+    Search(Arc<ShardQuery>),
+    /// Delete these ids and the items matching the filter.
+    Delete(Vec<u64>, MemoryFilter),
+    /// What the shard holds.
+    Stats,
+    /// These items.
+    Get(Vec<u64>),
+    /// One cleanup pass.
+    Cleanup(CleanupPolicy),
+    /// Every item with its vector.
+    Dump,
+    /// Change the metadata of these ids and of the items matching the filter.
+    Update(Vec<u64>, MemoryFilter, MetaPatch),
+}
+
+impl ShardRequest {
+    /// True when it changes nothing (it may be asked again after its node was lost).
+    pub fn is_read(&self) -> bool {
+        matches!(
+            self,
+            Self::Search(_) | Self::Stats | Self::Get(_) | Self::Dump
+        )
+    }
+}
+
+/// A shard's answer to a [`ShardRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ShardAnswer {
+    /// Stored ([`ShardRequest::Put`]).
+    Done,
+    /// Hits ([`ShardRequest::Search`], [`ShardRequest::Get`]).
+    Hits(Vec<Hit>),
+    /// How many were deleted or changed.
+    Count(u64),
+    /// What it holds.
+    Stats(ShardStats),
+    /// What a cleanup pass did.
+    Cleaned(CleanupReport),
+    /// Every item ([`ShardRequest::Dump`]).
+    Items(Vec<MemoryItem>),
+}
+
+/// Asks a shard actor of this node `request`, waiting at most `timeout`.
+pub(crate) async fn ask(
+    handle: &ActorHandle<ShardMsg>,
+    shard: u32,
+    request: ShardRequest,
+    timeout: std::time::Duration,
+) -> Result<ShardAnswer, MemoryError> {
+    let lost = |e: CallError| super::unavailable(shard as usize, &e);
+    Ok(match request {
+        ShardRequest::Put(batch) => {
+            handle
+                .call(|r| ShardMsg::Put(batch, r), timeout)
+                .await
+                .map_err(lost)??;
+            ShardAnswer::Done
+        }
+        ShardRequest::Search(q) => ShardAnswer::Hits(
+            handle
+                .call(|r| ShardMsg::Search(q, r), timeout)
+                .await
+                .map_err(lost)?,
+        ),
+        ShardRequest::Delete(ids, filter) => ShardAnswer::Count(
+            handle
+                .call(|r| ShardMsg::Delete(ids, filter, r), timeout)
+                .await
+                .map_err(lost)??,
+        ),
+        ShardRequest::Stats => {
+            ShardAnswer::Stats(handle.call(ShardMsg::Stats, timeout).await.map_err(lost)?)
+        }
+        ShardRequest::Get(ids) => ShardAnswer::Hits(
+            handle
+                .call(|r| ShardMsg::Get(ids, r), timeout)
+                .await
+                .map_err(lost)?,
+        ),
+        ShardRequest::Cleanup(policy) => ShardAnswer::Cleaned(
+            handle
+                .call(|r| ShardMsg::Cleanup(policy, r), timeout)
+                .await
+                .map_err(lost)??,
+        ),
+        ShardRequest::Dump => {
+            ShardAnswer::Items(handle.call(ShardMsg::Dump, timeout).await.map_err(lost)?)
+        }
+        ShardRequest::Update(ids, filter, patch) => ShardAnswer::Count(
+            handle
+                .call(|r| ShardMsg::Update(ids, filter, patch, r), timeout)
+                .await
+                .map_err(lost)??,
+        ),
+    })
 }
 
 pub(crate) enum ShardMsg {
@@ -98,7 +217,7 @@ pub(crate) enum ShardMsg {
 }
 
 /// Changes to apply to the metadata of the memories an update selects.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetaPatch {
     /// New importance (0.0..=1.0).
     pub importance: Option<f32>,
@@ -111,7 +230,7 @@ pub struct MetaPatch {
 }
 
 /// What a cleanup pass does.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CleanupPolicy {
     /// Items expired at this time are deleted.
     pub now_ms: u64,
@@ -122,7 +241,7 @@ pub struct CleanupPolicy {
 }
 
 /// What a cleanup pass did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CleanupReport {
     /// Expired items deleted.
     pub expired: u64,
@@ -588,8 +707,11 @@ impl Worker for ShardWorker {
             ShardMsg::Stats(reply) => ctx.reply(
                 reply,
                 ShardStats {
+                    shard: self.shard,
                     items: state.items.len() as u64,
                     ann: state.index.is_ann(),
+                    node: None,
+                    error: None,
                 },
             ),
         }

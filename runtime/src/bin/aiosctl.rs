@@ -270,6 +270,8 @@ enum Memory {
     /// Import a JSONL file of `{"text": …, "importance"?: …, "tags"?: […]}` lines (an
     /// export's lines are accepted: their text, importance and tags are kept).
     Import { namespace: String, file: PathBuf },
+    /// A namespace's shards: items, index, and the node hosting each (in a cluster).
+    Shards { namespace: String },
     /// Export a namespace as JSON lines (to stdout, or `--out FILE`).
     Export {
         namespace: String,
@@ -774,6 +776,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             Memory::Import { namespace, file } => import(&api, &namespace, &file).await?,
+            Memory::Shards { namespace } => {
+                let v = api
+                    .get(&format!("/v1/memory/namespaces/{namespace}/shards"))
+                    .await?;
+                if json_out {
+                    show(&v)?;
+                } else {
+                    table(
+                        &items(&v),
+                        &[
+                            ("SHARD", "/shard"),
+                            ("NODE", "/node"),
+                            ("ITEMS", "/items"),
+                            ("ANN", "/ann"),
+                            ("ERROR", "/error"),
+                        ],
+                    );
+                }
+            }
             Memory::Export { namespace, out } => {
                 let mut req = api.http.get(format!(
                     "{}/v1/memory/namespaces/{namespace}/export",

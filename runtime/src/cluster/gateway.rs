@@ -375,6 +375,23 @@ const MEMORY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[async_trait::async_trait]
 impl RemoteMemory for Route {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn peers(&self) -> Vec<String> {
+        let prefix = format!("{GROUP_ALL}.");
+        ractor::pg::which_groups()
+            .into_iter()
+            .filter_map(|g| g.strip_prefix(&prefix).map(str::to_owned))
+            .filter(|node| *node != self.node && gateway_of(node).is_some())
+            .collect()
+    }
+
+    fn reachable(&self, node: &str) -> bool {
+        gateway_of(node).is_some()
+    }
+
     async fn retrieve(
         &self,
         node: &str,

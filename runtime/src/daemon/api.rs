@@ -131,6 +131,12 @@ pub fn routes() -> Api {
             Viewer,
             mem_export,
         )
+        .route(
+            M::GET,
+            "/v1/memory/namespaces/{ns}/shards",
+            Viewer,
+            mem_shards,
+        )
         .route(M::GET, "/v1/costs", Viewer, costs)
         .route(M::GET, "/v1/keys", Admin, keys_list)
         .route(M::POST, "/v1/keys", Admin, keys_create)
@@ -1157,6 +1163,22 @@ async fn mem_erase(
             .await
             .map_err(memory_problem)?;
     ok(json!({ "erased": erased }))
+}
+
+/// Each shard of the namespace: items, index kind, the node that hosts it (in a cluster), or
+/// why it cannot be asked.
+async fn mem_shards(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(ns): Path<String>,
+) -> ApiResult {
+    let full = scoped(&p, &ns)?;
+    let shards =
+        s.rt.memory_store()
+            .shards(&full)
+            .await
+            .map_err(memory_problem)?;
+    ok(json!({ "items": shards }))
 }
 
 /// The namespace as JSON lines (`id`, `text`, `vector`, metadata), for `aiosctl memory export`.

@@ -1,0 +1,593 @@
+//! A namespace's shards spread over the nodes of a cluster.
+//!
+//! One node *serves* a namespace (the holder of the lease `memserve/<ns>`): every operation
+//! on it reaches that node ([`super::remote`]), which embeds, validates and fans the work out
+//! to the shards. Each shard is *hosted* by the node that holds its own lease,
+//! `memserve/<ns>/<shard>`, which may be another node: the serving node then sends it the
+//! shard's part as a [`ShardRequest`] inside [`MemoryOp::Shard`].
+//!
+//! ```text
+//! serving node ── remember/search/forget/… ─┬─► shard 0 actor here           (Slot::Local)
+//!                                            ├─► node b: MemoryOp::Shard ─► shard 1 actor
+//!                                            └─► shard 2: host lost, placed again later
+//! ```
+//!
+//! - *Placement*: when the serving node starts a namespace, shard `s` goes to
+//!   `nodes[(hash(ns) + s) % n]` of the sorted names of this node and its reachable peers
+//!   (with `[memory] spread = false`, or without a cluster, every shard stays here). The
+//!   node chosen is asked to host it ([`MemoryOp::HostShard`]); if it cannot, this node
+//!   hosts it; if another node holds the shard's lease, that node keeps it.
+//! - *Single writer per shard*: a host takes the shard's lease and puts the shard's item
+//!   prefix under it (`SnapshotStore::fence_prefix`), so a host that lost it (paused, cut
+//!   off) is refused by the store, and refuses requests itself once its local deadline
+//!   passed.
+//! - *Hosting is independent of serving*: a node that stops serving a namespace keeps the
+//!   shards whose leases it still holds, and the next serving node finds them there. A host
+//!   that was lost leaves its shards *vacant*: searches come back `partial`, writes to those
+//!   shards fail with 503, and the next request after [`VACANT_RETRY`] places them again —
+//!   here, once the lost host's lease lapsed (one lease TTL), items reloaded from the store.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aios_supervisor::{ActorHandle, Restart, WorkerSpec};
+
+use super::remote::{MemoryAnswer, MemoryOp, RemoteMemory};
+use super::shard::{ShardAnswer, ShardMsg, ShardRequest, ShardStats, ShardWorker, shard_prefix_at};
+use super::{
+    FORWARDED_EXPORT_BYTES_MAX, MemoryError, MemoryStore, Namespace, NamespaceInfo,
+    SHARD_MAILBOX_LEN_MAX, shard_child_id,
+};
+
+/// How long a node asked to host a shard, or to let one go, may take to answer.
+const HOST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a vacant shard waits before the next request places it again.
+pub(crate) const VACANT_RETRY: Duration = Duration::from_secs(1);
+/// Added to a shard request's own timeout for the hop to its host.
+const HOP_MARGIN: Duration = Duration::from_secs(2);
+
+/// The lease of the node that hosts shard `shard` of namespace `ns`.
+pub(crate) fn shard_lease_key(ns: &str, shard: u32) -> String {
+    format!("memserve/{ns}/{shard:04}")
+}
+
+/// Where one shard of a namespace runs, as its serving node knows it.
+#[derive(Clone)]
+pub(crate) enum Slot {
+    /// Its actor runs on this node.
+    Local(ActorHandle<ShardMsg>),
+    /// Node `0` hosts it.
+    Remote(String),
+    /// Nowhere reachable yet: placed again by the first request after `retry_at`.
+    Vacant {
+        /// Why, for the requests refused meanwhile.
+        why: String,
+        /// When to place it again.
+        retry_at: Instant,
+    },
+}
+
+impl Slot {
+    fn vacant(why: String) -> Self {
+        Self::Vacant {
+            why,
+            retry_at: Instant::now() + VACANT_RETRY,
+        }
+    }
+}
+
+/// One shard of a namespace this node serves.
+pub(crate) struct ShardRef {
+    /// Its index.
+    pub(crate) index: u32,
+    /// Where it runs. Never locked across an await.
+    slot: Mutex<Slot>,
+}
+
+impl ShardRef {
+    pub(crate) fn new(index: u32, slot: Slot) -> Self {
+        Self {
+            index,
+            slot: Mutex::new(slot),
+        }
+    }
+
+    /// Where it runs now.
+    pub(crate) fn slot(&self) -> Slot {
+        // A poisoned lock only means a panic elsewhere while it was held; the slot is
+        // always a whole value.
+        self.slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, slot: Slot) {
+        *self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = slot;
+    }
+}
+
+/// A shard actor of this node, for whichever node serves its namespace.
+pub(crate) struct Hosted {
+    generation: u32,
+    handle: ActorHandle<ShardMsg>,
+}
+
+/// Why this node could not host a shard.
+pub(crate) enum HostError {
+    /// Node `0` holds the shard's lease.
+    HeldBy(String),
+    /// Anything else.
+    Failed(MemoryError),
+}
+
+impl From<HostError> for MemoryError {
+    fn from(e: HostError) -> Self {
+        match e {
+            HostError::HeldBy(node) => {
+                MemoryError::Unavailable(format!("the shard is hosted by node {node}"))
+            }
+            HostError::Failed(e) => e,
+        }
+    }
+}
+
+/// The node part of a lease holder (`"b#<process>"` → `"b"`).
+pub(crate) fn holder_node(e: &aios_supervisor::snapshot::SnapshotError) -> Option<String> {
+    if let aios_supervisor::snapshot::SnapshotError::Store {
+        source: aios_supervisor::snapshot::StoreError::Held { holder, .. },
+        ..
+    } = e
+    {
+        return Some(
+            holder
+                .split_once('#')
+                .map_or(holder.as_str(), |(n, _)| n)
+                .to_owned(),
+        );
+    }
+    None
+}
+
+/// A stable hash of a namespace's name (FNV-1a), so every node places its shards alike.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+impl MemoryStore {
+    /// This node's name in a cluster.
+    pub(crate) fn node_name(&self) -> Option<&str> {
+        self.inner.remote.get().map(|r| r.node())
+    }
+
+    /// The node that should host shard `shard` of `ns` when it is not this one.
+    fn spread_target(&self, ns: &str, shard: u32) -> Option<(String, &Arc<dyn RemoteMemory>)> {
+        if !self.inner.config.spread {
+            return None;
+        }
+        let remote = self.inner.remote.get()?;
+        let mut nodes = remote.peers();
+        if nodes.is_empty() {
+            return None;
+        }
+        nodes.push(remote.node().to_owned());
+        nodes.sort();
+        nodes.dedup();
+        let i = (name_hash(ns).wrapping_add(u64::from(shard)) % nodes.len() as u64) as usize;
+        let node = nodes.swap_remove(i);
+        (node != remote.node()).then_some((node, remote))
+    }
+
+    /// Where shard `shard` of `info` runs from now on (see the module documentation).
+    pub(crate) async fn place(&self, info: &NamespaceInfo, shard: u32) -> Slot {
+        if let Some((node, remote)) = self.spread_target(&info.name, shard) {
+            match self.ask_to_host(remote, &node, info, shard).await {
+                Ok(()) => return Slot::Remote(node),
+                Err(why) => {
+                    tracing::debug!(namespace = %info.name, shard, %node, %why, "memory shard not hosted where placed; trying here");
+                }
+            }
+        }
+        match self.host_here(info, shard).await {
+            Ok(handle) => Slot::Local(handle),
+            Err(HostError::HeldBy(node)) => match self.inner.remote.get() {
+                // Its host keeps it (with this generation).
+                Some(remote) if remote.reachable(&node) => {
+                    match self.ask_to_host(remote, &node, info, shard).await {
+                        Ok(()) => Slot::Remote(node),
+                        Err(why) => Slot::vacant(format!(
+                            "shard {shard} of memory namespace {} is held by node {node}: {why}",
+                            info.name
+                        )),
+                    }
+                }
+                _ => Slot::vacant(format!(
+                    "shard {shard} of memory namespace {} is held by node {node}, which is not reachable; it moves once its lease lapses",
+                    info.name
+                )),
+            },
+            Err(HostError::Failed(e)) => Slot::vacant(format!(
+                "shard {shard} of memory namespace {}: {e}",
+                info.name
+            )),
+        }
+    }
+
+    async fn ask_to_host(
+        &self,
+        remote: &Arc<dyn RemoteMemory>,
+        node: &str,
+        info: &NamespaceInfo,
+        shard: u32,
+    ) -> Result<(), String> {
+        let op = MemoryOp::HostShard {
+            info: info.clone(),
+            shard,
+        };
+        match remote.call(node, op, HOST_TIMEOUT).await {
+            Ok(Ok(MemoryAnswer::Hosted)) => Ok(()),
+            Ok(Ok(other)) => Err(format!("node {node} answered {other:?}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Hosts shard `shard` of `info` on this node: the running actor when it has this
+    /// generation and its lease still holds, otherwise a new one under the shard's lease.
+    pub(crate) async fn host_here(
+        &self,
+        info: &NamespaceInfo,
+        shard: u32,
+    ) -> Result<ActorHandle<ShardMsg>, HostError> {
+        let _hosting = self.inner.hosting.lock().await;
+        let lease = shard_lease_key(&info.name, shard);
+        let snapshots = self.inner.records.snapshots();
+        let running = self
+            .inner
+            .hosted
+            .get(&(info.name.clone(), shard))
+            .map(|h| (h.generation, h.handle.clone()));
+        if let Some((generation, handle)) = running {
+            if generation == info.generation && snapshots.check_lease(&lease).is_ok() {
+                return Ok(handle);
+            }
+            // Another generation, or a lease lost meanwhile: started afresh.
+            self.unhost_locked(&info.name, shard, None).await;
+        }
+        if let Err(e) = snapshots.acquire(&lease).await {
+            return Err(match holder_node(&e) {
+                Some(node) => HostError::HeldBy(node),
+                None => HostError::Failed(MemoryError::Unavailable(e.to_string())),
+            });
+        }
+        let prefix = shard_prefix_at(&info.name, info.generation, shard);
+        snapshots.fence_prefix(&prefix, Some(&lease));
+        let spec = WorkerSpec::new(
+            shard_child_id(&info.name, shard),
+            ShardWorker {
+                info: info.clone(),
+                shard,
+                records: self.inner.records.clone(),
+            },
+        )
+        .restart(Restart::Permanent)
+        .mailbox_len_max(SHARD_MAILBOX_LEN_MAX);
+        match self.inner.supervisor.start_worker(spec).await {
+            Ok(handle) => {
+                self.inner.hosted.insert(
+                    (info.name.clone(), shard),
+                    Hosted {
+                        generation: info.generation,
+                        handle: handle.clone(),
+                    },
+                );
+                Ok(handle)
+            }
+            Err(e) => {
+                snapshots.fence_prefix(&prefix, None);
+                if let Err(e) = snapshots.release(&lease).await {
+                    tracing::warn!(namespace = %info.name, shard, error = %e, "releasing a memory shard's lease");
+                }
+                Err(HostError::Failed(MemoryError::Unavailable(format!(
+                    "starting shard {shard}: {e}"
+                ))))
+            }
+        }
+    }
+
+    /// Stops this node's actor of shard `shard` of `ns` (of `generation` only, when given) and
+    /// lets its lease go.
+    pub(crate) async fn unhost(&self, ns: &str, shard: u32, generation: Option<u32>) {
+        let _hosting = self.inner.hosting.lock().await;
+        self.unhost_locked(ns, shard, generation).await;
+    }
+
+    async fn unhost_locked(&self, ns: &str, shard: u32, generation: Option<u32>) {
+        let Some((_, hosted)) = self
+            .inner
+            .hosted
+            .remove_if(&(ns.to_owned(), shard), |_, h| {
+                generation.is_none_or(|g| g == h.generation)
+            })
+        else {
+            return;
+        };
+        if let Err(e) = self
+            .inner
+            .supervisor
+            .remove_child(&shard_child_id(ns, shard))
+            .await
+        {
+            tracing::warn!(namespace = %ns, shard, error = %e, "stopping a memory shard");
+        }
+        let snapshots = self.inner.records.snapshots();
+        snapshots.fence_prefix(&shard_prefix_at(ns, hosted.generation, shard), None);
+        if let Err(e) = snapshots.release(&shard_lease_key(ns, shard)).await {
+            tracing::warn!(namespace = %ns, shard, error = %e, "releasing a memory shard's lease");
+        }
+    }
+
+    /// Stops a namespace's shards: this node's, and with `hosts_too` those other nodes host
+    /// (a migration retiring a generation). Without it, only this node's shards whose lease
+    /// was lost stop: one it still holds goes on for the namespace's next serving node.
+    pub(crate) async fn stop_shards(&self, ns: &Namespace, hosts_too: bool) {
+        let name = ns.info.name.as_str();
+        for shard in &ns.shards {
+            match shard.slot() {
+                Slot::Local(_) => {
+                    let lease = shard_lease_key(name, shard.index);
+                    if hosts_too || self.inner.records.snapshots().check_lease(&lease).is_err() {
+                        self.unhost(name, shard.index, Some(ns.info.generation))
+                            .await;
+                    }
+                }
+                Slot::Remote(node) if hosts_too => {
+                    let Some(remote) = self.inner.remote.get() else {
+                        continue;
+                    };
+                    let op = MemoryOp::ReleaseShard {
+                        namespace: name.to_owned(),
+                        generation: ns.info.generation,
+                        shard: shard.index,
+                    };
+                    if let Err(e) = remote.call(&node, op, HOST_TIMEOUT).await {
+                        // Its lease lapses; a later host of that shard index replaces it.
+                        tracing::warn!(namespace = %name, shard = shard.index, %node, error = %e, "letting a remote memory shard go");
+                    }
+                }
+                _ => {}
+            }
+            shard.set(Slot::vacant(format!(
+                "memory namespace {name} stopped here"
+            )));
+        }
+    }
+
+    /// Sends `request` to shard `shard` of `ns` wherever it runs, waiting at most `timeout`
+    /// for it. A shard whose host was lost is vacant until placed again.
+    ///
+    /// # Errors
+    /// The shard's own errors, [`MemoryError::Unavailable`] when it cannot be reached.
+    pub(crate) async fn shard_call(
+        &self,
+        ns: &Namespace,
+        shard: usize,
+        request: ShardRequest,
+        timeout: Duration,
+    ) -> Result<ShardAnswer, MemoryError> {
+        let Some(r) = ns.shards.get(shard) else {
+            return Err(MemoryError::Invalid(format!("no shard {shard}")));
+        };
+        let slot = match r.slot() {
+            Slot::Vacant { why, retry_at } if Instant::now() < retry_at => {
+                return Err(MemoryError::Unavailable(why));
+            }
+            Slot::Vacant { .. } => {
+                let slot = self.place(&ns.info, r.index).await;
+                r.set(slot.clone());
+                slot
+            }
+            slot => slot,
+        };
+        match slot {
+            Slot::Local(handle) => {
+                let answer = super::shard::ask(&handle, r.index, request, timeout).await;
+                if answer.is_err() && self.hosted_handle(&ns.info.name, r.index).is_none() {
+                    // Stopped here meanwhile (its lease was lost): placed again next time.
+                    r.set(Slot::Vacant {
+                        why: format!("shard {shard} is no longer hosted here"),
+                        retry_at: Instant::now(),
+                    });
+                }
+                answer
+            }
+            Slot::Vacant { why, .. } => Err(MemoryError::Unavailable(why)),
+            Slot::Remote(node) => {
+                let Some(remote) = self.inner.remote.get() else {
+                    return Err(MemoryError::Unavailable("no cluster".into()));
+                };
+                let read = request.is_read();
+                let op = MemoryOp::Shard {
+                    namespace: ns.info.name.clone(),
+                    generation: ns.info.generation,
+                    shard: r.index,
+                    timeout_ms: timeout.as_millis().min(u128::from(u64::MAX)) as u64,
+                    request,
+                };
+                match remote.call(&node, op, timeout + HOP_MARGIN).await {
+                    Ok(Ok(MemoryAnswer::Shard(answer))) => Ok(answer),
+                    Ok(Ok(other)) => Err(super::remote::wrong_answer(&other)),
+                    Ok(Err(MemoryError::Unavailable(why))) => {
+                        r.set(Slot::Vacant {
+                            why: why.clone(),
+                            retry_at: Instant::now(),
+                        });
+                        Err(MemoryError::Unavailable(format!(
+                            "shard {shard} on node {node}: {why}"
+                        )))
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => {
+                        let why = format!("shard {shard} on node {node}: {e}");
+                        r.set(Slot::Vacant {
+                            why: why.clone(),
+                            retry_at: Instant::now(),
+                        });
+                        Err(MemoryError::Unavailable(if e.sent && !read {
+                            format!("{why} (the write may have been applied)")
+                        } else {
+                            why
+                        }))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs a shard request the serving node sent, on this node's actor of that shard.
+    ///
+    /// # Errors
+    /// [`MemoryError::Unavailable`] when this node does not host that shard (or lost its
+    /// lease), the shard's own errors.
+    pub(crate) async fn serve_shard(
+        &self,
+        namespace: &str,
+        generation: u32,
+        shard: u32,
+        request: ShardRequest,
+        timeout: Duration,
+    ) -> Result<ShardAnswer, MemoryError> {
+        let handle = self
+            .inner
+            .hosted
+            .get(&(namespace.to_owned(), shard))
+            .filter(|h| h.generation == generation)
+            .map(|h| h.handle.clone())
+            .ok_or_else(|| {
+                MemoryError::Unavailable(format!(
+                    "shard {shard} of memory namespace {namespace} (generation {generation}) is not hosted on this node"
+                ))
+            })?;
+        let lease = shard_lease_key(namespace, shard);
+        if let Err(e) = self.inner.records.snapshots().check_lease(&lease) {
+            self.unhost(namespace, shard, Some(generation)).await;
+            return Err(MemoryError::Unavailable(format!(
+                "this node no longer hosts shard {shard} of memory namespace {namespace}: {e}"
+            )));
+        }
+        let answer = super::shard::ask(&handle, shard, request, timeout).await?;
+        if let ShardAnswer::Items(items) = &answer {
+            // Floats travel as JSON text: about a dozen bytes each.
+            let bytes: usize = items
+                .iter()
+                .map(|i| i.text.len() + i.vector.len() * 12 + 256)
+                .sum();
+            if bytes > FORWARDED_EXPORT_BYTES_MAX {
+                return Err(MemoryError::Invalid(format!(
+                    "shard {shard} of {namespace} is about {bytes} bytes, more than the {FORWARDED_EXPORT_BYTES_MAX} sent between nodes"
+                )));
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Stops the shards this node hosts whose lease it lost (it was paused or cut off past
+    /// it; another node hosts them now), which no request may have noticed.
+    pub(crate) async fn sweep_hosted(&self) {
+        let snapshots = self.inner.records.snapshots();
+        let lost: Vec<(String, u32, u32)> = self
+            .inner
+            .hosted
+            .iter()
+            .filter(|h| {
+                let (ns, shard) = h.key();
+                snapshots.check_lease(&shard_lease_key(ns, *shard)).is_err()
+            })
+            .map(|h| (h.key().0.clone(), h.key().1, h.generation))
+            .collect();
+        for (ns, shard, generation) in lost {
+            tracing::warn!(namespace = %ns, shard, "memory shard's lease lost: no longer hosted here");
+            self.unhost(&ns, shard, Some(generation)).await;
+        }
+    }
+
+    /// The handle of this node's actor of shard `shard` of `ns`, if it hosts one.
+    pub(crate) fn hosted_handle(&self, ns: &str, shard: u32) -> Option<ActorHandle<ShardMsg>> {
+        self.inner
+            .hosted
+            .get(&(ns.to_owned(), shard))
+            .map(|h| h.handle.clone())
+    }
+
+    /// What each shard of a namespace this node serves holds, and where it runs; a shard
+    /// that cannot be reached says why.
+    pub(crate) async fn shard_stats(&self, ns: &Namespace) -> Vec<ShardStats> {
+        let calls = ns.shards.iter().map(|r| async move {
+            let answer = self
+                .shard_call(
+                    ns,
+                    r.index as usize,
+                    ShardRequest::Stats,
+                    super::WRITE_TIMEOUT,
+                )
+                .await;
+            // Where it runs after the call (which may have placed it).
+            let node = match r.slot() {
+                Slot::Local(_) => self.node_name().map(str::to_owned),
+                Slot::Remote(node) => Some(node),
+                Slot::Vacant { .. } => None,
+            };
+            match answer {
+                Ok(ShardAnswer::Stats(s)) => ShardStats {
+                    shard: r.index,
+                    node,
+                    ..s
+                },
+                Ok(other) => ShardStats {
+                    shard: r.index,
+                    node,
+                    error: Some(super::remote::wrong_answer(&other).to_string()),
+                    ..ShardStats::default()
+                },
+                Err(e) => ShardStats {
+                    shard: r.index,
+                    node,
+                    error: Some(e.to_string()),
+                    ..ShardStats::default()
+                },
+            }
+        });
+        futures_util::future::join_all(calls).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_shards_go_to_consecutive_nodes() {
+        // Placement is `(hash + shard) % nodes`: with 6 shards over 3 nodes, 2 each,
+        // whatever the name; the hash does not depend on the process.
+        for ns in ["notes", "facts", "x"] {
+            let mut count = [0usize; 3];
+            for shard in 0..6u64 {
+                count[(name_hash(ns).wrapping_add(shard) % 3) as usize] += 1;
+            }
+            assert_eq!(count, [2, 2, 2], "{ns}");
+        }
+        // FNV-1a of "notes", as every node computes it.
+        assert_eq!(name_hash("notes"), 0x4090_6c71_b95b_dbaa);
+        assert_ne!(name_hash("notes"), name_hash("facts"));
+    }
+
+    #[test]
+    fn a_shard_lease_is_under_its_namespace_s_name() {
+        assert_eq!(shard_lease_key("notes", 3), "memserve/notes/0003");
+    }
+}
