@@ -143,6 +143,7 @@ fn main() {
         let served = Served {
             system: system.clone(),
             memory: None,
+            tools: None,
             stats: Arc::new(NodeStats::default),
         };
         let membership = Membership::start("a", &cluster, served)

@@ -299,8 +299,8 @@ impl Runtime {
                     return Err(e);
                 }
             };
-        // Other nodes write the same store: follow their agent definitions, cost totals and
-        // MCP servers.
+        // Other nodes write the same store: follow their agent definitions, cost totals, MCP
+        // servers and tool manifests.
         let refresher = (config.store.backend == StoreBackend::Postgres).then(|| {
             let registry = agent_system.registry().clone();
             let costs = costs.clone();
@@ -322,6 +322,13 @@ impl Runtime {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(changed = n, "MCP servers followed"),
                         Err(error) => tracing::warn!(%error, "MCP servers not followed"),
+                    }
+                    // Tools another node runs (and this one cannot) become known here, so
+                    // agents here list them and calls go there.
+                    match tools.sync_tools().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(changed = n, "tool manifests followed"),
+                        Err(error) => tracing::warn!(%error, "tool manifests not followed"),
                     }
                 }
             })

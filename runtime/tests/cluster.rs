@@ -521,3 +521,88 @@ async fn an_mcp_server_added_or_removed_on_one_node_is_followed_by_the_others() 
     drop((a, b));
     store.drop_tables().await.unwrap();
 }
+
+/// The nodes and actions of `node`'s audit view `query`.
+async fn audit_view(node: &Aiosd, query: &str) -> Vec<(String, String)> {
+    let (s, v) = node.get(&format!("/v1/audit?{query}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["node"].as_str().unwrap_or("").to_string(),
+                e["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_logs_of_every_node_are_read_merged_on_any_node() {
+    let Some((ns, store)) = namespace("auditmerge").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let llm = fake.base_url();
+    let pg = pg_url();
+    let a = node("a", &ns, &llm, &pg);
+    let b = node("b", &ns, &llm, &pg);
+    define(&a, "from-a").await;
+    define(&b, "from-b").await;
+    define(&a, "again-a").await;
+
+    // Each node appends to its own chain; either node reads both, merged by time.
+    let created = |view: &[(String, String)]| -> Vec<(String, String)> {
+        view.iter()
+            .filter(|(_, action)| action == "POST /v1/agents")
+            .cloned()
+            .collect()
+    };
+    for reader in [&a, &b] {
+        let merged = audit_view(reader, "node=*").await;
+        assert_eq!(
+            created(&merged),
+            [
+                ("a".to_string(), "POST /v1/agents".to_string()),
+                ("b".to_string(), "POST /v1/agents".to_string()),
+                ("a".to_string(), "POST /v1/agents".to_string()),
+            ],
+            "{merged:?}"
+        );
+    }
+    // One other node's chain, and paging through the merged view.
+    let of_b = audit_view(&a, "node=b").await;
+    assert_eq!(created(&of_b).len(), 1, "{of_b:?}");
+    let mut cursor: Option<String> = None;
+    let mut paged = Vec::new();
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("/v1/audit?node=*&limit=1&cursor={c}"),
+            None => "/v1/audit?node=*&limit=1".to_string(),
+        };
+        let (s, v) = b.get(&query).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        paged.extend(v["items"].as_array().unwrap().iter().cloned());
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+        assert!(paged.len() < 100, "paging never ends: {paged:?}");
+    }
+    let full = audit_view(&b, "node=*&limit=1000").await;
+    assert_eq!(paged.len(), full.len(), "{paged:?}");
+    // Bad input is the caller's error.
+    assert_eq!(a.get("/v1/audit?node=zz").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        a.get("/v1/audit?node=*&after=1").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        a.get("/v1/audit?node=*&cursor=a").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    drop((a, b));
+    store.drop_tables().await.unwrap();
+}

@@ -12,7 +12,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aios_testkit::{FakeConfig, FakeLlm, FakeReply};
+use aios_testkit::{FakeConfig, FakeLlm, FakeReply, FakeToolCall};
 use common::{Aiosd, Proxy, define, last_prompt, namespace, pg_url, say};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -76,16 +76,38 @@ impl Node {
 
     /// A node with `config`, whose `[cluster]` section gets `cluster` (more TOML lines).
     fn start_with(name: &str, secret: &str, seeds: &[&str], config: &str, cluster: &str) -> Node {
-        let cluster_addr = format!("127.0.0.1:{}", free_port());
+        Self::start_with_env(name, secret, seeds, config, cluster, &[])
+    }
+
+    /// As [`Node::start_with`], the process with `env` too.
+    fn start_with_env(
+        name: &str,
+        secret: &str,
+        seeds: &[&str],
+        config: &str,
+        cluster: &str,
+        env: &[(&str, &str)],
+    ) -> Node {
         let seeds: Vec<String> = seeds.iter().map(|s| format!("{s:?}")).collect();
-        let config = format!(
-            "{config}\n[cluster]\nlisten = \"{cluster_addr}\"\nseeds = [{}]\n{cluster}\n",
-            seeds.join(", ")
-        );
-        Node {
-            aiosd: Aiosd::start(name, &config, &[("AIOS_CLUSTER_SECRET", secret)]),
-            cluster_addr,
+        let mut env = env.to_vec();
+        env.push(("AIOS_CLUSTER_SECRET", secret));
+        // The port is free when chosen, but another test's process may take it before this
+        // node binds it: such a node exits at start, and is started again on another port.
+        for _ in 0..3 {
+            let cluster_addr = format!("127.0.0.1:{}", free_port());
+            let config = format!(
+                "{config}\n[cluster]\nlisten = \"{cluster_addr}\"\nseeds = [{}]\n{cluster}\n",
+                seeds.join(", ")
+            );
+            if let Some(aiosd) = Aiosd::try_start_in(name, None, &config, &env) {
+                return Node {
+                    aiosd,
+                    cluster_addr,
+                };
+            }
+            eprintln!("aiosd {name} exited at start (its cluster port taken?): starting it again");
         }
+        panic!("aiosd {name} exited at start three times")
     }
 
     /// This node's view of peer `node`.
@@ -845,6 +867,132 @@ async fn a_namespace_s_shards_are_spread_over_the_nodes_and_its_searches_fan_out
         "the search right after the kill missed b's shards"
     );
     drop(a);
+    store.drop_tables().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_only_one_node_can_run_is_run_there_for_an_agent_on_another() {
+    // The test MCP server is the `aios` package's binary, built by `cargo test --workspace`.
+    let server = env!("CARGO_BIN_EXE_aiosd").replace("aiosd", "aios-mcp-test-server");
+    if !std::path::Path::new(&server).exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but {server} is not built"
+        );
+        eprintln!(
+            "\n!!! SKIPPED the tool forwarding test: {server} is not built (cargo test --workspace builds it)\n"
+        );
+        return;
+    }
+    let Some((ns, store)) = namespace("toolfwd").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let llm = fake.base_url();
+    // Only a can start the server: its command is on a's PATH alone.
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&server, bin.path().join("aios-only-on-a")).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let config = |name: &str| common::shared_store_config(name, &ns, &llm, &pg_url());
+    let a = Node::start_with_env("a", SECRET, &[], &config("a"), "", &[("PATH", &path)]);
+    let b = Node::start_with("b", SECRET, &[&a.cluster_addr], &config("b"), "");
+    a.await_reachable("b").await;
+    b.await_reachable("a").await;
+    let (s, v) = a
+        .aiosd
+        .post(
+            "/v1/mcp-servers",
+            serde_json::json!({"name": "t", "transport": {"kind": "stdio", "command": "aios-only-on-a"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    // b cannot start the server, but learns its tools from the shared store.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (s, v) = b.aiosd.get("/v1/tools").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if v.to_string().contains("t__echo") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b never learnt a's tools: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, v) = b.aiosd.get("/v1/mcp-servers").await;
+    assert!(
+        !v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "t" && m["connected"] == true),
+        "b runs no connection to the server: {v}"
+    );
+
+    // An agent placed on b calls the tool: the call runs on a, the result reaches the model.
+    let (s, v) = a
+        .aiosd
+        .post(
+            "/v1/agents",
+            serde_json::json!({"name": "courier", "role": "executor", "model": "fake/m",
+                "system_prompt": "You report.", "tools": ["t__echo"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = a
+        .aiosd
+        .put(
+            "/v1/agents/courier/placement",
+            serde_json::json!({"node": "b"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    fake.push_script(FakeReply::ToolCalls(vec![FakeToolCall::new(
+        "c1",
+        "t__echo",
+        r#"{"text": "parcel 42 delivered"}"#,
+        0,
+    )]));
+    fake.push_script(FakeReply::Text("reported".into()));
+    let (s, v) = say(&a.aiosd, "courier", "report").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        b.nodes().await["self"]["agents_active"],
+        1,
+        "the agent runs on b"
+    );
+    let requests = fake.requests();
+    let last = requests
+        .iter()
+        .rev()
+        .find(|r| r.path.ends_with("/chat/completions"))
+        .expect("a chat request");
+    let tool_message = last.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap_or_else(|| panic!("no tool result in {}", last.body))
+        .clone();
+    assert!(
+        tool_message.to_string().contains("parcel 42 delivered"),
+        "the tool's answer, not an error: {tool_message}"
+    );
+    // a ran it: the call is counted there.
+    let (s, v) = a.aiosd.get("/v1/tools/usage").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        v["items"].as_array().unwrap().iter().any(|u| u["tool"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("t__echo")
+            && u["usage"]["calls"] == 1),
+        "{v}"
+    );
+    drop((a, b));
     store.drop_tables().await.unwrap();
 }
 

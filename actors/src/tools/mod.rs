@@ -7,6 +7,7 @@ pub mod builtin;
 mod manifest;
 mod mcp;
 mod registry;
+mod remote;
 mod schema;
 mod service;
 
@@ -17,6 +18,7 @@ pub use self::mcp::{
     MCP_CONNECT_TIMEOUT, MCP_SERVERS_MAX, MCP_TOOLS_MAX, McpServerConfig, McpTransport, tool_name,
 };
 pub use self::registry::{TOOL_VERSIONS_MAX, ToolRegistry, ToolRegistryError, ToolRequirement};
+pub use self::remote::{RemoteToolCall, RemoteTools, ToolForwardError};
 pub use self::schema::{Schema, Violation, Violations};
 pub use self::service::{
     AgentNeeds, CallContext, DENIALS_BROADCAST_LEN, DENIALS_MAX, Denial, ExampleOutcome,

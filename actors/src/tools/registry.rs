@@ -413,6 +413,84 @@ impl ToolRegistry {
         }
     }
 
+    /// Brings this node's view up to the store (which other nodes of a cluster write): loads
+    /// the manifests installed elsewhere since, and drops the ones whose records are gone
+    /// unless `keep` says this node runs them (by id, `name@version`). Returns how many
+    /// changed.
+    ///
+    /// # Errors
+    /// Store failures (nothing changes then); an unreadable manifest is skipped and logged.
+    pub async fn sync_from_store(
+        &self,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<usize, ToolRegistryError> {
+        let _w = self.write.lock().await;
+        let keys = self
+            .records
+            .keys(MANIFEST_PREFIX, TOOL_VERSIONS_MAX)
+            .await
+            .map_err(store_err)?;
+        let stored: std::collections::BTreeSet<&str> = keys
+            .iter()
+            .map(|k| k.trim_start_matches(MANIFEST_PREFIX))
+            .collect();
+        let known: Vec<(String, Version)> = {
+            let state = self.read();
+            state
+                .tools
+                .iter()
+                .flat_map(|(name, vs)| vs.keys().map(move |v| (name.clone(), v.clone())))
+                .collect()
+        };
+        let known_keys: std::collections::BTreeSet<String> =
+            known.iter().map(|(n, v)| format!("{n}/{v}")).collect();
+        let mut loaded = Vec::new();
+        for key in &keys {
+            if known_keys.contains(key.trim_start_matches(MANIFEST_PREFIX)) {
+                continue;
+            }
+            let Some(r) = self
+                .records
+                .get::<ManifestRecord>(key)
+                .await
+                .map_err(store_err)?
+            else {
+                continue;
+            };
+            match ToolManifest::from_json(&r.json) {
+                Ok(m) => loaded.push(m),
+                Err(e) => tracing::warn!(%key, error = %e, "unreadable tool manifest in the store"),
+            }
+        }
+        let mut changed = loaded.len();
+        let mut state = self.write_state();
+        for m in loaded {
+            state
+                .tools
+                .entry(m.name.clone())
+                .or_default()
+                .insert(m.version.clone(), Arc::new(m));
+        }
+        for (name, version) in known {
+            if stored.contains(format!("{name}/{version}").as_str())
+                || keep(&format!("{name}@{version}"))
+            {
+                continue;
+            }
+            if let Some(vs) = state.tools.get_mut(&name) {
+                vs.remove(&version);
+                if vs.is_empty() {
+                    state.tools.remove(&name);
+                }
+            }
+            if state.pins.get(&name) == Some(&version) {
+                state.pins.remove(&name);
+            }
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
     /// Removes one version, unless an installed tool or one of `agent_needs` (agent name and
     /// requirement) would be left without a version that satisfies it.
     ///

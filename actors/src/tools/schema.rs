@@ -1,14 +1,14 @@
 //! JSON Schema validation of tool arguments and results (the `jsonschema` crate), with
 //! errors an agent can act on: each names the path in the value and what is wrong.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The most violations reported per value.
 const VIOLATIONS_MAX: usize = 16;
 
 /// One way a value breaks its schema.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Violation {
     /// JSON pointer to the offending part (`""` for the whole value).
     pub path: String,
@@ -17,7 +17,7 @@ pub struct Violation {
 }
 
 /// Violations of one value.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{}", self.summary())]
 pub struct Violations(pub Vec<Violation>);
 

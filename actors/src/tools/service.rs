@@ -80,7 +80,7 @@ impl From<&str> for ToolFailure {
 }
 
 /// Who calls.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct CallContext {
     /// The calling agent.
     pub agent: String,
@@ -91,7 +91,7 @@ pub struct CallContext {
 }
 
 /// Why a call failed, structured so an agent can act on it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, thiserror::Error)]
 #[serde(tag = "error", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ToolCallError {
@@ -375,6 +375,10 @@ struct Inner {
     denied: tokio::sync::broadcast::Sender<Denial>,
     usage: DashMap<(String, String), ToolUsage>,
     cache: Mutex<lru::LruCache<CacheKey, (Instant, Value)>>,
+    /// The route to other nodes' tools (cluster mode only).
+    remote: std::sync::OnceLock<Arc<dyn super::remote::RemoteTools>>,
+    /// Where a tool this node cannot run was last run, by requirement (bounded).
+    located: DashMap<String, String>,
 }
 
 /// Tools of a node. Cheap to clone.
@@ -467,6 +471,8 @@ impl ToolService {
                 cache: Mutex::new(lru::LruCache::new(
                     NonZeroUsize::new(TOOL_CACHE_ENTRIES_MAX).unwrap_or(NonZeroUsize::MIN),
                 )),
+                remote: std::sync::OnceLock::new(),
+                located: DashMap::new(),
             }),
         };
         // Periodic usage flush; ends when the service is dropped.
@@ -519,6 +525,21 @@ impl ToolService {
             }
         }
         Ok(())
+    }
+
+    /// The route to other nodes' tools, set once (`remote.rs`).
+    pub(super) fn remote_cell(&self) -> &std::sync::OnceLock<Arc<dyn super::remote::RemoteTools>> {
+        &self.inner.remote
+    }
+
+    /// Where calls this node could not run were run, by requirement (`remote.rs`).
+    pub(super) fn located(&self) -> &DashMap<String, String> {
+        &self.inner.located
+    }
+
+    /// Whether this node runs the tool version `id` (`name@version`).
+    pub(super) fn runs_here(&self, id: &str) -> bool {
+        self.inner.installed.contains_key(id)
     }
 
     /// The registry.
@@ -1229,6 +1250,27 @@ impl ToolService {
     /// # Errors
     /// [`ToolCallError`], structured for the calling agent.
     pub async fn call(
+        &self,
+        requirement: &ToolRequirement,
+        args: Value,
+        ctx: &CallContext,
+    ) -> Result<Value, ToolCallError> {
+        // In a cluster, a tool this node cannot run (an MCP server only another node
+        // reaches, a plugin only another node has) runs where it can.
+        if self.remote_cell().get().is_some()
+            && let Err(ToolCallError::NotFound { requirement: why }) = self.installed(requirement)
+        {
+            return self.call_elsewhere(requirement, args, ctx, why).await;
+        }
+        self.call_here(requirement, args, ctx).await
+    }
+
+    /// [`ToolService::call`] on this node only (the tool runs here or not at all): what
+    /// another node of a cluster asks when it cannot run a tool itself.
+    ///
+    /// # Errors
+    /// [`ToolCallError`], structured for the calling agent.
+    pub async fn call_here(
         &self,
         requirement: &ToolRequirement,
         args: Value,

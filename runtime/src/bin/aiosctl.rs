@@ -319,6 +319,10 @@ enum Audit {
     Tail {
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Another node's chain (on a store nodes share), or `*` for every node's, merged
+        /// by time.
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Recompute the hash chain.
     Verify,
@@ -894,24 +898,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Audit(a) => match a {
-            Audit::Tail { limit } => {
+            Audit::Tail { limit, node } => {
                 // Walk to the end, keeping the last `limit` entries.
-                let mut after: Option<u64> = None;
+                let merged = node.as_deref() == Some("*");
+                let mut page = String::new();
                 let mut last: Vec<Value> = Vec::new();
                 loop {
-                    let path = match after {
-                        Some(a) => format!("/v1/audit?limit=1000&after={a}"),
-                        None => "/v1/audit?limit=1000".to_string(),
-                    };
+                    let mut path = format!("/v1/audit?limit=1000{page}");
+                    // Node names are [A-Za-z0-9._-], cursors `name:seq,…`: nothing to escape
+                    // in a query string.
+                    if let Some(n) = &node {
+                        path.push_str(&format!("&node={n}"));
+                    }
                     let v = api.get(&path).await?;
                     last.extend(items(&v));
                     if last.len() > limit {
                         last.drain(..last.len() - limit);
                     }
-                    match v["next"].as_u64() {
-                        Some(n) => after = Some(n),
-                        None => break,
-                    }
+                    page = match (merged, v["next"].as_u64(), v["next_cursor"].as_str()) {
+                        (false, Some(n), _) => format!("&after={n}"),
+                        (true, _, Some(c)) => format!("&cursor={c}"),
+                        _ => break,
+                    };
                 }
                 if json_out {
                     show(&json!(last))?;
@@ -919,6 +927,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     table(
                         &last,
                         &[
+                            ("NODE", "/node"),
                             ("SEQ", "/seq"),
                             ("AT_MS", "/at_ms"),
                             ("TENANT", "/tenant"),

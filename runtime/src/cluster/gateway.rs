@@ -19,6 +19,7 @@ use aios_actors::agent::{
 };
 use aios_actors::memory::{ForwardError, MemoryAnswer, MemoryError, MemoryOp, RemoteMemory};
 use aios_actors::protocol::{AgentId, Envelope};
+use aios_actors::tools::{RemoteToolCall, RemoteTools, ToolCallError, ToolForwardError};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
@@ -84,6 +85,8 @@ enum Request {
     },
     /// A memory operation on a namespace this node serves (the memory API of another node).
     Memory { op: MemoryOp },
+    /// A tool call the sending node cannot run itself.
+    Tool { call: RemoteToolCall },
 }
 
 /// The answer to a [`Request`].
@@ -94,6 +97,7 @@ enum Reply {
     Retrieved(Result<Vec<String>, String>),
     Stored(Result<bool, String>),
     Memory(Result<MemoryAnswer, MemoryError>),
+    Tool(Result<serde_json::Value, ToolCallError>),
     /// The node could not take the request (too many in flight, undecodable, ...).
     Refused(String),
 }
@@ -229,6 +233,15 @@ impl Actor for Gateway {
                             None => Err(MemoryError::Unavailable(
                                 "this node serves no memory".into(),
                             )),
+                        }),
+                        Request::Tool { call } => Reply::Tool(match &served.tools {
+                            Some(t) => t.serve_remote(call).await,
+                            None => Err(ToolCallError::NotFound {
+                                requirement: format!(
+                                    "{} (this node runs no tools)",
+                                    call.requirement
+                                ),
+                            }),
                         }),
                         Request::Stats => {
                             let mut stats = (served.stats)();
@@ -380,12 +393,7 @@ impl RemoteMemory for Route {
     }
 
     fn peers(&self) -> Vec<String> {
-        let prefix = format!("{GROUP_ALL}.");
-        ractor::pg::which_groups()
-            .into_iter()
-            .filter_map(|g| g.strip_prefix(&prefix).map(str::to_owned))
-            .filter(|node| *node != self.node && gateway_of(node).is_some())
-            .collect()
+        reachable_peers(&self.node)
     }
 
     fn reachable(&self, node: &str) -> bool {
@@ -456,6 +464,47 @@ impl RemoteMemory for Route {
             Err(RemoteError::Lost { reason, .. }) => Err(ForwardError { sent: true, reason }),
         }
     }
+}
+
+#[async_trait::async_trait]
+impl RemoteTools for Route {
+    fn peers(&self) -> Vec<String> {
+        reachable_peers(&self.node)
+    }
+
+    async fn call(
+        &self,
+        node: &str,
+        call: RemoteToolCall,
+        timeout: Duration,
+    ) -> Result<Result<serde_json::Value, ToolCallError>, ToolForwardError> {
+        match self::call(node, &Request::Tool { call }, timeout).await {
+            Ok(Reply::Tool(answer)) => Ok(answer),
+            Ok(Reply::Refused(why)) => Err(ToolForwardError {
+                sent: false,
+                reason: format!("node {node} refused: {why}"),
+            }),
+            Ok(_) => Err(ToolForwardError {
+                sent: true,
+                reason: format!("node {node} answered another request"),
+            }),
+            Err(RemoteError::Unreachable(why)) => Err(ToolForwardError {
+                sent: false,
+                reason: format!("not reachable: {why}"),
+            }),
+            Err(RemoteError::Lost { reason, .. }) => Err(ToolForwardError { sent: true, reason }),
+        }
+    }
+}
+
+/// The names of the other nodes whose gateway is reachable now.
+fn reachable_peers(me: &str) -> Vec<String> {
+    let prefix = format!("{GROUP_ALL}.");
+    ractor::pg::which_groups()
+        .into_iter()
+        .filter_map(|g| g.strip_prefix(&prefix).map(str::to_owned))
+        .filter(|node| node != me && gateway_of(node).is_some())
+        .collect()
 }
 
 #[async_trait::async_trait]

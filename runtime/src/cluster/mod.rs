@@ -327,6 +327,8 @@ pub struct Served {
     pub system: aios_actors::agent::AgentSystem,
     /// This node's memory (the namespaces it serves).
     pub memory: Option<aios_actors::memory::MemoryStore>,
+    /// This node's tools (other nodes run here the tools they cannot run).
+    pub tools: Option<aios_actors::tools::ToolService>,
     /// This node's figures, computed when asked.
     pub stats: Arc<dyn Fn() -> NodeStats + Send + Sync>,
 }
@@ -545,6 +547,7 @@ mod imp {
         // The gateway first, so that the first session already syncs its process groups.
         let system = served.system.clone();
         let memory = served.memory.clone();
+        let tools = served.tools.clone();
         let relay = std::sync::Arc::new(relay::Relay::new(name));
         let gateway = gateway::start(name, served, relay.clone())
             .await
@@ -554,7 +557,10 @@ mod imp {
         system.events().set_relay(relay.clone());
         tokio::spawn(rewatch(system.clone(), relay, gateway.clone()));
         if let Some(memory) = memory {
-            memory.set_remote(route);
+            memory.set_remote(route.clone());
+        }
+        if let Some(tools) = tools {
+            tools.set_remote(route);
         }
         let (server, _) = match Actor::spawn(None, server, ()).await {
             Ok(s) => s,

@@ -17,7 +17,7 @@ use aios_actors::memory::{MemoryError, MemoryFilter, NamespaceSpec, NewMemory, S
 use aios_actors::protocol::AgentId;
 use aios_actors::tools::{McpServerConfig, ToolRegistryError, ToolRequirement};
 
-use super::audit::AuditQuery;
+use super::audit::{self, AuditQuery};
 use super::http::{Api, ApiJson, ApiQuery, Problem, Shared};
 use super::keys::{KeyError, OPERATOR_TENANT, Principal, Role};
 use super::webhooks::WebhookError;
@@ -1341,8 +1341,56 @@ async fn audit_query(
     if p.tenant != OPERATOR_TENANT {
         q.tenant = Some(p.tenant.clone());
     }
-    let (items, next) = s.audit.query(&q).await.map_err(Problem::internal)?;
-    ok(json!({ "items": items, "next": next }))
+    let this_node = s.config.store.node.as_str();
+    match q.node.as_deref() {
+        // Every node's chain, merged by time; each entry names its node.
+        Some("*") => {
+            if q.after.is_some() {
+                return Err(Problem::bad_request(
+                    "after: the merged view (node=*) pages with cursor",
+                ));
+            }
+            let cursor = q
+                .cursor
+                .as_deref()
+                .map(audit::parse_cursor)
+                .transpose()
+                .map_err(Problem::bad_request)?
+                .unwrap_or_default();
+            let (items, next) = s
+                .audit
+                .query_merged(&q, &cursor, this_node)
+                .await
+                .map_err(Problem::internal)?;
+            ok(json!({
+                "items": items,
+                "next_cursor": next.as_ref().map(audit::format_cursor),
+            }))
+        }
+        node => {
+            if q.cursor.is_some() {
+                return Err(Problem::bad_request(
+                    "cursor: only the merged view (node=*) pages with cursor; use after",
+                ));
+            }
+            let other;
+            let log = match node {
+                Some(n) if n != this_node => {
+                    let nodes = s.audit.nodes().await.map_err(Problem::internal)?;
+                    if !nodes.iter().any(|x| x == n) {
+                        return Err(Problem::not_found(format!(
+                            "no audit chain of node {n:?} in this store"
+                        )));
+                    }
+                    other = s.audit.of_node(n);
+                    &other
+                }
+                _ => &s.audit,
+            };
+            let (items, next) = log.query(&q).await.map_err(Problem::internal)?;
+            ok(json!({ "items": items, "next": next }))
+        }
+    }
 }
 
 async fn audit_verify(State(s): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult {

@@ -95,6 +95,55 @@ pub struct AuditQuery {
     pub since_ms: Option<u64>,
     /// Only entries at or before this time (unix ms).
     pub until_ms: Option<u64>,
+    /// Whose chain, on a store several nodes share: a node's name, or `*` for every node's,
+    /// merged by time (default: this node's).
+    pub node: Option<String>,
+    /// The merged view's cursor (`node:seq,…`, as returned in `next_cursor`).
+    pub cursor: Option<String>,
+}
+
+/// Chains read at most by one merged query.
+pub const AUDIT_NODES_MAX: usize = 256;
+
+/// One entry of the merged view: the entry and the node whose chain holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeEntry {
+    /// The node.
+    pub node: String,
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+}
+
+/// Per node, the last sequence number a merged view returned (its cursor).
+pub type MergedCursor = std::collections::BTreeMap<String, u64>;
+
+/// Parses a merged view's cursor (`node:seq,…`).
+///
+/// # Errors
+/// A malformed cursor, named.
+pub fn parse_cursor(text: &str) -> Result<MergedCursor, String> {
+    text.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|part| {
+            let (node, seq) = part
+                .rsplit_once(':')
+                .ok_or_else(|| format!("cursor: {part:?} is not node:seq"))?;
+            let seq = seq
+                .parse::<u64>()
+                .map_err(|_| format!("cursor: {part:?} is not node:seq"))?;
+            Ok((node.to_owned(), seq))
+        })
+        .collect()
+}
+
+/// Writes a merged view's cursor.
+pub fn format_cursor(cursor: &MergedCursor) -> String {
+    cursor
+        .iter()
+        .map(|(n, s)| format!("{n}:{s}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The chain's start after pruning: entries before `first_seq` were removed; entry
@@ -150,6 +199,8 @@ pub struct AuditLog {
 /// scope (a node's name, on a store that nodes share), `audit@<scope>/<seq>` and
 /// `auditlog-head@<scope>`, so that each node appends to its own chain.
 struct Chain {
+    /// The node's name on a shared store.
+    scope: Option<String>,
     prefix: String,
     head: String,
     checkpoint: String,
@@ -159,11 +210,13 @@ impl Chain {
     fn new(scope: Option<&str>) -> Self {
         match scope {
             None => Self {
+                scope: None,
                 prefix: PREFIX.into(),
                 head: HEAD_KEY.into(),
                 checkpoint: CHECKPOINT_KEY.into(),
             },
             Some(scope) => Self {
+                scope: Some(scope.to_owned()),
                 prefix: format!("audit@{scope}/"),
                 head: format!("{HEAD_KEY}@{scope}"),
                 checkpoint: format!("{CHECKPOINT_KEY}@{scope}"),
@@ -458,6 +511,113 @@ impl AuditLog {
         Ok((out, next))
     }
 
+    /// The nodes whose chains the shared store holds (at most [`AUDIT_NODES_MAX`]), or none
+    /// when this log is a node's own store's.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn nodes(&self) -> Result<Vec<String>, AuditError> {
+        if self.chain.scope.is_none() {
+            return Ok(Vec::new());
+        }
+        let prefix = format!("{HEAD_KEY}@");
+        let keys = self
+            .records
+            .keys(&prefix, AUDIT_NODES_MAX)
+            .await
+            .map_err(err)?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned))
+            .collect())
+    }
+
+    /// The chain of node `node` in the same shared store, to read (its appends belong to
+    /// that node).
+    pub fn of_node(&self, node: &str) -> AuditLog {
+        AuditLog {
+            records: self.records.clone(),
+            head: Arc::new(tokio::sync::Mutex::new(Head {
+                seq: 0,
+                hash: [0u8; 32],
+            })),
+            chain: Arc::new(Chain::new(Some(node))),
+            signing: None,
+        }
+    }
+
+    /// Every node's chain matching `query`, merged oldest first (by time, then node, then
+    /// sequence), after `cursor`; and the cursor of the next page when there is more. On a
+    /// node's own store (no shared store) the one chain is `this_node`'s.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn query_merged(
+        &self,
+        query: &AuditQuery,
+        cursor: &MergedCursor,
+        this_node: &str,
+    ) -> Result<(Vec<NodeEntry>, Option<MergedCursor>), AuditError> {
+        let limit = query.limit.unwrap_or(100).clamp(1, AUDIT_PAGE_MAX);
+        let chains: Vec<(String, AuditLog)> = match &self.chain.scope {
+            None => vec![(this_node.to_owned(), self.clone())],
+            Some(_) => self
+                .nodes()
+                .await?
+                .into_iter()
+                .map(|n| {
+                    let log = self.of_node(&n);
+                    (n, log)
+                })
+                .collect(),
+        };
+        // Each chain's first `limit` matches after its cursor: the page's entries are among
+        // them. Merged chain by chain in sequence order (always the chain whose next entry is
+        // the oldest), so what a page takes of a chain is a prefix and the cursor loses nothing
+        // even if a node's clock went back.
+        let mut fetched = Vec::with_capacity(chains.len());
+        for (node, log) in &chains {
+            let mut q = query.clone();
+            q.after = cursor.get(node).copied();
+            q.limit = Some(limit);
+            let (entries, next) = log.query(&q).await?;
+            fetched.push((node.clone(), entries.into_iter().peekable(), next));
+        }
+        let mut page = Vec::new();
+        while page.len() < limit {
+            let oldest = fetched
+                .iter_mut()
+                .filter_map(|(node, entries, _)| {
+                    let at = entries.peek()?.at_ms;
+                    Some((at, node.clone(), entries))
+                })
+                .min_by(|x, y| (x.0, &x.1).cmp(&(y.0, &y.1)));
+            let Some((_, node, entries)) = oldest else {
+                break;
+            };
+            if let Some(entry) = entries.next() {
+                page.push(NodeEntry { node, entry });
+            }
+        }
+        let mut next = cursor.clone();
+        let mut more = false;
+        for (node, entries, scanned_to) in &mut fetched {
+            let taken = page.iter().rev().find(|e| e.node == *node);
+            match (taken, entries.peek(), *scanned_to) {
+                (Some(e), _, _) => {
+                    next.insert(node.clone(), e.entry.seq);
+                }
+                // Nothing matched in the part of the chain scanned: skip that part next time.
+                (None, None, Some(to)) => {
+                    next.insert(node.clone(), to);
+                }
+                _ => {}
+            }
+            more |= entries.peek().is_some() || scanned_to.is_some();
+        }
+        Ok((page, more.then_some(next)))
+    }
+
     /// Recomputes the whole chain.
     ///
     /// # Errors
@@ -629,6 +789,75 @@ mod tests {
         let e = a.append(ev("POST /v1/again", "t"), false).await.unwrap();
         assert_eq!(e.seq, 6);
         assert!(a.verify().await.unwrap().ok);
+    }
+
+    #[tokio::test]
+    async fn the_merged_view_pages_through_every_node_s_chain_once_in_time_order() {
+        let snapshots = Snapshots::new(Arc::new(SledStore::temporary().unwrap()));
+        let records = Records::new(snapshots);
+        let a = AuditLog::open_scoped(records.clone(), Some("a"))
+            .await
+            .unwrap();
+        let b = AuditLog::open_scoped(records.clone(), Some("b"))
+            .await
+            .unwrap();
+        for i in 0..7 {
+            a.append(ev(&format!("POST /v1/a{i}"), "t"), false)
+                .await
+                .unwrap();
+            if i % 2 == 0 {
+                b.append(ev(&format!("POST /v1/b{i}"), "u"), false)
+                    .await
+                    .unwrap();
+            }
+        }
+        assert_eq!(a.nodes().await.unwrap(), ["a", "b"]);
+        let q = AuditQuery {
+            limit: Some(3),
+            ..AuditQuery::default()
+        };
+        let mut cursor = MergedCursor::new();
+        let mut seen = Vec::new();
+        loop {
+            let (page, next) = b.query_merged(&q, &cursor, "b").await.unwrap();
+            assert!(page.len() <= 3);
+            seen.extend(page);
+            match next {
+                // Through its text form, as a client sends it back.
+                Some(c) => cursor = parse_cursor(&format_cursor(&c)).unwrap(),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 11, "every entry once: {seen:?}");
+        assert!(
+            seen.windows(2)
+                .all(|w| w[0].entry.at_ms <= w[1].entry.at_ms)
+        );
+        for node in ["a", "b"] {
+            let seqs: Vec<u64> = seen
+                .iter()
+                .filter(|e| e.node == node)
+                .map(|e| e.entry.seq)
+                .collect();
+            let n = if node == "a" { 7 } else { 4 };
+            assert_eq!(seqs, (1..=n).collect::<Vec<u64>>(), "{node}");
+            assert!(
+                seen.iter()
+                    .filter(|e| e.node == node)
+                    .all(|e| e.entry.action.starts_with(&format!("POST /v1/{node}")))
+            );
+        }
+        // Filters apply to every chain: only b's tenant.
+        let q = AuditQuery {
+            tenant: Some("u".into()),
+            ..AuditQuery::default()
+        };
+        let (page, next) = a.query_merged(&q, &MergedCursor::new(), "a").await.unwrap();
+        assert_eq!(page.len(), 4);
+        assert!(page.iter().all(|e| e.node == "b"));
+        assert_eq!(next, None);
+        assert!(parse_cursor("a:1,b").is_err());
+        assert!(parse_cursor("a:x").is_err());
     }
 
     #[tokio::test]

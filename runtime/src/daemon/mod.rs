@@ -347,6 +347,7 @@ impl Daemon {
             crate::cluster::Served {
                 system: system.clone(),
                 memory: Some(rt.memory_store().clone()),
+                tools: Some(rt.tool_service().clone()),
                 stats: Arc::new(move || crate::cluster::NodeStats {
                     node: node.clone(),
                     actors: registry.len(),

@@ -70,6 +70,8 @@ fn query_params(method: &str, path: &str) -> &'static [(&'static str, &'static s
             ("outcome", "string"),
             ("since_ms", "integer"),
             ("until_ms", "integer"),
+            ("node", "string"),
+            ("cursor", "string"),
         ],
         ("GET", "/v1/metrics/history") => &[("since_ms", "integer")],
         ("GET", "/v1/usage/disk") => &[("refresh", "boolean")],

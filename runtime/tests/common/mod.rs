@@ -33,16 +33,28 @@ impl Aiosd {
 
     /// As [`Aiosd::start`], on the data directory `data_dir` when given (a restart on the same
     /// data), else on a new one.
-    #[allow(
-        clippy::zombie_processes,
-        reason = "Drop kills and waits for the child"
-    )]
     pub fn start_in(
         name: &str,
         data_dir: Option<&std::path::Path>,
         config: &str,
         env: &[(&str, &str)],
     ) -> Aiosd {
+        Self::try_start_in(name, data_dir, config, env)
+            .unwrap_or_else(|| panic!("aiosd {name} exited early"))
+    }
+
+    /// As [`Aiosd::start_in`]; `None` when the process exits before it listens (its error is
+    /// on stderr).
+    #[allow(
+        clippy::zombie_processes,
+        reason = "Drop kills and waits for the child"
+    )]
+    pub fn try_start_in(
+        name: &str,
+        data_dir: Option<&std::path::Path>,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Option<Aiosd> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("aiosd.toml");
         std::fs::write(&path, config).unwrap();
@@ -62,10 +74,10 @@ impl Aiosd {
         let mut line = String::new();
         let url = loop {
             line.clear();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "aiosd {name} exited early"
-            );
+            if out.read_line(&mut line).unwrap() == 0 {
+                let _ = child.wait();
+                return None;
+            }
             if let Some(url) = line.trim().strip_prefix("aiosd listening on ") {
                 break url.to_string();
             }
@@ -79,12 +91,12 @@ impl Aiosd {
                 let _ = tx.send(line);
             }
         });
-        Aiosd {
+        Some(Aiosd {
             child,
             url,
             logs,
             _dir: dir,
-        }
+        })
     }
 
     /// Sends `signal` (`-STOP`, `-CONT`, ...) to the process.
