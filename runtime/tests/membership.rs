@@ -871,6 +871,100 @@ async fn a_namespace_s_shards_are_spread_over_the_nodes_and_its_searches_fan_out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_a_node_moves_the_memory_it_serves_and_hosts_with_every_item() {
+    let Some((ns, store)) = namespace("memdrain").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let (a, b) = Node::shared_pair(&ns, &fake.base_url()).await;
+    // a serves "notes" (two of its shards on b); b serves "drafts" (its one shard on a or b).
+    let (s, v) = a
+        .aiosd
+        .post(
+            "/v1/memory/namespaces",
+            serde_json::json!({"name": "notes", "shards": 4}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = b
+        .aiosd
+        .post(
+            "/v1/memory/namespaces",
+            serde_json::json!({"name": "drafts", "shards": 1}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let items: Vec<Value> = (0..20)
+        .map(|i| serde_json::json!({"text": format!("note {i}: crate {i} is on shelf {}", i % 5)}))
+        .collect();
+    let (s, v) = a
+        .aiosd
+        .post(
+            "/v1/memory/namespaces/notes/items",
+            serde_json::json!({ "items": items }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = b
+        .aiosd
+        .post(
+            "/v1/memory/namespaces/drafts/items",
+            serde_json::json!({"items": [{"text": "the draft of the spring catalogue"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(hosted_by(&notes_shards(&a).await, "b").0, 2);
+    let (s, v) = b.aiosd.get("/v1/memory/namespaces/drafts/shards").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let drafts_on_b = usize::from(v["items"][0]["node"] == "b");
+
+    let (s, v) = b
+        .aiosd
+        .post("/v1/cluster/drain", serde_json::json!({"within_s": 10}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["memory_namespaces_moved"], 1, "{v}");
+    assert_eq!(v["memory_shards_moved"], 2 + drafts_on_b, "{v}");
+    // Through the drained node too: every item, from shards that now all run on a.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (s, v) = search_notes(&b, "crate shelf", 20).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if v["partial"] == false {
+            assert_eq!(hit_texts(&v).len(), 20, "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the shards never moved: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(hosted_by(&notes_shards(&b).await, "a"), (4, 20));
+    let (s, v) = b
+        .aiosd
+        .post(
+            "/v1/memory/namespaces/drafts/search",
+            serde_json::json!({"query": "spring catalogue", "k": 1}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(hit_texts(&v), ["the draft of the spring catalogue"]);
+    let (s, v) = a.aiosd.get("/v1/memory/namespaces/drafts/shards").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["items"][0]["node"], "a", "{v}");
+    // Writes through the drained node land on a.
+    let (s, v) = b
+        .aiosd
+        .post(
+            "/v1/memory/namespaces/notes/items",
+            serde_json::json!({"items": [{"text": "one more crate"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(hosted_by(&notes_shards(&a).await, "a"), (4, 21));
+    drop((a, b));
+    store.drop_tables().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_only_one_node_can_run_is_run_there_for_an_agent_on_another() {
     // The test MCP server is the `aios` package's binary, built by `cargo test --workspace`.
     let server = env!("CARGO_BIN_EXE_aiosd").replace("aiosd", "aios-mcp-test-server");

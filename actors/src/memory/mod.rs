@@ -497,6 +497,10 @@ pub struct MemoryConfig {
     /// In a cluster, whether a namespace's shards are spread over the nodes (see
     /// `spread.rs`) rather than all run on the node that serves it.
     pub spread: bool,
+    /// Whether [`MemoryStore::open`] starts every stored namespace. Off in a cluster: a
+    /// namespace starts when first asked for, once the node knows its peers, so its shards
+    /// are spread rather than all taken by the first node up.
+    pub start_at_open: bool,
 }
 
 impl Default for MemoryConfig {
@@ -512,6 +516,7 @@ impl Default for MemoryConfig {
             cleanup_every: Some(Duration::from_secs(600)),
             duplicate_similarity: Some(0.97),
             spread: true,
+            start_at_open: true,
         }
     }
 }
@@ -519,7 +524,7 @@ impl Default for MemoryConfig {
 /// A namespace this node serves: its metadata and where each of its shards runs.
 pub(crate) struct Namespace {
     info: NamespaceInfo,
-    shards: Vec<ShardRef>,
+    shards: Vec<Arc<ShardRef>>,
 }
 
 struct Inner {
@@ -544,6 +549,8 @@ struct Inner {
     hosted: DashMap<(String, u32), spread::Hosted>,
     /// Serialises starting and stopping hosted shards.
     hosting: tokio::sync::Mutex<()>,
+    /// True while the node is drained: it neither serves namespaces nor hosts shards.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// The memory of a node. Cheap to clone.
@@ -596,9 +603,15 @@ impl MemoryStore {
                 served_by: DashMap::new(),
                 hosted: DashMap::new(),
                 hosting: tokio::sync::Mutex::new(()),
+                draining: std::sync::atomic::AtomicBool::new(false),
             }),
         };
-        for info in read_namespaces(&this.inner.records, |_| false).await? {
+        let stored = if this.inner.config.start_at_open {
+            read_namespaces(&this.inner.records, |_| false).await?
+        } else {
+            Vec::new()
+        };
+        for info in stored {
             match this.start(info.clone()).await {
                 // Under the namespace's lease: the node serving it removes what a migration
                 // left behind (another node's migration in progress is not touched).
@@ -623,6 +636,12 @@ impl MemoryStore {
     }
 
     async fn start(&self, info: NamespaceInfo) -> Result<Arc<Namespace>, MemoryError> {
+        if self.is_draining() {
+            return Err(MemoryError::Unavailable(format!(
+                "this node is drained: memory namespace {} is served by another node",
+                info.name
+            )));
+        }
         // One node of a cluster serves a namespace (its shards are single writers of their
         // items); on a single node the lease is always granted.
         let lease = ns_lease_key(&info.name);
@@ -637,9 +656,10 @@ impl MemoryStore {
             )));
         }
         self.inner.served_by.remove(&info.name);
-        // The items are written under the lease too: once another node took the namespace
-        // over, the store refuses this node's item writes (the shards' check of the lease's
-        // local deadline stops them first).
+        // What this node writes under the namespace's prefix outside its shards (a
+        // migration's next generation, removals of old ones) is written under the lease too.
+        // Each shard's items are fenced by the shard's own lease (`spread.rs`), whichever
+        // node hosts it.
         let items = shard::items_prefix(&info.name);
         snapshots.fence_prefix(&items, Some(&lease));
         let started = self.start_shards(&info).await;
@@ -737,8 +757,8 @@ impl MemoryStore {
     }
 
     /// Refuses to write a namespace whose lease this node has lost (paused or cut off from
-    /// the shared store past it, in a cluster): its shards stop here, and the next call
-    /// finds the node that serves it now. A map lookup (the lease's local deadline), so
+    /// the shared store past it, in a cluster): it stops serving it (and stops the shards it
+    /// hosts whose leases it lost too), and the next call finds the node that serves it now. A map lookup (the lease's local deadline), so
     /// the node stops before the database would refuse it.
     async fn check_serving(&self, ns: &Arc<Namespace>) -> Result<(), MemoryError> {
         let Err(e) = self
@@ -804,7 +824,10 @@ impl MemoryStore {
             return Err(MemoryError::NamespaceExists(info.name));
         }
         self.save_info(&info).await?;
-        self.start(info).await?;
+        // A drained node only records it: the next node asked serves it.
+        if !self.is_draining() {
+            self.start(info).await?;
+        }
         Ok(())
     }
 
@@ -926,7 +949,12 @@ impl MemoryStore {
             .await
             .map_err(store_err)?
             .ok_or_else(|| MemoryError::NamespaceNotFound(name.to_string()))?;
-        self.start(info).await
+        let ns = self.start(info).await?;
+        // Under the namespace's lease: what a migration left behind goes (as at open).
+        if let Err(e) = self.delete_stale_generations(&ns.info).await {
+            tracing::warn!(namespace = %name, error = %e, "removing stale memory generations");
+        }
+        Ok(ns)
     }
 
     /// Checks that this node's embedder made (or can make) the namespace's vectors.
@@ -968,7 +996,7 @@ impl MemoryStore {
         Ok(())
     }
 
-    /// [`MemoryStore::remember`] on this node's shards.
+    /// [`MemoryStore::remember`] as the node serving the namespace (its shards wherever they run).
     async fn remember_here(
         &self,
         namespace: &str,
@@ -1057,6 +1085,15 @@ impl MemoryStore {
             });
             ids.push(id);
         }
+        // Every shard written runs somewhere before any is written: a batch is not stored in
+        // part and then refused (a retry would store that part twice).
+        let targets: Vec<usize> = per_shard
+            .iter()
+            .enumerate()
+            .filter(|(_, batch)| !batch.is_empty())
+            .map(|(shard, _)| shard)
+            .collect();
+        self.ensure_placed(&ns, targets.into_iter()).await?;
         let writes = per_shard
             .into_iter()
             .enumerate()
@@ -1070,7 +1107,7 @@ impl MemoryStore {
         Ok(ids)
     }
 
-    /// [`MemoryStore::search`] on this node's shards.
+    /// [`MemoryStore::search`] as the node serving the namespace (its shards wherever they run).
     async fn search_here(
         &self,
         namespace: &str,
@@ -1210,7 +1247,7 @@ impl MemoryStore {
         })
     }
 
-    /// [`MemoryStore::forget`] on this node's shards.
+    /// [`MemoryStore::forget`] as the node serving the namespace (its shards wherever they run).
     async fn forget_here(
         &self,
         namespace: &str,
@@ -1230,7 +1267,7 @@ impl MemoryStore {
         sum_counts(futures_util::future::join_all(calls).await)
     }
 
-    /// [`MemoryStore::get`] on this node's shards.
+    /// [`MemoryStore::get`] as the node serving the namespace (its shards wherever they run).
     async fn get_here(&self, namespace: &str, ids: &[u64]) -> Result<Vec<Hit>, MemoryError> {
         let ns = self.ns(namespace).await?;
         self.check_serving(&ns).await?;

@@ -207,6 +207,12 @@ pub trait RemoteMemory: Send + Sync + 'static {
     /// Whether `node` is reachable now.
     fn reachable(&self, node: &str) -> bool;
 
+    /// The reachable peers that may be given namespaces and shards now (not being
+    /// drained). By default every reachable peer.
+    async fn placeable_peers(&self) -> Vec<String> {
+        self.peers()
+    }
+
     /// [`MemoryStore::retrieve_here`] on `node`.
     ///
     /// # Errors
@@ -401,13 +407,40 @@ impl MemoryStore {
         }
     }
 
-    /// Runs an operation another node sent, on this node's shards only (never forwarded
-    /// again). The namespace is started here when no node serves it.
+    /// Runs an operation another node sent, as the node serving its namespace (never sent on
+    /// to another serving node; its shards are asked wherever they run), or a shard request
+    /// of the node serving a namespace. The namespace is started here when no node serves
+    /// it; a drained node sends it on to one that is not drained.
     ///
     /// # Errors
     /// The operation's own errors; [`MemoryError::Unavailable`] when another node serves
     /// the namespace.
     pub async fn serve_remote(&self, op: MemoryOp) -> Result<MemoryAnswer, MemoryError> {
+        // A drained node serves no namespace: an operation on one goes to a node that may
+        // serve it (never drained, so it is not sent on again). Nothing ran here, so a write
+        // is as safe to send on as a read.
+        let namespace_op = !matches!(
+            op,
+            MemoryOp::HostShard { .. } | MemoryOp::Shard { .. } | MemoryOp::ReleaseShard { .. }
+        );
+        if namespace_op
+            && self.is_draining()
+            && let Some(remote) = self.inner.remote.get()
+        {
+            let Some(node) = remote.placeable_peers().await.into_iter().next() else {
+                return Err(MemoryError::Unavailable(
+                    "this node is drained and no other node may serve memory".into(),
+                ));
+            };
+            return remote
+                .call(&node, op.clone(), op.timeout())
+                .await
+                .unwrap_or_else(|e| {
+                    Err(MemoryError::Unavailable(format!(
+                        "this node is drained and node {node} did not answer: {e}"
+                    )))
+                });
+        }
         match op {
             MemoryOp::Remember {
                 namespace,
@@ -485,8 +518,8 @@ impl MemoryStore {
         }
     }
 
-    /// True when the operation runs on this node without asking: no cluster, or the
-    /// namespace's shards run here.
+    /// True when the operation runs on this node without asking: no cluster, or this node
+    /// serves the namespace.
     fn runs_here(&self, namespace: &str) -> bool {
         self.inner.remote.get().is_none() || self.inner.namespaces.contains_key(namespace)
     }

@@ -82,14 +82,17 @@ pub(crate) struct ShardRef {
     pub(crate) index: u32,
     /// Where it runs. Never locked across an await.
     slot: Mutex<Slot>,
+    /// Held while the shard is being placed again, so concurrent requests share one attempt.
+    placing: tokio::sync::Mutex<()>,
 }
 
 impl ShardRef {
-    pub(crate) fn new(index: u32, slot: Slot) -> Self {
-        Self {
+    pub(crate) fn new(index: u32, slot: Slot) -> Arc<Self> {
+        Arc::new(Self {
             index,
             slot: Mutex::new(slot),
-        }
+            placing: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// Where it runs now.
@@ -165,13 +168,18 @@ impl MemoryStore {
         self.inner.remote.get().map(|r| r.node())
     }
 
-    /// The node that should host shard `shard` of `ns` when it is not this one.
-    fn spread_target(&self, ns: &str, shard: u32) -> Option<(String, &Arc<dyn RemoteMemory>)> {
+    /// The node that should host shard `shard` of `ns` when it is not this one (drained
+    /// nodes get none).
+    async fn spread_target(
+        &self,
+        ns: &str,
+        shard: u32,
+    ) -> Option<(String, &Arc<dyn RemoteMemory>)> {
         if !self.inner.config.spread {
             return None;
         }
         let remote = self.inner.remote.get()?;
-        let mut nodes = remote.peers();
+        let mut nodes = remote.placeable_peers().await;
         if nodes.is_empty() {
             return None;
         }
@@ -185,7 +193,7 @@ impl MemoryStore {
 
     /// Where shard `shard` of `info` runs from now on (see the module documentation).
     pub(crate) async fn place(&self, info: &NamespaceInfo, shard: u32) -> Slot {
-        if let Some((node, remote)) = self.spread_target(&info.name, shard) {
+        if let Some((node, remote)) = self.spread_target(&info.name, shard).await {
             match self.ask_to_host(remote, &node, info, shard).await {
                 Ok(()) => return Slot::Remote(node),
                 Err(why) => {
@@ -245,6 +253,11 @@ impl MemoryStore {
         shard: u32,
     ) -> Result<ActorHandle<ShardMsg>, HostError> {
         let _hosting = self.inner.hosting.lock().await;
+        if self.is_draining() {
+            return Err(HostError::Failed(MemoryError::Unavailable(
+                "this node is drained: it hosts no shards".into(),
+            )));
+        }
         let lease = shard_lease_key(&info.name, shard);
         let snapshots = self.inner.records.snapshots();
         let running = self
@@ -253,11 +266,19 @@ impl MemoryStore {
             .get(&(info.name.clone(), shard))
             .map(|h| (h.generation, h.handle.clone()));
         if let Some((generation, handle)) = running {
+            if generation > info.generation {
+                // A request of a namespace a migration has replaced since: never brought
+                // back over the new generation.
+                return Err(HostError::Failed(MemoryError::Unavailable(format!(
+                    "shard {shard} of memory namespace {} runs generation {generation} here, newer than {}",
+                    info.name, info.generation
+                ))));
+            }
             if generation == info.generation && snapshots.check_lease(&lease).is_ok() {
                 return Ok(handle);
             }
-            // Another generation, or a lease lost meanwhile: started afresh.
-            self.unhost_locked(&info.name, shard, None).await;
+            // An older generation, or a lease lost meanwhile: started afresh.
+            self.unhost_locked(&info.name, shard, None, false).await;
         }
         if let Err(e) = snapshots.acquire(&lease).await {
             return Err(match holder_node(&e) {
@@ -304,10 +325,21 @@ impl MemoryStore {
     /// lets its lease go.
     pub(crate) async fn unhost(&self, ns: &str, shard: u32, generation: Option<u32>) {
         let _hosting = self.inner.hosting.lock().await;
-        self.unhost_locked(ns, shard, generation).await;
+        self.unhost_locked(ns, shard, generation, false).await;
     }
 
-    async fn unhost_locked(&self, ns: &str, shard: u32, generation: Option<u32>) {
+    /// [`MemoryStore::unhost`] if this node has lost the shard's lease: checked under the
+    /// hosting lock, so a shard hosted again meanwhile (under a new grant) stays.
+    pub(crate) async fn unhost_if_lost(&self, ns: &str, shard: u32, generation: Option<u32>) {
+        let _hosting = self.inner.hosting.lock().await;
+        self.unhost_locked(ns, shard, generation, true).await;
+    }
+
+    async fn unhost_locked(&self, ns: &str, shard: u32, generation: Option<u32>, if_lost: bool) {
+        let snapshots = self.inner.records.snapshots();
+        if if_lost && snapshots.check_lease(&shard_lease_key(ns, shard)).is_ok() {
+            return;
+        }
         let Some((_, hosted)) = self
             .inner
             .hosted
@@ -325,7 +357,6 @@ impl MemoryStore {
         {
             tracing::warn!(namespace = %ns, shard, error = %e, "stopping a memory shard");
         }
-        let snapshots = self.inner.records.snapshots();
         snapshots.fence_prefix(&shard_prefix_at(ns, hosted.generation, shard), None);
         if let Err(e) = snapshots.release(&shard_lease_key(ns, shard)).await {
             tracing::warn!(namespace = %ns, shard, error = %e, "releasing a memory shard's lease");
@@ -339,12 +370,13 @@ impl MemoryStore {
         let name = ns.info.name.as_str();
         for shard in &ns.shards {
             match shard.slot() {
+                Slot::Local(_) if hosts_too => {
+                    self.unhost(name, shard.index, Some(ns.info.generation))
+                        .await;
+                }
                 Slot::Local(_) => {
-                    let lease = shard_lease_key(name, shard.index);
-                    if hosts_too || self.inner.records.snapshots().check_lease(&lease).is_err() {
-                        self.unhost(name, shard.index, Some(ns.info.generation))
-                            .await;
-                    }
+                    self.unhost_if_lost(name, shard.index, Some(ns.info.generation))
+                        .await;
                 }
                 Slot::Remote(node) if hosts_too => {
                     let Some(remote) = self.inner.remote.get() else {
@@ -384,20 +416,15 @@ impl MemoryStore {
             return Err(MemoryError::Invalid(format!("no shard {shard}")));
         };
         let slot = match r.slot() {
-            Slot::Vacant { why, retry_at } if Instant::now() < retry_at => {
-                return Err(MemoryError::Unavailable(why));
-            }
-            Slot::Vacant { .. } => {
-                let slot = self.place(&ns.info, r.index).await;
-                r.set(slot.clone());
-                slot
-            }
+            Slot::Vacant { .. } => self.placed(ns, r, timeout).await?,
             slot => slot,
         };
         match slot {
             Slot::Local(handle) => {
                 let answer = super::shard::ask(&handle, r.index, request, timeout).await;
-                if answer.is_err() && self.hosted_handle(&ns.info.name, r.index).is_none() {
+                if answer.is_err()
+                    && self.hosted_generation(&ns.info.name, r.index) != Some(ns.info.generation)
+                {
                     // Stopped here meanwhile (its lease was lost): placed again next time.
                     r.set(Slot::Vacant {
                         why: format!("shard {shard} is no longer hosted here"),
@@ -449,6 +476,93 @@ impl MemoryStore {
         }
     }
 
+    /// Where a vacant shard runs once placed again (when its retry time has come): placed by
+    /// one task at a time, which goes on if the caller stops waiting at `timeout`, so a
+    /// half-taken lease is never left behind. Only the current namespace is placed: a
+    /// request still holding a namespace a migration replaced never brings its shards back.
+    ///
+    /// # Errors
+    /// [`MemoryError::Unavailable`] while the shard is vacant.
+    async fn placed(
+        &self,
+        ns: &Namespace,
+        r: &Arc<ShardRef>,
+        timeout: Duration,
+    ) -> Result<Slot, MemoryError> {
+        if let Slot::Vacant { why, retry_at } = r.slot()
+            && Instant::now() < retry_at
+        {
+            return Err(MemoryError::Unavailable(why));
+        }
+        // During a migration the generation is about to change: its shards are placed by
+        // the migration alone.
+        if self.inner.migrating.contains(&ns.info.name) {
+            return Err(MemoryError::Unavailable(format!(
+                "memory namespace {} is being migrated; shard {} is placed when it is done",
+                ns.info.name, r.index
+            )));
+        }
+        let current = self
+            .inner
+            .namespaces
+            .get(&ns.info.name)
+            .is_some_and(|n| n.info.generation == ns.info.generation);
+        if !current {
+            return Err(MemoryError::Unavailable(format!(
+                "memory namespace {} changed while the request ran; retry",
+                ns.info.name
+            )));
+        }
+        let task = {
+            let (this, info, r) = (self.clone(), ns.info.clone(), r.clone());
+            tokio::spawn(async move {
+                let _placing = r.placing.lock().await;
+                match r.slot() {
+                    Slot::Vacant { retry_at, .. } if Instant::now() >= retry_at => {
+                        let slot = this.place(&info, r.index).await;
+                        r.set(slot.clone());
+                        slot
+                    }
+                    // Placed by the attempt this one waited for, or not due yet.
+                    slot => slot,
+                }
+            })
+        };
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(Slot::Vacant { why, .. })) => Err(MemoryError::Unavailable(why)),
+            Ok(Ok(slot)) => Ok(slot),
+            Ok(Err(e)) => Err(MemoryError::Unavailable(format!(
+                "placing shard {}: {e}",
+                r.index
+            ))),
+            Err(_) => Err(MemoryError::Unavailable(format!(
+                "shard {} of memory namespace {} is being placed; retry",
+                r.index, ns.info.name
+            ))),
+        }
+    }
+
+    /// Makes sure every shard in `shards` runs somewhere before a write touches any of them,
+    /// so a write is not applied to some shards and refused by a vacant one.
+    ///
+    /// # Errors
+    /// [`MemoryError::Unavailable`] naming a shard that is vacant.
+    pub(crate) async fn ensure_placed(
+        &self,
+        ns: &Namespace,
+        shards: impl Iterator<Item = usize>,
+    ) -> Result<(), MemoryError> {
+        for shard in shards {
+            let Some(r) = ns.shards.get(shard) else {
+                continue;
+            };
+            if let Slot::Vacant { .. } = r.slot() {
+                self.placed(ns, r, super::WRITE_TIMEOUT).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs a shard request the serving node sent, on this node's actor of that shard.
     ///
     /// # Errors
@@ -475,7 +589,8 @@ impl MemoryStore {
             })?;
         let lease = shard_lease_key(namespace, shard);
         if let Err(e) = self.inner.records.snapshots().check_lease(&lease) {
-            self.unhost(namespace, shard, Some(generation)).await;
+            self.unhost_if_lost(namespace, shard, Some(generation))
+                .await;
             return Err(MemoryError::Unavailable(format!(
                 "this node no longer hosts shard {shard} of memory namespace {namespace}: {e}"
             )));
@@ -496,6 +611,62 @@ impl MemoryStore {
         Ok(answer)
     }
 
+    /// True while the node is drained.
+    pub fn is_draining(&self) -> bool {
+        self.inner
+            .draining
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Drains this node's memory: it stops serving its namespaces and hosting shards, letting
+    /// their leases go at once, so the next request (through any node) serves them on
+    /// another node and places their shards there, items reloaded from the store. Until
+    /// [`MemoryStore::undrain`] it serves and hosts nothing. Returns how many namespaces and
+    /// shards it let go.
+    pub async fn drain(&self) -> (usize, usize) {
+        self.inner
+            .draining
+            .store(true, std::sync::atomic::Ordering::Release);
+        let _admin = self.inner.admin.lock().await;
+        let served: Vec<Arc<Namespace>> = self.inner.namespaces.iter().map(|n| n.clone()).collect();
+        let snapshots = self.inner.records.snapshots();
+        for ns in &served {
+            // Its write lock: no write of this node is half-done when the shards go.
+            let lock = self.write_lock(&ns.info.name);
+            let _writing = lock.write().await;
+            self.inner.namespaces.remove(&ns.info.name);
+            for shard in &ns.shards {
+                shard.set(Slot::vacant(format!(
+                    "memory namespace {} moved off a drained node",
+                    ns.info.name
+                )));
+            }
+            let lease = super::ns_lease_key(&ns.info.name);
+            snapshots.fence_prefix(&super::shard::items_prefix(&ns.info.name), None);
+            if let Err(e) = snapshots.release(&lease).await {
+                tracing::warn!(namespace = %ns.info.name, error = %e, "releasing a namespace's lease");
+            }
+        }
+        let hosted: Vec<(String, u32)> =
+            self.inner.hosted.iter().map(|h| h.key().clone()).collect();
+        for (ns, shard) in &hosted {
+            self.unhost(ns, *shard, None).await;
+        }
+        tracing::info!(
+            namespaces = served.len(),
+            shards = hosted.len(),
+            "memory drained off this node"
+        );
+        (served.len(), hosted.len())
+    }
+
+    /// Ends a drain: the node serves and hosts again when asked.
+    pub fn undrain(&self) {
+        self.inner
+            .draining
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
     /// Stops the shards this node hosts whose lease it lost (it was paused or cut off past
     /// it; another node hosts them now), which no request may have noticed.
     pub(crate) async fn sweep_hosted(&self) {
@@ -512,8 +683,16 @@ impl MemoryStore {
             .collect();
         for (ns, shard, generation) in lost {
             tracing::warn!(namespace = %ns, shard, "memory shard's lease lost: no longer hosted here");
-            self.unhost(&ns, shard, Some(generation)).await;
+            self.unhost_if_lost(&ns, shard, Some(generation)).await;
         }
+    }
+
+    /// The generation of this node's actor of shard `shard` of `ns`, if it hosts one.
+    fn hosted_generation(&self, ns: &str, shard: u32) -> Option<u32> {
+        self.inner
+            .hosted
+            .get(&(ns.to_owned(), shard))
+            .map(|h| h.generation)
     }
 
     /// The handle of this node's actor of shard `shard` of `ns`, if it hosts one.

@@ -414,9 +414,9 @@ impl ToolRegistry {
     }
 
     /// Brings this node's view up to the store (which other nodes of a cluster write): loads
-    /// the manifests installed elsewhere since, and drops the ones whose records are gone
-    /// unless `keep` says this node runs them (by id, `name@version`). Returns how many
-    /// changed.
+    /// the manifests installed elsewhere since, drops the ones whose records are gone unless
+    /// `keep` says this node runs them (by id, `name@version`), and takes the stored pins.
+    /// Returns how many changed.
     ///
     /// # Errors
     /// Store failures (nothing changes then); an unreadable manifest is skipped and logged.
@@ -462,6 +462,19 @@ impl ToolRegistry {
                 Err(e) => tracing::warn!(%key, error = %e, "unreadable tool manifest in the store"),
             }
         }
+        let mut pins = BTreeMap::new();
+        for key in self
+            .records
+            .keys(PIN_PREFIX, TOOL_VERSIONS_MAX)
+            .await
+            .map_err(store_err)?
+        {
+            if let Some(v) = self.records.get::<String>(&key).await.map_err(store_err)?
+                && let Ok(v) = Version::parse(&v)
+            {
+                pins.insert(key.trim_start_matches(PIN_PREFIX).to_string(), v);
+            }
+        }
         let mut changed = loaded.len();
         let mut state = self.write_state();
         for m in loaded {
@@ -486,6 +499,12 @@ impl ToolRegistry {
             if state.pins.get(&name) == Some(&version) {
                 state.pins.remove(&name);
             }
+            changed += 1;
+        }
+        // Pins set or cleared on another node (a pin on a version this node does not know
+        // is kept: the version's manifest arrives with it).
+        if pins != state.pins {
+            state.pins = pins;
             changed += 1;
         }
         Ok(changed)

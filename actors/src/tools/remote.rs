@@ -98,16 +98,20 @@ impl ToolService {
             nodes.insert(0, last);
         }
         // Its manifest here, when known, gives the timeout; otherwise the longest allowed.
+        // The node asked may queue the call for a busy host up to that long again before
+        // running it: a caller that gave up sooner would report a call still running as lost.
         let timeout = self
             .registry()
             .resolve(requirement)
             .map_or(TOOL_TIMEOUT_MAX, |m| m.timeout)
+            * 2
             + Duration::from_secs(2);
         let call = RemoteToolCall {
             requirement: key.clone(),
             args,
             ctx: ctx.clone(),
         };
+        let mut unasked = Vec::new();
         for node in nodes {
             match remote.call(&node, call.clone(), timeout).await {
                 Ok(Err(ToolCallError::NotFound { .. })) => {}
@@ -121,6 +125,7 @@ impl ToolService {
                 }
                 Err(e) if !e.sent => {
                     tracing::debug!(tool = %key, %node, error = %e, "tool call not sent to a node");
+                    unasked.push(format!("{node}: {e}"));
                 }
                 Err(e) => {
                     self.located().remove(&key);
@@ -132,6 +137,16 @@ impl ToolService {
                     });
                 }
             }
+        }
+        if !unasked.is_empty() {
+            // Maybe one of them has it: not "no such tool", but "cannot be run now".
+            return Err(ToolCallError::Failed {
+                tool: key,
+                message: format!(
+                    "this node cannot run it and no node asked could; not asked: {}",
+                    unasked.join("; ")
+                ),
+            });
         }
         Err(ToolCallError::NotFound {
             requirement: format!("{not_here}; no other node of the cluster has it"),

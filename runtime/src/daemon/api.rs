@@ -437,9 +437,12 @@ async fn cluster_drain(State(s): State<Shared>, ApiJson(body): ApiJson<DrainBody
     }
     let system = s.rt.agent_system();
     let report = system.drain(std::time::Duration::from_secs(within)).await;
+    let (namespaces, shards) = s.rt.memory_store().drain().await;
     tracing::info!(
         passivated = report.passivated,
         remaining = report.remaining,
+        memory_namespaces = namespaces,
+        memory_shards = shards,
         "node drained"
     );
     ok(json!({
@@ -447,13 +450,16 @@ async fn cluster_drain(State(s): State<Shared>, ApiJson(body): ApiJson<DrainBody
         "draining": system.is_draining(),
         "passivated": report.passivated,
         "remaining": report.remaining,
+        "memory_namespaces_moved": namespaces,
+        "memory_shards_moved": shards,
     }))
 }
 
-/// Ends a drain: this node activates agents again.
+/// Ends a drain: this node activates agents, serves memory namespaces and hosts shards again.
 async fn cluster_undrain(State(s): State<Shared>) -> ApiResult {
     let system = s.rt.agent_system();
     system.undrain();
+    s.rt.memory_store().undrain();
     ok(json!({ "node": s.membership.name(), "draining": system.is_draining() }))
 }
 

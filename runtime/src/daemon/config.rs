@@ -397,6 +397,9 @@ impl DaemonConfig {
         rc.tools = self.tools.clone();
         rc.schedules.missed_after = self.schedules.missed_after;
         rc.store = self.store.clone();
+        // In a cluster a namespace starts when first asked for, once the peers are known, so
+        // its shards are spread (see `MemoryConfig::start_at_open`).
+        rc.memory.start_at_open = !self.cluster.enabled();
         rc
     }
 }
