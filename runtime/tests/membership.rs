@@ -870,6 +870,84 @@ async fn a_namespace_s_shards_are_spread_over_the_nodes_and_its_searches_fan_out
     store.drop_tables().await.unwrap();
 }
 
+/// Sets the placement of the namespace `notes` through `node`.
+async fn place_notes(node: &Node, placement: Value) -> (StatusCode, Value) {
+    node.aiosd
+        .put("/v1/memory/namespaces/notes/placement", placement)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_placed_by_tag_or_node_moves_its_shards_there_with_their_items() {
+    let Some((ns, store)) = namespace("memplace").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let llm = fake.base_url();
+    let a = Node::shared_tagged("a", &[], &ns, &llm, &["ssd"]);
+    let b = Node::shared("b", &[&a.cluster_addr], &ns, &llm);
+    a.await_reachable("b").await;
+    b.await_reachable("a").await;
+    let (s, v) = a
+        .aiosd
+        .post(
+            "/v1/memory/namespaces",
+            serde_json::json!({"name": "notes", "shards": 4}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let items: Vec<Value> = (0..12)
+        .map(|i| serde_json::json!({"text": format!("note {i}: pallet {i} in bay {}", i % 3)}))
+        .collect();
+    let (s, v) = a
+        .aiosd
+        .post(
+            "/v1/memory/namespaces/notes/items",
+            serde_json::json!({ "items": items }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(hosted_by(&notes_shards(&b).await, "b").0, 2);
+
+    // Only nodes tagged ssd (a): set through b, applied by a, which serves the namespace.
+    let (s, v) = place_notes(&b, serde_json::json!({"tags": ["ssd"]})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(hosted_by(&notes_shards(&b).await, "a"), (4, 12));
+    let (s, v) = search_notes(&b, "pallet bay", 12).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (hit_texts(&v).len(), &v["partial"]),
+        (12, &Value::Bool(false))
+    );
+
+    // One node, b, which does not serve the namespace.
+    let (s, v) = place_notes(&a, serde_json::json!({"node": "b"})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(hosted_by(&notes_shards(&a).await, "b"), (4, 12));
+    let (s, v) = a.aiosd.get("/v1/memory/namespaces/notes/placement").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["node"], "b", "{v}");
+
+    // A placement no reachable node satisfies, or least_loaded, is refused and changes
+    // nothing.
+    let (s, v) = place_notes(&a, serde_json::json!({"tags": ["gpu"]})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = place_notes(&a, serde_json::json!({"least_loaded": true})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (_, v) = b.aiosd.get("/v1/memory/namespaces/notes/placement").await;
+    assert_eq!(v["node"], "b", "{v}");
+    assert_eq!(hosted_by(&notes_shards(&a).await, "b"), (4, 12));
+
+    // Back to the default: spread over both nodes again, every item kept.
+    let (s, v) = place_notes(&b, serde_json::json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let shards = notes_shards(&a).await;
+    assert_eq!(hosted_by(&shards, "a").0, 2, "{shards:?}");
+    assert_eq!(hosted_by(&shards, "a").1 + hosted_by(&shards, "b").1, 12);
+    drop((a, b));
+    store.drop_tables().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_a_node_moves_the_memory_it_serves_and_hosts_with_every_item() {
     let Some((ns, store)) = namespace("memdrain").await else {

@@ -74,6 +74,11 @@ pub enum MemoryOp {
         /// The namespace.
         namespace: String,
     },
+    /// Place the namespace's shards again (its placement changed): on the node serving it.
+    Replace {
+        /// The namespace.
+        namespace: String,
+    },
     /// [`MemoryStore::shards`].
     Shards {
         /// The namespace.
@@ -122,6 +127,7 @@ impl MemoryOp {
             | Self::Get { namespace, .. }
             | Self::Export { namespace }
             | Self::Shards { namespace }
+            | Self::Replace { namespace }
             | Self::Shard { namespace, .. }
             | Self::ReleaseShard { namespace, .. } => namespace,
             Self::HostShard { info, .. } => &info.name,
@@ -207,10 +213,35 @@ pub trait RemoteMemory: Send + Sync + 'static {
     /// Whether `node` is reachable now.
     fn reachable(&self, node: &str) -> bool;
 
-    /// The reachable peers that may be given namespaces and shards now (not being
-    /// drained). By default every reachable peer.
-    async fn placeable_peers(&self) -> Vec<String> {
+    /// This node's tags (`[cluster] tags`), for namespace placements.
+    fn tags(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The reachable peers that may be given namespaces and shards now (not being drained),
+    /// with their tags. By default every reachable peer, untagged.
+    async fn placement_candidates(&self) -> Vec<crate::agent::Candidate> {
         self.peers()
+            .into_iter()
+            .map(|node| crate::agent::Candidate {
+                node,
+                tags: Vec::new(),
+                load: 0,
+                draining: false,
+            })
+            .collect()
+    }
+
+    /// The names of [`RemoteMemory::placement_candidates`], sorted.
+    async fn placeable_peers(&self) -> Vec<String> {
+        let mut nodes: Vec<String> = self
+            .placement_candidates()
+            .await
+            .into_iter()
+            .map(|c| c.node)
+            .collect();
+        nodes.sort();
+        nodes
     }
 
     /// [`MemoryStore::retrieve_here`] on `node`.
@@ -481,6 +512,10 @@ impl MemoryStore {
             MemoryOp::Shards { namespace } => {
                 self.stats(&namespace).await.map(MemoryAnswer::Shards)
             }
+            MemoryOp::Replace { namespace } => self
+                .replace_here(&namespace)
+                .await
+                .map(|()| MemoryAnswer::Released),
             MemoryOp::HostShard { info, shard } => {
                 if !(1..=SHARDS_MAX).contains(&info.shards) || shard >= info.shards {
                     return Err(MemoryError::Invalid(format!(
@@ -527,7 +562,7 @@ impl MemoryStore {
     /// Runs `op` where its namespace is served: on the node last found serving it, else
     /// here (which starts the namespace when no node serves it), else on the node found
     /// holding it meanwhile.
-    async fn routed(&self, op: MemoryOp) -> Result<MemoryAnswer, MemoryError> {
+    pub(super) async fn routed(&self, op: MemoryOp) -> Result<MemoryAnswer, MemoryError> {
         let namespace = op.namespace().to_owned();
         if let Some((node, remote)) = self.served_elsewhere(&namespace) {
             match remote.call(&node, op.clone(), op.timeout()).await {

@@ -30,7 +30,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aios_supervisor::snapshot::Durability;
 use aios_supervisor::{ActorHandle, Restart, WorkerSpec};
+
+use crate::agent::Placement;
 
 use super::remote::{MemoryAnswer, MemoryOp, RemoteMemory};
 use super::shard::{ShardAnswer, ShardMsg, ShardRequest, ShardStats, ShardWorker, shard_prefix_at};
@@ -45,6 +48,12 @@ const HOST_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const VACANT_RETRY: Duration = Duration::from_secs(1);
 /// Added to a shard request's own timeout for the hop to its host.
 const HOP_MARGIN: Duration = Duration::from_secs(2);
+
+/// The record of namespace `ns`'s placement (beside its metadata, which is a bincode record
+/// without field defaults, as agents' placements are beside their definitions).
+fn placement_key(ns: &str) -> String {
+    format!("memplace/{ns}")
+}
 
 /// The lease of the node that hosts shard `shard` of namespace `ns`.
 pub(crate) fn shard_lease_key(ns: &str, shard: u32) -> String {
@@ -168,36 +177,96 @@ impl MemoryStore {
         self.inner.remote.get().map(|r| r.node())
     }
 
-    /// The node that should host shard `shard` of `ns` when it is not this one (drained
-    /// nodes get none).
-    async fn spread_target(
+    /// The nodes that may host the shards of namespace `ns`, sorted: this node and its
+    /// reachable peers that are not drained, narrowed by the namespace's placement. `None`
+    /// without a cluster (or with `spread` off and no placement): every shard here.
+    ///
+    /// # Errors
+    /// Why no node may (a placement no reachable node satisfies), or a store failure.
+    async fn allowed_nodes(&self, ns: &str) -> Result<Option<Vec<String>>, String> {
+        if self.inner.remote.get().is_none() {
+            return Ok(None);
+        }
+        let placement = self
+            .inner
+            .records
+            .get::<Placement>(&placement_key(ns))
+            .await
+            .map_err(|e| format!("reading the placement of memory namespace {ns}: {e}"))?
+            .unwrap_or_default();
+        self.allowed_under(ns, &placement).await
+    }
+
+    /// [`MemoryStore::allowed_nodes`] under `placement`.
+    async fn allowed_under(
         &self,
         ns: &str,
-        shard: u32,
-    ) -> Option<(String, &Arc<dyn RemoteMemory>)> {
+        placement: &Placement,
+    ) -> Result<Option<Vec<String>>, String> {
+        let Some(remote) = self.inner.remote.get() else {
+            return Ok(None);
+        };
+        if !self.inner.config.spread && placement.is_default() {
+            return Ok(None);
+        }
+        let mut nodes: Vec<(String, Vec<String>)> = remote
+            .placement_candidates()
+            .await
+            .into_iter()
+            .map(|c| (c.node, c.tags))
+            .collect();
+        if !self.is_draining() {
+            nodes.push((remote.node().to_owned(), remote.tags()));
+        }
+        let mut allowed: Vec<String> = nodes
+            .into_iter()
+            .filter(|(node, tags)| {
+                placement.node.as_ref().is_none_or(|n| n == node)
+                    && placement.tags.iter().all(|t| tags.contains(t))
+            })
+            .map(|(node, _)| node)
+            .collect();
+        allowed.sort();
+        allowed.dedup();
+        if allowed.is_empty() {
+            return Err(format!(
+                "no reachable node satisfies the placement of memory namespace {ns} ({})",
+                serde_json::to_string(placement).unwrap_or_default()
+            ));
+        }
         if !self.inner.config.spread {
-            return None;
+            // Placed, not spread: every shard on the first node allowed.
+            allowed.truncate(1);
         }
-        let remote = self.inner.remote.get()?;
-        let mut nodes = remote.placeable_peers().await;
-        if nodes.is_empty() {
-            return None;
-        }
-        nodes.push(remote.node().to_owned());
-        nodes.sort();
-        nodes.dedup();
-        let i = (name_hash(ns).wrapping_add(u64::from(shard)) % nodes.len() as u64) as usize;
-        let node = nodes.swap_remove(i);
-        (node != remote.node()).then_some((node, remote))
+        Ok(Some(allowed))
     }
 
     /// Where shard `shard` of `info` runs from now on (see the module documentation).
     pub(crate) async fn place(&self, info: &NamespaceInfo, shard: u32) -> Slot {
-        if let Some((node, remote)) = self.spread_target(&info.name, shard).await {
-            match self.ask_to_host(remote, &node, info, shard).await {
-                Ok(()) => return Slot::Remote(node),
-                Err(why) => {
-                    tracing::debug!(namespace = %info.name, shard, %node, %why, "memory shard not hosted where placed; trying here");
+        let allowed = match self.allowed_nodes(&info.name).await {
+            Ok(allowed) => allowed,
+            Err(why) => return Slot::vacant(why),
+        };
+        let here_allowed = match (&allowed, self.node_name()) {
+            (Some(nodes), Some(me)) => nodes.iter().any(|n| n == me),
+            _ => true,
+        };
+        if let (Some(nodes), Some(remote)) = (&allowed, self.inner.remote.get()) {
+            let i = (name_hash(&info.name).wrapping_add(u64::from(shard)) % nodes.len() as u64)
+                as usize;
+            let node = &nodes[i];
+            if node != remote.node() {
+                match self.ask_to_host(remote, node, info, shard).await {
+                    Ok(()) => return Slot::Remote(node.clone()),
+                    Err(why) if !here_allowed => {
+                        return Slot::vacant(format!(
+                            "shard {shard} of memory namespace {}: node {node} could not host it: {why}",
+                            info.name
+                        ));
+                    }
+                    Err(why) => {
+                        tracing::debug!(namespace = %info.name, shard, %node, %why, "memory shard not hosted where placed; trying here");
+                    }
                 }
             }
         }
@@ -609,6 +678,96 @@ impl MemoryStore {
             }
         }
         Ok(answer)
+    }
+
+    /// Where the shards of `namespace` may run in a cluster (default: any node, spread).
+    ///
+    /// # Errors
+    /// [`MemoryError::NamespaceNotFound`], store failures.
+    pub async fn placement(&self, namespace: &str) -> Result<Placement, MemoryError> {
+        self.stored_info(namespace).await?;
+        Ok(self
+            .inner
+            .records
+            .get::<Placement>(&placement_key(namespace))
+            .await
+            .map_err(super::store_err)?
+            .unwrap_or_default())
+    }
+
+    /// Sets where the shards of `namespace` may run (a node, or nodes with tags; spread over
+    /// the nodes allowed) and applies it now: the node serving the namespace places its
+    /// shards again (items reloaded from the store; writes wait or are refused with 503 for
+    /// that moment). Without a cluster it is kept and has no effect.
+    ///
+    /// # Errors
+    /// [`MemoryError::Invalid`] for a bad placement, `least_loaded` (shards are spread evenly
+    /// over the nodes allowed), or one no reachable node satisfies;
+    /// [`MemoryError::NamespaceNotFound`]; store failures; an unreachable serving node.
+    pub async fn set_placement(
+        &self,
+        namespace: &str,
+        placement: Placement,
+    ) -> Result<Placement, MemoryError> {
+        placement.validate().map_err(MemoryError::Invalid)?;
+        if placement.least_loaded {
+            return Err(MemoryError::Invalid(
+                "least_loaded: a namespace's shards are spread evenly over the nodes allowed; name a node or tags"
+                    .into(),
+            ));
+        }
+        self.stored_info(namespace).await?;
+        // Refused when no node reachable now satisfies it.
+        if let Err(why) = self.allowed_under(namespace, &placement).await {
+            return Err(MemoryError::Invalid(format!("placement: {why}")));
+        }
+        self.inner
+            .records
+            .put(&placement_key(namespace), &placement, Durability::Durable)
+            .await
+            .map_err(super::store_err)?;
+        if self.inner.remote.get().is_none() {
+            return Ok(placement);
+        }
+        let op = MemoryOp::Replace {
+            namespace: namespace.to_owned(),
+        };
+        match self.routed(op).await? {
+            MemoryAnswer::Released => Ok(placement),
+            other => Err(super::remote::wrong_answer(&other)),
+        }
+    }
+
+    /// The stored metadata of `namespace`.
+    async fn stored_info(&self, namespace: &str) -> Result<NamespaceInfo, MemoryError> {
+        self.inner
+            .records
+            .get::<NamespaceInfo>(&format!("{}{namespace}", super::NS_KEY_PREFIX))
+            .await
+            .map_err(super::store_err)?
+            .ok_or_else(|| MemoryError::NamespaceNotFound(namespace.to_owned()))
+    }
+
+    /// Places the shards of a namespace this node serves (or starts serving) again, under its
+    /// placement: writes are refused while it happens, as during a migration.
+    pub(crate) async fn replace_here(&self, namespace: &str) -> Result<(), MemoryError> {
+        let ns = self.ns(namespace).await?;
+        let _admin = self.inner.admin.lock().await;
+        if !self.inner.migrating.insert(namespace.to_owned()) {
+            return Err(MemoryError::Unavailable(format!(
+                "namespace {namespace} is being migrated; retry when it is done"
+            )));
+        }
+        let lock = self.write_lock(namespace);
+        let result = async {
+            let _exclusive = lock.write().await;
+            self.check_serving(&ns).await?;
+            self.stop_shards(&ns, true).await;
+            self.start_shards(&ns.info).await.map(|_| ())
+        }
+        .await;
+        self.inner.migrating.remove(namespace);
+        result
     }
 
     /// True while the node is drained.

@@ -272,6 +272,19 @@ enum Memory {
     Import { namespace: String, file: PathBuf },
     /// A namespace's shards: items, index, and the node hosting each (in a cluster).
     Shards { namespace: String },
+    /// Show or set where a namespace's shards may run in a cluster (applied now).
+    Place {
+        namespace: String,
+        /// On this node only.
+        #[arg(long)]
+        node: Option<String>,
+        /// On the nodes with this tag (repeatable); spread over them.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Back to the default: spread over every node.
+        #[arg(long, conflicts_with_all = ["node", "tags"])]
+        reset: bool,
+    },
     /// Export a namespace as JSON lines (to stdout, or `--out FILE`).
     Export {
         namespace: String,
@@ -780,6 +793,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             Memory::Import { namespace, file } => import(&api, &namespace, &file).await?,
+            Memory::Place {
+                namespace,
+                node,
+                tags,
+                reset,
+            } => {
+                let path = format!("/v1/memory/namespaces/{namespace}/placement");
+                if node.is_none() && tags.is_empty() && !reset {
+                    show(&api.get(&path).await?)?;
+                } else {
+                    let body = json!({"node": node, "tags": tags});
+                    show(&api.call(reqwest::Method::PUT, &path, Some(body)).await?)?;
+                }
+            }
             Memory::Shards { namespace } => {
                 let v = api
                     .get(&format!("/v1/memory/namespaces/{namespace}/shards"))

@@ -400,15 +400,16 @@ impl RemoteMemory for Route {
         gateway_of(node).is_some()
     }
 
-    async fn placeable_peers(&self) -> Vec<String> {
-        let mut nodes: Vec<String> = RemoteAgents::candidates(self)
+    fn tags(&self) -> Vec<String> {
+        self.tags.clone()
+    }
+
+    async fn placement_candidates(&self) -> Vec<Candidate> {
+        RemoteAgents::candidates(self)
             .await
             .into_iter()
             .filter(|c| !c.draining && gateway_of(&c.node).is_some())
-            .map(|c| c.node)
-            .collect();
-        nodes.sort();
-        nodes
+            .collect()
     }
 
     async fn retrieve(

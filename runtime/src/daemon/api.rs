@@ -137,6 +137,18 @@ pub fn routes() -> Api {
             Viewer,
             mem_shards,
         )
+        .route(
+            M::GET,
+            "/v1/memory/namespaces/{ns}/placement",
+            Viewer,
+            mem_placement_get,
+        )
+        .route(
+            M::PUT,
+            "/v1/memory/namespaces/{ns}/placement",
+            Operator,
+            mem_placement_put,
+        )
         .route(M::GET, "/v1/costs", Viewer, costs)
         .route(M::GET, "/v1/keys", Admin, keys_list)
         .route(M::POST, "/v1/keys", Admin, keys_create)
@@ -1185,6 +1197,37 @@ async fn mem_shards(
             .await
             .map_err(memory_problem)?;
     ok(json!({ "items": shards }))
+}
+
+/// Where the namespace's shards may run in a cluster.
+async fn mem_placement_get(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(ns): Path<String>,
+) -> ApiResult {
+    let full = scoped(&p, &ns)?;
+    let placement =
+        s.rt.memory_store()
+            .placement(&full)
+            .await
+            .map_err(memory_problem)?;
+    ok(json!(placement))
+}
+
+/// Sets where the namespace's shards may run (a node, or nodes with tags), applied now.
+async fn mem_placement_put(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(ns): Path<String>,
+    ApiJson(placement): ApiJson<aios_actors::agent::Placement>,
+) -> ApiResult {
+    let full = scoped(&p, &ns)?;
+    let placement =
+        s.rt.memory_store()
+            .set_placement(&full, placement)
+            .await
+            .map_err(memory_problem)?;
+    ok(json!(placement))
 }
 
 /// The namespace as JSON lines (`id`, `text`, `vector`, metadata), for `aiosctl memory export`.

@@ -24,7 +24,9 @@ fn request_schema(method: &str, path: &str) -> Option<Value> {
         }
         ("POST", "/v1/mcp-servers") => schema_for!(aios_actors::tools::McpServerConfig),
         ("POST", "/v1/cluster/drain") => schema_for!(super::api::DrainBody),
-        ("PUT", "/v1/agents/{name}/placement") => schema_for!(aios_actors::agent::Placement),
+        ("PUT", "/v1/agents/{name}/placement" | "/v1/memory/namespaces/{ns}/placement") => {
+            schema_for!(aios_actors::agent::Placement)
+        }
         ("POST", "/v1/memory/namespaces") => schema_for!(super::api::NamespaceBody),
         ("POST", "/v1/memory/namespaces/{ns}/items") => schema_for!(super::api::ItemsBody),
         ("POST", "/v1/memory/namespaces/{ns}/search") => schema_for!(super::api::SearchBody),
