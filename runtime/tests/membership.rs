@@ -931,7 +931,7 @@ async fn a_namespace_placed_by_tag_or_node_moves_its_shards_there_with_their_ite
     // A placement no reachable node satisfies, or least_loaded, is refused and changes
     // nothing.
     let (s, v) = place_notes(&a, serde_json::json!({"tags": ["gpu"]})).await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     let (s, v) = place_notes(&a, serde_json::json!({"least_loaded": true})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let (_, v) = b.aiosd.get("/v1/memory/namespaces/notes/placement").await;

@@ -528,6 +528,14 @@ async fn memory_search_shows_scored_results() {
         .unwrap();
     let score: f64 = score.trim().parse().expect("a numeric score");
     assert!(score > 0.0 && score <= 1.0001, "{score} in {first}");
+    // The shards and what they hold (a single node: all here).
+    let shards = b
+        .wait_text("aios-page-memory .mem-shards", "this node")
+        .await;
+    assert!(
+        shards.contains("exact") && shards.contains("up"),
+        "{shards}"
+    );
     b.shot("search").await;
     finish(b, d).await;
 }
@@ -715,5 +723,43 @@ async fn an_agent_s_busy_policy_is_set_in_its_form_and_its_history_is_shown() {
         .unwrap();
     assert!(first.contains("first note"), "{first}");
     b.shot("history").await;
+    finish(b, d).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_page_lists_entries_and_every_node_s_log_merged() {
+    let Some(b) = browser("audit").await else {
+        return;
+    };
+    let (_dir, d, base, admin) = start().await;
+    api(
+        &base,
+        &admin,
+        reqwest::Method::POST,
+        "/v1/memory/namespaces",
+        Some(json!({"name": "audited"})),
+    )
+    .await;
+    b.sign_in(&base, &admin).await;
+    b.go("#/audit").await;
+    b.wait_text(
+        "aios-page-audit .audit-results",
+        "POST /v1/memory/namespaces",
+    )
+    .await;
+    // Every node's log merged by time (one node here, named `aios` by default): each entry
+    // names its node.
+    b.fill("aios-page-audit input[name=node]", "*").await;
+    b.click_button("aios-page-audit", "Apply").await;
+    b.wait_text("aios-page-audit .audit-summary", "of every node")
+        .await;
+    let rows = b
+        .wait_text(
+            "aios-page-audit .audit-results",
+            "POST /v1/memory/namespaces",
+        )
+        .await;
+    assert!(rows.contains("Node") && rows.contains("aios"), "{rows}");
+    b.shot("audit-merged").await;
     finish(b, d).await;
 }

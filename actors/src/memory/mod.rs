@@ -738,6 +738,31 @@ impl MemoryStore {
         Ok(info)
     }
 
+    /// The namespace `name` and its write lock held shared. The namespace is found (or
+    /// started, which takes `admin`) before the lock is taken, never while it is held, so a
+    /// migration, drain or placement (which hold `admin` and wait for the lock) cannot
+    /// deadlock with a writer; one replaced or let go while the writer waited is found again.
+    async fn ns_for_write(
+        &self,
+        name: &str,
+    ) -> Result<(Arc<Namespace>, tokio::sync::OwnedRwLockReadGuard<()>), MemoryError> {
+        for _ in 0..3 {
+            let ns = self.ns(name).await?;
+            let writing = self.write_lock(name).read_owned().await;
+            if self
+                .inner
+                .namespaces
+                .get(name)
+                .is_some_and(|n| Arc::ptr_eq(&n, &ns))
+            {
+                return Ok((ns, writing));
+            }
+        }
+        Err(MemoryError::Unavailable(format!(
+            "memory namespace {name} changed during the request; retry"
+        )))
+    }
+
     /// The write lock of a namespace.
     pub(crate) fn write_lock(&self, namespace: &str) -> Arc<tokio::sync::RwLock<()>> {
         self.inner
@@ -1003,9 +1028,7 @@ impl MemoryStore {
         memories: Vec<NewMemory>,
     ) -> Result<Vec<u64>, MemoryError> {
         self.writable(namespace)?;
-        let lock = self.write_lock(namespace);
-        let _writing = lock.read().await;
-        let ns = self.ns(namespace).await?;
+        let (ns, _writing) = self.ns_for_write(namespace).await?;
         self.writable(namespace)?;
         self.check_serving(&ns).await?;
         if memories.len() > REMEMBER_BATCH_MAX {
@@ -1255,9 +1278,7 @@ impl MemoryStore {
         filter: MemoryFilter,
     ) -> Result<u64, MemoryError> {
         self.writable(namespace)?;
-        let lock = self.write_lock(namespace);
-        let _writing = lock.read().await;
-        let ns = self.ns(namespace).await?;
+        let (ns, _writing) = self.ns_for_write(namespace).await?;
         self.writable(namespace)?;
         self.check_serving(&ns).await?;
         let calls = (0..ns.shards.len()).map(|shard| {
@@ -1304,9 +1325,7 @@ impl MemoryStore {
         policy: Option<CleanupPolicy>,
     ) -> Result<CleanupReport, MemoryError> {
         self.writable(namespace)?;
-        let lock = self.write_lock(namespace);
-        let _writing = lock.read().await;
-        let ns = self.ns(namespace).await?;
+        let (ns, _writing) = self.ns_for_write(namespace).await?;
         self.writable(namespace)?;
         self.check_serving(&ns).await?;
         let policy = policy.unwrap_or(CleanupPolicy {
@@ -1353,9 +1372,7 @@ impl MemoryStore {
         patch: MetaPatch,
     ) -> Result<u64, MemoryError> {
         self.writable(namespace)?;
-        let lock = self.write_lock(namespace);
-        let _writing = lock.read().await;
-        let ns = self.ns(namespace).await?;
+        let (ns, _writing) = self.ns_for_write(namespace).await?;
         self.writable(namespace)?;
         self.check_serving(&ns).await?;
         if patch.importance.is_some_and(|i| !(0.0..=1.0).contains(&i)) {

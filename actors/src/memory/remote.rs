@@ -79,6 +79,11 @@ pub enum MemoryOp {
         /// The namespace.
         namespace: String,
     },
+    /// An operation a drained node sent on: run by the node it reaches, never sent on again.
+    Forwarded {
+        /// The operation.
+        op: Box<MemoryOp>,
+    },
     /// [`MemoryStore::shards`].
     Shards {
         /// The namespace.
@@ -131,6 +136,7 @@ impl MemoryOp {
             | Self::Shard { namespace, .. }
             | Self::ReleaseShard { namespace, .. } => namespace,
             Self::HostShard { info, .. } => &info.name,
+            Self::Forwarded { op } => op.namespace(),
         }
     }
 
@@ -142,6 +148,7 @@ impl MemoryOp {
                 true
             }
             Self::Shard { request, .. } => request.is_read(),
+            Self::Forwarded { op } => op.is_read(),
             _ => false,
         }
     }
@@ -154,6 +161,7 @@ impl MemoryOp {
             Self::Shard { timeout_ms, .. } => {
                 Duration::from_millis(*timeout_ms).min(FORWARDED_TIMEOUT) + Duration::from_secs(2)
             }
+            Self::Forwarded { op } => op.timeout(),
             _ => FORWARDED_TIMEOUT,
         }
     }
@@ -447,31 +455,25 @@ impl MemoryStore {
     /// The operation's own errors; [`MemoryError::Unavailable`] when another node serves
     /// the namespace.
     pub async fn serve_remote(&self, op: MemoryOp) -> Result<MemoryAnswer, MemoryError> {
-        // A drained node serves no namespace: an operation on one goes to a node that may
-        // serve it (never drained, so it is not sent on again). Nothing ran here, so a write
-        // is as safe to send on as a read.
-        let namespace_op = !matches!(
-            op,
-            MemoryOp::HostShard { .. } | MemoryOp::Shard { .. } | MemoryOp::ReleaseShard { .. }
-        );
-        if namespace_op
-            && self.is_draining()
-            && let Some(remote) = self.inner.remote.get()
-        {
-            let Some(node) = remote.placeable_peers().await.into_iter().next() else {
-                return Err(MemoryError::Unavailable(
-                    "this node is drained and no other node may serve memory".into(),
-                ));
-            };
-            return remote
-                .call(&node, op.clone(), op.timeout())
-                .await
-                .unwrap_or_else(|e| {
-                    Err(MemoryError::Unavailable(format!(
-                        "this node is drained and node {node} did not answer: {e}"
-                    )))
-                });
-        }
+        let op = match op {
+            // Sent on by a drained node: run here or refused, never sent on again (two
+            // nodes drained at once, each still seeing the other as placeable, cannot bounce
+            // it).
+            MemoryOp::Forwarded { op } => {
+                if self.is_draining() {
+                    return Err(MemoryError::Unavailable(
+                        "this node is drained too; retry on a node that is not".into(),
+                    ));
+                }
+                *op
+            }
+            op => {
+                if let Some(answer) = self.forward_off_drained(&op).await {
+                    return answer;
+                }
+                op
+            }
+        };
         match op {
             MemoryOp::Remember {
                 namespace,
@@ -512,6 +514,9 @@ impl MemoryStore {
             MemoryOp::Shards { namespace } => {
                 self.stats(&namespace).await.map(MemoryAnswer::Shards)
             }
+            MemoryOp::Forwarded { .. } => Err(MemoryError::Invalid(
+                "an operation forwarded twice is not run".into(),
+            )),
             MemoryOp::Replace { namespace } => self
                 .replace_here(&namespace)
                 .await
@@ -551,6 +556,61 @@ impl MemoryStore {
                 Ok(MemoryAnswer::Released)
             }
         }
+    }
+
+    /// On a drained node, a namespace operation is sent to the node serving the namespace
+    /// (the holder of its lease), or when none does to a node that is not drained, as
+    /// [`MemoryOp::Forwarded`]. Nothing ran here, so a write is as safe to send on as a read.
+    /// `None` when the operation runs here.
+    async fn forward_off_drained(
+        &self,
+        op: &MemoryOp,
+    ) -> Option<Result<MemoryAnswer, MemoryError>> {
+        let shard_op = matches!(
+            op,
+            MemoryOp::HostShard { .. } | MemoryOp::Shard { .. } | MemoryOp::ReleaseShard { .. }
+        );
+        if shard_op || !self.is_draining() {
+            return None;
+        }
+        let remote = self.inner.remote.get()?;
+        let lease = super::ns_lease_key(op.namespace());
+        let snapshots = self.inner.records.snapshots();
+        // Who serves it: the lease's holder. Taken when free only to learn that (nothing is
+        // written under it), and let go at once.
+        let holder = match snapshots.acquire(&lease).await {
+            Err(e) => super::spread::holder_node(&e),
+            Ok(()) => {
+                if let Err(e) = snapshots.release(&lease).await {
+                    tracing::warn!(namespace = %op.namespace(), error = %e, "releasing a namespace's lease");
+                }
+                None
+            }
+        };
+        let node = match holder {
+            Some(node) if node != remote.node() && remote.reachable(&node) => node,
+            _ => match remote.placeable_peers().await.into_iter().next() {
+                Some(node) => node,
+                None => {
+                    return Some(Err(MemoryError::Unavailable(
+                        "this node is drained and no other node may serve memory".into(),
+                    )));
+                }
+            },
+        };
+        let forwarded = MemoryOp::Forwarded {
+            op: Box::new(op.clone()),
+        };
+        Some(
+            remote
+                .call(&node, forwarded, op.timeout())
+                .await
+                .unwrap_or_else(|e| {
+                    Err(MemoryError::Unavailable(format!(
+                        "this node is drained and node {node} did not answer: {e}"
+                    )))
+                }),
+        )
     }
 
     /// True when the operation runs on this node without asking: no cluster, or this node

@@ -13,10 +13,12 @@
 //! ```
 //!
 //! - *Placement*: when the serving node starts a namespace, shard `s` goes to
-//!   `nodes[(hash(ns) + s) % n]` of the sorted names of this node and its reachable peers
-//!   (with `[memory] spread = false`, or without a cluster, every shard stays here). The
-//!   node chosen is asked to host it ([`MemoryOp::HostShard`]); if it cannot, this node
-//!   hosts it; if another node holds the shard's lease, that node keeps it.
+//!   `nodes[(hash(ns) + s) % n]` of the sorted names of the nodes allowed: this node and its
+//!   reachable peers that are not drained, narrowed by the namespace's placement (a node,
+//!   or tags; `memplace/<ns>`). Without a cluster, or with `MemoryConfig::spread` off and no
+//!   placement, every shard stays here. The node chosen is asked to host it
+//!   ([`MemoryOp::HostShard`]); if it cannot, the next allowed node is tried; if another
+//!   node holds the shard's lease, that node keeps it.
 //! - *Single writer per shard*: a host takes the shard's lease and puts the shard's item
 //!   prefix under it (`SnapshotStore::fence_prefix`), so a host that lost it (paused, cut
 //!   off) is refused by the store, and refuses requests itself once its local deadline
@@ -241,35 +243,47 @@ impl MemoryStore {
         Ok(Some(allowed))
     }
 
-    /// Where shard `shard` of `info` runs from now on (see the module documentation).
+    /// Where shard `shard` of `info` runs from now on (see the module documentation): the
+    /// allowed nodes are tried in turn from `(hash(ns) + shard) % n`, so consecutive shards
+    /// go to consecutive nodes and a node that cannot host one passes it to the next.
     pub(crate) async fn place(&self, info: &NamespaceInfo, shard: u32) -> Slot {
         let allowed = match self.allowed_nodes(&info.name).await {
             Ok(allowed) => allowed,
             Err(why) => return Slot::vacant(why),
         };
-        let here_allowed = match (&allowed, self.node_name()) {
-            (Some(nodes), Some(me)) => nodes.iter().any(|n| n == me),
-            _ => true,
+        let (Some(nodes), Some(remote)) = (allowed, self.inner.remote.get()) else {
+            return self.host_or_keep(info, shard).await;
         };
-        if let (Some(nodes), Some(remote)) = (&allowed, self.inner.remote.get()) {
-            let i = (name_hash(&info.name).wrapping_add(u64::from(shard)) % nodes.len() as u64)
-                as usize;
-            let node = &nodes[i];
-            if node != remote.node() {
+        let first =
+            (name_hash(&info.name).wrapping_add(u64::from(shard)) % nodes.len() as u64) as usize;
+        let mut refusals = Vec::new();
+        for k in 0..nodes.len() {
+            let node = &nodes[(first + k) % nodes.len()];
+            if node == remote.node() {
+                match self.host_or_keep(info, shard).await {
+                    Slot::Vacant { why, .. } => refusals.push(why),
+                    slot => return slot,
+                }
+            } else {
                 match self.ask_to_host(remote, node, info, shard).await {
                     Ok(()) => return Slot::Remote(node.clone()),
-                    Err(why) if !here_allowed => {
-                        return Slot::vacant(format!(
-                            "shard {shard} of memory namespace {}: node {node} could not host it: {why}",
-                            info.name
-                        ));
-                    }
                     Err(why) => {
-                        tracing::debug!(namespace = %info.name, shard, %node, %why, "memory shard not hosted where placed; trying here");
+                        tracing::debug!(namespace = %info.name, shard, %node, %why, "memory shard not hosted where placed; trying the next node");
+                        refusals.push(format!("node {node}: {why}"));
                     }
                 }
             }
         }
+        Slot::vacant(format!(
+            "shard {shard} of memory namespace {}: no node allowed could host it ({})",
+            info.name,
+            refusals.join("; ")
+        ))
+    }
+
+    /// This node hosts shard `shard` of `info`, or the node holding its lease keeps it (even
+    /// outside the namespace's placement: available first, moved when its lease is let go).
+    async fn host_or_keep(&self, info: &NamespaceInfo, shard: u32) -> Slot {
         match self.host_here(info, shard).await {
             Ok(handle) => Slot::Local(handle),
             Err(HostError::HeldBy(node)) => match self.inner.remote.get() {
@@ -698,12 +712,15 @@ impl MemoryStore {
     /// Sets where the shards of `namespace` may run (a node, or nodes with tags; spread over
     /// the nodes allowed) and applies it now: the node serving the namespace places its
     /// shards again (items reloaded from the store; writes wait or are refused with 503 for
-    /// that moment). Without a cluster it is kept and has no effect.
+    /// that moment). Without a cluster it is kept and has no effect. A namespace pinned to
+    /// nodes that are all down or drained has no shard running until one is back.
     ///
     /// # Errors
-    /// [`MemoryError::Invalid`] for a bad placement, `least_loaded` (shards are spread evenly
-    /// over the nodes allowed), or one no reachable node satisfies;
-    /// [`MemoryError::NamespaceNotFound`]; store failures; an unreachable serving node.
+    /// [`MemoryError::Invalid`] for a bad placement or `least_loaded` (shards are spread
+    /// evenly over the nodes allowed); [`MemoryError::Unavailable`] when no reachable node
+    /// satisfies it (nothing changes), or when it was stored but the serving node could
+    /// not apply it now (its shards follow it when next placed; setting it again applies
+    /// it); [`MemoryError::NamespaceNotFound`]; store failures.
     pub async fn set_placement(
         &self,
         namespace: &str,
@@ -717,9 +734,10 @@ impl MemoryStore {
             ));
         }
         self.stored_info(namespace).await?;
-        // Refused when no node reachable now satisfies it.
+        // Refused when no node reachable now satisfies it: a state of the cluster, not a
+        // mistake in the request (503; the placement stays as it was).
         if let Err(why) = self.allowed_under(namespace, &placement).await {
-            return Err(MemoryError::Invalid(format!("placement: {why}")));
+            return Err(MemoryError::Unavailable(format!("placement: {why}")));
         }
         self.inner
             .records
@@ -751,8 +769,15 @@ impl MemoryStore {
     /// Places the shards of a namespace this node serves (or starts serving) again, under its
     /// placement: writes are refused while it happens, as during a migration.
     pub(crate) async fn replace_here(&self, namespace: &str) -> Result<(), MemoryError> {
-        let ns = self.ns(namespace).await?;
+        // The namespace is looked up under `admin`, which migrations hold: never one a
+        // migration replaced while this waited.
         let _admin = self.inner.admin.lock().await;
+        let running = self.inner.namespaces.get(namespace).map(|n| n.clone());
+        let ns = match running {
+            Some(ns) => ns,
+            // Served nowhere yet: started here (under its lease), then placed again below.
+            None => self.start(self.stored_info(namespace).await?).await?,
+        };
         if !self.inner.migrating.insert(namespace.to_owned()) {
             return Err(MemoryError::Unavailable(format!(
                 "namespace {namespace} is being migrated; retry when it is done"
@@ -761,6 +786,17 @@ impl MemoryStore {
         let lock = self.write_lock(namespace);
         let result = async {
             let _exclusive = lock.write().await;
+            // Still this node's, with its lease (a drain or a lost lease stops it).
+            let current = self
+                .inner
+                .namespaces
+                .get(namespace)
+                .is_some_and(|n| Arc::ptr_eq(&n, &ns));
+            if !current || self.is_draining() {
+                return Err(MemoryError::Unavailable(format!(
+                    "this node no longer serves memory namespace {namespace}; retry"
+                )));
+            }
             self.check_serving(&ns).await?;
             self.stop_shards(&ns, true).await;
             self.start_shards(&ns.info).await.map(|_| ())
@@ -806,10 +842,12 @@ impl MemoryStore {
                 tracing::warn!(namespace = %ns.info.name, error = %e, "releasing a namespace's lease");
             }
         }
+        // Under the hosting lock: a shard being hosted as the drain began is let go too.
+        let _hosting = self.inner.hosting.lock().await;
         let hosted: Vec<(String, u32)> =
             self.inner.hosted.iter().map(|h| h.key().clone()).collect();
         for (ns, shard) in &hosted {
-            self.unhost(ns, *shard, None).await;
+            self.unhost_locked(ns, *shard, None, false).await;
         }
         tracing::info!(
             namespaces = served.len(),

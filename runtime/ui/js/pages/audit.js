@@ -1,7 +1,9 @@
 // The audit log (admins only): every mutating request and every refused key, hash-chained.
 // The chain's verification (`/v1/audit/verify`, node-wide: operator tenant only) is shown on
 // top; below, the entries (`/v1/audit`, oldest first, paged with the `after` cursor) with
-// filters by key, action prefix, outcome, tenant (operator tenant only) and time range.
+// filters by key, action prefix, outcome, tenant (operator tenant only), time range and node
+// (in a cluster: another node's log, or `*` for every node's merged by time, paged with the
+// API's `cursor`).
 //
 // The API's `since_ms` filter scans the log from its start; entries are in time order, so
 // "From" is instead found by bisecting the sequence numbers (a few one-entry queries, fast on
@@ -11,8 +13,8 @@
 import { get } from "../api.js";
 import { AiosPage, h, replace, pageHeader, field, table, errorBox, badge, fmtTime, fmtAgo, fmtNum } from "../ui.js";
 
-/** Filters sent to the API as they are. */
-const API_FILTERS = ["key_id", "action", "outcome", "tenant"];
+/** Filters sent to the API as they are (`node`: another node's chain, `*` every node's). */
+const API_FILTERS = ["key_id", "action", "outcome", "tenant", "node"];
 /** Every filter kept in the location. */
 const FILTERS = [...API_FILTERS, "from", "to", "after"];
 /** Queries one "Load more" may make at most while filters find nothing. */
@@ -92,6 +94,7 @@ class AuditPage extends AiosPage {
       field("From", input("from", { type: "datetime-local" })),
       field("To", input("to", { type: "datetime-local" })),
       field("After entry #", input("after", { type: "number", min: "0", step: "1", size: "8", inputmode: "numeric" })),
+      field("Node", input("node", { placeholder: "this one; * for all", size: "12", spellcheck: "false" }), "In a cluster: another node's log, or * for every node's, merged by time."),
       h(
         "div",
         { class: "actions" },
@@ -265,6 +268,12 @@ class AuditPage extends AiosPage {
     this.moreButton.hidden = true;
     replace(this.endNote);
     try {
+      if (this.merged()) {
+        // Every node's log: the API filters by time itself and pages with its own cursor.
+        this.cursor = null;
+        await this.loadMore(seq);
+        return;
+      }
       const from = fromLocalInput(this.filters.from);
       const after = Number(this.filters.after) || 0;
       this.cursor = after;
@@ -291,6 +300,7 @@ class AuditPage extends AiosPage {
     const probe = async (after) => {
       const q = new URLSearchParams({ after: String(after), limit: "1" });
       if (tenant) q.set("tenant", tenant);
+      if (this.filters.node) q.set("node", this.filters.node);
       const r = await get(`/v1/audit?${q}`);
       return r.items?.[0]?.at_ms ?? Infinity;
     };
@@ -312,9 +322,48 @@ class AuditPage extends AiosPage {
     return hi;
   }
 
+  /** True when every node's log is shown, merged (`node` = `*`). */
+  merged() {
+    return this.filters.node === "*";
+  }
+
+  /** Loads the next page of the merged view of every node's log. */
+  async loadMergedPage(seq) {
+    const f = this.filters;
+    const q = new URLSearchParams();
+    for (const k of API_FILTERS) if (f[k]) q.set(k, f[k]);
+    const from = fromLocalInput(f.from);
+    const to = fromLocalInput(f.to);
+    if (from !== null) q.set("since_ms", String(from));
+    if (to !== null) q.set("until_ms", String(to));
+    if (this.cursor) q.set("cursor", this.cursor);
+    q.set("limit", String(this.pageSize));
+    const r = await get(`/v1/audit?${q}`);
+    if (seq !== this.searchSeq) return;
+    this.entries = this.entries.concat(r.items ?? []);
+    this.cursor = r.next_cursor ?? null;
+    this.done = !this.cursor;
+    this.renderEntries(false);
+  }
+
   /** Loads the next page (of the search numbered `seq`). */
   async loadMore(seq = this.searchSeq) {
     if (this.done) return;
+    if (this.merged()) {
+      this.moreButton.disabled = true;
+      this.moreButton.setAttribute("aria-busy", "true");
+      try {
+        await this.loadMergedPage(seq);
+      } catch (e) {
+        if (seq !== this.searchSeq) return;
+        if (this.entries.length) replace(this.endNote, this.failure(e));
+        else replace(this.results, this.failure(e));
+      } finally {
+        this.moreButton.disabled = false;
+        this.moreButton.removeAttribute("aria-busy");
+      }
+      return;
+    }
     this.moreButton.disabled = true;
     this.moreButton.setAttribute("aria-busy", "true");
     const f = this.filters;
@@ -372,6 +421,7 @@ class AuditPage extends AiosPage {
       return h("span", { class: "mono", title: name ? `${name} (${e.key_id})` : e.key_id }, e.key_id, name ? h("small", { class: "hint" }, name) : null);
     };
     const columns = [
+      this.filters.node ? { label: "Node", value: (e) => e.node ?? this.filters.node } : null,
       { label: "#", class: "num", value: (e) => String(e.seq) },
       { label: "Time", value: (e) => h("span", { title: fmtAgo(e.at_ms) }, fmtTime(e.at_ms)) },
       { label: "Key", value: keyCell },
@@ -409,7 +459,11 @@ class AuditPage extends AiosPage {
     const n = this.entries.length;
     replace(
       this.summary,
-      n ? `${fmtNum(n)} entr${n === 1 ? "y" : "ies"} shown, oldest first (#${this.entries[0].seq} to #${this.entries[n - 1].seq}).` : "",
+      n
+        ? this.merged()
+          ? `${fmtNum(n)} entr${n === 1 ? "y" : "ies"} of every node shown, oldest first.`
+          : `${fmtNum(n)} entr${n === 1 ? "y" : "ies"} shown, oldest first (#${this.entries[0].seq} to #${this.entries[n - 1].seq}).`
+        : "",
     );
     this.moreButton.hidden = this.done;
     replace(

@@ -9,6 +9,7 @@ import { get, post, del, seg } from "../api.js";
 import {
   h,
   replace,
+  table,
   field,
   toast,
   confirmDialog,
@@ -203,7 +204,53 @@ class MemoryPage extends AiosPage {
       this.results,
     );
 
-    this.replaceChildren(header, this.canWrite ? this.addCard() : null, searchCard, details);
+    this.shards = h("div", { class: "mem-shards", role: "region", "aria-live": "polite", "aria-label": "Shards" }, h("p", { class: "loading" }, "Loading…"));
+    const shardsCard = h(
+      "section",
+      { class: "card", "aria-labelledby": "mem-shards" },
+      h("h2", { id: "mem-shards" }, "Shards"),
+      this.shards,
+    );
+    this.replaceChildren(header, this.canWrite ? this.addCard() : null, searchCard, details, shardsCard);
+    this.loadShards();
+  }
+
+  /** Each shard's items and, in a cluster, the node that hosts it, with the placement. */
+  async loadShards() {
+    const ns = this.ns;
+    try {
+      const [shards, placement] = await Promise.all([
+        get(`/v1/memory/namespaces/${seg(ns)}/shards`),
+        get(`/v1/memory/namespaces/${seg(ns)}/placement`),
+      ]);
+      if (ns !== this.ns) return;
+      const rules = [];
+      if (placement?.node) rules.push(`node ${placement.node}`);
+      if (placement?.tags?.length) rules.push(`nodes tagged ${placement.tags.join(", ")}`);
+      replace(
+        this.shards,
+        h(
+          "p",
+          { class: "muted" },
+          rules.length
+            ? `Placed on ${rules.join(" and ")} (aiosctl memory place).`
+            : "In a cluster the shards are spread over the nodes; searches ask them all.",
+        ),
+        table(
+          [
+            { label: "Shard", value: (s) => String(s.shard) },
+            { label: "Node", value: (s) => s.node ?? "this node" },
+            { label: "Items", value: (s) => (s.error ? "—" : fmtNum(s.items)) },
+            { label: "Index", value: (s) => (s.ann ? "HNSW" : "exact") },
+            { label: "State", value: (s) => (s.error ? badge("unavailable", "bad") : badge("up", "ok")) },
+          ],
+          shards?.items ?? [],
+          { caption: `Shards of ${ns}`, rowAttrs: (s) => (s.error ? { title: s.error } : {}) },
+        ),
+      );
+    } catch (e) {
+      if (ns === this.ns) replace(this.shards, errorBox(e));
+    }
   }
 
   addCard() {
@@ -237,6 +284,7 @@ class MemoryPage extends AiosPage {
             replace(status, h("p", { class: "mem-ok" }, `Added ${fmtNum(n)} item${n === 1 ? "" : "s"}.`));
             toast(`Added ${fmtNum(n)} item${n === 1 ? "" : "s"} to ${this.ns}.`, "ok");
             texts.value = "";
+            this.loadShards();
           });
         },
       },
