@@ -11,6 +11,11 @@
 //! - `bare_cluster`: a ractor_cluster RPC to `b`'s gateway that answers from its handler;
 //! - `raw_tcp`: 64 bytes echoed over a loopback TCP connection.
 //!
+//! Then `BENCH memory_spread searches=.. spread_p50_us=.. spread_p99_us=.. local_p50_us=..
+//! ratio=..`: a search (k = 10) of a namespace whose 4 shards are spread over `a` and `b`
+//! (two answer through `b`'s gateway) vs the same search of a namespace of the same items
+//! placed on `a` alone, interleaved; `ratio` = spread / local.
+//!
 //! `ratio` = cross-node / bare ractor_cluster, as the issue defines it. An agent request
 //! includes the agent's durable snapshot write to PostgreSQL on the node that runs it, in
 //! both `local` and `cross_node`; `BENCH cluster_rtt_forwarding` gives what forwarding adds
@@ -99,6 +104,88 @@ where
     }
 }
 
+/// `BENCH memory_spread`: `n` searches of a namespace spread over a and b vs one on a alone.
+async fn memory_spread(node: &Runtime, n: usize) {
+    use aios_actors::agent::Placement;
+    use aios_actors::memory::{NamespaceSpec, NewMemory, SearchRequest};
+    let memory = node.memory_store();
+    let (spread, local) = ("default.spread", "default.local");
+    for name in [spread, local] {
+        memory
+            .create_namespace(NamespaceSpec::new(name, 4))
+            .await
+            .expect("namespace");
+    }
+    memory
+        .set_placement(
+            local,
+            Placement {
+                node: Some("a".into()),
+                ..Placement::default()
+            },
+        )
+        .await
+        .expect("placement");
+    let items = 4000;
+    for chunk in (0..items).collect::<Vec<_>>().chunks(500) {
+        let batch: Vec<NewMemory> = chunk
+            .iter()
+            .map(|i| NewMemory::text(format!("item {i}: parcel {} to depot {}", i * 7, i % 13)))
+            .collect();
+        for name in [spread, local] {
+            memory
+                .remember(name, batch.clone())
+                .await
+                .expect("remember");
+        }
+    }
+    let nodes = |name: &'static str| async move {
+        let shards = memory.shards(name).await.expect("shards");
+        let mut nodes: Vec<String> = shards.into_iter().filter_map(|s| s.node).collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes
+    };
+    assert_eq!(nodes(spread).await, ["a", "b"], "spread over both nodes");
+    assert_eq!(nodes(local).await, ["a"], "placed on a");
+    let (mut s, mut l) = (Vec::new(), Vec::new());
+    let warmup = n / 10;
+    for i in 0..n + warmup {
+        let q = format!("parcel to depot {}", i % 13);
+        let t = Instant::now();
+        let found = memory
+            .search(spread, SearchRequest::text(q.clone(), 10))
+            .await
+            .expect("spread search");
+        let ts = t.elapsed();
+        assert!(!found.partial && found.hits.len() == 10);
+        let t = Instant::now();
+        let found = memory
+            .search(local, SearchRequest::text(q, 10))
+            .await
+            .expect("local search");
+        let tl = t.elapsed();
+        assert!(!found.partial && found.hits.len() == 10);
+        if i >= warmup {
+            s.push(ts);
+            l.push(tl);
+        }
+    }
+    let spread_p50 = quantile_us(&mut s, 0.5);
+    let local_p50 = quantile_us(&mut l, 0.5);
+    bench_line(
+        "memory_spread",
+        &[
+            ("searches", n.to_string()),
+            ("items", items.to_string()),
+            ("spread_p50_us", fmt0(spread_p50)),
+            ("spread_p99_us", fmt0(quantile_us(&mut s, 0.99))),
+            ("local_p50_us", fmt0(local_p50)),
+            ("ratio", fmt2(spread_p50 / local_p50)),
+        ],
+    );
+}
+
 fn main() {
     let rt = common::runtime();
     rt.block_on(async {
@@ -142,7 +229,7 @@ fn main() {
         };
         let served = Served {
             system: system.clone(),
-            memory: None,
+            memory: Some(node.memory_store().clone()),
             tools: None,
             stats: Arc::new(NodeStats::default),
         };
@@ -241,6 +328,7 @@ fn main() {
                 ("bare_over_raw_tcp", fmt2(bare_p50 / raw_p50)),
             ],
         );
+        memory_spread(&node, n / 4).await;
         drop(b);
         membership.shutdown();
         let _ = node.shutdown().await;

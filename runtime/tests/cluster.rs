@@ -448,18 +448,9 @@ async fn mcp_server(node: &Aiosd, name: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mcp_server_added_or_removed_on_one_node_is_followed_by_the_others() {
-    // The test server is the `aios` package's binary, built by `cargo test --workspace`.
-    let server = env!("CARGO_BIN_EXE_aiosd").replace("aiosd", "aios-mcp-test-server");
-    if !std::path::Path::new(&server).exists() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but {server} is not built"
-        );
-        eprintln!(
-            "\n!!! SKIPPED the MCP test: {server} is not built (cargo test --workspace builds it)\n"
-        );
+    let Some(server) = common::mcp_test_server("the MCP test") else {
         return;
-    }
+    };
     let Some((ns, store)) = namespace("mcp").await else {
         return;
     };

@@ -582,16 +582,11 @@ async fn an_agent_on_one_node_recalls_memory_a_namespace_on_another_node_serves(
         1,
         "the agent runs on b"
     );
-    let requests = fake.requests();
-    let prompt = requests
-        .iter()
-        .rev()
-        .find(|r| r.path.ends_with("/chat/completions"))
-        .expect("a chat request");
+    let prompt = common::last_chat(&fake);
     assert!(
-        prompt.body.to_string().contains("4411"),
+        prompt.to_string().contains("4411"),
         "the memory a serves reached the agent on b: {}",
-        prompt.body
+        prompt
     );
     drop((a, b));
     store.drop_tables().await.unwrap();
@@ -643,14 +638,7 @@ async fn the_memory_api_of_every_node_reaches_the_node_that_serves_a_namespace()
     let fake = FakeLlm::start(FakeConfig::default()).await;
     let llm = fake.base_url();
     let (a, b) = Node::shared_pair(&ns, &llm).await;
-    let (s, v) = a
-        .aiosd
-        .post(
-            "/v1/memory/namespaces",
-            serde_json::json!({"name": "notes", "shards": 2}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    create_namespace(&a, "notes", 2).await;
     let (s, v) = a
         .aiosd
         .post(
@@ -787,14 +775,7 @@ async fn a_namespace_s_shards_are_spread_over_the_nodes_and_its_searches_fan_out
     };
     let fake = FakeLlm::start(FakeConfig::default()).await;
     let (a, b) = Node::shared_pair(&ns, &fake.base_url()).await;
-    let (s, v) = a
-        .aiosd
-        .post(
-            "/v1/memory/namespaces",
-            serde_json::json!({"name": "notes", "shards": 4}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    create_namespace(&a, "notes", 4).await;
     // a serves the namespace; two of its shards run on a, two on b.
     let shards = notes_shards(&b).await;
     assert_eq!(shards.len(), 4, "{shards:?}");
@@ -805,14 +786,7 @@ async fn a_namespace_s_shards_are_spread_over_the_nodes_and_its_searches_fan_out
     let items: Vec<Value> = (0..40)
         .map(|i| serde_json::json!({"text": format!("note {i}: the parcel {i} went to depot {}", i % 7)}))
         .collect();
-    let (s, v) = b
-        .aiosd
-        .post(
-            "/v1/memory/namespaces/notes/items",
-            serde_json::json!({ "items": items }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    remember(&b, "notes", items).await;
     let shards = notes_shards(&a).await;
     let (on_a, on_b) = (hosted_by(&shards, "a").1, hosted_by(&shards, "b").1);
     assert!(on_a > 0 && on_b > 0, "items on both nodes: {shards:?}");
@@ -870,6 +844,30 @@ async fn a_namespace_s_shards_are_spread_over_the_nodes_and_its_searches_fan_out
     store.drop_tables().await.unwrap();
 }
 
+/// Creates the memory namespace `name` with `shards` shards through `node`.
+async fn create_namespace(node: &Node, name: &str, shards: u32) {
+    let (s, v) = node
+        .aiosd
+        .post(
+            "/v1/memory/namespaces",
+            serde_json::json!({"name": name, "shards": shards}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+/// Stores `items` (`{"text": …}` objects) in namespace `name` through `node`.
+async fn remember(node: &Node, name: &str, items: Vec<Value>) {
+    let (s, v) = node
+        .aiosd
+        .post(
+            &format!("/v1/memory/namespaces/{name}/items"),
+            serde_json::json!({ "items": items }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
 /// Sets the placement of the namespace `notes` through `node`.
 async fn place_notes(node: &Node, placement: Value) -> (StatusCode, Value) {
     node.aiosd
@@ -888,25 +886,11 @@ async fn a_namespace_placed_by_tag_or_node_moves_its_shards_there_with_their_ite
     let b = Node::shared("b", &[&a.cluster_addr], &ns, &llm);
     a.await_reachable("b").await;
     b.await_reachable("a").await;
-    let (s, v) = a
-        .aiosd
-        .post(
-            "/v1/memory/namespaces",
-            serde_json::json!({"name": "notes", "shards": 4}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    create_namespace(&a, "notes", 4).await;
     let items: Vec<Value> = (0..12)
         .map(|i| serde_json::json!({"text": format!("note {i}: pallet {i} in bay {}", i % 3)}))
         .collect();
-    let (s, v) = a
-        .aiosd
-        .post(
-            "/v1/memory/namespaces/notes/items",
-            serde_json::json!({ "items": items }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    remember(&a, "notes", items).await;
     assert_eq!(hosted_by(&notes_shards(&b).await, "b").0, 2);
 
     // Only nodes tagged ssd (a): set through b, applied by a, which serves the namespace.
@@ -956,33 +940,12 @@ async fn draining_a_node_moves_the_memory_it_serves_and_hosts_with_every_item() 
     let fake = FakeLlm::start(FakeConfig::default()).await;
     let (a, b) = Node::shared_pair(&ns, &fake.base_url()).await;
     // a serves "notes" (two of its shards on b); b serves "drafts" (its one shard on a or b).
-    let (s, v) = a
-        .aiosd
-        .post(
-            "/v1/memory/namespaces",
-            serde_json::json!({"name": "notes", "shards": 4}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, v) = b
-        .aiosd
-        .post(
-            "/v1/memory/namespaces",
-            serde_json::json!({"name": "drafts", "shards": 1}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    create_namespace(&a, "notes", 4).await;
+    create_namespace(&b, "drafts", 1).await;
     let items: Vec<Value> = (0..20)
         .map(|i| serde_json::json!({"text": format!("note {i}: crate {i} is on shelf {}", i % 5)}))
         .collect();
-    let (s, v) = a
-        .aiosd
-        .post(
-            "/v1/memory/namespaces/notes/items",
-            serde_json::json!({ "items": items }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    remember(&a, "notes", items).await;
     let (s, v) = b
         .aiosd
         .post(
@@ -1044,18 +1007,9 @@ async fn draining_a_node_moves_the_memory_it_serves_and_hosts_with_every_item() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_only_one_node_can_run_is_run_there_for_an_agent_on_another() {
-    // The test MCP server is the `aios` package's binary, built by `cargo test --workspace`.
-    let server = env!("CARGO_BIN_EXE_aiosd").replace("aiosd", "aios-mcp-test-server");
-    if !std::path::Path::new(&server).exists() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but {server} is not built"
-        );
-        eprintln!(
-            "\n!!! SKIPPED the tool forwarding test: {server} is not built (cargo test --workspace builds it)\n"
-        );
+    let Some(server) = common::mcp_test_server("the tool forwarding test") else {
         return;
-    }
+    };
     let Some((ns, store)) = namespace("toolfwd").await else {
         return;
     };
@@ -1136,18 +1090,13 @@ async fn a_tool_only_one_node_can_run_is_run_there_for_an_agent_on_another() {
         1,
         "the agent runs on b"
     );
-    let requests = fake.requests();
-    let last = requests
-        .iter()
-        .rev()
-        .find(|r| r.path.ends_with("/chat/completions"))
-        .expect("a chat request");
-    let tool_message = last.body["messages"]
+    let last = common::last_chat(&fake);
+    let tool_message = last["messages"]
         .as_array()
         .unwrap()
         .iter()
         .find(|m| m["role"] == "tool")
-        .unwrap_or_else(|| panic!("no tool result in {}", last.body))
+        .unwrap_or_else(|| panic!("no tool result in {}", last))
         .clone();
     assert!(
         tool_message.to_string().contains("parcel 42 delivered"),

@@ -752,8 +752,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn nodes_sharing_a_store_append_to_their_own_chains() {
+    /// The chains of nodes `a` and `b` on one store.
+    async fn two_chains() -> (Records, AuditLog, AuditLog) {
         let snapshots = Snapshots::new(Arc::new(SledStore::temporary().unwrap()));
         let records = Records::new(snapshots);
         let a = AuditLog::open_scoped(records.clone(), Some("a"))
@@ -762,6 +762,12 @@ mod tests {
         let b = AuditLog::open_scoped(records.clone(), Some("b"))
             .await
             .unwrap();
+        (records, a, b)
+    }
+
+    #[tokio::test]
+    async fn nodes_sharing_a_store_append_to_their_own_chains() {
+        let (records, a, b) = two_chains().await;
         let single = AuditLog::open(records.clone()).await.unwrap();
         // Interleaved appends, as two live nodes would make them.
         for i in 0..5 {
@@ -793,14 +799,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_merged_view_pages_through_every_node_s_chain_once_in_time_order() {
-        let snapshots = Snapshots::new(Arc::new(SledStore::temporary().unwrap()));
-        let records = Records::new(snapshots);
-        let a = AuditLog::open_scoped(records.clone(), Some("a"))
-            .await
-            .unwrap();
-        let b = AuditLog::open_scoped(records.clone(), Some("b"))
-            .await
-            .unwrap();
+        let (_records, a, b) = two_chains().await;
         for i in 0..7 {
             a.append(ev(&format!("POST /v1/a{i}"), "t"), false)
                 .await

@@ -12,6 +12,22 @@ use serde_json::{Value, json};
 
 /// The daemon binary of this package.
 pub const AIOSD: &str = env!("CARGO_BIN_EXE_aiosd");
+
+/// The test MCP server (the `aios` package's binary, beside `aiosd`, built by `cargo test
+/// --workspace`), or `None` after a loud message when it is not built (never under
+/// `CI=true`, where that fails `test`).
+pub fn mcp_test_server(test: &str) -> Option<String> {
+    let server = AIOSD.replace("aiosd", "aios-mcp-test-server");
+    if std::path::Path::new(&server).exists() {
+        return Some(server);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but {server} is not built"
+    );
+    eprintln!("\n!!! SKIPPED {test}: {server} is not built (cargo test --workspace builds it)\n");
+    None
+}
 /// A known admin key, given to every process through `AIOS_ADMIN_KEY`.
 pub const ADMIN: &str = "aios_00112233aabb_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZ";
 
@@ -245,15 +261,19 @@ pub async fn say(node: &Aiosd, agent: &str, text: &str) -> (StatusCode, Value) {
     .await
 }
 
-/// The user messages of the model's last chat request.
-pub fn last_prompt(fake: &FakeLlm) -> Vec<String> {
-    let requests = fake.requests();
-    let last = requests
-        .iter()
+/// The body of the model's last chat request.
+pub fn last_chat(fake: &FakeLlm) -> Value {
+    fake.requests()
+        .into_iter()
         .rev()
         .find(|r| r.path.ends_with("/chat/completions"))
-        .expect("a chat request");
-    last.body["messages"]
+        .expect("a chat request")
+        .body
+}
+
+/// The user messages of the model's last chat request.
+pub fn last_prompt(fake: &FakeLlm) -> Vec<String> {
+    last_chat(fake)["messages"]
         .as_array()
         .unwrap()
         .iter()

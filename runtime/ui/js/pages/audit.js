@@ -349,59 +349,11 @@ class AuditPage extends AiosPage {
   /** Loads the next page (of the search numbered `seq`). */
   async loadMore(seq = this.searchSeq) {
     if (this.done) return;
-    if (this.merged()) {
-      this.moreButton.disabled = true;
-      this.moreButton.setAttribute("aria-busy", "true");
-      try {
-        await this.loadMergedPage(seq);
-      } catch (e) {
-        if (seq !== this.searchSeq) return;
-        if (this.entries.length) replace(this.endNote, this.failure(e));
-        else replace(this.results, this.failure(e));
-      } finally {
-        this.moreButton.disabled = false;
-        this.moreButton.removeAttribute("aria-busy");
-      }
-      return;
-    }
     this.moreButton.disabled = true;
     this.moreButton.setAttribute("aria-busy", "true");
-    const f = this.filters;
-    const from = fromLocalInput(f.from);
-    const to = fromLocalInput(f.to);
-    const timed = from !== null || to !== null;
-    const page = [];
-    let queries = 0;
     try {
-      while (page.length < this.pageSize && queries < QUERIES_PER_LOAD && !this.done) {
-        const q = new URLSearchParams();
-        for (const k of API_FILTERS) if (f[k]) q.set(k, f[k]);
-        if (this.cursor) q.set("after", String(this.cursor));
-        q.set("limit", String(timed ? Math.max(this.pageSize, 200) : this.pageSize - page.length));
-        const r = await get(`/v1/audit?${q}`);
-        queries += 1;
-        if (seq !== this.searchSeq) return;
-        let full = false;
-        for (const e of r.items ?? []) {
-          if (to !== null && e.at_ms > to) {
-            this.done = true;
-            this.pastRange = true;
-            break;
-          }
-          this.cursor = e.seq;
-          if (from !== null && e.at_ms < from) continue;
-          page.push(e);
-          if (page.length === this.pageSize) {
-            full = true;
-            break;
-          }
-        }
-        if (this.done || full) break;
-        if (r.next === null || r.next === undefined) this.done = true;
-        else this.cursor = r.next;
-      }
-      this.entries = this.entries.concat(page);
-      this.renderEntries(!this.done && queries >= QUERIES_PER_LOAD && page.length < this.pageSize);
+      if (this.merged()) await this.loadMergedPage(seq);
+      else await this.loadChainPage(seq);
     } catch (e) {
       if (seq !== this.searchSeq) return;
       if (this.entries.length) replace(this.endNote, this.failure(e));
@@ -410,6 +362,45 @@ class AuditPage extends AiosPage {
       this.moreButton.disabled = false;
       this.moreButton.removeAttribute("aria-busy");
     }
+  }
+
+  /** Loads the next page of one chain, paged with `after`; "From" and "To" are applied here. */
+  async loadChainPage(seq) {
+    const f = this.filters;
+    const from = fromLocalInput(f.from);
+    const to = fromLocalInput(f.to);
+    const timed = from !== null || to !== null;
+    const page = [];
+    let queries = 0;
+    while (page.length < this.pageSize && queries < QUERIES_PER_LOAD && !this.done) {
+      const q = new URLSearchParams();
+      for (const k of API_FILTERS) if (f[k]) q.set(k, f[k]);
+      if (this.cursor) q.set("after", String(this.cursor));
+      q.set("limit", String(timed ? Math.max(this.pageSize, 200) : this.pageSize - page.length));
+      const r = await get(`/v1/audit?${q}`);
+      queries += 1;
+      if (seq !== this.searchSeq) return;
+      let full = false;
+      for (const e of r.items ?? []) {
+        if (to !== null && e.at_ms > to) {
+          this.done = true;
+          this.pastRange = true;
+          break;
+        }
+        this.cursor = e.seq;
+        if (from !== null && e.at_ms < from) continue;
+        page.push(e);
+        if (page.length === this.pageSize) {
+          full = true;
+          break;
+        }
+      }
+      if (this.done || full) break;
+      if (r.next === null || r.next === undefined) this.done = true;
+      else this.cursor = r.next;
+    }
+    this.entries = this.entries.concat(page);
+    this.renderEntries(!this.done && queries >= QUERIES_PER_LOAD && page.length < this.pageSize);
   }
 
   renderEntries(searching = this.searching) {
