@@ -868,6 +868,60 @@ async fn remember(node: &Node, name: &str, items: Vec<Value>) {
     assert_eq!(s, StatusCode::CREATED, "{v}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_hosted_by_a_node_cut_off_from_the_serving_node_move_to_one_it_reaches() {
+    let Some((ns, store)) = namespace("memsplit").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let llm = fake.base_url();
+    let a = Node::shared("a", &[], &ns, &llm);
+    // b reaches a only through a proxy the test cuts (a never dials b: it has no seeds).
+    let proxy = Proxy::start(a.cluster_addr.clone()).await;
+    let b = Node::shared("b", &[&proxy.addr.to_string()], &ns, &llm);
+    b.await_reachable("a").await;
+    a.await_reachable("b").await;
+    create_namespace(&a, "notes", 4).await;
+    let items: Vec<Value> = (0..16)
+        .map(|i| serde_json::json!({"text": format!("note {i}: barrel {i} in cellar {}", i % 4)}))
+        .collect();
+    remember(&a, "notes", items).await;
+    assert_eq!(hosted_by(&notes_shards(&a).await, "b").0, 2);
+
+    // Cut: b still reaches the database and renews its shards' leases, but not a. It lets
+    // them go after a few seconds, and a places them on itself: its searches are whole again
+    // while the two are still cut off.
+    proxy.cut();
+    b.await_peers("down", &["a"]).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (s, v) = search_notes(&a, "barrel cellar", 16).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if v["partial"] == false {
+            assert_eq!(hit_texts(&v).len(), 16, "{v}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b's shards never came back to a: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(hosted_by(&notes_shards(&a).await, "a"), (4, 16));
+    // Healed: one copy of each item, writes go on.
+    proxy.heal();
+    b.await_reachable("a").await;
+    remember(
+        &a,
+        "notes",
+        vec![serde_json::json!({"text": "one more barrel"})],
+    )
+    .await;
+    assert_eq!(hosted_by(&notes_shards(&b).await, "a"), (4, 17));
+    drop((a, b));
+    store.drop_tables().await.unwrap();
+}
+
 /// Sets the placement of the namespace `notes` through `node`.
 async fn place_notes(node: &Node, placement: Value) -> (StatusCode, Value) {
     node.aiosd

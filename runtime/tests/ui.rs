@@ -629,13 +629,22 @@ async fn a_schedule_made_in_the_interface_fires_and_is_paused_there() {
     }
     b.click_button("aios-page-schedules section", "Refresh")
         .await;
-    let fired = b
-        .find(&format!("{row} td[data-label=\"Fired\"]"))
-        .await
-        .text()
-        .await
-        .unwrap();
-    assert!(fired.trim().parse::<u64>().unwrap_or(0) >= 2, "{fired}");
+    // The refresh re-renders the table: read the cell until the new one shows (a cell found
+    // just before the re-render goes stale, which `wait_text` rides out).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let fired = b
+            .wait_text(&format!("{row} td[data-label=\"Fired\"]"), "")
+            .await;
+        if fired.trim().parse::<u64>().unwrap_or(0) >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the row never showed two firings: {fired}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Paused from its row.
     b.click_button(row, "Pause").await;

@@ -574,19 +574,14 @@ impl MemoryStore {
             return None;
         }
         let remote = self.inner.remote.get()?;
-        let lease = super::ns_lease_key(op.namespace());
-        let snapshots = self.inner.records.snapshots();
-        // Who serves it: the lease's holder. Taken when free only to learn that (nothing is
-        // written under it), and let go at once.
-        let holder = match snapshots.acquire(&lease).await {
-            Err(e) => super::spread::holder_node(&e),
-            Ok(()) => {
-                if let Err(e) = snapshots.release(&lease).await {
-                    tracing::warn!(namespace = %op.namespace(), error = %e, "releasing a namespace's lease");
-                }
+        // Who serves it: the holder of its lease, read without taking it.
+        let holder = self
+            .server_of(op.namespace())
+            .await
+            .unwrap_or_else(|e| {
+                tracing::debug!(namespace = %op.namespace(), error = %e, "reading who serves a namespace");
                 None
-            }
-        };
+            });
         let node = match holder {
             Some(node) if node != remote.node() && remote.reachable(&node) => node,
             _ => match remote.placeable_peers().await.into_iter().next() {
@@ -724,7 +719,13 @@ impl MemoryStore {
     /// Connects the store to the other nodes of a cluster: operations on a namespace another
     /// node serves go there through `remote`. Set once; later calls return false.
     pub fn set_remote(&self, remote: std::sync::Arc<dyn RemoteMemory>) -> bool {
-        self.inner.remote.set(remote).is_ok()
+        if self.inner.remote.set(remote).is_err() {
+            return false;
+        }
+        tokio::spawn(super::spread::host_watch(std::sync::Arc::downgrade(
+            &self.inner,
+        )));
+        true
     }
 
     /// The node serving `namespace` when it is not this one, and the route to it.

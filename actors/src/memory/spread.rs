@@ -44,6 +44,28 @@ use super::{
     SHARD_MAILBOX_LEN_MAX, shard_child_id,
 };
 
+/// How often a host checks that the nodes serving its shards' namespaces are reachable.
+const HOST_WATCH_EVERY: Duration = Duration::from_secs(2);
+/// How long a host keeps the shards of a namespace whose serving node it cannot reach (but
+/// which still holds its lease: cut off from this node, not from the database).
+pub(crate) const SERVER_LOST_AFTER: Duration = Duration::from_secs(6);
+
+/// Lets go, every [`HOST_WATCH_EVERY`], the shards this node hosts for a serving node it has
+/// not reached for [`SERVER_LOST_AFTER`], so that node places them on a node it can reach
+/// (otherwise they would stay vacant for as long as the two are cut off). Ends with the
+/// store.
+pub(super) async fn host_watch(inner: std::sync::Weak<super::Inner>) {
+    let mut unreachable_since: std::collections::HashMap<String, Instant> =
+        std::collections::HashMap::new();
+    loop {
+        tokio::time::sleep(HOST_WATCH_EVERY).await;
+        let Some(inner) = inner.upgrade() else { return };
+        MemoryStore { inner }
+            .release_orphans(&mut unreachable_since)
+            .await;
+    }
+}
+
 /// How long a node asked to host a shard, or to let one go, may take to answer.
 const HOST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a vacant shard waits before the next request places it again.
@@ -881,6 +903,74 @@ impl MemoryStore {
         for (ns, shard, generation) in lost {
             tracing::warn!(namespace = %ns, shard, "memory shard's lease lost: no longer hosted here");
             self.unhost_if_lost(&ns, shard, Some(generation)).await;
+        }
+    }
+
+    /// The node serving namespace `ns` now (the holder of its lease), read without taking it.
+    ///
+    /// # Errors
+    /// The store could not be asked.
+    pub(crate) async fn server_of(&self, ns: &str) -> Result<Option<String>, MemoryError> {
+        let holder = self
+            .inner
+            .records
+            .snapshots()
+            .lease_holder(&super::ns_lease_key(ns))
+            .await
+            .map_err(super::store_err)?;
+        Ok(holder.map(|h| h.split_once('#').map_or(h.as_str(), |(n, _)| n).to_owned()))
+    }
+
+    /// One pass of [`host_watch`]: `since` holds, per namespace, when its serving node was
+    /// first found unreachable.
+    async fn release_orphans(&self, since: &mut std::collections::HashMap<String, Instant>) {
+        let Some(remote) = self.inner.remote.get() else {
+            return;
+        };
+        let namespaces: std::collections::BTreeSet<String> = self
+            .inner
+            .hosted
+            .iter()
+            .map(|h| h.key().0.clone())
+            .collect();
+        since.retain(|ns, _| namespaces.contains(ns));
+        for ns in namespaces {
+            if self.inner.namespaces.contains_key(&ns) {
+                since.remove(&ns);
+                continue;
+            }
+            let server = match self.server_of(&ns).await {
+                Ok(server) => server,
+                Err(e) => {
+                    tracing::debug!(namespace = %ns, error = %e, "reading who serves a namespace");
+                    continue;
+                }
+            };
+            // Nobody serves it (the next serving node finds the shards here), or a node this
+            // one reaches does.
+            let lost = server
+                .as_deref()
+                .is_some_and(|n| n != remote.node() && !remote.reachable(n));
+            if !lost {
+                since.remove(&ns);
+                continue;
+            }
+            let first = *since.entry(ns.clone()).or_insert_with(Instant::now);
+            if first.elapsed() < SERVER_LOST_AFTER {
+                continue;
+            }
+            since.remove(&ns);
+            let shards: Vec<u32> = self
+                .inner
+                .hosted
+                .iter()
+                .filter(|h| h.key().0 == ns)
+                .map(|h| h.key().1)
+                .collect();
+            tracing::warn!(namespace = %ns, server = ?server, shards = shards.len(), "the node serving a memory namespace is unreachable: its shards hosted here are let go, to be placed on a node it reaches");
+            for shard in shards {
+                self.unhost(&ns, shard, None).await;
+            }
         }
     }
 

@@ -366,6 +366,14 @@ impl Snapshots {
         self.store.acquire(key).await.map_err(store_error(key))
     }
 
+    /// Who holds an unexpired lease on `key` now (see [`SnapshotStore::lease_holder`]).
+    ///
+    /// # Errors
+    /// [`SnapshotError::Store`].
+    pub async fn lease_holder(&self, key: &str) -> Result<Option<String>, SnapshotError> {
+        self.store.lease_holder(key).await.map_err(store_error(key))
+    }
+
     /// Gives up this node's lease on `key` (see [`SnapshotStore::release`]).
     ///
     /// # Errors

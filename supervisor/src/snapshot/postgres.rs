@@ -747,6 +747,22 @@ impl SnapshotStore for PostgresStore {
         )))
     }
 
+    async fn lease_holder(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT holder FROM {} WHERE key = $1 AND expires_at > now()",
+                    self.leases.table
+                ),
+                &[&key],
+            )
+            .await
+            .map_err(io)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     async fn release(&self, key: &str) -> Result<(), StoreError> {
         let Some((_, held)) = self.leases.held.remove(key) else {
             return Ok(());

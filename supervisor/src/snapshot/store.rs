@@ -153,4 +153,13 @@ pub trait SnapshotStore: Send + Sync + 'static {
         let _ = key;
         Ok(())
     }
+    /// Who holds an unexpired lease on `key` now (`node#process`), without taking or
+    /// changing it. The default, for a store only this process opens, knows of none.
+    ///
+    /// # Errors
+    /// The store could not be asked.
+    async fn lease_holder(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let _ = key;
+        Ok(None)
+    }
 }
