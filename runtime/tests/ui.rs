@@ -139,20 +139,27 @@ impl Browser {
 
     /// Waits until the text of the first element matching `css` contains `needle`.
     async fn wait_text(&self, css: &str, needle: &str) -> String {
+        self.wait_text_where(css, &format!("{needle:?}"), |t| t.contains(needle))
+            .await
+    }
+
+    /// Waits until the text of the first element matching `css` passes `ok` (`what` says
+    /// what it waits for); an element re-rendered meanwhile is found again.
+    async fn wait_text_where(&self, css: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + WAIT;
         let mut last = String::new();
         loop {
             if let Ok(e) = self.client.find(Locator::Css(css)).await
                 && let Ok(t) = e.text().await
             {
-                if t.contains(needle) {
+                if ok(&t) {
                     return t;
                 }
                 last = t;
             }
             if Instant::now() > deadline {
                 self.shot("failure").await;
-                panic!("{css} never said {needle:?}; last: {last:?}");
+                panic!("{css} never said {what}; last: {last:?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -629,22 +636,13 @@ async fn a_schedule_made_in_the_interface_fires_and_is_paused_there() {
     }
     b.click_button("aios-page-schedules section", "Refresh")
         .await;
-    // The refresh re-renders the table: read the cell until the new one shows (a cell found
-    // just before the re-render goes stale, which `wait_text` rides out).
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let fired = b
-            .wait_text(&format!("{row} td[data-label=\"Fired\"]"), "")
-            .await;
-        if fired.trim().parse::<u64>().unwrap_or(0) >= 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the row never showed two firings: {fired}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The refresh re-renders the table: the cell is read until the new one shows.
+    b.wait_text_where(
+        &format!("{row} td[data-label=\"Fired\"]"),
+        "two firings or more",
+        |t| t.trim().parse::<u64>().unwrap_or(0) >= 2,
+    )
+    .await;
 
     // Paused from its row.
     b.click_button(row, "Pause").await;

@@ -213,10 +213,7 @@ impl StartError {
     /// because it is active on that node (see [`crate::snapshot::SnapshotStore::acquire`]).
     pub fn held_by(&self) -> Option<&str> {
         match self {
-            Self::Snapshot(SnapshotError::Store {
-                source: StoreError::Held { holder, .. },
-                ..
-            }) => Some(holder),
+            Self::Snapshot(e) => e.held_by(),
             _ => None,
         }
     }

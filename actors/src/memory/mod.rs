@@ -1480,7 +1480,6 @@ async fn cleanup_job(inner: std::sync::Weak<Inner>, every: Duration) {
         tokio::time::sleep(every).await;
         let Some(inner) = inner.upgrade() else { return };
         let store = MemoryStore { inner };
-        store.sweep_hosted().await;
         for ns in store.namespaces() {
             if let Err(e) = store.cleanup(&ns.name, None).await {
                 tracing::warn!(namespace = %ns.name, error = %e, "memory cleanup failed");

@@ -75,6 +75,7 @@ pub enum MemoryOp {
         namespace: String,
     },
     /// Place the namespace's shards again (its placement changed): on the node serving it.
+    /// Answered [`MemoryAnswer::Replaced`].
     Replace {
         /// The namespace.
         namespace: String,
@@ -194,6 +195,8 @@ pub enum MemoryAnswer {
     Shard(ShardAnswer),
     /// The shard is no longer hosted here ([`MemoryOp::ReleaseShard`]).
     Released,
+    /// The namespace's shards were placed again ([`MemoryOp::Replace`]).
+    Replaced,
 }
 
 /// A forwarded operation that got no answer.
@@ -215,9 +218,6 @@ pub trait RemoteMemory: Send + Sync + 'static {
     /// This node's name.
     fn node(&self) -> &str;
 
-    /// The names of the other nodes reachable now.
-    fn peers(&self) -> Vec<String>;
-
     /// Whether `node` is reachable now.
     fn reachable(&self, node: &str) -> bool;
 
@@ -227,18 +227,8 @@ pub trait RemoteMemory: Send + Sync + 'static {
     }
 
     /// The reachable peers that may be given namespaces and shards now (not being drained),
-    /// with their tags. By default every reachable peer, untagged.
-    async fn placement_candidates(&self) -> Vec<crate::agent::Candidate> {
-        self.peers()
-            .into_iter()
-            .map(|node| crate::agent::Candidate {
-                node,
-                tags: Vec::new(),
-                load: 0,
-                draining: false,
-            })
-            .collect()
-    }
+    /// with their tags.
+    async fn placement_candidates(&self) -> Vec<crate::agent::Candidate>;
 
     /// The names of [`RemoteMemory::placement_candidates`], sorted.
     async fn placeable_peers(&self) -> Vec<String> {
@@ -520,7 +510,7 @@ impl MemoryStore {
             MemoryOp::Replace { namespace } => self
                 .replace_here(&namespace)
                 .await
-                .map(|()| MemoryAnswer::Released),
+                .map(|()| MemoryAnswer::Replaced),
             MemoryOp::HostShard { info, shard } => {
                 if !(1..=SHARDS_MAX).contains(&info.shards) || shard >= info.shards {
                     return Err(MemoryError::Invalid(format!(
@@ -717,7 +707,8 @@ impl MemoryStore {
     }
 
     /// Connects the store to the other nodes of a cluster: operations on a namespace another
-    /// node serves go there through `remote`. Set once; later calls return false.
+    /// node serves go there through `remote`, and a background task watches the shards this
+    /// node hosts (`host_watch`). Set once; later calls return false.
     pub fn set_remote(&self, remote: std::sync::Arc<dyn RemoteMemory>) -> bool {
         if self.inner.remote.set(remote).is_err() {
             return false;

@@ -24,7 +24,9 @@
 //!   off) is refused by the store, and refuses requests itself once its local deadline
 //!   passed.
 //! - *Hosting is independent of serving*: a node that stops serving a namespace keeps the
-//!   shards whose leases it still holds, and the next serving node finds them there. A host
+//!   shards whose leases it still holds, and the next serving node finds them there. Every
+//!   2 s a host stops the shards whose lease it lost and lets go those of a serving node it
+//!   has not reached for 6 s (`host_watch`), for that node to place them where it can. A host
 //!   that was lost leaves its shards *vacant*: searches come back `partial`, writes to those
 //!   shards fail with 503, and the next request after [`VACANT_RETRY`] places them again —
 //!   here, once the lost host's lease lapsed (one lease TTL), items reloaded from the store.
@@ -48,21 +50,21 @@ use super::{
 const HOST_WATCH_EVERY: Duration = Duration::from_secs(2);
 /// How long a host keeps the shards of a namespace whose serving node it cannot reach (but
 /// which still holds its lease: cut off from this node, not from the database).
-pub(crate) const SERVER_LOST_AFTER: Duration = Duration::from_secs(6);
+const SERVER_LOST_AFTER: Duration = Duration::from_secs(6);
 
-/// Lets go, every [`HOST_WATCH_EVERY`], the shards this node hosts for a serving node it has
-/// not reached for [`SERVER_LOST_AFTER`], so that node places them on a node it can reach
-/// (otherwise they would stay vacant for as long as the two are cut off). Ends with the
-/// store.
+/// Every [`HOST_WATCH_EVERY`]: stops the shards this node hosts whose lease it lost, and lets
+/// go those it hosts for a serving node it has not reached for [`SERVER_LOST_AFTER`], so that
+/// node places them on a node it can reach (otherwise they would stay vacant for as long as
+/// the two are cut off). Ends with the store.
 pub(super) async fn host_watch(inner: std::sync::Weak<super::Inner>) {
     let mut unreachable_since: std::collections::HashMap<String, Instant> =
         std::collections::HashMap::new();
     loop {
         tokio::time::sleep(HOST_WATCH_EVERY).await;
         let Some(inner) = inner.upgrade() else { return };
-        MemoryStore { inner }
-            .release_orphans(&mut unreachable_since)
-            .await;
+        let store = MemoryStore { inner };
+        store.sweep_hosted().await;
+        store.release_orphans(&mut unreachable_since).await;
     }
 }
 
@@ -171,21 +173,10 @@ impl From<HostError> for MemoryError {
     }
 }
 
-/// The node part of a lease holder (`"b#<process>"` → `"b"`).
+/// The node holding the lease a refusal names (`"b#<process>"` → `"b"`).
 pub(crate) fn holder_node(e: &aios_supervisor::snapshot::SnapshotError) -> Option<String> {
-    if let aios_supervisor::snapshot::SnapshotError::Store {
-        source: aios_supervisor::snapshot::StoreError::Held { holder, .. },
-        ..
-    } = e
-    {
-        return Some(
-            holder
-                .split_once('#')
-                .map_or(holder.as_str(), |(n, _)| n)
-                .to_owned(),
-        );
-    }
-    None
+    e.held_by()
+        .map(|h| crate::agent::remote::holder_node(h).to_owned())
 }
 
 /// A stable hash of a namespace's name (FNV-1a), so every node places its shards alike.
@@ -773,7 +764,7 @@ impl MemoryStore {
             namespace: namespace.to_owned(),
         };
         match self.routed(op).await? {
-            MemoryAnswer::Released => Ok(placement),
+            MemoryAnswer::Replaced => Ok(placement),
             other => Err(super::remote::wrong_answer(&other)),
         }
     }
@@ -918,7 +909,7 @@ impl MemoryStore {
             .lease_holder(&super::ns_lease_key(ns))
             .await
             .map_err(super::store_err)?;
-        Ok(holder.map(|h| h.split_once('#').map_or(h.as_str(), |(n, _)| n).to_owned()))
+        Ok(holder.map(|h| crate::agent::remote::holder_node(&h).to_owned()))
     }
 
     /// One pass of [`host_watch`]: `since` holds, per namespace, when its serving node was

@@ -199,6 +199,23 @@ fn manifest_key(name: &str, v: &Version) -> String {
     format!("{MANIFEST_PREFIX}{name}/{v}")
 }
 
+/// The pinned version of each tool, as stored.
+async fn read_pins(records: &Records) -> Result<BTreeMap<String, Version>, ToolRegistryError> {
+    let mut pins = BTreeMap::new();
+    for key in records
+        .keys(PIN_PREFIX, TOOL_VERSIONS_MAX)
+        .await
+        .map_err(store_err)?
+    {
+        if let Some(v) = records.get::<String>(&key).await.map_err(store_err)?
+            && let Ok(v) = Version::parse(&v)
+        {
+            pins.insert(key.trim_start_matches(PIN_PREFIX).to_string(), v);
+        }
+    }
+    Ok(pins)
+}
+
 fn store_err(e: impl std::fmt::Display) -> ToolRegistryError {
     ToolRegistryError::Store(e.to_string())
 }
@@ -229,19 +246,7 @@ impl ToolRegistry {
                 .or_default()
                 .insert(m.version.clone(), Arc::new(m));
         }
-        for key in records
-            .keys(PIN_PREFIX, TOOL_VERSIONS_MAX)
-            .await
-            .map_err(store_err)?
-        {
-            if let Some(v) = records.get::<String>(&key).await.map_err(store_err)?
-                && let Ok(v) = Version::parse(&v)
-            {
-                state
-                    .pins
-                    .insert(key.trim_start_matches(PIN_PREFIX).to_string(), v);
-            }
-        }
+        state.pins = read_pins(&records).await?;
         Ok(Self {
             records,
             state: Arc::new(RwLock::new(state)),
@@ -462,19 +467,7 @@ impl ToolRegistry {
                 Err(e) => tracing::warn!(%key, error = %e, "unreadable tool manifest in the store"),
             }
         }
-        let mut pins = BTreeMap::new();
-        for key in self
-            .records
-            .keys(PIN_PREFIX, TOOL_VERSIONS_MAX)
-            .await
-            .map_err(store_err)?
-        {
-            if let Some(v) = self.records.get::<String>(&key).await.map_err(store_err)?
-                && let Ok(v) = Version::parse(&v)
-            {
-                pins.insert(key.trim_start_matches(PIN_PREFIX).to_string(), v);
-            }
-        }
+        let pins = read_pins(&self.records).await?;
         let mut changed = loaded.len();
         let mut state = self.write_state();
         for m in loaded {

@@ -392,10 +392,6 @@ impl RemoteMemory for Route {
         &self.node
     }
 
-    fn peers(&self) -> Vec<String> {
-        reachable_peers(&self.node)
-    }
-
     fn reachable(&self, node: &str) -> bool {
         gateway_of(node).is_some()
     }

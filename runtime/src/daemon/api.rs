@@ -1425,8 +1425,7 @@ async fn audit_query(
             let other;
             let log = match node {
                 Some(n) if n != this_node => {
-                    let nodes = s.audit.nodes().await.map_err(Problem::internal)?;
-                    if !nodes.iter().any(|x| x == n) {
+                    if !s.audit.has_node(n).await.map_err(Problem::internal)? {
                         return Err(Problem::not_found(format!(
                             "no audit chain of node {n:?} in this store"
                         )));

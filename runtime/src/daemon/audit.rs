@@ -532,6 +532,22 @@ impl AuditLog {
             .collect())
     }
 
+    /// Whether the shared store holds a chain of node `node`.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn has_node(&self, node: &str) -> Result<bool, AuditError> {
+        if self.chain.scope.is_none() {
+            return Ok(false);
+        }
+        Ok(self
+            .records
+            .get::<(u64, String)>(&format!("{HEAD_KEY}@{node}"))
+            .await
+            .map_err(err)?
+            .is_some())
+    }
+
     /// The chain of node `node` in the same shared store, to read (its appends belong to
     /// that node).
     pub fn of_node(&self, node: &str) -> AuditLog {

@@ -194,6 +194,20 @@ pub enum SnapshotError {
     },
 }
 
+impl SnapshotError {
+    /// Who holds the lease that was refused (`node#process`), when this is
+    /// [`StoreError::Held`].
+    pub fn held_by(&self) -> Option<&str> {
+        match self {
+            Self::Store {
+                source: StoreError::Held { holder, .. },
+                ..
+            } => Some(holder),
+            _ => None,
+        }
+    }
+}
+
 /// A verified snapshot, as read at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Restored {
