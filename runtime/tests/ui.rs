@@ -543,6 +543,22 @@ async fn memory_search_shows_scored_results() {
         shards.contains("exact") && shards.contains("up"),
         "{shards}"
     );
+    // A placement set from the card is saved and shown (without a cluster it has no effect).
+    b.fill("aios-page-memory form.mem-place input[name=tags]", "ssd")
+        .await;
+    b.click_button("aios-page-memory form.mem-place", "Place")
+        .await;
+    b.wait_text("aios-page-memory .mem-shards", "Placed on nodes tagged ssd")
+        .await;
+    let placement = api(
+        &base,
+        &admin,
+        reqwest::Method::GET,
+        "/v1/memory/namespaces/notes/placement",
+        None,
+    )
+    .await;
+    assert_eq!(placement["tags"], json!(["ssd"]), "{placement}");
     b.shot("search").await;
     finish(b, d).await;
 }

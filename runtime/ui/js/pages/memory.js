@@ -5,7 +5,7 @@
 // Item ids are 64-bit integers, beyond what a JavaScript number holds exactly: the API sends
 // them as strings, and the export (JSON lines, ids as numbers) is downloaded as text.
 
-import { get, post, del, seg } from "../api.js";
+import { get, post, put, del, seg } from "../api.js";
 import {
   h,
   replace,
@@ -210,6 +210,7 @@ class MemoryPage extends AiosPage {
       { class: "card", "aria-labelledby": "mem-shards" },
       h("h2", { id: "mem-shards" }, "Shards"),
       this.shards,
+      this.canWrite ? this.placementForm() : null,
     );
     this.replaceChildren(header, this.canWrite ? this.addCard() : null, searchCard, details, shardsCard);
     this.loadShards();
@@ -233,7 +234,7 @@ class MemoryPage extends AiosPage {
           "p",
           { class: "muted" },
           rules.length
-            ? `Placed on ${rules.join(" and ")} (aiosctl memory place).`
+            ? `Placed on ${rules.join(" and ")}.`
             : "In a cluster the shards are spread over the nodes; searches ask them all.",
         ),
         table(
@@ -251,6 +252,51 @@ class MemoryPage extends AiosPage {
     } catch (e) {
       if (ns === this.ns) replace(this.shards, errorBox(e));
     }
+  }
+
+  /**
+   * Where the shards may run in a cluster: a node, or nodes with tags (spread over them);
+   * applied at once by the node serving the namespace.
+   */
+  placementForm() {
+    const status = h("div", { class: "mem-place-status", role: "status", "aria-live": "polite" });
+    const submit = h("button", { type: "submit" }, "Place");
+    const apply = async (body, button) => {
+      await busy(button, async () => {
+        try {
+          await put(`/v1/memory/namespaces/${seg(this.ns)}/placement`, body);
+        } catch (err) {
+          replace(status, errorBox(err));
+          throw err;
+        }
+        replace(status);
+        toast(`Placement of ${this.ns} set.`, "ok");
+        this.loadShards();
+      });
+    };
+    const reset = h("button", { type: "button", class: "secondary", onclick: () => apply({}, reset) }, "Spread over all nodes");
+    return h(
+      "form",
+      {
+        class: "inline mem-place",
+        "aria-label": "Placement of the shards",
+        onsubmit: async (e) => {
+          e.preventDefault();
+          const f = formData(e.target);
+          const node = (f.node ?? "").trim();
+          const tags = list(f.tags);
+          if (!node && !tags.length) {
+            replace(status, errorBox("Name a node or at least one tag (or spread over all nodes)."));
+            return;
+          }
+          await apply(node ? { node, tags } : { tags }, submit);
+        },
+      },
+      field("Node", h("input", { name: "node", autocomplete: "off", spellcheck: "false", size: "12" }), "Every shard on this node."),
+      field("Tags", h("input", { name: "tags", autocomplete: "off", spellcheck: "false", size: "16" }), "Comma-separated: spread over the nodes that have them all."),
+      h("div", { class: "actions" }, submit, reset),
+      status,
+    );
   }
 
   addCard() {
