@@ -61,6 +61,17 @@ impl Node {
         (a, b)
     }
 
+    /// Nodes `a` and `b` of the cluster on the shared store, `b` reaching `a` only through
+    /// the returned proxy, which the test can cut (`a` never dials `b`: it has no seeds).
+    async fn split_pair(ns: &str, llm: &str) -> (Node, Proxy, Node) {
+        let a = Node::shared("a", &[], ns, llm);
+        let proxy = Proxy::start(a.cluster_addr.clone()).await;
+        let b = Node::shared("b", &[&proxy.addr.to_string()], ns, llm);
+        b.await_reachable("a").await;
+        a.await_reachable("b").await;
+        (a, proxy, b)
+    }
+
     /// As [`Node::shared`], with cluster tags.
     fn shared_tagged(name: &str, seeds: &[&str], ns: &str, llm: &str, tags: &[&str]) -> Node {
         let tags: Vec<String> = tags.iter().map(|t| format!("{t:?}")).collect();
@@ -473,11 +484,7 @@ async fn a_partition_between_two_nodes_neither_hangs_nor_activates_an_agent_twic
     };
     let fake = FakeLlm::start(FakeConfig::default()).await;
     let llm = fake.base_url();
-    let a = Node::shared("a", &[], &ns, &llm);
-    // b reaches a only through a proxy the test cuts (a never dials b: it has no seeds).
-    let proxy = Proxy::start(a.cluster_addr.clone()).await;
-    let b = Node::shared("b", &[&proxy.addr.to_string()], &ns, &llm);
-    b.await_reachable("a").await;
+    let (a, proxy, b) = Node::split_pair(&ns, &llm).await;
     define(&a.aiosd, "split").await;
     let (s, v) = say(&a.aiosd, "split", "the word is pear").await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -875,12 +882,7 @@ async fn shards_hosted_by_a_node_cut_off_from_the_serving_node_move_to_one_it_re
     };
     let fake = FakeLlm::start(FakeConfig::default()).await;
     let llm = fake.base_url();
-    let a = Node::shared("a", &[], &ns, &llm);
-    // b reaches a only through a proxy the test cuts (a never dials b: it has no seeds).
-    let proxy = Proxy::start(a.cluster_addr.clone()).await;
-    let b = Node::shared("b", &[&proxy.addr.to_string()], &ns, &llm);
-    b.await_reachable("a").await;
-    a.await_reachable("b").await;
+    let (a, proxy, b) = Node::split_pair(&ns, &llm).await;
     create_namespace(&a, "notes", 4).await;
     let items: Vec<Value> = (0..16)
         .map(|i| serde_json::json!({"text": format!("note {i}: barrel {i} in cellar {}", i % 4)}))
