@@ -9,7 +9,9 @@
 //!
 //! `BENCH snapshot_store backend=<sled|postgres> writers=16 per_s=..`: the embedded store and
 //! the cluster's PostgreSQL store (`AIOS_TEST_PG_URL`, default the local server; skipped with
-//! a message when there is none), 16 durable writers each.
+//! a message when there is none), 16 durable writers each; then
+//! `BENCH snapshot_store_buffered backend=postgres writers=16 per_s=.. ratio_vs_durable=..`,
+//! the same 16 writers with buffered snapshots (asynchronous commits) against durable ones.
 
 mod common;
 
@@ -141,6 +143,12 @@ fn main() {
                 Durability::Durable,
                 duration,
             ));
+            let (pg_buffered_per_s, _) = rt.block_on(drive_on(
+                Arc::new(pg.clone()),
+                16,
+                Durability::Buffered,
+                duration,
+            ));
             let _ = rt.block_on(pg.drop_tables());
             bench_line(
                 "snapshot_store",
@@ -149,6 +157,15 @@ fn main() {
                     ("writers", "16".into()),
                     ("per_s", fmt0(pg_per_s)),
                     ("ratio_vs_sled", fmt2(pg_per_s / sled16)),
+                ],
+            );
+            bench_line(
+                "snapshot_store_buffered",
+                &[
+                    ("backend", "postgres".into()),
+                    ("writers", "16".into()),
+                    ("per_s", fmt0(pg_buffered_per_s)),
+                    ("ratio_vs_durable", fmt2(pg_buffered_per_s / pg_per_s)),
                 ],
             );
         }

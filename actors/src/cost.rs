@@ -501,22 +501,18 @@ async fn writer(shared: std::sync::Weak<Shared>, wake: Arc<Notify>) {
             notified.await;
             continue;
         }
-        let mut result: Result<(), String> = Ok(());
-        // Buffered puts, then one durable flush: a single group commit for the batch.
-        for (scope, totals) in &batch {
-            if let Err(e) = s
-                .records
-                .put(
-                    &scope.key_of(s.node.as_deref()),
-                    totals,
-                    Durability::Buffered,
-                )
-                .await
-            {
-                result = Err(e.to_string());
-                break;
-            }
-        }
+        // Buffered puts (one statement in PostgreSQL), then one durable flush: a single
+        // group commit for the batch.
+        let mut result: Result<(), String> = s
+            .records
+            .put_many(
+                batch
+                    .iter()
+                    .map(|(scope, totals)| (scope.key_of(s.node.as_deref()), totals)),
+                Durability::Buffered,
+            )
+            .await
+            .map_err(|e| e.to_string());
         let _previous = s.written.send_replace((batch_no, result.clone()));
         // Without a durable waiter the batch is left to the next durable write on the node
         // (an agent's snapshot of the same turn) or the store's periodic flush.

@@ -41,6 +41,29 @@ impl Records {
             .await
     }
 
+    /// Writes every `(key, value)` of `entries` as [`Records::put`] would, in as few round
+    /// trips as the store can (PostgreSQL: one statement per lease and 512 entries).
+    ///
+    /// # Errors
+    /// Encoding or store failures; on a store failure some entries may have been written.
+    pub async fn put_many<'a, T: Serialize + 'a>(
+        &self,
+        entries: impl IntoIterator<Item = (String, &'a T)>,
+        durability: Durability,
+    ) -> Result<(), SnapshotError> {
+        let mut encoded = Vec::new();
+        for (key, value) in entries {
+            let payload = codec::encode(value).map_err(|reason| SnapshotError::Encode {
+                key: key.clone(),
+                reason,
+            })?;
+            encoded.push((key, payload));
+        }
+        self.snapshots
+            .save_many(encoded, RECORD_SCHEMA_VERSION, durability)
+            .await
+    }
+
     /// Reads the record under `key`.
     ///
     /// # Errors

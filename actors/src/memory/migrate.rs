@@ -111,14 +111,17 @@ impl MemoryStore {
                     }
                 }
             }
-            for item in &items {
-                let to = (item.id % u64::from(new.shards)) as u32;
-                self.inner
-                    .records
-                    .put(&item_key(&new, to, item.id), item, Durability::Buffered)
-                    .await
-                    .map_err(store_err)?;
-            }
+            self.inner
+                .records
+                .put_many(
+                    items.iter().map(|item| {
+                        let to = (item.id % u64::from(new.shards)) as u32;
+                        (item_key(&new, to, item.id), item)
+                    }),
+                    Durability::Buffered,
+                )
+                .await
+                .map_err(store_err)?;
             done += items.len() as u64;
             if let Some(p) = progress {
                 p(Progress { done, total });

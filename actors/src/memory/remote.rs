@@ -205,6 +205,11 @@ pub enum MemoryAnswer {
 pub struct ForwardError {
     /// False when nothing reached the node (safe to try elsewhere).
     pub sent: bool,
+    /// True when the session that carried it closed before an answer (not a timeout): the
+    /// node may be reachable again at once through another session (two nodes that dialled
+    /// each other keep one of the two), and an operation that may run twice can be sent
+    /// again.
+    pub closed: bool,
     /// Why, for the caller's error.
     pub reason: String,
 }

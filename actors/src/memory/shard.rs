@@ -116,6 +116,13 @@ impl ShardRequest {
             Self::Search(_) | Self::Stats | Self::Get(_) | Self::Dump
         )
     }
+
+    /// True when running it twice is running it once: a read, or a `Put` (items are
+    /// written under the ids the serving node gave them, so a second write rewrites the
+    /// same records).
+    pub fn may_repeat(&self) -> bool {
+        self.is_read() || matches!(self, Self::Put(_))
+    }
 }
 
 /// A shard's answer to a [`ShardRequest`].
@@ -341,16 +348,15 @@ impl ShardWorker {
                 )));
             }
         }
-        for item in &batch {
-            self.records
-                .put(
-                    &item_key(&self.info, self.shard, item.id),
-                    item,
-                    Durability::Buffered,
-                )
-                .await
-                .map_err(|e| self.store_err(e))?;
-        }
+        self.records
+            .put_many(
+                batch
+                    .iter()
+                    .map(|item| (item_key(&self.info, self.shard, item.id), item)),
+                Durability::Buffered,
+            )
+            .await
+            .map_err(|e| self.store_err(e))?;
         // One group commit for the batch: acknowledged only once on disk.
         self.records
             .snapshots()
@@ -543,22 +549,22 @@ impl ShardWorker {
                 .vector(id)
                 .map(<[f32]>::to_vec)
                 .unwrap_or_default();
-            let item = MemoryItem {
+            changed.push(MemoryItem {
                 id,
                 text: text.clone(),
                 vector,
                 meta: m,
-            };
-            self.records
-                .put(
-                    &item_key(&self.info, self.shard, id),
-                    &item,
-                    Durability::Buffered,
-                )
-                .await
-                .map_err(|e| self.store_err(e))?;
-            changed.push(item);
+            });
         }
+        self.records
+            .put_many(
+                changed
+                    .iter()
+                    .map(|item| (item_key(&self.info, self.shard, item.id), item)),
+                Durability::Buffered,
+            )
+            .await
+            .map_err(|e| self.store_err(e))?;
         if !changed.is_empty() {
             self.records
                 .snapshots()

@@ -68,6 +68,25 @@ pub(super) async fn host_watch(inner: std::sync::Weak<super::Inner>) {
     }
 }
 
+/// Whether `node` is reachable (again) within [`SESSION_BACK_WITHIN`], after a session to it
+/// closed.
+async fn session_back(remote: &dyn super::RemoteMemory, node: &str) -> bool {
+    let deadline = Instant::now() + SESSION_BACK_WITHIN;
+    loop {
+        if remote.reachable(node) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        // Membership changes are not events this layer can await: checked every 50 ms.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How long a shard request whose session closed waits for another session to its node.
+const SESSION_BACK_WITHIN: Duration = Duration::from_secs(1);
+
 /// How long a node asked to host a shard, or to let one go, may take to answer.
 const HOST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a vacant shard waits before the next request places it again.
@@ -535,14 +554,26 @@ impl MemoryStore {
                     return Err(MemoryError::Unavailable("no cluster".into()));
                 };
                 let read = request.is_read();
-                let op = MemoryOp::Shard {
+                let op = |request| MemoryOp::Shard {
                     namespace: ns.info.name.clone(),
                     generation: ns.info.generation,
                     shard: r.index,
                     timeout_ms: timeout.as_millis().min(u128::from(u64::MAX)) as u64,
                     request,
                 };
-                match remote.call(&node, op, timeout + HOP_MARGIN).await {
+                let again = request.may_repeat().then(|| request.clone());
+                let mut outcome = remote.call(&node, op(request), timeout + HOP_MARGIN).await;
+                // The session closed under it (two nodes that dialled each other at once
+                // keep one session of the two): sent again, once, if the node is still
+                // reachable and running it twice is running it once.
+                if let (Err(e), Some(request)) = (&outcome, again)
+                    && e.closed
+                    && session_back(remote.as_ref(), &node).await
+                {
+                    tracing::debug!(namespace = %ns.info.name, shard, %node, "shard request sent again after its session closed");
+                    outcome = remote.call(&node, op(request), timeout + HOP_MARGIN).await;
+                }
+                match outcome {
                     Ok(Ok(MemoryAnswer::Shard(answer))) => Ok(answer),
                     Ok(Ok(other)) => Err(super::remote::wrong_answer(&other)),
                     Ok(Err(MemoryError::Unavailable(why))) => {

@@ -304,6 +304,9 @@ pub async fn echo(node: &str, payload: Vec<u8>, timeout: Duration) -> Result<Vec
     }
 }
 
+/// Why a call failed when the session that carried it closed before the answer.
+const SESSION_CLOSED: &str = "its session closed";
+
 fn lost(node: &str, reason: &str) -> RemoteError {
     RemoteError::Lost {
         node: node.to_owned(),
@@ -326,12 +329,12 @@ async fn call(node: &str, request: &Request, timeout: Duration) -> Result<Reply,
     };
     let reply = tokio::select! {
         r = gw.call(|r| GatewayMsg::Call(bytes, r), Some(timeout)) => r,
-        () = gone => return Err(lost(node, "its session closed")),
+        () = gone => return Err(lost(node, SESSION_CLOSED)),
     };
     match reply {
         Ok(CallResult::Success(b)) => decode::<Reply>(&b).map_err(|e| lost(node, &e)),
         Ok(CallResult::Timeout) => Err(lost(node, &format!("no reply within {timeout:?}"))),
-        Ok(CallResult::SenderError) => Err(lost(node, "its session closed")),
+        Ok(CallResult::SenderError) => Err(lost(node, SESSION_CLOSED)),
         // Nothing was sent: the remote actor is gone.
         Err(e) => Err(RemoteError::Unreachable(format!("{node}: {e}"))),
     }
@@ -459,17 +462,24 @@ impl RemoteMemory for Route {
             // Refused before it ran (too many in flight, undecodable).
             Ok(Reply::Refused(why)) => Err(ForwardError {
                 sent: false,
+                closed: false,
                 reason: format!("node {node} refused: {why}"),
             }),
             Ok(_) => Err(ForwardError {
                 sent: true,
+                closed: false,
                 reason: format!("node {node} answered another request"),
             }),
             Err(RemoteError::Unreachable(why)) => Err(ForwardError {
                 sent: false,
+                closed: false,
                 reason: format!("not reachable: {why}"),
             }),
-            Err(RemoteError::Lost { reason, .. }) => Err(ForwardError { sent: true, reason }),
+            Err(RemoteError::Lost { reason, .. }) => Err(ForwardError {
+                sent: true,
+                closed: reason == SESSION_CLOSED,
+                reason,
+            }),
         }
     }
 }

@@ -312,6 +312,31 @@ impl Snapshots {
             .map_err(store_error(key))
     }
 
+    /// Writes every `(key, payload)` of `entries` as [`Snapshots::save`] would, in as few
+    /// round trips as the store can ([`SnapshotStore::put_many`]).
+    ///
+    /// # Errors
+    /// [`SnapshotError::Store`] (named after the first key); some entries may have been
+    /// written.
+    pub async fn save_many(
+        &self,
+        entries: Vec<(String, Vec<u8>)>,
+        schema_version: u32,
+        durability: Durability,
+    ) -> Result<(), SnapshotError> {
+        let Some(first) = entries.first().map(|(k, _)| k.clone()) else {
+            return Ok(());
+        };
+        let framed = entries
+            .into_iter()
+            .map(|(key, payload)| (key, codec::frame(schema_version, 0, &payload)))
+            .collect();
+        self.store
+            .put_many(framed, durability)
+            .await
+            .map_err(store_error(&first))
+    }
+
     /// Moves `bytes` (found under `key`) to the quarantine. With `leave_marker`, a marker takes
     /// their place so later loads fail with [`SnapshotError::Quarantined`]; otherwise the key is
     /// removed. Returns the quarantine id.

@@ -63,6 +63,9 @@ pub struct QuarantineRecord {
     pub bytes: Vec<u8>,
 }
 
+/// The most entries a store writes in one statement of [`SnapshotStore::put_many`].
+pub const PUT_MANY_CHUNK: usize = 512;
+
 /// A key-value store for framed snapshots.
 ///
 /// Implementations must make a `put` with [`Durability::Durable`] survive a process crash once
@@ -78,6 +81,20 @@ pub trait SnapshotStore: Send + Sync + 'static {
         value: Vec<u8>,
         durability: Durability,
     ) -> Result<(), StoreError>;
+    /// Writes every `(key, value)` of `entries` as [`SnapshotStore::put`] would, one after
+    /// another (for a key given twice, the last value stays). A store may take fewer round
+    /// trips (PostgreSQL: one statement per lease and up to [`PUT_MANY_CHUNK`] entries). On
+    /// an error some entries may have been written, as with separate puts.
+    async fn put_many(
+        &self,
+        entries: Vec<(String, Vec<u8>)>,
+        durability: Durability,
+    ) -> Result<(), StoreError> {
+        for (key, value) in entries {
+            self.put(&key, value, durability).await?;
+        }
+        Ok(())
+    }
     /// Removes `key` durably. Removing a missing key is not an error.
     async fn remove(&self, key: &str) -> Result<(), StoreError>;
     /// Atomically moves `record` into the quarantine keyspace and replaces `record.key` with

@@ -72,6 +72,29 @@ async fn contract(s: &dyn SnapshotStore) {
     assert_eq!(s.keys("p_", 10).await.unwrap(), ["p_y"]);
     assert_eq!(s.keys_after("p/", Some("p/a"), 1).await.unwrap(), ["p/b"]);
     assert_eq!(s.keys("", 100).await.unwrap().len(), 8);
+    // Many at once: a key given twice keeps its last value; both durabilities.
+    let many = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect::<Vec<_>>()
+    };
+    s.put_many(
+        many(&[("m/1", "a"), ("m/2", "b"), ("m/1", "c"), ("a", "3")]),
+        Durability::Buffered,
+    )
+    .await
+    .unwrap();
+    s.put_many(many(&[("m/3", "d")]), Durability::Durable)
+        .await
+        .unwrap();
+    s.put_many(Vec::new(), Durability::Durable).await.unwrap();
+    assert_eq!(s.get("m/1").await.unwrap(), Some(b"c".to_vec()));
+    assert_eq!(s.get("a").await.unwrap(), Some(b"3".to_vec()));
+    assert_eq!(s.keys("m/", 10).await.unwrap(), ["m/1", "m/2", "m/3"]);
+    for k in ["m/1", "m/2", "m/3"] {
+        s.remove(k).await.unwrap();
+    }
     s.remove("p/a").await.unwrap();
     s.remove("missing").await.unwrap();
     assert_eq!(s.get("p/a").await.unwrap(), None);
@@ -102,6 +125,57 @@ async fn postgres_and_sled_keep_the_same_store_contract() {
         return;
     };
     contract(&pg).await;
+    pg.drop_tables().await.unwrap();
+}
+
+/// A buffered write commits without waiting for the disk and is seen by every reader at
+/// once; `flush` makes a synchronous commit (a row of `<ns>_flushes`) only when buffered
+/// writes are left that no synchronous commit since has covered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_writes_are_seen_at_once_and_flushed_only_when_uncovered() {
+    let Some(pg) = store("buffered").await else {
+        return;
+    };
+    let other = pg.reconnect().await.unwrap();
+    let (raw, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let table = format!("{}_flushes", pg.options().namespace);
+    let flushes = || async {
+        raw.query_opt(
+            &format!("SELECT n FROM {table} WHERE node = $1"),
+            &[&"aios"],
+        )
+        .await
+        .unwrap()
+        .map(|r| r.get::<_, i64>(0))
+    };
+    pg.flush().await.unwrap();
+    assert_eq!(flushes().await, None, "nothing was buffered");
+    pg.put("k", b"1".to_vec(), Durability::Buffered)
+        .await
+        .unwrap();
+    assert_eq!(other.get("k").await.unwrap(), Some(b"1".to_vec()));
+    pg.flush().await.unwrap();
+    assert_eq!(flushes().await, Some(1));
+    pg.flush().await.unwrap();
+    assert_eq!(flushes().await, Some(1), "nothing new to flush");
+    // A durable write after a buffered one covers it: its commit flushes the WAL before it.
+    pg.put("k", b"2".to_vec(), Durability::Buffered)
+        .await
+        .unwrap();
+    pg.put("j", b"1".to_vec(), Durability::Durable)
+        .await
+        .unwrap();
+    pg.flush().await.unwrap();
+    assert_eq!(flushes().await, Some(1), "covered by the durable write");
+    pg.put("k", b"3".to_vec(), Durability::Buffered)
+        .await
+        .unwrap();
+    pg.flush().await.unwrap();
+    assert_eq!(flushes().await, Some(2));
+    assert_eq!(other.get("k").await.unwrap(), Some(b"3".to_vec()));
     pg.drop_tables().await.unwrap();
 }
 
@@ -331,6 +405,19 @@ async fn keys_under_a_fenced_prefix_are_written_only_under_its_lease() {
         a.remove("items/n/0/1").await,
         Err(StoreError::Fenced { .. })
     ));
+    // Many at once: refused as a whole when one key is under a lease known lost.
+    let batch = vec![
+        ("items/other2".to_string(), b"v".to_vec()),
+        ("items/n/0/4".to_string(), b"v".to_vec()),
+    ];
+    assert!(matches!(
+        a.put_many(batch.clone(), Durability::Buffered).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert_eq!(pg.get("items/n/0/4").await.unwrap(), None);
+    assert_eq!(pg.get("items/other2").await.unwrap(), None);
+    b.put_many(batch, Durability::Buffered).await.unwrap();
+    assert!(pg.get("items/n/0/4").await.unwrap().is_some());
     assert!(matches!(
         a.check_lease("serve/n"),
         Err(StoreError::Fenced { .. })
