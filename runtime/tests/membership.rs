@@ -924,6 +924,66 @@ async fn shards_hosted_by_a_node_cut_off_from_the_serving_node_move_to_one_it_re
     store.drop_tables().await.unwrap();
 }
 
+/// How many of the 4 shards of namespace `notes` (tenant `default`) `node` holds the lease of.
+async fn shard_leases_of(store: &aios_supervisor::snapshot::PostgresStore, node: &str) -> usize {
+    use aios_supervisor::snapshot::SnapshotStore as _;
+    let mut held = 0;
+    for shard in 0..4 {
+        let holder = store
+            .lease_holder(&format!("memserve/default.notes/{shard:04}"))
+            .await
+            .unwrap();
+        if holder.is_some_and(|h| h.starts_with(&format!("{node}#"))) {
+            held += 1;
+        }
+    }
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_lets_go_the_shards_of_a_generation_its_namespace_left() {
+    let Some((ns, store)) = namespace("memretired").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let (a, b) = Node::shared_pair(&ns, &fake.base_url()).await;
+    create_namespace(&a, "notes", 4).await;
+    assert_eq!(hosted_by(&notes_shards(&a).await, "b").0, 2);
+    assert_eq!(shard_leases_of(&store, "b").await, 2);
+    // The namespace moves to its next generation without b hearing of it, as when a
+    // migration's release of b's shards did not reach b: b lets go the retired shards
+    // (their index, and their leases) by itself.
+    let records = aios_actors::records::Records::new(aios_supervisor::snapshot::Snapshots::new(
+        Arc::new(store.clone()),
+    ));
+    let mut info: aios_actors::memory::NamespaceInfo =
+        records.get("memns/default.notes").await.unwrap().unwrap();
+    info.generation += 1;
+    records
+        .put(
+            "memns/default.notes",
+            &info,
+            aios_supervisor::snapshot::Durability::Durable,
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while shard_leases_of(&store, "b").await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "b still hosts shards of the retired generation"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        shard_leases_of(&store, "a").await,
+        2,
+        "a's own are a's to stop"
+    );
+    drop((a, b));
+    store.drop_tables().await.unwrap();
+}
+
 /// Sets the placement of the namespace `notes` through `node`.
 async fn place_notes(node: &Node, placement: Value) -> (StatusCode, Value) {
     node.aiosd

@@ -52,10 +52,11 @@ const HOST_WATCH_EVERY: Duration = Duration::from_secs(2);
 /// which still holds its lease: cut off from this node, not from the database).
 const SERVER_LOST_AFTER: Duration = Duration::from_secs(6);
 
-/// Every [`HOST_WATCH_EVERY`]: stops the shards this node hosts whose lease it lost, and lets
-/// go those it hosts for a serving node it has not reached for [`SERVER_LOST_AFTER`], so that
-/// node places them on a node it can reach (otherwise they would stay vacant for as long as
-/// the two are cut off). Ends with the store.
+/// Every [`HOST_WATCH_EVERY`]: stops the shards this node hosts whose lease it lost or whose
+/// generation a migration retired, and lets go those it hosts for a serving node it has not
+/// reached for [`SERVER_LOST_AFTER`], so that node places them on a node it can reach
+/// (otherwise they would stay vacant for as long as the two are cut off). Ends with the
+/// store.
 pub(super) async fn host_watch(inner: std::sync::Weak<super::Inner>) {
     let mut unreachable_since: std::collections::HashMap<String, Instant> =
         std::collections::HashMap::new();
@@ -64,6 +65,7 @@ pub(super) async fn host_watch(inner: std::sync::Weak<super::Inner>) {
         let Some(inner) = inner.upgrade() else { return };
         let store = MemoryStore { inner };
         store.sweep_hosted().await;
+        store.release_retired().await;
         store.release_orphans(&mut unreachable_since).await;
     }
 }
@@ -925,6 +927,37 @@ impl MemoryStore {
         for (ns, shard, generation) in lost {
             tracing::warn!(namespace = %ns, shard, "memory shard's lease lost: no longer hosted here");
             self.unhost_if_lost(&ns, shard, Some(generation)).await;
+        }
+    }
+
+    /// Stops the shards this node hosts, for a namespace it does not serve, of a generation
+    /// older than the namespace's stored one: a migration retired them and its release did
+    /// not reach this node (it was cut off then, or the message was lost). Their index would
+    /// otherwise stay in memory, and their leases held, until the process ends.
+    pub(crate) async fn release_retired(&self) {
+        let hosted: Vec<(String, u32, u32)> = self
+            .inner
+            .hosted
+            .iter()
+            .filter(|h| !self.inner.namespaces.contains_key(&h.key().0))
+            .map(|h| (h.key().0.clone(), h.key().1, h.generation))
+            .collect();
+        let namespaces: std::collections::BTreeSet<&str> =
+            hosted.iter().map(|(ns, ..)| ns.as_str()).collect();
+        for ns in namespaces {
+            let current = match self.stored_info(ns).await {
+                Ok(info) => info.generation,
+                Err(e) => {
+                    tracing::debug!(namespace = %ns, error = %e, "reading a namespace's generation");
+                    continue;
+                }
+            };
+            for (_, shard, generation) in hosted.iter().filter(|(n, ..)| n == ns) {
+                if *generation < current {
+                    tracing::warn!(namespace = %ns, shard, generation, current, "memory shard of a retired generation: no longer hosted here");
+                    self.unhost(ns, *shard, Some(*generation)).await;
+                }
+            }
         }
     }
 
