@@ -763,7 +763,15 @@ async fn the_memory_api_of_every_node_reaches_the_node_that_serves_a_namespace()
 
 /// The shards of the namespace `notes` as `node` reports them (its serving node answers).
 async fn notes_shards(node: &Node) -> Vec<Value> {
-    let (s, v) = node.aiosd.get("/v1/memory/namespaces/notes/shards").await;
+    shards_of(node, "notes").await
+}
+
+/// The shards of namespace `name`, asked through `node`.
+async fn shards_of(node: &Node, name: &str) -> Vec<Value> {
+    let (s, v) = node
+        .aiosd
+        .get(&format!("/v1/memory/namespaces/{name}/shards"))
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v["items"].as_array().unwrap().clone()
 }
@@ -986,9 +994,81 @@ async fn a_host_lets_go_the_shards_of_a_generation_its_namespace_left() {
 
 /// Sets the placement of the namespace `notes` through `node`.
 async fn place_notes(node: &Node, placement: Value) -> (StatusCode, Value) {
+    place(node, "notes", placement).await
+}
+
+/// Sets the placement of namespace `name` through `node`.
+async fn place(node: &Node, name: &str, placement: Value) -> (StatusCode, Value) {
     node.aiosd
-        .put("/v1/memory/namespaces/notes/placement", placement)
+        .put(
+            &format!("/v1/memory/namespaces/{name}/placement"),
+            placement,
+        )
         .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_least_loaded_namespace_puts_each_shard_on_the_node_hosting_fewest() {
+    let Some((ns, store)) = namespace("memload").await else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let (a, b) = Node::shared_pair(&ns, &fake.base_url()).await;
+    // a hosts the 2 shards of "busy".
+    create_namespace(&a, "busy", 2).await;
+    let (s, v) = place(&a, "busy", serde_json::json!({"node": "a"})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(hosted_by(&shards_of(&a, "busy").await, "a").0, 2);
+
+    // "notes", least loaded: its 4 shards are placed one after another, each on the node
+    // hosting fewer then: b, b, then one each (placed at once, all 4 would go to b).
+    // Every item kept.
+    create_namespace(&a, "notes", 4).await;
+    let items: Vec<Value> = (0..8)
+        .map(|i| serde_json::json!({"text": format!("note {i}: crate {i} on shelf {}", i % 2)}))
+        .collect();
+    remember(&a, "notes", items).await;
+    let (s, v) = place_notes(&b, serde_json::json!({"least_loaded": true})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["least_loaded"], true, "{v}");
+    let shards = notes_shards(&a).await;
+    assert_eq!(
+        (hosted_by(&shards, "a").0, hosted_by(&shards, "b").0),
+        (1, 3),
+        "{shards:?}"
+    );
+    assert_eq!(hosted_by(&shards, "a").1 + hosted_by(&shards, "b").1, 8);
+    let (s, v) = search_notes(&b, "crate shelf", 8).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (hit_texts(&v).len(), &v["partial"]),
+        (8, &Value::Bool(false))
+    );
+
+    // "drafts", least loaded, with both nodes at 3 shards: one shard each.
+    create_namespace(&b, "drafts", 2).await;
+    let (s, v) = place(&b, "drafts", serde_json::json!({"least_loaded": true})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let shards = shards_of(&a, "drafts").await;
+    assert_eq!(
+        (hosted_by(&shards, "a").0, hosted_by(&shards, "b").0),
+        (1, 1),
+        "{shards:?}"
+    );
+    let (_, v) = a.aiosd.get("/v1/memory/namespaces/drafts/placement").await;
+    assert_eq!(v["least_loaded"], true, "{v}");
+    // The membership view says how many shards each node hosts: 2 + 1 + 1 on a, 3 + 1 on b.
+    let view = a.nodes().await;
+    assert_eq!(view["self"]["memory_shards"], 4, "{view}");
+    let peer = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "b")
+        .unwrap_or_else(|| panic!("b is not in {view}"));
+    assert_eq!(peer["memory_shards"], 4, "{view}");
+    drop((a, b));
+    store.drop_tables().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1028,12 +1108,9 @@ async fn a_namespace_placed_by_tag_or_node_moves_its_shards_there_with_their_ite
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["node"], "b", "{v}");
 
-    // A placement no reachable node satisfies, or least_loaded, is refused and changes
-    // nothing.
+    // A placement no reachable node satisfies is refused and changes nothing.
     let (s, v) = place_notes(&a, serde_json::json!({"tags": ["gpu"]})).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-    let (s, v) = place_notes(&a, serde_json::json!({"least_loaded": true})).await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let (_, v) = b.aiosd.get("/v1/memory/namespaces/notes/placement").await;
     assert_eq!(v["node"], "b", "{v}");
     assert_eq!(hosted_by(&notes_shards(&a).await, "b"), (4, 12));

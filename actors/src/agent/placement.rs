@@ -20,7 +20,8 @@ pub struct Placement {
     #[serde(default)]
     pub tags: Vec<String>,
     /// Among the nodes allowed, the one with the fewest active agents; otherwise the node
-    /// asked when it is allowed.
+    /// asked when it is allowed. For a memory namespace: each shard, as it is placed, on
+    /// the allowed node hosting the fewest memory shards.
     #[serde(default)]
     pub least_loaded: bool,
 }

@@ -675,9 +675,17 @@ impl MemoryStore {
     /// Starts a namespace's shards, here or on the nodes they are placed on (`spread.rs`).
     async fn start_shards(&self, info: &NamespaceInfo) -> Result<Arc<Namespace>, MemoryError> {
         let info = info.clone();
-        let slots =
+        // Under `least_loaded` each shard must see where the ones before it went.
+        let slots = if self.placed_by_load(&info.name).await {
+            let mut slots = Vec::with_capacity(info.shards as usize);
+            for shard in 0..info.shards {
+                slots.push(self.place(&info, shard).await);
+            }
+            slots
+        } else {
             futures_util::future::join_all((0..info.shards).map(|shard| self.place(&info, shard)))
-                .await;
+                .await
+        };
         let ns = Arc::new(Namespace {
             info: info.clone(),
             shards: slots

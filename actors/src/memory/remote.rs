@@ -235,6 +235,11 @@ pub trait RemoteMemory: Send + Sync + 'static {
     /// with their tags.
     async fn placement_candidates(&self) -> Vec<crate::agent::Candidate>;
 
+    /// How many memory shards each of [`RemoteMemory::placement_candidates`] hosts, asked
+    /// now rather than from a cache (for `least_loaded` namespaces, whose shards are placed
+    /// one after another). A peer that does not answer is left out.
+    async fn shard_loads(&self) -> Vec<(String, usize)>;
+
     /// The names of [`RemoteMemory::placement_candidates`], sorted.
     async fn placeable_peers(&self) -> Vec<String> {
         let mut nodes: Vec<String> = self

@@ -219,18 +219,42 @@ impl MemoryStore {
     ///
     /// # Errors
     /// Why no node may (a placement no reachable node satisfies), or a store failure.
-    async fn allowed_nodes(&self, ns: &str) -> Result<Option<Vec<String>>, String> {
+    async fn allowed_nodes(&self, ns: &str) -> Result<Option<(Vec<String>, bool)>, String> {
         if self.inner.remote.get().is_none() {
             return Ok(None);
         }
-        let placement = self
+        let placement = self.stored_placement(ns).await?;
+        let least_loaded = placement.least_loaded && self.inner.config.spread;
+        Ok(self
+            .allowed_under(ns, &placement)
+            .await?
+            .map(|nodes| (nodes, least_loaded)))
+    }
+
+    async fn stored_placement(&self, ns: &str) -> Result<Placement, String> {
+        Ok(self
             .inner
             .records
             .get::<Placement>(&placement_key(ns))
             .await
             .map_err(|e| format!("reading the placement of memory namespace {ns}: {e}"))?
-            .unwrap_or_default();
-        self.allowed_under(ns, &placement).await
+            .unwrap_or_default())
+    }
+
+    /// Whether the shards of namespace `ns` go to the least loaded nodes, and so are placed
+    /// one after another (each sees the shards placed before it).
+    pub(crate) async fn placed_by_load(&self, ns: &str) -> bool {
+        self.inner.remote.get().is_some()
+            && self.inner.config.spread
+            && self
+                .stored_placement(ns)
+                .await
+                .is_ok_and(|p| p.least_loaded)
+    }
+
+    /// How many memory shards this node hosts (its load for `least_loaded` namespaces).
+    pub fn hosted_shards(&self) -> usize {
+        self.inner.hosted.len()
     }
 
     /// [`MemoryStore::allowed_nodes`] under `placement`.
@@ -279,20 +303,35 @@ impl MemoryStore {
 
     /// Where shard `shard` of `info` runs from now on (see the module documentation): the
     /// allowed nodes are tried in turn from `(hash(ns) + shard) % n`, so consecutive shards
-    /// go to consecutive nodes and a node that cannot host one passes it to the next.
+    /// go to consecutive nodes and a node that cannot host one passes it to the next. Under
+    /// `least_loaded` they are tried from the one hosting the fewest shards now (ties in
+    /// that same order).
     pub(crate) async fn place(&self, info: &NamespaceInfo, shard: u32) -> Slot {
         let allowed = match self.allowed_nodes(&info.name).await {
             Ok(allowed) => allowed,
             Err(why) => return Slot::vacant(why),
         };
-        let (Some(nodes), Some(remote)) = (allowed, self.inner.remote.get()) else {
+        let (Some((nodes, least_loaded)), Some(remote)) = (allowed, self.inner.remote.get()) else {
             return self.host_or_keep(info, shard).await;
         };
         let first =
             (name_hash(&info.name).wrapping_add(u64::from(shard)) % nodes.len() as u64) as usize;
+        let mut order: Vec<&String> = (0..nodes.len())
+            .map(|k| &nodes[(first + k) % nodes.len()])
+            .collect();
+        if least_loaded {
+            let loads: std::collections::HashMap<String, usize> =
+                remote.shard_loads().await.into_iter().collect();
+            let here = self.hosted_shards();
+            // A stable sort: equal loads keep the hashed order; a peer that did not say
+            // its load comes last.
+            order.sort_by_key(|node| match node.as_str() == remote.node() {
+                true => here,
+                false => loads.get(node.as_str()).copied().unwrap_or(usize::MAX),
+            });
+        }
         let mut refusals = Vec::new();
-        for k in 0..nodes.len() {
-            let node = &nodes[(first + k) % nodes.len()];
+        for node in order {
             if node == remote.node() {
                 match self.host_or_keep(info, shard).await {
                     Slot::Vacant { why, .. } => refusals.push(why),
@@ -762,8 +801,8 @@ impl MemoryStore {
     /// nodes that are all down or drained has no shard running until one is back.
     ///
     /// # Errors
-    /// [`MemoryError::Invalid`] for a bad placement or `least_loaded` (shards are spread
-    /// evenly over the nodes allowed); [`MemoryError::Unavailable`] when no reachable node
+    /// [`MemoryError::Invalid`] for a bad placement; [`MemoryError::Unavailable`] when no
+    /// reachable node
     /// satisfies it (nothing changes), or when it was stored but the serving node could
     /// not apply it now (its shards follow it when next placed; setting it again applies
     /// it); [`MemoryError::NamespaceNotFound`]; store failures.
@@ -773,12 +812,6 @@ impl MemoryStore {
         placement: Placement,
     ) -> Result<Placement, MemoryError> {
         placement.validate().map_err(MemoryError::Invalid)?;
-        if placement.least_loaded {
-            return Err(MemoryError::Invalid(
-                "least_loaded: a namespace's shards are spread evenly over the nodes allowed; name a node or tags"
-                    .into(),
-            ));
-        }
         self.stored_info(namespace).await?;
         // Refused when no node reachable now satisfies it: a state of the cluster, not a
         // mistake in the request (503; the placement stays as it was).

@@ -281,8 +281,11 @@ enum Memory {
         /// On the nodes with this tag (repeatable); spread over them.
         #[arg(long = "tag")]
         tags: Vec<String>,
+        /// Each shard on the allowed node hosting the fewest shards when it is placed.
+        #[arg(long)]
+        least_loaded: bool,
         /// Back to the default: spread over every node.
-        #[arg(long, conflicts_with_all = ["node", "tags"])]
+        #[arg(long, conflicts_with_all = ["node", "tags", "least_loaded"])]
         reset: bool,
     },
     /// Export a namespace as JSON lines (to stdout, or `--out FILE`).
@@ -538,6 +541,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         ("ACTORS", "/actors"),
                         ("AGENTS", "/agents_active"),
                         ("BUSY", "/agents_busy"),
+                        ("SHARDS", "/memory_shards"),
                     ],
                 );
             }
@@ -797,13 +801,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 namespace,
                 node,
                 tags,
+                least_loaded,
                 reset,
             } => {
                 let path = format!("/v1/memory/namespaces/{namespace}/placement");
-                if node.is_none() && tags.is_empty() && !reset {
+                if node.is_none() && tags.is_empty() && !least_loaded && !reset {
                     show(&api.get(&path).await?)?;
                 } else {
-                    let body = json!({"node": node, "tags": tags});
+                    let body = json!({"node": node, "tags": tags, "least_loaded": least_loaded});
                     show(&api.call(reqwest::Method::PUT, &path, Some(body)).await?)?;
                 }
             }

@@ -411,6 +411,15 @@ impl RemoteMemory for Route {
             .collect()
     }
 
+    async fn shard_loads(&self) -> Vec<(String, usize)> {
+        peer_stats()
+            .await
+            .into_iter()
+            .filter(|s| !s.draining && gateway_of(&s.node).is_some())
+            .map(|s| (s.node, s.memory_shards))
+            .collect()
+    }
+
     async fn retrieve(
         &self,
         node: &str,

@@ -318,6 +318,9 @@ pub struct NodeStats {
     /// True while it is being drained (it activates no agent).
     #[serde(default)]
     pub draining: bool,
+    /// Memory shards it hosts (the load `least_loaded` namespaces go by).
+    #[serde(default)]
+    pub memory_shards: usize,
 }
 
 /// What a node serves to the others of its cluster.

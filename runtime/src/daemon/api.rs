@@ -388,6 +388,10 @@ async fn cluster_nodes(State(s): State<Shared>) -> ApiResult {
                     json!(figures.map(|f| f.forwarded_in_flight)),
                 );
                 o.insert("draining".into(), json!(figures.map(|f| f.draining)));
+                o.insert(
+                    "memory_shards".into(),
+                    json!(figures.map(|f| f.memory_shards)),
+                );
                 o.insert("tags".into(), json!(figures.map(|f| f.tags.clone())));
             }
             v
@@ -404,6 +408,7 @@ async fn cluster_nodes(State(s): State<Shared>) -> ApiResult {
             "agents_active": system.active_count(),
             "agents_busy": system.busy_count(),
             "draining": system.is_draining(),
+            "memory_shards": s.rt.memory_store().hosted_shards(),
             "tags": s.config.cluster.tags,
         },
         "nodes": nodes,

@@ -341,6 +341,7 @@ impl Daemon {
         };
         let served = {
             let system = rt.agent_system().clone();
+            let memory = rt.memory_store().clone();
             let registry = rt.registry().clone();
             let node = config.store.node.clone();
             let tags = config.cluster.tags.clone();
@@ -356,6 +357,7 @@ impl Daemon {
                     forwarded_in_flight: 0,
                     tags: tags.clone(),
                     draining: system.is_draining(),
+                    memory_shards: memory.hosted_shards(),
                 }),
             }
         };

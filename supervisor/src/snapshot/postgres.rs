@@ -216,12 +216,10 @@ pub struct PostgresStore {
 #[derive(Debug)]
 struct Sql {
     get: String,
-    put: String,
-    /// `put` under a lease: applied only while the lease row names this process, with the
-    /// epoch it was granted, unexpired.
-    put_leased: String,
-    /// `put` of arrays of keys and values, and under a lease.
+    /// Writes arrays of keys and values (`put` and `put_many`).
     put_many: String,
+    /// `put_many` under a lease: applied only while the lease row names this process, with
+    /// the epoch it was granted, unexpired.
     put_many_leased: String,
     remove: String,
     remove_leased: String,
@@ -234,16 +232,6 @@ impl Sql {
     fn new(snapshots: &str, leases: &str, flushes: &str) -> Self {
         Self {
             get: format!("SELECT value FROM {snapshots} WHERE key = $1"),
-            put: format!(
-                "INSERT INTO {snapshots} (key, value) VALUES ($1, $2)
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
-            ),
-            put_leased: format!(
-                "WITH l AS (SELECT 1 FROM {leases} WHERE key = $5 AND holder = $3
-                     AND epoch = $4 AND expires_at > now() FOR SHARE)
-                 INSERT INTO {snapshots} (key, value) SELECT $1, $2 FROM l
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
-            ),
             put_many: format!(
                 "INSERT INTO {snapshots} (key, value)
                  SELECT k, v FROM unnest($1::TEXT[], $2::BYTEA[]) AS u(k, v)
@@ -603,45 +591,10 @@ impl SnapshotStore for PostgresStore {
         value: Vec<u8>,
         durability: Durability,
     ) -> Result<(), StoreError> {
-        let lease = self.lease_for(key)?;
-        let client = match durability {
-            Durability::Durable => self.client().await?,
-            Durability::Buffered => self.buffered.get().await.map_err(io)?,
-        };
-        let seen = self.unflushed.before_sync();
-        let written = match &lease {
-            // A leased key: the write applies only under this process's current lease.
-            Some((lease, held)) => {
-                let statement = client
-                    .prepare_cached(&self.sql.put_leased)
-                    .await
-                    .map_err(io)?;
-                client
-                    .execute(
-                        &statement,
-                        &[&key, &value, &self.leases.holder, &held.epoch, lease],
-                    )
-                    .await
-                    .map_err(io)?
-            }
-            None => {
-                let statement = client.prepare_cached(&self.sql.put).await.map_err(io)?;
-                client
-                    .execute(&statement, &[&key, &value])
-                    .await
-                    .map_err(io)?
-            }
-        };
-        match durability {
-            Durability::Durable => self.unflushed.synced(seen),
-            Durability::Buffered => {
-                self.unflushed.written.fetch_add(1, Ordering::AcqRel);
-            }
-        }
-        match (written, lease) {
-            (0, Some((lease, held))) => Err(self.fenced(&lease, key, held)),
-            _ => Ok(()),
-        }
+        // One entry of `put_many`: a leased key is written only under this process's current
+        // lease, checked by the database.
+        self.put_many(vec![(key.to_owned(), value)], durability)
+            .await
     }
 
     async fn put_many(

@@ -145,6 +145,7 @@ class DashboardPage extends AiosPage {
           { label: "Actors", value: (n) => figure(n.actors) },
           { label: "Agents active", value: (n) => figure(n.agents_active) },
           { label: "Busy (load)", value: (n) => figure(n.agents_busy) },
+          { label: "Memory shards", value: (n) => figure(n.memory_shards) },
           { label: "Since", value: (n) => (n.since_ms ? fmtTime(n.since_ms) : "") },
         ],
         rows,

@@ -228,6 +228,7 @@ class MemoryPage extends AiosPage {
       const rules = [];
       if (placement?.node) rules.push(`node ${placement.node}`);
       if (placement?.tags?.length) rules.push(`nodes tagged ${placement.tags.join(", ")}`);
+      if (placement?.least_loaded) rules.push("the nodes hosting the fewest shards");
       replace(
         this.shards,
         h(
@@ -255,8 +256,9 @@ class MemoryPage extends AiosPage {
   }
 
   /**
-   * Where the shards may run in a cluster: a node, or nodes with tags (spread over them);
-   * applied at once by the node serving the namespace.
+   * Where the shards may run in a cluster: a node, or nodes with tags (spread over them),
+   * and/or each on the node hosting the fewest shards; applied at once by the node serving
+   * the namespace.
    */
   placementForm() {
     const status = h("div", { class: "mem-place-status", role: "status", "aria-live": "polite" });
@@ -285,15 +287,17 @@ class MemoryPage extends AiosPage {
           const f = formData(e.target);
           const node = (f.node ?? "").trim();
           const tags = list(f.tags);
-          if (!node && !tags.length) {
-            replace(status, errorBox("Name a node or at least one tag (or spread over all nodes)."));
+          const least_loaded = f.least_loaded === "on";
+          if (!node && !tags.length && !least_loaded) {
+            replace(status, errorBox("Name a node or at least one tag, or choose least loaded (or spread over all nodes)."));
             return;
           }
-          await apply(node ? { node, tags } : { tags }, submit);
+          await apply(node ? { node, tags, least_loaded } : { tags, least_loaded }, submit);
         },
       },
       field("Node", h("input", { name: "node", autocomplete: "off", spellcheck: "false", size: "12" }), "Every shard on this node."),
       field("Tags", h("input", { name: "tags", autocomplete: "off", spellcheck: "false", size: "16" }), "Comma-separated: spread over the nodes that have them all."),
+      field("Least loaded", h("input", { type: "checkbox", name: "least_loaded" }), "Each shard on the node hosting the fewest shards."),
       h("div", { class: "actions" }, submit, reset),
       status,
     );
