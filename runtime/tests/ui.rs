@@ -559,6 +559,25 @@ async fn memory_search_shows_scored_results() {
     )
     .await;
     assert_eq!(placement["tags"], json!(["ssd"]), "{placement}");
+    // Least loaded, ticked in the same form.
+    b.click("aios-page-memory form.mem-place input[name=least_loaded]")
+        .await;
+    b.click_button("aios-page-memory form.mem-place", "Place")
+        .await;
+    b.wait_text(
+        "aios-page-memory .mem-shards",
+        "the nodes hosting the fewest shards",
+    )
+    .await;
+    let placement = api(
+        &base,
+        &admin,
+        reqwest::Method::GET,
+        "/v1/memory/namespaces/notes/placement",
+        None,
+    )
+    .await;
+    assert_eq!(placement["least_loaded"], json!(true), "{placement}");
     b.shot("search").await;
     finish(b, d).await;
 }

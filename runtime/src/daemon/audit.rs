@@ -105,6 +105,24 @@ pub struct AuditQuery {
 /// Chains read at most by one merged query.
 pub const AUDIT_NODES_MAX: usize = 256;
 
+/// Keys one query scans at most (50 pages of 512), so a rare filter cannot make it
+/// unbounded; the cursor it returns resumes after the last key scanned.
+const SCAN_KEYS_MAX: usize = 50 * SCAN_PAGE;
+const SCAN_PAGE: usize = 512;
+
+/// What one scan of a chain found.
+struct Scan {
+    /// The matches, oldest first.
+    entries: Vec<AuditEntry>,
+    /// Where the next page resumes (the last match returned, or the last key scanned), or
+    /// `None` when the chain was read to its end.
+    next: Option<u64>,
+    /// When the scan stopped at [`SCAN_KEYS_MAX`] rather than at the limit or the chain's
+    /// end: the time of the last entry scanned. Later entries of the chain, unread, may
+    /// match.
+    capped_at_ms: Option<u64>,
+}
+
 /// One entry of the merged view: the entry and the node whose chain holds it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NodeEntry {
@@ -471,23 +489,37 @@ impl AuditLog {
         &self,
         query: &AuditQuery,
     ) -> Result<(Vec<AuditEntry>, Option<u64>), AuditError> {
+        let scan = self.scan(query, SCAN_KEYS_MAX).await?;
+        Ok((scan.entries, scan.next))
+    }
+
+    /// [`AuditLog::query`], scanning at most `max_keys` keys.
+    async fn scan(&self, query: &AuditQuery, max_keys: usize) -> Result<Scan, AuditError> {
         let limit = query.limit.unwrap_or(100).clamp(1, AUDIT_PAGE_MAX);
         let mut out = Vec::new();
         let mut cursor = query.after.map(|seq| self.chain.key(seq));
-        // Scan at most 50 pages per query, so a rare filter cannot make it unbounded.
-        for _ in 0..50 {
+        let mut scanned = 0;
+        let mut last_at_ms = None;
+        while scanned < max_keys {
+            let page = SCAN_PAGE.min(max_keys - scanned);
             let keys = self
                 .records
-                .keys_after(&self.chain.prefix, cursor.as_deref(), 512)
+                .keys_after(&self.chain.prefix, cursor.as_deref(), page)
                 .await
                 .map_err(err)?;
             let Some(last) = keys.last().cloned() else {
-                return Ok((out, None));
+                return Ok(Scan {
+                    entries: out,
+                    next: None,
+                    capped_at_ms: None,
+                });
             };
+            scanned += keys.len();
             for k in keys {
                 let Some(e) = self.records.get::<AuditEntry>(&k).await.map_err(err)? else {
                     continue;
                 };
+                last_at_ms = Some(e.at_ms);
                 let keep = query.tenant.as_ref().is_none_or(|t| &e.tenant == t)
                     && query.key_id.as_ref().is_none_or(|t| &e.key_id == t)
                     && query
@@ -501,14 +533,22 @@ impl AuditLog {
                     let seq = e.seq;
                     out.push(e);
                     if out.len() == limit {
-                        return Ok((out, Some(seq)));
+                        return Ok(Scan {
+                            entries: out,
+                            next: Some(seq),
+                            capped_at_ms: None,
+                        });
                     }
                 }
             }
             cursor = Some(last);
         }
         let next = cursor.and_then(|k| k.strip_prefix(&self.chain.prefix)?.parse().ok());
-        Ok((out, next))
+        Ok(Scan {
+            entries: out,
+            next,
+            capped_at_ms: last_at_ms,
+        })
     }
 
     /// The nodes whose chains the shared store holds (at most [`AUDIT_NODES_MAX`]), or none
@@ -564,7 +604,10 @@ impl AuditLog {
 
     /// Every node's chain matching `query`, merged oldest first (by time, then node, then
     /// sequence), after `cursor`; and the cursor of the next page when there is more. On a
-    /// node's own store (no shared store) the one chain is `this_node`'s.
+    /// node's own store (no shared store) the one chain is `this_node`'s. A page may hold
+    /// fewer entries than asked, even none, while `next` is given: when a chain's matches
+    /// are so sparse that its scan stopped before the end (50 pages of keys), no entry from
+    /// after the point it reached is returned, so the order holds across pages.
     ///
     /// # Errors
     /// Store failures.
@@ -573,6 +616,18 @@ impl AuditLog {
         query: &AuditQuery,
         cursor: &MergedCursor,
         this_node: &str,
+    ) -> Result<(Vec<NodeEntry>, Option<MergedCursor>), AuditError> {
+        self.query_merged_scanning(query, cursor, this_node, SCAN_KEYS_MAX)
+            .await
+    }
+
+    /// [`AuditLog::query_merged`], each chain's scan stopping at `max_keys` keys.
+    async fn query_merged_scanning(
+        &self,
+        query: &AuditQuery,
+        cursor: &MergedCursor,
+        this_node: &str,
+        max_keys: usize,
     ) -> Result<(Vec<NodeEntry>, Option<MergedCursor>), AuditError> {
         let limit = query.limit.unwrap_or(100).clamp(1, AUDIT_PAGE_MAX);
         let chains: Vec<(String, AuditLog)> = match &self.chain.scope {
@@ -592,12 +647,18 @@ impl AuditLog {
         // the oldest), so what a page takes of a chain is a prefix and the cursor loses nothing
         // even if a node's clock went back.
         let mut fetched = Vec::with_capacity(chains.len());
+        // The earliest point a capped scan reached: entries from then on may be preceded by
+        // unread matches of that chain, so they wait for a later page.
+        let mut horizon: Option<u64> = None;
         for (node, log) in &chains {
             let mut q = query.clone();
             q.after = cursor.get(node).copied();
             q.limit = Some(limit);
-            let (entries, next) = log.query(&q).await?;
-            fetched.push((node.clone(), entries.into_iter().peekable(), next));
+            let scan = log.scan(&q, max_keys).await?;
+            if let Some(at) = scan.capped_at_ms {
+                horizon = Some(horizon.map_or(at, |h| h.min(at)));
+            }
+            fetched.push((node.clone(), scan.entries.into_iter().peekable(), scan.next));
         }
         let mut page = Vec::new();
         while page.len() < limit {
@@ -608,9 +669,12 @@ impl AuditLog {
                     Some((at, node.clone(), entries))
                 })
                 .min_by(|x, y| (x.0, &x.1).cmp(&(y.0, &y.1)));
-            let Some((_, node, entries)) = oldest else {
+            let Some((at, node, entries)) = oldest else {
                 break;
             };
+            if horizon.is_some_and(|h| at >= h) {
+                break;
+            }
             if let Some(entry) = entries.next() {
                 page.push(NodeEntry { node, entry });
             }
@@ -620,12 +684,13 @@ impl AuditLog {
         for (node, entries, scanned_to) in &mut fetched {
             let taken = page.iter().rev().find(|e| e.node == *node);
             match (taken, entries.peek(), *scanned_to) {
+                // Every match found was taken: the next page resumes where the scan stopped
+                // (past keys that did not match).
+                (_, None, Some(to)) => {
+                    next.insert(node.clone(), to);
+                }
                 (Some(e), _, _) => {
                     next.insert(node.clone(), e.entry.seq);
-                }
-                // Nothing matched in the part of the chain scanned: skip that part next time.
-                (None, None, Some(to)) => {
-                    next.insert(node.clone(), to);
                 }
                 _ => {}
             }
@@ -873,6 +938,44 @@ mod tests {
         assert_eq!(next, None);
         assert!(parse_cursor("a:1,b").is_err());
         assert!(parse_cursor("a:x").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_chain_too_sparse_to_scan_at_once_keeps_the_merged_view_in_time_order() {
+        let (_records, a, b) = two_chains().await;
+        // a: five entries of another tenant, then one of tenant t; b: three of t, later.
+        for i in 0..5 {
+            a.append(ev(&format!("POST /v1/x{i}"), "x"), false)
+                .await
+                .unwrap();
+        }
+        a.append(ev("POST /v1/a", "t"), false).await.unwrap();
+        for i in 0..3 {
+            b.append(ev(&format!("POST /v1/b{i}"), "t"), false)
+                .await
+                .unwrap();
+        }
+        // Scans of 4 keys: a's first one reaches neither its match nor its end.
+        let q = AuditQuery {
+            tenant: Some("t".into()),
+            limit: Some(10),
+            ..AuditQuery::default()
+        };
+        let mut cursor = MergedCursor::new();
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            let (page, next) = a.query_merged_scanning(&q, &cursor, "a", 4).await.unwrap();
+            seen.extend(page);
+            match next {
+                Some(c) => cursor = c,
+                None => break,
+            }
+        }
+        let order: Vec<(&str, u64)> = seen
+            .iter()
+            .map(|e| (e.node.as_str(), e.entry.seq))
+            .collect();
+        assert_eq!(order, [("a", 6), ("b", 1), ("b", 2), ("b", 3)]);
     }
 
     #[tokio::test]
