@@ -62,11 +62,17 @@ impl Node {
     }
 
     /// Nodes `a` and `b` of the cluster on the shared store, `b` reaching `a` only through
-    /// the returned proxy, which the test can cut (`a` never dials `b`: it has no seeds).
+    /// the returned proxy, which the test can cut. Both dial only their seeds (`a` has none):
+    /// otherwise the two dial each other directly as well, and ractor_cluster closes one of
+    /// the two sessions, at times the proxied one.
     async fn split_pair(ns: &str, llm: &str) -> (Node, Proxy, Node) {
-        let a = Node::shared("a", &[], ns, llm);
+        let seeds_only = |name: &str, seeds: &[&str]| {
+            let config = common::shared_store_config(name, ns, llm, &pg_url());
+            Self::start_with(name, SECRET, seeds, &config, "dial_seeds_only = true")
+        };
+        let a = seeds_only("a", &[]);
         let proxy = Proxy::start(a.cluster_addr.clone()).await;
-        let b = Node::shared("b", &[&proxy.addr.to_string()], ns, llm);
+        let b = seeds_only("b", &[&proxy.addr.to_string()]);
         b.await_reachable("a").await;
         a.await_reachable("b").await;
         (a, proxy, b)

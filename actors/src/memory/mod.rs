@@ -677,9 +677,11 @@ impl MemoryStore {
         let info = info.clone();
         // Under `least_loaded` each shard must see where the ones before it went.
         let slots = if self.placed_by_load(&info.name).await {
+            // The nodes are asked for their loads once; each shard placed is counted.
+            let mut loads = self.shard_loads_now().await;
             let mut slots = Vec::with_capacity(info.shards as usize);
             for shard in 0..info.shards {
-                slots.push(self.place(&info, shard).await);
+                slots.push(self.place_counted(&info, shard, Some(&mut loads)).await);
             }
             slots
         } else {

@@ -86,6 +86,9 @@ async fn session_back(remote: &dyn super::RemoteMemory, node: &str) -> bool {
     }
 }
 
+/// Memory shards hosted per node, by node name (for `least_loaded` namespaces).
+pub(crate) type ShardLoads = std::collections::HashMap<String, usize>;
+
 /// How long a shard request whose session closed waits for another session to its node.
 const SESSION_BACK_WITHIN: Duration = Duration::from_secs(1);
 
@@ -307,6 +310,30 @@ impl MemoryStore {
     /// `least_loaded` they are tried from the one hosting the fewest shards now (ties in
     /// that same order).
     pub(crate) async fn place(&self, info: &NamespaceInfo, shard: u32) -> Slot {
+        self.place_counted(info, shard, None).await
+    }
+
+    /// Memory shards per node now: this node's, and each placeable peer's (asked afresh).
+    pub(crate) async fn shard_loads_now(&self) -> ShardLoads {
+        let mut loads: ShardLoads = match self.inner.remote.get() {
+            Some(remote) => remote.shard_loads().await.into_iter().collect(),
+            None => ShardLoads::new(),
+        };
+        if let Some(remote) = self.inner.remote.get() {
+            loads.insert(remote.node().to_owned(), self.hosted_shards());
+        }
+        loads
+    }
+
+    /// [`MemoryStore::place`]; under `least_loaded`, with `loads` (when given) as the shards
+    /// per node, counting this shard where it goes, so a pass placing a namespace's shards
+    /// one after another asks the nodes once.
+    pub(crate) async fn place_counted(
+        &self,
+        info: &NamespaceInfo,
+        shard: u32,
+        loads: Option<&mut ShardLoads>,
+    ) -> Slot {
         let allowed = match self.allowed_nodes(&info.name).await {
             Ok(allowed) => allowed,
             Err(why) => return Slot::vacant(why),
@@ -319,27 +346,42 @@ impl MemoryStore {
         let mut order: Vec<&String> = (0..nodes.len())
             .map(|k| &nodes[(first + k) % nodes.len()])
             .collect();
+        let mut fresh = None;
+        let mut loads = loads;
         if least_loaded {
-            let loads: std::collections::HashMap<String, usize> =
-                remote.shard_loads().await.into_iter().collect();
-            let here = self.hosted_shards();
+            let loads: &ShardLoads = match loads.as_deref() {
+                Some(loads) => loads,
+                None => fresh.insert(self.shard_loads_now().await),
+            };
             // A stable sort: equal loads keep the hashed order; a peer that did not say
             // its load comes last.
-            order.sort_by_key(|node| match node.as_str() == remote.node() {
-                true => here,
-                false => loads.get(node.as_str()).copied().unwrap_or(usize::MAX),
-            });
+            order.sort_by_key(|node| loads.get(node.as_str()).copied().unwrap_or(usize::MAX));
         }
+        let mut count = |node: &str| {
+            if let Some(loads) = loads.as_deref_mut() {
+                *loads.entry(node.to_owned()).or_default() += 1;
+            }
+        };
         let mut refusals = Vec::new();
         for node in order {
             if node == remote.node() {
                 match self.host_or_keep(info, shard).await {
                     Slot::Vacant { why, .. } => refusals.push(why),
-                    slot => return slot,
+                    slot => {
+                        let host = match &slot {
+                            Slot::Remote(other) => other.as_str(),
+                            _ => node.as_str(),
+                        };
+                        count(host);
+                        return slot;
+                    }
                 }
             } else {
                 match self.ask_to_host(remote, node, info, shard).await {
-                    Ok(()) => return Slot::Remote(node.clone()),
+                    Ok(()) => {
+                        count(node);
+                        return Slot::Remote(node.clone());
+                    }
                     Err(why) => {
                         tracing::debug!(namespace = %info.name, shard, %node, %why, "memory shard not hosted where placed; trying the next node");
                         refusals.push(format!("node {node}: {why}"));
@@ -604,6 +646,8 @@ impl MemoryStore {
                 };
                 let again = request.may_repeat().then(|| request.clone());
                 let mut outcome = remote.call(&node, op(request), timeout + HOP_MARGIN).await;
+                // Whether an earlier attempt reached the node (and so may have run).
+                let mut sent_before = false;
                 // The session closed under it (two nodes that dialled each other at once
                 // keep one session of the two): sent again, once, if the node is still
                 // reachable and running it twice is running it once.
@@ -612,6 +656,7 @@ impl MemoryStore {
                     && session_back(remote.as_ref(), &node).await
                 {
                     tracing::debug!(namespace = %ns.info.name, shard, %node, "shard request sent again after its session closed");
+                    sent_before = e.sent;
                     outcome = remote.call(&node, op(request), timeout + HOP_MARGIN).await;
                 }
                 match outcome {
@@ -633,11 +678,13 @@ impl MemoryStore {
                             why: why.clone(),
                             retry_at: Instant::now(),
                         });
-                        Err(MemoryError::Unavailable(if e.sent && !read {
-                            format!("{why} (the write may have been applied)")
-                        } else {
-                            why
-                        }))
+                        Err(MemoryError::Unavailable(
+                            if (e.sent || sent_before) && !read {
+                                format!("{why} (the write may have been applied)")
+                            } else {
+                                why
+                            },
+                        ))
                     }
                 }
             }

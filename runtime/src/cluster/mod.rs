@@ -60,6 +60,11 @@ pub struct ClusterConfig {
     /// The authority that signs the nodes' certificates (PEM; or `AIOS_CLUSTER_TLS_CA`): a
     /// peer is accepted, and a seed trusted, only with a certificate it signed.
     pub tls_ca: Option<PathBuf>,
+    /// Dial only the seeds, never the nodes learnt from them (ractor_cluster's isolated
+    /// mode; always so with TLS): for a network where an address a node advertises is not
+    /// reachable from every other node (a proxy or NAT between them). List every node as a
+    /// seed of some node then.
+    pub dial_seeds_only: bool,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -74,6 +79,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("tls_ca", &self.tls_ca)
+            .field("dial_seeds_only", &self.dial_seeds_only)
             .finish()
     }
 }
@@ -536,6 +542,7 @@ mod imp {
                 Some(IncomingEncryptionMode::Tls(t.acceptor.clone())),
                 NodeConnectionMode::Isolated,
             ),
+            None if config.dial_seeds_only => (None, NodeConnectionMode::Isolated),
             None => (None, NodeConnectionMode::Transitive),
         };
         let server = NodeServer::new(

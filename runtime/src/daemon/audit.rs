@@ -647,21 +647,28 @@ impl AuditLog {
         // the oldest), so what a page takes of a chain is a prefix and the cursor loses nothing
         // even if a node's clock went back.
         let mut fetched = Vec::with_capacity(chains.len());
-        // The earliest point a capped scan reached: entries from then on may be preceded by
-        // unread matches of that chain, so they wait for a later page.
-        let mut horizon: Option<u64> = None;
+        // Where each capped scan stopped: another chain's entries from then on may come
+        // after unread matches of that chain, so they wait for a later page (a chain's own
+        // matches found come before its unread ones, by sequence).
+        let mut caps: Vec<(String, u64)> = Vec::new();
         for (node, log) in &chains {
             let mut q = query.clone();
             q.after = cursor.get(node).copied();
             q.limit = Some(limit);
             let scan = log.scan(&q, max_keys).await?;
             if let Some(at) = scan.capped_at_ms {
-                horizon = Some(horizon.map_or(at, |h| h.min(at)));
+                caps.push((node.clone(), at));
             }
             fetched.push((node.clone(), scan.entries.into_iter().peekable(), scan.next));
         }
         let mut page = Vec::new();
         while page.len() < limit {
+            // A chain none of whose matches is left, whose scan did not reach its end, moves
+            // its cursor past the keys it scanned: the call makes progress even with an
+            // empty page.
+            let advancing = fetched
+                .iter_mut()
+                .any(|(_, entries, scanned_to)| entries.peek().is_none() && scanned_to.is_some());
             let oldest = fetched
                 .iter_mut()
                 .filter_map(|(node, entries, _)| {
@@ -672,7 +679,10 @@ impl AuditLog {
             let Some((at, node, entries)) = oldest else {
                 break;
             };
-            if horizon.is_some_and(|h| at >= h) {
+            // Held back by another chain's cap, unless nothing else would make progress
+            // (equal times, or a clock that went back): then taken anyway.
+            let held = caps.iter().any(|(n, cap)| *n != node && at >= *cap);
+            if held && (!page.is_empty() || advancing) {
                 break;
             }
             if let Some(entry) = entries.next() {
@@ -956,6 +966,13 @@ mod tests {
                 .unwrap();
         }
         // Scans of 4 keys: a's first one reaches neither its match nor its end.
+        let seen = merged_in_pages_of_4_keys(&a).await;
+        let order: Vec<(&str, u64)> = seen.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+        assert_eq!(order, [("a", 6), ("b", 1), ("b", 2), ("b", 3)]);
+    }
+
+    /// Pages through every chain's entries of tenant `t`, each chain's scan capped at 4 keys.
+    async fn merged_in_pages_of_4_keys(a: &AuditLog) -> Vec<(String, u64)> {
         let q = AuditQuery {
             tenant: Some("t".into()),
             limit: Some(10),
@@ -963,19 +980,44 @@ mod tests {
         };
         let mut cursor = MergedCursor::new();
         let mut seen = Vec::new();
-        for _ in 0..10 {
+        for _ in 0..20 {
             let (page, next) = a.query_merged_scanning(&q, &cursor, "a", 4).await.unwrap();
-            seen.extend(page);
+            seen.extend(page.into_iter().map(|e| (e.node, e.entry.seq)));
             match next {
                 Some(c) => cursor = c,
-                None => break,
+                None => return seen,
             }
         }
-        let order: Vec<(&str, u64)> = seen
-            .iter()
-            .map(|e| (e.node.as_str(), e.entry.seq))
+        panic!("no end after 20 pages: {seen:?}");
+    }
+
+    #[tokio::test]
+    async fn a_match_at_the_end_of_a_capped_scan_is_returned_and_paging_ends() {
+        let (_records, a, b) = two_chains().await;
+        // a: its match is the last of the 4 keys its first scan reads; then 4 more of
+        // another tenant. b: three of t, later.
+        for i in 0..3 {
+            a.append(ev(&format!("POST /v1/x{i}"), "x"), false)
+                .await
+                .unwrap();
+        }
+        a.append(ev("POST /v1/a", "t"), false).await.unwrap();
+        for i in 3..7 {
+            a.append(ev(&format!("POST /v1/x{i}"), "x"), false)
+                .await
+                .unwrap();
+        }
+        for i in 0..3 {
+            b.append(ev(&format!("POST /v1/b{i}"), "t"), false)
+                .await
+                .unwrap();
+        }
+        let seen = merged_in_pages_of_4_keys(&a).await;
+        let want: Vec<(String, u64)> = [("a", 4), ("b", 1), ("b", 2), ("b", 3)]
+            .into_iter()
+            .map(|(n, s)| (n.to_string(), s))
             .collect();
-        assert_eq!(order, [("a", 6), ("b", 1), ("b", 2), ("b", 3)]);
+        assert_eq!(seen, want);
     }
 
     #[tokio::test]

@@ -265,11 +265,15 @@ impl Sql {
 }
 
 /// Buffered writes committed so far, and how many of them a synchronous commit begun after
-/// them has made durable since (each count only grows).
+/// them has made durable since (each count only grows). Only a commit that wrote a row
+/// counts: PostgreSQL commits a transaction that wrote nothing without flushing the WAL.
 #[derive(Debug, Default)]
 struct Unflushed {
     written: AtomicU64,
     covered: AtomicU64,
+    /// One flush at a time: the ones that queued behind it find their writes covered by it
+    /// (a group commit) rather than each waiting on the flush row for its own fsync.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 impl Unflushed {
@@ -602,6 +606,9 @@ impl SnapshotStore for PostgresStore {
         entries: Vec<(String, Vec<u8>)>,
         durability: Durability,
     ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         // The last value of a key given twice (one statement may not upsert a row twice),
         // grouped by the lease each key is written under; every lease is checked before
         // anything is written.
@@ -672,7 +679,8 @@ impl SnapshotStore for PostgresStore {
                     }
                 };
                 match durability {
-                    Durability::Durable => self.unflushed.synced(seen),
+                    Durability::Durable if written > 0 => self.unflushed.synced(seen),
+                    Durability::Durable => {}
                     Durability::Buffered => {
                         self.unflushed.written.fetch_add(1, Ordering::AcqRel);
                     }
@@ -686,8 +694,9 @@ impl SnapshotStore for PostgresStore {
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        // A removal may delete nothing, and so flush nothing: never counted as covering
+        // buffered writes.
         let client = self.client().await?;
-        let seen = self.unflushed.before_sync();
         if let Some((lease, held)) = self.lease_for(key)? {
             let statement = client
                 .prepare_cached(&self.sql.remove_leased)
@@ -701,7 +710,6 @@ impl SnapshotStore for PostgresStore {
                 .await
                 .map_err(io)?
                 .get(0);
-            self.unflushed.synced(seen);
             return match owned {
                 0 => Err(self.fenced(&lease, key, held)),
                 _ => Ok(()),
@@ -709,7 +717,6 @@ impl SnapshotStore for PostgresStore {
         }
         let statement = client.prepare_cached(&self.sql.remove).await.map_err(io)?;
         client.execute(&statement, &[&key]).await.map_err(io)?;
-        self.unflushed.synced(seen);
         Ok(())
     }
 
@@ -812,6 +819,11 @@ impl SnapshotStore for PostgresStore {
         if self.unflushed.covered.load(Ordering::Acquire) >= seen {
             return Ok(());
         }
+        let _one_at_a_time = self.unflushed.flushing.lock().await;
+        if self.unflushed.covered.load(Ordering::Acquire) >= seen {
+            return Ok(());
+        }
+        let seen = self.unflushed.before_sync();
         let client = self.client().await?;
         let statement = client.prepare_cached(&self.sql.flush).await.map_err(io)?;
         client

@@ -176,6 +176,21 @@ async fn buffered_writes_are_seen_at_once_and_flushed_only_when_uncovered() {
     pg.flush().await.unwrap();
     assert_eq!(flushes().await, Some(2));
     assert_eq!(other.get("k").await.unwrap(), Some(b"3".to_vec()));
+    // A removal that deleted nothing flushed nothing: it covers no buffered write.
+    pg.put("k", b"4".to_vec(), Durability::Buffered)
+        .await
+        .unwrap();
+    pg.remove("missing").await.unwrap();
+    pg.flush().await.unwrap();
+    assert_eq!(flushes().await, Some(3));
+    // Flushes at once share one synchronous commit.
+    pg.put("k", b"5".to_vec(), Durability::Buffered)
+        .await
+        .unwrap();
+    let (x, y) = tokio::join!(pg.flush(), pg.flush());
+    x.unwrap();
+    y.unwrap();
+    assert_eq!(flushes().await, Some(4));
     pg.drop_tables().await.unwrap();
 }
 
