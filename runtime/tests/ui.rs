@@ -550,15 +550,16 @@ async fn memory_search_shows_scored_results() {
         .await;
     b.wait_text("aios-page-memory .mem-shards", "Placed on nodes tagged ssd")
         .await;
-    let placement = api(
-        &base,
-        &admin,
-        reqwest::Method::GET,
-        "/v1/memory/namespaces/notes/placement",
-        None,
-    )
-    .await;
-    assert_eq!(placement["tags"], json!(["ssd"]), "{placement}");
+    let placement = || {
+        api(
+            &base,
+            &admin,
+            reqwest::Method::GET,
+            "/v1/memory/namespaces/notes/placement",
+            None,
+        )
+    };
+    assert_eq!(placement().await["tags"], json!(["ssd"]));
     // Least loaded, ticked in the same form.
     b.click("aios-page-memory form.mem-place input[name=least_loaded]")
         .await;
@@ -569,15 +570,7 @@ async fn memory_search_shows_scored_results() {
         "the nodes hosting the fewest shards",
     )
     .await;
-    let placement = api(
-        &base,
-        &admin,
-        reqwest::Method::GET,
-        "/v1/memory/namespaces/notes/placement",
-        None,
-    )
-    .await;
-    assert_eq!(placement["least_loaded"], json!(true), "{placement}");
+    assert_eq!(placement().await["least_loaded"], json!(true));
     b.shot("search").await;
     finish(b, d).await;
 }

@@ -348,26 +348,34 @@ impl ShardWorker {
                 )));
             }
         }
+        self.write_items(&batch).await?;
+        for item in batch {
+            state.index.insert(item.id, &item.vector);
+            state.items.insert(item.id, (item.text, item.meta));
+        }
+        Ok(())
+    }
+
+    /// Writes `items` (buffered: one statement per 512 where the store can) and flushes
+    /// once, a single group commit: acknowledged only once on disk.
+    async fn write_items(&self, items: &[MemoryItem]) -> Result<(), MemoryError> {
+        if items.is_empty() {
+            return Ok(());
+        }
         self.records
             .put_many(
-                batch
+                items
                     .iter()
                     .map(|item| (item_key(&self.info, self.shard, item.id), item)),
                 Durability::Buffered,
             )
             .await
             .map_err(|e| self.store_err(e))?;
-        // One group commit for the batch: acknowledged only once on disk.
         self.records
             .snapshots()
             .flush()
             .await
-            .map_err(|e| self.store_err(e))?;
-        for item in batch {
-            state.index.insert(item.id, &item.vector);
-            state.items.insert(item.id, (item.text, item.meta));
-        }
-        Ok(())
+            .map_err(|e| self.store_err(e))
     }
 
     fn search(&self, state: &ShardState, q: &ShardQuery) -> Vec<Hit> {
@@ -556,22 +564,7 @@ impl ShardWorker {
                 meta: m,
             });
         }
-        self.records
-            .put_many(
-                changed
-                    .iter()
-                    .map(|item| (item_key(&self.info, self.shard, item.id), item)),
-                Durability::Buffered,
-            )
-            .await
-            .map_err(|e| self.store_err(e))?;
-        if !changed.is_empty() {
-            self.records
-                .snapshots()
-                .flush()
-                .await
-                .map_err(|e| self.store_err(e))?;
-        }
+        self.write_items(&changed).await?;
         let n = changed.len() as u64;
         for item in changed {
             state.items.insert(item.id, (item.text, item.meta));
