@@ -32,8 +32,8 @@ use aios::actors::agent::{
     AGENT_STATE_SCHEMA_VERSION, AgentDef, AgentRole, AgentState, Task, snapshot_key,
 };
 use aios::actors::llm::ChatMessage;
-use aios::actors::llm::config::{LlmConfig, ProviderConfig, ProviderKind};
 use aios::actors::protocol::{AgentId, Envelope, Sender};
+use aios::actors::scheduler::config::{LlmConfig, ProviderConfig, ProviderKind};
 use aios::actors::scheduler::{RateLimits, SchedulerConfig};
 use aios::{Runtime, RuntimeConfig};
 use aios_supervisor::snapshot::{Durability, codec};

@@ -18,11 +18,13 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
+use aios_core::keyspace;
+
 use crate::llm::Usage;
 use crate::records::Records;
 
 /// Key prefix of cost records in the snapshot store.
-pub const COST_KEY_PREFIX: &str = "cost/";
+pub const COST_KEY_PREFIX: &str = aios_core::keyspace::COST;
 /// The most cost scopes loaded at start and listed at once.
 pub const COST_SCOPES_MAX: usize = 1_000_000;
 /// Nanodollars per dollar.
@@ -117,13 +119,18 @@ impl CostScope {
     fn key_of(&self, node: Option<&str>) -> String {
         match node {
             None => self.key(),
-            Some(node) => format!("cost@{node}/{}/{}", self.kind(), self.id()),
+            Some(node) => format!(
+                "{}{}/{}",
+                keyspace::per_node(keyspace::COST_PER_NODE, node),
+                self.kind(),
+                self.id()
+            ),
         }
     }
 
     /// Parses `cost/<kind>/<id>` or `cost@<node>/<kind>/<id>` into the node (if any) and scope.
     fn from_any_key(key: &str) -> Option<(Option<&str>, Self)> {
-        match key.strip_prefix("cost@") {
+        match key.strip_prefix(keyspace::COST_PER_NODE) {
             Some(rest) => {
                 let (node, rest) = rest.split_once('/')?;
                 Some((
@@ -303,7 +310,7 @@ impl CostLedger {
                 }
             }
             Some(node) => {
-                let own = format!("cost@{node}/");
+                let own = keyspace::per_node(keyspace::COST_PER_NODE, node);
                 for key in records.keys(&own, COST_SCOPES_MAX).await? {
                     if let Some((_, scope)) = CostScope::from_any_key(&key)
                         && let Some(t) = records.get::<CostTotals>(&key).await?
@@ -446,7 +453,7 @@ async fn load_others(
     node: &str,
     into: &DashMap<CostScope, CostTotals>,
 ) -> Result<(), SnapshotError> {
-    for prefix in ["cost@", COST_KEY_PREFIX] {
+    for prefix in [keyspace::COST_PER_NODE, COST_KEY_PREFIX] {
         for key in records.keys(prefix, COST_SCOPES_MAX * 16).await? {
             let Some((owner, scope)) = CostScope::from_any_key(&key) else {
                 continue;

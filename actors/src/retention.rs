@@ -1,7 +1,7 @@
 //! Retention of history: how long and how many agent transcript entries, session entries and
 //! finished runs are kept, by age and by count, globally, per tenant and per agent; and the
-//! passes that remove the rest ([`prune_transcripts`], [`crate::orchestration::Orchestrator::prune_sessions`],
-//! [`crate::orchestration::Orchestrator::prune_runs`]). The daemon runs them as a background
+//! passes that remove the rest ([`prune_transcripts`] here; the orchestrator's
+//! `prune_sessions` and `prune_runs`, which use [`delete_keys`]). The daemon runs them as a background
 //! job with the audit log's own pruning.
 //!
 //! What retention never removes: an agent's snapshot (its live conversation and summary),
@@ -15,7 +15,9 @@ use aios_supervisor::snapshot::SnapshotError;
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
-use crate::agent::transcript::{TRANSCRIPT_PREFIX, TranscriptEntry};
+use aios_core::keyspace::AGENT_TRANSCRIPT as TRANSCRIPT_PREFIX;
+
+use crate::agent::transcript::TranscriptEntry;
 use crate::records::Records;
 
 /// Keys listed per page while scanning.

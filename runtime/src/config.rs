@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aios_actors::agent::AgentSystemConfig;
-use aios_actors::llm::config::LlmConfig;
+use aios_actors::scheduler::config::LlmConfig;
 use aios_supervisor::snapshot::{PostgresOptions, valid_node_name};
 use serde::Deserialize;
 

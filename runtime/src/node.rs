@@ -15,11 +15,11 @@ use tokio::sync::broadcast;
 use aios_actors::agent::tools::ToolBox;
 use aios_actors::agent::{AgentRegistry, AgentSystem};
 use aios_actors::cost::CostLedger;
-use aios_actors::llm::config::LlmConfig;
 use aios_actors::memory::MemoryStore;
 use aios_actors::orchestration::Orchestrator;
 use aios_actors::orchestration::schedule::Schedules;
 use aios_actors::records::Records;
+use aios_actors::scheduler::config::LlmConfig;
 use aios_actors::scheduler::{LlmRouter, RateLimiter, Scheduler};
 use aios_actors::tools::{
     McpServerConfig, ToolRegistry, ToolRequirement, ToolService, install_builtins,

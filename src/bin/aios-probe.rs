@@ -95,8 +95,8 @@ async fn counters(rt: &Runtime, writers: u16) -> anyhow::Result<Vec<ActorHandle<
 
 async fn run(data_dir: &std::path::Path, llm_url: String) -> anyhow::Result<()> {
     use aios::actors::agent::{AgentDef, AgentRole, Capability};
-    use aios::actors::llm::config::{LlmConfig, ProviderConfig, ProviderKind};
     use aios::actors::orchestration::RunSpec;
+    use aios::actors::scheduler::config::{LlmConfig, ProviderConfig, ProviderKind};
     use aios::actors::scheduler::{RateLimits, SchedulerConfig};
 
     let mut config = RuntimeConfig::new(data_dir);

@@ -186,7 +186,7 @@ async fn agents_call_plugin_tools_through_the_tool_service() {
 
 /// A node whose only model is `fake/m`, the fake OpenAI-compatible server at `url`.
 fn fake_llm_config(dir: &std::path::Path, url: &str) -> RuntimeConfig {
-    use aios::actors::llm::config::{LlmConfig, ProviderConfig, ProviderKind};
+    use aios::actors::scheduler::config::{LlmConfig, ProviderConfig, ProviderKind};
     use aios::actors::scheduler::{RateLimits, SchedulerConfig};
     let mut config = RuntimeConfig::new(dir);
     config.llm = LlmConfig {

@@ -17,11 +17,11 @@ use super::context::{
 };
 use super::events::{AgentEvent, AgentEventKind};
 use super::kernel::Kernel;
+use super::short_term::{ShortTerm, explicit_save};
 use super::tools::ToolContext;
 use super::transcript::{self, TranscriptEntry};
 use crate::llm::tokens::{MESSAGE_OVERHEAD_TOKENS, Tokenizer};
 use crate::llm::{ChatMessage, ChatRequest, Delta, LlmError, Role, Usage};
-use crate::memory::short_term::{ShortTerm, explicit_save};
 use crate::protocol::AgentId;
 use crate::scheduler::{Budget, LlmOutcome, ModelKey, RequestMeta};
 
@@ -313,12 +313,12 @@ impl AgentWorker {
         let Some((note, reason)) = state.short_term.note(text, NOTE_IMPORTANCE, save, now) else {
             return;
         };
-        let meta = crate::memory::MemoryMeta {
+        let meta = aios_core::MemoryMeta {
             agent: Some(self.id.name.clone()),
             session,
             importance: note.importance,
             created_ms: note.created_ms,
-            ..crate::memory::MemoryMeta::default()
+            ..aios_core::MemoryMeta::default()
         };
         match memory.store(namespace, &note.text, meta).await {
             Ok(stored) => {

@@ -1,7 +1,5 @@
 //! Agent definitions: what an agent is (role, prompt, model, tools, capabilities, limits).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::busy::OnBusy;
@@ -9,7 +7,8 @@ use crate::cost::NANOS_PER_USD;
 use crate::scheduler::ModelKey;
 
 /// The longest agent name.
-pub const AGENT_NAME_LEN_MAX: usize = 64;
+pub const AGENT_NAME_LEN_MAX: usize = aios_core::name::NAME_LEN_MAX;
+pub use aios_core::name::validate_name;
 /// The longest system prompt, in bytes.
 pub const SYSTEM_PROMPT_LEN_MAX: usize = 64 * 1024;
 /// The most tools or capabilities one agent may list.
@@ -45,35 +44,7 @@ impl AgentRole {
     }
 }
 
-/// A capability an agent or tool advertises: a name with optional parameters, for example
-/// `translate` with `languages = "en,de"`, `cost_class = "low"`, `latency_class = "fast"`.
-#[derive(
-    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
-)]
-pub struct Capability {
-    /// The capability's name.
-    pub name: String,
-    /// Its parameters.
-    #[serde(default)]
-    pub params: BTreeMap<String, String>,
-}
-
-impl Capability {
-    /// A capability without parameters.
-    pub fn named(name: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            params: BTreeMap::new(),
-        }
-    }
-
-    /// Adds a parameter.
-    #[must_use]
-    pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.params.insert(key.into(), value.into());
-        self
-    }
-}
+pub use aios_core::Capability;
 
 /// What an agent may consume per task.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -273,7 +244,7 @@ impl AgentDef {
             return err(format!("temperature must be 0..=2, got {t}"));
         }
         for entry in &self.tools {
-            if let Err(e) = crate::tools::ToolRequirement::parse(entry) {
+            if let Err(e) = aios_core::ToolRequirement::parse(entry) {
                 return err(format!("tools: {e}"));
             }
         }
@@ -284,25 +255,6 @@ impl AgentDef {
             return err(e);
         }
         Ok(())
-    }
-}
-
-/// Checks an agent name or instance key: 1..=64 of `a-z A-Z 0-9 _ - .`.
-///
-/// # Errors
-/// Says what is allowed.
-pub fn validate_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= AGENT_NAME_LEN_MAX
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "name {name:?} must be 1..={AGENT_NAME_LEN_MAX} characters of a-z, A-Z, 0-9, '_', '-', '.'"
-        ))
     }
 }
 

@@ -7,29 +7,7 @@ use super::events::EventHub;
 use super::registry::AgentRegistry;
 use super::tools::ToolBox;
 use crate::scheduler::LlmRouter;
-
-/// The memory an agent reads while assembling its context and writes when it consolidates
-/// short-term notes; [`crate::memory::MemoryStore`] implements it.
-#[async_trait::async_trait]
-pub trait MemoryHook: Send + Sync + 'static {
-    /// Up to `k` snippets from `namespace` relevant to `query`.
-    async fn retrieve(&self, namespace: &str, query: &str, k: usize) -> Vec<String>;
-
-    /// Stores `text` in long-term memory unless the owner already has it; returns whether it
-    /// was stored.
-    ///
-    /// # Errors
-    /// Why it could not be stored.
-    async fn store(
-        &self,
-        namespace: &str,
-        text: &str,
-        meta: crate::memory::MemoryMeta,
-    ) -> Result<bool, String> {
-        let _ = (namespace, text, meta);
-        Ok(false)
-    }
-}
+use aios_core::MemoryHook;
 
 /// The services agents run on.
 pub struct Kernel {

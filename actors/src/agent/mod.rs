@@ -9,9 +9,10 @@ pub mod context;
 mod definition;
 mod events;
 mod kernel;
-pub mod placement;
+pub use aios_core::placement;
 mod registry;
 pub mod remote;
+pub mod short_term;
 mod system;
 mod templates;
 pub mod tools;
@@ -28,10 +29,11 @@ pub use self::definition::{
     validate_name,
 };
 pub use self::events::{AGENT_EVENTS_BUFFER, AgentEvent, AgentEventKind, EventHub, EventRelay};
-pub use self::kernel::{Kernel, MemoryHook};
-pub use self::placement::{Candidate, Placement};
+pub use self::kernel::Kernel;
 pub use self::registry::{AgentRegistry, CapabilityMatch, CapabilityQuery, RegistryError};
 pub use self::remote::{RemoteAgents, RemoteError, RemoteReply, RemoteTask};
 pub use self::system::{AgentSystem, AgentSystemConfig, snapshot_key};
 pub use self::templates::{Template, TemplateError, builtin_templates};
 pub use self::transcript::{TranscriptEntry, transcript_prefix};
+pub use aios_core::MemoryHook;
+pub use aios_core::{Candidate, Placement};

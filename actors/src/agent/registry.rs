@@ -16,7 +16,7 @@ use super::definition::{AGENT_DEF_SCHEMA_VERSION, AgentDef, Capability, decode_d
 use crate::records::Records;
 
 /// Key prefix of definitions.
-pub const DEF_KEY_PREFIX: &str = "agentdef/";
+pub const DEF_KEY_PREFIX: &str = aios_core::keyspace::AGENT_DEF;
 /// The most agent definitions a node holds.
 pub const AGENT_DEFS_MAX: usize = 100_000;
 /// The most versions kept per agent (older ones are pruned).

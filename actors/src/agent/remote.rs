@@ -139,11 +139,6 @@ pub trait RemoteAgents: Send + Sync + 'static {
     fn publish(&self, envelope: &Envelope);
 }
 
-/// The node part of a lease holder (`<node>#<incarnation>`).
-pub fn holder_node(holder: &str) -> &str {
-    holder.split_once('#').map_or(holder, |(node, _)| node)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,11 +168,5 @@ mod tests {
         assert_eq!(t.chain, vec![AgentId::main("a")]);
         assert_eq!(t.idempotency_key.as_deref(), Some("k"));
         assert!(t.cancel.is_none());
-    }
-
-    #[test]
-    fn the_holder_names_its_node() {
-        assert_eq!(holder_node("b#1a2b3c4d"), "b");
-        assert_eq!(holder_node("b"), "b");
     }
 }

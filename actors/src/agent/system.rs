@@ -19,16 +19,15 @@ use tracing::Instrument;
 use super::actor::{AgentError, AgentMsg, AgentWorker, Task, TaskOutput};
 use super::busy::RunQueue;
 use super::events::{AgentEvent, EventHub};
-use super::kernel::{Kernel, MemoryHook};
+use super::kernel::Kernel;
 use super::placement::{Candidate, Placement, choose};
 use super::registry::{AgentRegistry, CapabilityQuery};
-use super::remote::{
-    REDIRECTS_MAX, RemoteAgents, RemoteError, RemoteReply, RemoteTask, holder_node,
-};
+use super::remote::{REDIRECTS_MAX, RemoteAgents, RemoteError, RemoteReply, RemoteTask};
 use super::tools::{Tool, ToolBox, ToolContext, ToolError};
 use crate::llm::{ChatMessage, LlmError, ToolSpec};
 use crate::protocol::{AgentId, Envelope, Kind, Recipient, Sender, unix_ms};
 use crate::scheduler::LlmRouter;
+use aios_core::MemoryHook;
 
 /// Events buffered per topic.
 pub const TOPIC_BUFFER: usize = 1024;
@@ -118,7 +117,7 @@ pub struct DrainReport {
 
 /// The record key of agent `name`'s placement.
 fn placement_key(name: &str) -> String {
-    format!("placement/{name}")
+    aios_core::keyspace::agent_placement_key(name)
 }
 
 /// Why an agent could not be activated here.
@@ -167,7 +166,7 @@ fn child_id(id: &AgentId) -> String {
 
 /// The snapshot key of agent instance `id`: `agent/<name>/<key>`.
 pub fn snapshot_key(id: &AgentId) -> String {
-    format!("agent/{}/{}", id.name, id.key)
+    aios_core::keyspace::agent_snapshot_key(&id.name, &id.key)
 }
 
 impl AgentSystem {
@@ -705,7 +704,7 @@ impl Inner {
                             if let (Some(remote), Some(holder)) =
                                 (self.remote.get(), source.held_by())
                             {
-                                let node = holder_node(holder);
+                                let node = aios_supervisor::snapshot::holder_node(holder);
                                 if node != remote.node() && remote.reachable(node) {
                                     return Err(Activation::Elsewhere(node.to_string()));
                                 }

@@ -1,80 +1,21 @@
-//! The interface through which agents run tools, and two built-in tools. The tools issue
-//! puts plugin tools (manifests, MCP, permissions) behind the same [`Tool`] trait.
+//! An agent's view of tools: the [`ToolBox`] of a node (its registered tools, and the plugin
+//! tools of a [`ToolSource`]), and two built-in tools. Every tool, plugin tools (manifests,
+//! MCP, permissions) included, is an `aios_core` [`Tool`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::definition::Capability;
-use crate::llm::ToolSpec;
+use aios_core::Capability;
 
-/// How long one tool call may take.
-pub const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
-/// The longest tool output handed back to the model, in bytes (longer output is cut).
-pub const TOOL_OUTPUT_LEN_MAX: usize = 64 * 1024;
+use aios_core::tool::{Schema, ToolRequirement};
+pub use aios_core::tool::{
+    TOOL_OUTPUT_LEN_MAX, TOOL_TIMEOUT, Tool, ToolContext, ToolError, ToolSource, ToolSpec,
+};
 
-/// Why a tool call failed. The message goes back to the model as the tool's result.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ToolError {
-    /// The arguments do not fit the tool's schema.
-    #[error("invalid arguments: {0}")]
-    InvalidArguments(String),
-    /// The tool ran and failed.
-    #[error("tool failed: {0}")]
-    Failed(String),
-    /// The tool took longer than [`TOOL_TIMEOUT`].
-    #[error("tool timed out after {0:?}")]
-    Timeout(Duration),
-    /// The agent may not call this tool, or it does not exist.
-    #[error("tool {0:?} is not available to this agent")]
-    NotAvailable(String),
-}
-
-/// A tool.
-#[async_trait::async_trait]
-pub trait Tool: Send + Sync + 'static {
-    /// Name, description and argument schema, as offered to the model.
-    fn spec(&self) -> ToolSpec;
-
-    /// What it can do, for capability discovery.
-    fn capabilities(&self) -> Vec<Capability> {
-        Vec::new()
-    }
-
-    /// True when a person must approve each call (orchestration pauses for it).
-    fn requires_approval(&self) -> bool {
-        false
-    }
-
-    /// Runs the tool.
-    ///
-    /// # Errors
-    /// [`ToolError`]; its text is returned to the model.
-    async fn call(&self, args: Value, ctx: &ToolContext) -> Result<String, ToolError>;
-}
-
-/// Who is calling a tool.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ToolContext {
-    /// The calling agent instance.
-    pub agent: Option<crate::protocol::AgentId>,
-    /// Agents that delegated down to the caller, outermost first (the caller included), so
-    /// delegation can refuse cycles.
-    pub chain: Vec<crate::protocol::AgentId>,
-    /// The tenant.
-    pub tenant: String,
-    /// The calling agent's role.
-    pub role: String,
-    /// The session, if any.
-    pub session: Option<String>,
-    /// The run, if any.
-    pub run: Option<String>,
-}
-
-/// The tools of a node by name, and the plugin tools of its [`crate::tools::ToolService`].
+/// The tools of a node by name, and the plugin tools of a [`ToolSource`] (the node's tool
+/// service).
 /// Cheap to clone.
 ///
 /// An agent definition lists tools as `name` or `name@requirement` (`web_fetch@^1.2`). A
@@ -85,8 +26,8 @@ pub struct ToolContext {
 pub struct ToolBox {
     tools: Arc<BTreeMap<String, Arc<dyn Tool>>>,
     /// Compiled argument schemas, by tool name: arguments are checked before a tool runs.
-    schemas: Arc<BTreeMap<String, Arc<crate::tools::Schema>>>,
-    plugins: Option<crate::tools::ToolService>,
+    schemas: Arc<BTreeMap<String, Arc<Schema>>>,
+    plugins: Option<Arc<dyn ToolSource>>,
 }
 
 impl std::fmt::Debug for ToolBox {
@@ -107,7 +48,7 @@ impl ToolBox {
     /// Adds (or replaces) a tool.
     pub fn register(&mut self, tool: Arc<dyn Tool>) {
         let spec = tool.spec();
-        match crate::tools::Schema::compile(&spec.parameters) {
+        match Schema::compile(&spec.parameters) {
             Ok(schema) => {
                 Arc::make_mut(&mut self.schemas).insert(spec.name.clone(), Arc::new(schema));
             }
@@ -120,9 +61,9 @@ impl ToolBox {
     }
 
     /// Resolves plugin tools (installed at any time, MCP servers' included) through
-    /// `service`.
-    pub fn with_plugins(mut self, service: crate::tools::ToolService) -> Self {
-        self.plugins = Some(service);
+    /// `source`.
+    pub fn with_plugins(mut self, source: impl ToolSource) -> Self {
+        self.plugins = Some(Arc::new(source));
         self
     }
 
@@ -132,10 +73,8 @@ impl ToolBox {
         if !pinned && let Some(t) = self.tools.get(name) {
             return Some(t.clone());
         }
-        let service = self.plugins.as_ref()?;
-        let requirement = crate::tools::ToolRequirement::parse(entry).ok()?;
-        crate::tools::PluginTool::new(service.clone(), requirement)
-            .map(|t| Arc::new(t) as Arc<dyn Tool>)
+        let source = self.plugins.as_ref()?;
+        source.resolve(ToolRequirement::parse(entry).ok()?)
     }
 
     /// Every tool's name.

@@ -15,7 +15,7 @@ pub const TRANSCRIPT_ENTRIES_MAX: u64 = 10_000;
 /// Entries one read returns at most.
 pub const TRANSCRIPT_PAGE_MAX: usize = 1000;
 /// The prefix of every transcript record.
-pub const TRANSCRIPT_PREFIX: &str = "agentlog/";
+pub const TRANSCRIPT_PREFIX: &str = aios_core::keyspace::AGENT_TRANSCRIPT;
 
 /// One task as the transcript keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -5,10 +5,9 @@
 //! [`scripted::ScriptedProvider`].
 //!
 //! Providers are plain async clients; every agent reaches them through the
-//! [`crate::scheduler`], which caps concurrency, queues, rate-limits, caches and accounts cost.
+//! the scheduler (`crate::scheduler`), which caps concurrency, queues, rate-limits, caches and accounts cost.
 
 pub mod anthropic;
-pub mod config;
 mod error;
 pub(crate) mod http;
 pub mod openai;
@@ -101,16 +100,7 @@ impl ChatMessage {
     }
 }
 
-/// A tool the model may call: name, description and a JSON Schema of its arguments.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ToolSpec {
-    /// The name the model uses to call it.
-    pub name: String,
-    /// What it does, for the model.
-    pub description: String,
-    /// The JSON Schema of its arguments (an object schema).
-    pub parameters: serde_json::Value,
-}
+pub use aios_core::ToolSpec;
 
 /// A chat request, independent of the wire format.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]

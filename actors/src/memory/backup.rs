@@ -381,7 +381,7 @@ impl MemoryStore {
 
 /// The checks `create_namespace` makes, applied to a namespace read from a file.
 fn validate_info(info: &NamespaceInfo) -> Result<(), String> {
-    crate::agent::validate_name(&info.name)?;
+    aios_core::name::validate_name(&info.name)?;
     if !(1..=super::SHARDS_MAX).contains(&info.shards) {
         return Err(format!("shards {} out of range", info.shards));
     }

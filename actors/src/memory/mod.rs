@@ -21,7 +21,6 @@ mod migrate;
 mod redact;
 mod remote;
 mod shard;
-pub mod short_term;
 mod spread;
 pub mod vector;
 
@@ -53,8 +52,9 @@ pub use self::shard::{
 };
 use self::spread::{ShardRef, Slot};
 use self::vector::{dot, is_finite, normalize};
-use crate::agent::MemoryHook;
 use crate::records::Records;
+use aios_core::MemoryHook;
+pub use aios_core::MemoryMeta;
 
 /// Shards per namespace at most.
 pub const SHARDS_MAX: u32 = 64;
@@ -70,11 +70,11 @@ const TAGS_MAX: usize = 32;
 const SHARD_MAILBOX_LEN_MAX: usize = 1024;
 /// How long a write may take before its caller stops waiting.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
-pub(crate) const NS_KEY_PREFIX: &str = "memns/";
+pub(crate) const NS_KEY_PREFIX: &str = aios_core::keyspace::MEMORY_NAMESPACE;
 
 /// The lease through which one node of a cluster serves namespace `name`.
 fn ns_lease_key(name: &str) -> String {
-    format!("memserve/{name}")
+    aios_core::keyspace::memory_serve_lease(name)
 }
 
 /// Why a memory operation failed.
@@ -105,25 +105,6 @@ pub enum MemoryError {
     /// A shard could not be reached.
     #[error("memory shard unavailable: {0}")]
     Unavailable(String),
-}
-
-/// Who wrote a memory, when, and how much it matters.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct MemoryMeta {
-    /// The agent it belongs to.
-    pub agent: Option<String>,
-    /// The session it came from.
-    pub session: Option<String>,
-    /// The user it is about.
-    pub user: Option<String>,
-    /// Free tags.
-    pub tags: Vec<String>,
-    /// When it was stored, Unix ms (set by `remember` when 0).
-    pub created_ms: u64,
-    /// 0.0..=1.0; weighs in context-aware retrieval.
-    pub importance: f32,
-    /// After this Unix ms it is no longer returned, and cleanup deletes it.
-    pub expires_ms: Option<u64>,
 }
 
 /// Which memories a query, update or delete applies to. Empty fields match everything.
@@ -720,7 +701,7 @@ impl MemoryStore {
         &self,
         spec: NamespaceSpec,
     ) -> Result<NamespaceInfo, MemoryError> {
-        crate::agent::validate_name(&spec.name)
+        aios_core::name::validate_name(&spec.name)
             .map_err(|e| MemoryError::Invalid(format!("name: {e}")))?;
         if !(1..=SHARDS_MAX).contains(&spec.shards) {
             return Err(MemoryError::Invalid(format!(

@@ -233,7 +233,7 @@ pub trait RemoteMemory: Send + Sync + 'static {
 
     /// The reachable peers that may be given namespaces and shards now (not being drained),
     /// with their tags.
-    async fn placement_candidates(&self) -> Vec<crate::agent::Candidate>;
+    async fn placement_candidates(&self) -> Vec<aios_core::Candidate>;
 
     /// How many memory shards each of [`RemoteMemory::placement_candidates`] hosts, asked
     /// now rather than from a cache (for `least_loaded` namespaces, whose shards are placed

@@ -34,7 +34,7 @@ pub struct MemoryItem {
 
 /// The record key prefix of a namespace's items, every generation: `mem/<ns>/`.
 pub(crate) fn items_prefix(ns: &str) -> String {
-    format!("mem/{ns}/")
+    aios_core::keyspace::memory_items_prefix(ns)
 }
 
 /// The record key prefix of a namespace's generation: `mem/<ns>/<generation>/`.

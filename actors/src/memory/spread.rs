@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use aios_supervisor::snapshot::Durability;
 use aios_supervisor::{ActorHandle, Restart, WorkerSpec};
 
-use crate::agent::Placement;
+use aios_core::Placement;
 
 use super::remote::{MemoryAnswer, MemoryOp, RemoteMemory};
 use super::shard::{ShardAnswer, ShardMsg, ShardRequest, ShardStats, ShardWorker, shard_prefix_at};
@@ -102,12 +102,12 @@ const HOP_MARGIN: Duration = Duration::from_secs(2);
 /// The record of namespace `ns`'s placement (beside its metadata, which is a bincode record
 /// without field defaults, as agents' placements are beside their definitions).
 fn placement_key(ns: &str) -> String {
-    format!("memplace/{ns}")
+    aios_core::keyspace::memory_placement_key(ns)
 }
 
 /// The lease of the node that hosts shard `shard` of namespace `ns`.
 pub(crate) fn shard_lease_key(ns: &str, shard: u32) -> String {
-    format!("memserve/{ns}/{shard:04}")
+    aios_core::keyspace::memory_shard_lease(ns, shard)
 }
 
 /// Where one shard of a namespace runs, as its serving node knows it.
@@ -199,8 +199,7 @@ impl From<HostError> for MemoryError {
 
 /// The node holding the lease a refusal names (`"b#<process>"` → `"b"`).
 pub(crate) fn holder_node(e: &aios_supervisor::snapshot::SnapshotError) -> Option<String> {
-    e.held_by()
-        .map(|h| crate::agent::remote::holder_node(h).to_owned())
+    e.held_by_node().map(str::to_owned)
 }
 
 /// A stable hash of a namespace's name (FNV-1a), so every node places its shards alike.
@@ -1053,7 +1052,7 @@ impl MemoryStore {
             .lease_holder(&super::ns_lease_key(ns))
             .await
             .map_err(super::store_err)?;
-        Ok(holder.map(|h| crate::agent::remote::holder_node(&h).to_owned()))
+        Ok(holder.map(|h| aios_supervisor::snapshot::holder_node(&h).to_owned()))
     }
 
     /// One pass of [`host_watch`]: `since` holds, per namespace, when its serving node was

@@ -59,8 +59,8 @@ const RUN_MAILBOX_LEN_MAX: usize = 256;
 /// How long a call to a run actor may take.
 const RUN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-const RUN_KEY_PREFIX: &str = "run/";
-const RUN_INDEX_PREFIX: &str = "runidx/";
+const RUN_KEY_PREFIX: &str = aios_core::keyspace::RUN;
+const RUN_INDEX_PREFIX: &str = aios_core::keyspace::RUN_INDEX;
 
 /// Why an orchestration call failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

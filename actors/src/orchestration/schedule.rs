@@ -56,10 +56,10 @@ const MISSED_COUNT_MAX: u64 = 100_000;
 /// Due times of one schedule fired in one tick at most (a schedule behind by less than
 /// `missed_after` catches up over several ticks).
 const FIRINGS_PER_TICK_MAX: usize = 16;
-const SCHED_PREFIX: &str = "sched/";
+const SCHED_PREFIX: &str = aios_core::keyspace::SCHEDULE;
 /// The lease whose holder fires the schedules (on a store only this process opens, it is
 /// always granted).
-pub const LEADER_KEY: &str = "schedules-leader";
+pub const LEADER_KEY: &str = aios_core::keyspace::SCHEDULES_LEADER_LEASE;
 /// How often the firing node re-reads which schedules exist.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
 

@@ -24,8 +24,8 @@ const TEAM_CONTEXT_ENTRIES: u64 = 6;
 /// Entries one `history` call returns at most.
 const HISTORY_PAGE_MAX: usize = 1000;
 
-const META_PREFIX: &str = "sessmeta/";
-const LOG_PREFIX: &str = "sesslog/";
+const META_PREFIX: &str = aios_core::keyspace::SESSION_META;
+const LOG_PREFIX: &str = aios_core::keyspace::SESSION_LOG;
 
 /// Who a session talks to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,6 +20,7 @@
 
 mod bucket;
 mod cache;
+pub mod config;
 mod queue;
 mod router;
 

@@ -7,8 +7,9 @@ use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::schema::Schema;
-use crate::agent::Capability;
+use aios_core::Capability;
+use aios_core::name::validate_tool_name;
+use aios_core::tool::Schema;
 
 /// The longest tool timeout a manifest may ask for.
 pub const TOOL_TIMEOUT_MAX: Duration = Duration::from_secs(600);
@@ -101,22 +102,6 @@ pub struct ManifestError {
     pub name: Option<String>,
     /// What is wrong, naming the field.
     pub problem: String,
-}
-
-fn validate_tool_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "name {name:?} must be 1..=64 of a-z, 0-9, '_', '-', starting with a letter"
-        ))
-    }
 }
 
 impl ToolManifest {

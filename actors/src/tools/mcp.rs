@@ -27,7 +27,7 @@ use tokio::io::AsyncBufReadExt;
 
 use super::manifest::{TOOL_CONCURRENCY_MAX, TOOL_TIMEOUT_MAX, ToolManifest};
 use super::service::{CallContext, ToolFailure, ToolImpl};
-use crate::agent::Capability;
+use aios_core::Capability;
 
 /// Tools taken from one MCP server at most.
 pub const MCP_TOOLS_MAX: usize = 256;

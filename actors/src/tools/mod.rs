@@ -8,7 +8,6 @@ mod manifest;
 mod mcp;
 mod registry;
 mod remote;
-mod schema;
 mod service;
 
 pub use self::manifest::{
@@ -17,14 +16,15 @@ pub use self::manifest::{
 pub use self::mcp::{
     MCP_CONNECT_TIMEOUT, MCP_SERVERS_MAX, MCP_TOOLS_MAX, McpServerConfig, McpTransport, tool_name,
 };
-pub use self::registry::{TOOL_VERSIONS_MAX, ToolRegistry, ToolRegistryError, ToolRequirement};
+pub use self::registry::{TOOL_VERSIONS_MAX, ToolRegistry, ToolRegistryError};
 pub use self::remote::{RemoteToolCall, RemoteTools, ToolForwardError};
-pub use self::schema::{Schema, Violation, Violations};
 pub use self::service::{
     AgentNeeds, CallContext, DENIALS_BROADCAST_LEN, DENIALS_MAX, Denial, ExampleOutcome,
     GRANTS_MAX, Grant, McpServerStatus, PluginTool, TOOL_CACHE_ENTRIES_MAX, TOOL_CACHE_TTL,
     ToolCallError, ToolFailure, ToolImpl, ToolService, ToolUsage, USAGE_FLUSH_INTERVAL,
 };
+pub use aios_core::ToolRequirement;
+pub use aios_core::tool::schema::{Schema, Violation, Violations};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,7 +66,7 @@ pub async fn install_builtins(
     config: &ToolsConfig,
     sandbox_default: PathBuf,
     memory: crate::memory::MemoryStore,
-) -> Result<Vec<Arc<dyn crate::agent::tools::Tool>>, String> {
+) -> Result<Vec<Arc<dyn aios_core::Tool>>, String> {
     use self::builtin::{Files, MemoryTool, WebFetch};
     let sandbox = config.sandbox_dir.clone().unwrap_or(sandbox_default);
     let (save, search) = MemoryTool::pair(memory);
@@ -80,7 +80,7 @@ pub async fn install_builtins(
         (save_m, save),
         (search_m, search),
     ];
-    let mut out: Vec<Arc<dyn crate::agent::tools::Tool>> = Vec::new();
+    let mut out: Vec<Arc<dyn aios_core::Tool>> = Vec::new();
     for (manifest, implementation) in tools {
         let requirement = ToolRequirement {
             name: manifest.name.clone(),

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::manifest::{ManifestError, ToolManifest};
 use crate::records::Records;
 
-const MANIFEST_PREFIX: &str = "toolman/";
-const PIN_PREFIX: &str = "toolpin/";
+const MANIFEST_PREFIX: &str = aios_core::keyspace::TOOL_MANIFEST;
+const PIN_PREFIX: &str = aios_core::keyspace::TOOL_PIN;
 /// Tool versions kept at most (over all tools).
 pub const TOOL_VERSIONS_MAX: usize = 10_000;
 
@@ -71,43 +71,7 @@ struct ManifestRecord {
     json: String,
 }
 
-/// A requirement on a tool: a name and a semver range (`web_fetch@^1.2`, `web_fetch`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ToolRequirement {
-    /// The tool.
-    pub name: String,
-    /// The versions accepted.
-    pub req: VersionReq,
-}
-
-impl ToolRequirement {
-    /// Parses `name` or `name@req`.
-    ///
-    /// # Errors
-    /// A bad range, named.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (name, req) = match text.split_once('@') {
-            Some((n, r)) => (
-                n,
-                VersionReq::parse(r).map_err(|e| format!("{text:?}: version requirement: {e}"))?,
-            ),
-            None => (text, VersionReq::STAR),
-        };
-        if name.is_empty() {
-            return Err(format!("{text:?}: no tool name"));
-        }
-        Ok(Self {
-            name: name.to_string(),
-            req,
-        })
-    }
-}
-
-impl std::fmt::Display for ToolRequirement {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}", self.name, self.req)
-    }
-}
+pub use aios_core::ToolRequirement;
 
 #[derive(Default)]
 struct State {

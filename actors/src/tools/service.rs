@@ -20,8 +20,9 @@ use serde_json::Value;
 
 use super::manifest::ToolManifest;
 use super::mcp::{ConnMsg, ConnWorker, MCP_SERVERS_MAX, McpLink, McpServerConfig, McpTool};
-use super::registry::{ToolRegistry, ToolRegistryError, ToolRequirement};
-use super::schema::{Schema, Violations};
+use super::registry::{ToolRegistry, ToolRegistryError};
+use aios_core::ToolRequirement;
+use aios_core::tool::{Schema, Violations};
 use aios_supervisor::snapshot::Durability;
 
 /// Cached results of pure tools at most.
@@ -280,11 +281,11 @@ type CacheKey = (String, String);
 pub type AgentNeeds = Arc<dyn Fn() -> Vec<(String, ToolRequirement)> + Send + Sync>;
 
 /// The record of the persisted grants.
-const GRANTS_KEY: &str = "toolgrants";
+const GRANTS_KEY: &str = aios_core::keyspace::TOOL_GRANTS;
 /// Usage records, one per tool version: `toolusage/<name>@<version>`.
-const USAGE_PREFIX: &str = "toolusage/";
+const USAGE_PREFIX: &str = aios_core::keyspace::TOOL_USAGE;
 /// MCP server records: `mcpsrv/<name>`.
-const MCP_PREFIX: &str = "mcpsrv/";
+const MCP_PREFIX: &str = aios_core::keyspace::MCP_SERVER;
 /// How long a node on a shared store waits before it tries again to connect an MCP server
 /// another node added, after it failed.
 pub const MCP_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -1480,6 +1481,12 @@ impl Worker for HostWorker {
     }
 }
 
+impl aios_core::ToolSource for ToolService {
+    fn resolve(&self, requirement: ToolRequirement) -> Option<Arc<dyn aios_core::Tool>> {
+        PluginTool::new(self.clone(), requirement).map(|t| Arc::new(t) as Arc<dyn aios_core::Tool>)
+    }
+}
+
 /// A plugin tool as seen by agents: the version `requirement` resolves to, called through
 /// the service (grants, schemas, cache, host actors) with the agent's name, role and tenant.
 pub struct PluginTool {
@@ -1501,25 +1508,25 @@ impl PluginTool {
 }
 
 #[async_trait::async_trait]
-impl crate::agent::tools::Tool for PluginTool {
-    fn spec(&self) -> crate::llm::ToolSpec {
-        crate::llm::ToolSpec {
+impl aios_core::Tool for PluginTool {
+    fn spec(&self) -> aios_core::ToolSpec {
+        aios_core::ToolSpec {
             name: self.manifest.name.clone(),
             description: self.manifest.description.clone(),
             parameters: self.manifest.input_schema.clone(),
         }
     }
 
-    fn capabilities(&self) -> Vec<crate::agent::Capability> {
+    fn capabilities(&self) -> Vec<aios_core::Capability> {
         self.manifest.capabilities.clone()
     }
 
     async fn call(
         &self,
         args: Value,
-        ctx: &crate::agent::tools::ToolContext,
-    ) -> Result<String, crate::agent::tools::ToolError> {
-        use crate::agent::tools::ToolError;
+        ctx: &aios_core::ToolContext,
+    ) -> Result<String, aios_core::ToolError> {
+        use aios_core::ToolError;
         let call_ctx = CallContext {
             agent: ctx
                 .agent

@@ -2,6 +2,7 @@
 
 mod agents;
 mod common;
+mod layers;
 mod long_running;
 mod memory;
 mod orchestration;

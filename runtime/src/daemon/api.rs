@@ -1532,7 +1532,7 @@ async fn hooks_redeliver(
 pub const PREFERENCES_LEN_MAX: usize = 16 * 1024;
 
 fn prefs_key(p: &Principal) -> String {
-    format!("prefs/{}", p.key_id)
+    aios_core::keyspace::preferences_key(&p.key_id)
 }
 
 /// `GET /v1/preferences`: the calling key's preferences (an empty object at first).

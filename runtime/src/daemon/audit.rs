@@ -14,6 +14,7 @@
 //! durable after it with the store's group commit, so concurrent requests share fsyncs, and
 //! any entry that is on disk has every earlier entry on disk too.
 
+use aios_core::keyspace;
 use std::sync::Arc;
 
 use aios_actors::records::Records;
@@ -21,11 +22,12 @@ use aios_supervisor::snapshot::Durability;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-const PREFIX: &str = "audit/";
+const PREFIX: &str = keyspace::AUDIT;
 /// The last entry's sequence number and hash, so removing entries at the end is found.
-const HEAD_KEY: &str = "auditlog-head";
+const HEAD_KEY: &str = keyspace::AUDIT_HEAD;
+const HEAD_PER_NODE: &str = keyspace::AUDIT_HEAD_PER_NODE;
 /// The signed start of the chain after pruning.
-const CHECKPOINT_KEY: &str = "auditlog-checkpoint";
+const CHECKPOINT_KEY: &str = keyspace::AUDIT_CHECKPOINT;
 /// Entries returned by one query at most.
 pub const AUDIT_PAGE_MAX: usize = 1000;
 
@@ -235,9 +237,9 @@ impl Chain {
             },
             Some(scope) => Self {
                 scope: Some(scope.to_owned()),
-                prefix: format!("audit@{scope}/"),
-                head: format!("{HEAD_KEY}@{scope}"),
-                checkpoint: format!("{CHECKPOINT_KEY}@{scope}"),
+                prefix: keyspace::per_node(keyspace::AUDIT_PER_NODE, scope),
+                head: format!("{HEAD_PER_NODE}{scope}"),
+                checkpoint: format!("{}{scope}", keyspace::AUDIT_CHECKPOINT_PER_NODE),
             },
         }
     }
@@ -560,15 +562,15 @@ impl AuditLog {
         if self.chain.scope.is_none() {
             return Ok(Vec::new());
         }
-        let prefix = format!("{HEAD_KEY}@");
+        let prefix = HEAD_PER_NODE;
         let keys = self
             .records
-            .keys(&prefix, AUDIT_NODES_MAX)
+            .keys(prefix, AUDIT_NODES_MAX)
             .await
             .map_err(err)?;
         Ok(keys
             .iter()
-            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned))
+            .filter_map(|k| k.strip_prefix(prefix).map(str::to_owned))
             .collect())
     }
 
@@ -582,7 +584,7 @@ impl AuditLog {
         }
         Ok(self
             .records
-            .get::<(u64, String)>(&format!("{HEAD_KEY}@{node}"))
+            .get::<(u64, String)>(&format!("{HEAD_PER_NODE}{node}"))
             .await
             .map_err(err)?
             .is_some())

@@ -82,7 +82,7 @@ pub async fn backup(data_dir: &Path, out: &Path) -> Result<u64, BackupError> {
     let mut after: Option<String> = None;
     loop {
         let keys = store
-            .keys_after("", after.as_deref(), 1024)
+            .keys_after(aios_core::keyspace::ALL, after.as_deref(), 1024)
             .await
             .map_err(|e| BackupError::Store(e.to_string()))?;
         let Some(last) = keys.last().cloned() else {

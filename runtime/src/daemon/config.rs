@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aios_actors::llm::config::LlmConfig;
+use aios_actors::scheduler::config::LlmConfig;
 use serde::Deserialize;
 
 /// Largest request body accepted, at most (the configured limit must stay below).

@@ -23,7 +23,7 @@ use super::keys::Principal;
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Responses larger than this are not stored (the retry then runs again).
 pub const STORED_RESPONSE_MAX: usize = 1024 * 1024;
-const PREFIX: &str = "idem/";
+const PREFIX: &str = aios_core::keyspace::IDEMPOTENCY;
 
 #[derive(Serialize, Deserialize)]
 struct Stored {

@@ -21,7 +21,7 @@ pub const ROTATION_OVERLAP_MAX_MS: u64 = 30 * 24 * 3600 * 1000;
 /// The tenant of the first admin key; its admins may create keys for other tenants.
 pub const OPERATOR_TENANT: &str = "default";
 
-const KEY_PREFIX: &str = "apikey/";
+const KEY_PREFIX: &str = aios_core::keyspace::API_KEY;
 
 /// What a key may do. Each role includes the ones below it.
 #[derive(
@@ -196,24 +196,7 @@ fn hash(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
 
-/// Checks a tenant name: 1..=32 of `a-z 0-9 _ -`.
-///
-/// # Errors
-/// Says what is allowed.
-pub fn validate_tenant(tenant: &str) -> Result<(), String> {
-    let ok = !tenant.is_empty()
-        && tenant.len() <= 32
-        && tenant
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "tenant {tenant:?} must be 1..=32 of a-z, 0-9, '_', '-'"
-        ))
-    }
-}
+pub use aios_core::name::validate_tenant;
 
 /// Splits `aios_<id>_<secret>`.
 fn parse(token: &str) -> Option<(&str, &str)> {

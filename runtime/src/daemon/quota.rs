@@ -24,9 +24,9 @@ pub const QUOTA_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 pub const QUOTA_TENANTS_MAX: usize = 100_000;
 /// Nodes whose counters a node reads on a shared store, at most.
 const OTHER_NODES_MAX: usize = 64;
-const PREFIX: &str = "quota/";
+const PREFIX: &str = aios_core::keyspace::QUOTA;
 /// The prefix of every node's counters on a shared store.
-const NODE_PREFIX: &str = "quota@";
+const NODE_PREFIX: &str = aios_core::keyspace::QUOTA_PER_NODE;
 const DAY_MS: u64 = 24 * 3600 * 1000;
 
 /// What a tenant's LLM usage was when its day and month began, from the cost ledger's
@@ -39,7 +39,7 @@ struct Base {
     cost_nanos: u64,
 }
 
-const BASE_PREFIX: &str = "quotabase/";
+const BASE_PREFIX: &str = aios_core::keyspace::QUOTA_BASE;
 
 /// The UTC calendar month of a day number (days since 1970-01-01), as `year * 12 + month`.
 fn month_of(day: u64) -> u64 {

@@ -1,9 +1,11 @@
 //! Disk use per tenant (`GET /v1/usage/disk`): the bytes of every record in the node's
-//! store (key and framed value), attributed to a tenant by what the record is:
-//! - agents' snapshots, transcripts, definitions and placements, and memory namespaces and
-//!   their items, by the tenant prefix of their name (`<tenant>.<name>`);
+//! store (key and framed value), attributed to a tenant and a kind by the record's family in
+//! the key space (`aios_core::keyspace`):
+//! - agents' snapshots, transcripts, definitions and placements, and memory namespaces,
+//!   placements and items, by the tenant prefix of their name (`<tenant>.<name>`); quotas by
+//!   the tenant they name;
 //! - sessions and their entries, and runs, by the tenant recorded in them;
-//! - the rest (keys, audit log, quotas, webhooks, tools, costs) is the node's.
+//! - the rest (keys, audit log, webhooks, tools, costs, schedules) is the node's.
 //!
 //! A whole scan reads every value, so a report is kept for [`USAGE_CACHE`] and a scan stops
 //! after [`USAGE_KEYS_MAX`] keys (the report then says `truncated`).
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use aios_actors::orchestration::{RunState, SessionInfo};
 use aios_actors::protocol::unix_ms;
 use aios_actors::records::Records;
+use aios_core::keyspace::{self, Scope};
 use axum::Extension;
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -60,17 +63,6 @@ pub struct UsageReport {
 #[derive(Debug, Default)]
 pub struct UsageCache(tokio::sync::Mutex<Option<(Instant, UsageReport)>>);
 
-/// The tenant of a scoped name (`<tenant>.<name>`).
-fn tenant_of(name: &str) -> &str {
-    name.split_once('.').map_or(NODE_BUCKET, |(t, _)| t)
-}
-
-/// The segment after `prefix` up to the next `/`.
-fn segment<'a>(key: &'a str, prefix: &str) -> Option<&'a str> {
-    key.strip_prefix(prefix)
-        .map(|rest| rest.split('/').next().unwrap_or(rest))
-}
-
 /// Scans the store.
 ///
 /// # Errors
@@ -82,7 +74,7 @@ pub async fn compute(records: &Records) -> Result<UsageReport, String> {
     let mut after: Option<String> = None;
     loop {
         let keys = records
-            .keys_after("sessmeta/", after.as_deref(), PAGE)
+            .keys_after(keyspace::SESSION_META, after.as_deref(), PAGE)
             .await
             .map_err(|e| e.to_string())?;
         let Some(last) = keys.last().cloned() else {
@@ -102,7 +94,7 @@ pub async fn compute(records: &Records) -> Result<UsageReport, String> {
     let mut after: Option<String> = None;
     'scan: loop {
         let keys = store
-            .keys_after("", after.as_deref(), PAGE)
+            .keys_after(keyspace::ALL, after.as_deref(), PAGE)
             .await
             .map_err(|e| e.to_string())?;
         let Some(last) = keys.last().cloned() else {
@@ -129,38 +121,41 @@ pub async fn compute(records: &Records) -> Result<UsageReport, String> {
     Ok(report)
 }
 
+/// The tenant and kind of a record, from its family in the key space
+/// ([`aios_core::keyspace::PREFIXES`]); records of no family (embedders' own actors) are the
+/// node's, of kind `other`.
 async fn classify(
     records: &Records,
     sessions: &HashMap<String, String>,
     key: &str,
 ) -> (String, &'static str) {
-    for (prefix, kind) in [
-        ("agent/", "agents"),
-        ("agentlog/", "transcripts"),
-        ("agentdef/", "definitions"),
-        ("placement/", "definitions"),
-        ("mem/", "memory"),
-        ("memns/", "memory"),
-    ] {
-        if let Some(name) = segment(key, prefix) {
-            return (tenant_of(name).to_string(), kind);
+    let Some(family) = keyspace::family_of(key) else {
+        return (NODE_BUCKET.to_string(), "other");
+    };
+    let tenant = match family.scope {
+        Scope::TenantInName | Scope::TenantSegment => keyspace::tenant_of(key).map(str::to_string),
+        Scope::TenantInValue
+            if family.prefix == keyspace::SESSION_META
+                || family.prefix == keyspace::SESSION_LOG =>
+        {
+            let id = key[family.prefix.len()..]
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            sessions.get(id).cloned()
         }
-    }
-    if let Some(id) = segment(key, "sessmeta/").or_else(|| segment(key, "sesslog/")) {
-        let tenant = sessions.get(id).map_or(NODE_BUCKET, String::as_str);
-        return (tenant.to_string(), "sessions");
-    }
-    if key.starts_with("run/")
-        && let Ok(Some(run)) = records.get::<RunState>(key).await
-    {
-        let tenant = if run.spec.tenant.is_empty() {
-            NODE_BUCKET.to_string()
-        } else {
-            run.spec.tenant
-        };
-        return (tenant, "runs");
-    }
-    (NODE_BUCKET.to_string(), "other")
+        Scope::TenantInValue if family.prefix == keyspace::RUN => {
+            match records.get::<RunState>(key).await {
+                Ok(Some(run)) if !run.spec.tenant.is_empty() => Some(run.spec.tenant),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    (
+        tenant.unwrap_or_else(|| NODE_BUCKET.to_string()),
+        family.usage,
+    )
 }
 
 /// Whether to scan again now.
@@ -214,15 +209,28 @@ pub async fn get(
 mod tests {
     use super::*;
 
-    #[test]
-    fn names_give_their_tenant() {
-        assert_eq!(tenant_of("acme.writer"), "acme");
-        assert_eq!(tenant_of("local"), NODE_BUCKET);
-        assert_eq!(
-            segment("agentlog/acme.w/main/0001", "agentlog/"),
-            Some("acme.w")
-        );
-        assert_eq!(segment("agent/acme.w/main", "agentlog/"), None);
-        assert_eq!(segment("placement/acme.w", "placement/"), Some("acme.w"));
+    #[tokio::test]
+    async fn records_are_counted_by_their_family_and_tenant() {
+        let store = aios_supervisor::snapshot::SledStore::temporary().expect("store");
+        let records = Records::new(aios_supervisor::snapshot::Snapshots::new(
+            std::sync::Arc::new(store),
+        ));
+        let none = HashMap::new();
+        for (key, tenant, kind) in [
+            ("agentlog/acme.w/main/000000000001", "acme", "transcripts"),
+            ("agent/acme.w/main", "acme", "agents"),
+            ("placement/acme.w", "acme", "definitions"),
+            ("memplace/acme.kb", "acme", "memory"),
+            ("agent/local/main", NODE_BUCKET, "agents"),
+            ("quota/acme", "acme", "quotas"),
+            ("apikey/00112233aabb", NODE_BUCKET, "keys"),
+            ("demo/visits", NODE_BUCKET, "other"),
+        ] {
+            assert_eq!(
+                classify(&records, &none, key).await,
+                (tenant.to_string(), kind),
+                "{key}"
+            );
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! `quota.exceeded`, `run.completed` (per tenant) and `actor.restarted` (node-wide: the
 //! operator tenant's subscriptions). `*` subscribes to all.
 
+use aios_core::keyspace;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,10 +40,10 @@ pub const DEAD_MAX: u64 = 10_000;
 /// How long one delivery attempt may take.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
-const SUB_PREFIX: &str = "whsub/";
-const QUEUE_PREFIX: &str = "whq/";
-const DEAD_PREFIX: &str = "whdead/";
-const SEQ_KEY: &str = "whseq";
+const SUB_PREFIX: &str = keyspace::WEBHOOK_SUBSCRIPTION;
+const QUEUE_PREFIX: &str = keyspace::WEBHOOK_QUEUE;
+const DEAD_PREFIX: &str = keyspace::WEBHOOK_DEAD;
+const SEQ_KEY: &str = keyspace::WEBHOOK_SEQ;
 
 /// Where a node's queue lives: `whq/`, `whdead/`, `whseq`, or on a store that the nodes of a
 /// cluster share, `whq@<node>/`, `whdead@<node>/`, `whseq@<node>`: each node delivers only what
@@ -66,9 +67,9 @@ impl QueueKeys {
                 node: None,
             },
             Some(n) => Self {
-                queue: format!("whq@{n}/"),
-                dead: format!("whdead@{n}/"),
-                seq: format!("whseq@{n}"),
+                queue: keyspace::per_node(keyspace::WEBHOOK_QUEUE_PER_NODE, n),
+                dead: keyspace::per_node(keyspace::WEBHOOK_DEAD_PER_NODE, n),
+                seq: format!("{}{n}", keyspace::WEBHOOK_SEQ_PER_NODE),
                 node: Some(n.to_string()),
             },
         }

@@ -206,6 +206,17 @@ impl SnapshotError {
             _ => None,
         }
     }
+
+    /// The node of the holder of the lease that was refused, when this is
+    /// [`StoreError::Held`].
+    pub fn held_by_node(&self) -> Option<&str> {
+        self.held_by().map(holder_node)
+    }
+}
+
+/// The node part of a lease holder (`<node>#<incarnation>`, or a bare node name).
+pub fn holder_node(holder: &str) -> &str {
+    holder.split_once('#').map_or(holder, |(node, _)| node)
 }
 
 /// A verified snapshot, as read at start.
@@ -507,6 +518,12 @@ mod tests {
         assert_eq!(q[0].bytes, raw);
         s.delete("k").await.unwrap();
         assert_eq!(s.load("k").await.unwrap(), None);
+    }
+
+    #[test]
+    fn the_holder_names_its_node() {
+        assert_eq!(holder_node("b#1a2b3c4d"), "b");
+        assert_eq!(holder_node("b"), "b");
     }
 
     #[test]

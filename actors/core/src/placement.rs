@@ -26,12 +26,9 @@ pub struct Placement {
     pub least_loaded: bool,
 }
 
-/// A tag: 1..=32 of `a-z 0-9 . _ -`.
+/// A tag: 1..=32 of `a-z 0-9 . _ -` ([`crate::name::validate_tag`]).
 pub fn valid_tag(tag: &str) -> bool {
-    (1..=32).contains(&tag.len())
-        && tag
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    crate::name::validate_tag(tag).is_ok()
 }
 
 impl Placement {
@@ -40,20 +37,14 @@ impl Placement {
     /// # Errors
     /// What is wrong, naming the field.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(node) = &self.node
-            && !aios_supervisor::snapshot::valid_node_name(node)
-        {
-            return Err(format!(
-                "node: {node:?} is not a node name (1..=64 of A-Z a-z 0-9 . _ -)"
-            ));
+        if let Some(node) = &self.node {
+            crate::name::validate_node_name(node).map_err(|e| format!("node: {e}"))?;
         }
         if self.tags.len() > TAGS_MAX {
             return Err(format!("tags: at most {TAGS_MAX}"));
         }
-        if let Some(bad) = self.tags.iter().find(|t| !valid_tag(t)) {
-            return Err(format!(
-                "tags: {bad:?} is not a tag (1..=32 of a-z 0-9 . _ -)"
-            ));
+        for tag in &self.tags {
+            crate::name::validate_tag(tag).map_err(|e| format!("tags: {e}"))?;
         }
         Ok(())
     }

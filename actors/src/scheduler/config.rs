@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::anthropic::{AnthropicConfig, AnthropicProvider};
-use super::openai::{OpenAiConfig, OpenAiProvider};
-use super::scripted::{Script, ScriptedProvider};
-use super::{ApiKey, HttpOptions, RetryPolicy, SharedProvider};
-use crate::scheduler::{RateLimits, SchedulerConfig};
+use super::{RateLimits, SchedulerConfig};
+use crate::llm::anthropic::{AnthropicConfig, AnthropicProvider};
+use crate::llm::openai::{OpenAiConfig, OpenAiProvider};
+use crate::llm::scripted::{Script, ScriptedProvider};
+use crate::llm::{ApiKey, HttpOptions, RetryPolicy, SharedProvider};
 
 /// The wire protocol of a provider.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

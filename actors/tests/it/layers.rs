@@ -1,0 +1,160 @@
+//! The subsystems of `aios-actors` are layered: each may import (`crate::…`) only the modules
+//! below it, and what two of them share lives in `aios-core`. This test reads the sources and
+//! fails on an import against the order, so no import cycle can come back. The order is the
+//! one ARCHITECTURE.md gives ("Layers inside aios-actors").
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Each top-level module of `aios-actors` and the modules it may import. Everything else
+/// they share comes from `aios-core`.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("protocol", &[]),
+    ("records", &[]),
+    ("llm", &[]),
+    ("cost", &["llm", "records"]),
+    ("scheduler", &["llm", "cost"]),
+    ("memory", &["llm", "records", "protocol"]),
+    // The built-in memory tools (`memory_save`, `memory_search`) are plugin tools over the
+    // memory store.
+    ("tools", &["memory", "llm", "records", "protocol"]),
+    // Agents know memory and tools only through `aios_core::{MemoryHook, ToolSource}`.
+    (
+        "agent",
+        &["scheduler", "cost", "llm", "records", "protocol"],
+    ),
+    ("retention", &["agent", "records"]),
+    (
+        "orchestration",
+        &["agent", "retention", "llm", "records", "protocol"],
+    ),
+];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read the source directory") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The module of `aios-actors` a source file belongs to (`src/agent/actor.rs` → `agent`).
+fn module_of(src: &Path, file: &Path) -> Option<String> {
+    let rel = file.strip_prefix(src).ok()?;
+    let first = rel.components().next()?.as_os_str().to_str()?;
+    let name = first.strip_suffix(".rs").unwrap_or(first);
+    (name != "lib").then(|| name.to_string())
+}
+
+/// Every module named after `crate::` in `code` (comments left out), including those in
+/// grouped imports (`use crate::{a::X, b};`).
+fn crate_imports(code: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for line in code.lines() {
+        let line = line.split("//").next().unwrap_or("");
+        let mut rest = line;
+        while let Some(at) = rest.find("crate::") {
+            let after = &rest[at + "crate::".len()..];
+            if let Some(group) = after.strip_prefix('{') {
+                let inner = group.split('}').next().unwrap_or("");
+                for item in inner.split(',') {
+                    let module: String = item
+                        .trim()
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    if !module.is_empty() {
+                        out.insert(module);
+                    }
+                }
+            } else {
+                let module: String = after
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !module.is_empty() {
+                    out.insert(module);
+                }
+            }
+            rest = after;
+        }
+    }
+    out
+}
+
+#[test]
+fn modules_import_only_the_layers_below_them() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let allowed: BTreeMap<&str, BTreeSet<&str>> = ALLOWED
+        .iter()
+        .map(|(m, deps)| (*m, deps.iter().copied().collect()))
+        .collect();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    assert!(files.len() > 40, "found only {} source files", files.len());
+    let mut violations = Vec::new();
+    let mut seen = BTreeSet::new();
+    for file in &files {
+        let Some(module) = module_of(&src, file) else {
+            continue;
+        };
+        seen.insert(module.clone());
+        let Some(may) = allowed.get(module.as_str()) else {
+            violations.push(format!(
+                "{}: module `{module}` is not in the layer table of this test (and ARCHITECTURE.md)",
+                file.display()
+            ));
+            continue;
+        };
+        let code = std::fs::read_to_string(file).expect("read a source file");
+        for imported in crate_imports(&code) {
+            if imported != module && !may.contains(imported.as_str()) {
+                violations.push(format!(
+                    "{}: `{module}` imports `crate::{imported}`; move what they share to aios-core",
+                    file.display()
+                ));
+            }
+        }
+    }
+    for (module, _) in ALLOWED {
+        assert!(
+            seen.contains(*module),
+            "the layer table names `{module}`, which has no source"
+        );
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+}
+
+#[test]
+fn the_import_scanner_finds_plain_and_grouped_imports_but_not_comments() {
+    let code = "use crate::agent::Task;\nuse crate::{memory::X, tools};\n// crate::llm\nlet x = crate::scheduler::f(); /// crate::cost";
+    let found: Vec<String> = crate_imports(code).into_iter().collect();
+    assert_eq!(found, ["agent", "memory", "scheduler", "tools"]);
+}
+
+#[test]
+fn the_layer_table_has_no_cycle() {
+    let allowed: BTreeMap<&str, &[&str]> = ALLOWED.iter().copied().collect();
+    // Depth-first search from every module; a module met again on the path is a cycle.
+    fn visit<'a>(
+        m: &'a str,
+        allowed: &BTreeMap<&'a str, &'a [&'a str]>,
+        path: &mut Vec<&'a str>,
+    ) -> Result<(), String> {
+        if path.contains(&m) {
+            return Err(format!("{} -> {m}", path.join(" -> ")));
+        }
+        path.push(m);
+        for dep in allowed.get(m).copied().unwrap_or_default() {
+            visit(dep, allowed, path)?;
+        }
+        path.pop();
+        Ok(())
+    }
+    for m in allowed.keys() {
+        visit(m, &allowed, &mut Vec::new()).expect("no cycle in the layer table");
+    }
+}
