@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
@@ -294,13 +294,12 @@ pub struct EventsQuery {
 
 /// `GET /v1/agents/{name}/events`: tokens, tool calls and results, final answers and errors
 /// of one agent instance, as they happen, over SSE (`event:` is the kind).
-pub async fn agent_events(
+pub(crate) async fn agent_events(
     State(s): State<Shared>,
-    Extension(p): Extension<Principal>,
-    Path(name): Path<String>,
+    full: super::api::ScopedAgent,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
-    let full = super::api::scoped(&p, &name)?;
+    let name = full.name();
     if s.rt.agent_system().registry().get(&full).is_none() {
         return Err(Problem::not_found(format!("agent {name:?} not found")));
     }
@@ -332,14 +331,14 @@ pub async fn agent_events(
 /// `{"type": "event", "event": …}`); the client sends `{"content": "…"}` frames to talk to the
 /// agent (the answer arrives as events, ending with a `Final` or `Error` event). Closed by
 /// either side, or by the daemon on shutdown.
-pub async fn agent_ws(
+pub(crate) async fn agent_ws(
     State(s): State<Shared>,
     Extension(p): Extension<Principal>,
-    Path(name): Path<String>,
+    full: super::api::ScopedAgent,
     ApiQuery(q): ApiQuery<EventsQuery>,
     ws: axum::extract::ws::WebSocketUpgrade,
 ) -> Result<Response, Problem> {
-    let full = super::api::scoped(&p, &name)?;
+    let name = full.name();
     if s.rt.agent_system().registry().get(&full).is_none() {
         return Err(Problem::not_found(format!("agent {name:?} not found")));
     }

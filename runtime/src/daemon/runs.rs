@@ -9,29 +9,13 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use aios_actors::orchestration::{Decision, OrchestrationError, RunSpec, SessionTarget};
+use aios_actors::orchestration::{Decision, RunSpec, SessionTarget};
 
 use super::api::scoped;
 use super::http::{ApiJson, ApiQuery, Problem, Shared};
 use super::keys::Principal;
 
 type ApiResult = Result<axum::response::Response, Problem>;
-
-pub(crate) fn problem(e: OrchestrationError) -> Problem {
-    let status = match &e {
-        OrchestrationError::Invalid(_) => StatusCode::BAD_REQUEST,
-        OrchestrationError::RunNotFound(_)
-        | OrchestrationError::SessionNotFound(_)
-        | OrchestrationError::UnknownStep(_) => StatusCode::NOT_FOUND,
-        OrchestrationError::NotAwaitingApproval(_)
-        | OrchestrationError::Finished(_)
-        | OrchestrationError::Busy(_) => StatusCode::CONFLICT,
-        OrchestrationError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        OrchestrationError::RunFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    Problem::new(status, e.to_string())
-}
 
 /// A run as the API shows it (agent names without the tenant prefix).
 fn run_view(p: &Principal, state: &aios_actors::orchestration::RunState) -> Value {
@@ -78,7 +62,11 @@ pub async fn start(
     if let Some(planner) = &body.planner {
         spec.planner = Some(scoped(&p, planner)?);
     }
-    let id = s.rt.orchestrator().start(spec).await.map_err(problem)?;
+    let id =
+        s.rt.orchestrator()
+            .start(spec)
+            .await
+            .map_err(Problem::from)?;
     Ok((StatusCode::CREATED, axum::Json(json!({ "id": id }))).into_response())
 }
 
@@ -109,7 +97,7 @@ pub async fn list(
             s.rt.orchestrator()
                 .list(after.as_deref(), 200)
                 .await
-                .map_err(problem)?;
+                .map_err(Problem::from)?;
         let Some(last) = batch.last().map(|r| r.id.clone()) else {
             next = None;
             break;
@@ -133,7 +121,7 @@ async fn own_run(
     p: &Principal,
     id: &str,
 ) -> Result<aios_actors::orchestration::RunState, Problem> {
-    match s.rt.orchestrator().get(id).await.map_err(problem)? {
+    match s.rt.orchestrator().get(id).await.map_err(Problem::from)? {
         Some(r) if r.spec.tenant == p.tenant => Ok(r),
         _ => Err(Problem::not_found(format!("run {id} not found"))),
     }
@@ -177,7 +165,7 @@ pub async fn decide(
     s.rt.orchestrator()
         .decide(&id, &step, decision)
         .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -188,7 +176,11 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> ApiResult {
     own_run(&s, &p, &id).await?;
-    let cancelled = s.rt.orchestrator().cancel(&id).await.map_err(problem)?;
+    let cancelled =
+        s.rt.orchestrator()
+            .cancel(&id)
+            .await
+            .map_err(Problem::from)?;
     Ok(axum::Json(json!({ "cancelled": cancelled })).into_response())
 }
 
@@ -248,7 +240,7 @@ pub async fn create_session(
         s.rt.orchestrator()
             .create_session(target, &p.tenant, &body.title)
             .await
-            .map_err(problem)?;
+            .map_err(Problem::from)?;
     Ok((StatusCode::CREATED, axum::Json(session_view(&p, &info))).into_response())
 }
 
@@ -257,7 +249,13 @@ async fn own_session(
     p: &Principal,
     id: &str,
 ) -> Result<aios_actors::orchestration::SessionInfo, Problem> {
-    match s.rt.orchestrator().session(id).await.map_err(problem)? {
+    match s
+        .rt
+        .orchestrator()
+        .session(id)
+        .await
+        .map_err(Problem::from)?
+    {
         Some(info) if info.tenant == p.tenant => Ok(info),
         _ => Err(Problem::not_found(format!("session {id} not found"))),
     }
@@ -278,7 +276,7 @@ pub async fn list_sessions(
             s.rt.orchestrator()
                 .sessions(after.as_deref(), 200)
                 .await
-                .map_err(problem)?;
+                .map_err(Problem::from)?;
         let Some(last) = batch.last().map(|x| x.id.clone()) else {
             next = None;
             break;
@@ -331,7 +329,7 @@ pub async fn say(
         s.rt.orchestrator()
             .say(&id, &body.content, s.config.agents.task_timeout)
             .await
-            .map_err(problem)?;
+            .map_err(Problem::from)?;
     Ok(axum::Json(entry).into_response())
 }
 
@@ -358,7 +356,7 @@ pub async fn history(
         s.rt.orchestrator()
             .history(&id, q.from.unwrap_or(0), limit)
             .await
-            .map_err(problem)?;
+            .map_err(Problem::from)?;
     let next = (entries.len() == limit)
         .then(|| entries.last().map(|e| e.seq + 1))
         .flatten();
@@ -375,6 +373,6 @@ pub async fn delete_session(
     s.rt.orchestrator()
         .delete_session(&id)
         .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -12,7 +12,7 @@ use aios_actors::orchestration::schedule::{Schedule, ScheduleSpec, When};
 use super::api::scoped;
 use super::http::{ApiJson, Problem, Shared};
 use super::keys::Principal;
-use super::runs::{problem, strip_prefix_in};
+use super::runs::strip_prefix_in;
 
 type ApiResult = Result<axum::response::Response, Problem>;
 
@@ -47,7 +47,7 @@ async fn own(s: &Shared, p: &Principal, id: &str) -> Result<Schedule, Problem> {
     s.rt.schedules()
         .get(id)
         .await
-        .map_err(problem)?
+        .map_err(Problem::from)?
         .filter(|sc| sc.tenant == p.tenant)
         .ok_or_else(|| Problem::not_found(format!("schedule {id:?} not found")))
 }
@@ -71,7 +71,7 @@ pub async fn create(
         s.rt.schedules()
             .create(&p.tenant, &spec)
             .await
-            .map_err(problem)?;
+            .map_err(Problem::from)?;
     Ok((StatusCode::CREATED, axum::Json(view(&p, &schedule))).into_response())
 }
 
@@ -82,7 +82,7 @@ pub async fn list(State(s): State<Shared>, Extension(p): Extension<Principal>) -
     let items: Vec<Value> = schedules
         .list(Some(&p.tenant))
         .await
-        .map_err(problem)?
+        .map_err(Problem::from)?
         .iter()
         .map(|sc| view(&p, sc))
         .collect();
@@ -106,7 +106,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult {
     own(&s, &p, &id).await?;
-    s.rt.schedules().delete(&id).await.map_err(problem)?;
+    s.rt.schedules().delete(&id).await.map_err(Problem::from)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -116,7 +116,7 @@ async fn set_paused(s: &Shared, p: &Principal, id: &str, paused: bool) -> ApiRes
         s.rt.schedules()
             .set_paused(id, paused)
             .await
-            .map_err(problem)?
+            .map_err(Problem::from)?
             .ok_or_else(|| Problem::not_found(format!("schedule {id:?} not found")))?;
     Ok(axum::Json(view(p, &schedule)).into_response())
 }
