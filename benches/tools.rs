@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use aios::actors::records::Records;
 use aios::actors::tools::{
-    CallContext, Grant, McpServerConfig, ToolFailure, ToolImpl, ToolManifest, ToolRegistry,
-    ToolRequirement, ToolService,
+    CallContext, Grant, McpServerConfig, ToolManifest, ToolRegistry, ToolRequirement, ToolService,
 };
+use aios_core::{Tool, ToolContext, ToolError, ToolSpec};
 use aios_supervisor::snapshot::{SledStore, Snapshots};
 use aios_supervisor::{Strategy, SupervisorSpec, TreeEnv, start_root};
 use common::{bench_line, env_count, fmt0, fmt1, per_s, quantile_us};
@@ -26,8 +26,16 @@ use serde_json::{Value, json};
 struct Noop;
 
 #[async_trait::async_trait]
-impl ToolImpl for Noop {
-    async fn call(&self, args: Value, _: &CallContext) -> Result<Value, ToolFailure> {
+impl Tool for Noop {
+    fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: "noop".into(),
+            description: "Returns its arguments.".into(),
+            parameters: json!({"type": "object"}),
+        }
+    }
+
+    async fn call(&self, args: Value, _: &ToolContext) -> Result<Value, ToolError> {
         Ok(args)
     }
 }
@@ -96,9 +104,13 @@ input_schema = { type = "object", properties = { n = { type = "integer" } }, req
         }
         let ours = per_s(calls as u64, start.elapsed());
         let noop = Noop;
+        let direct_ctx = ToolContext {
+            agent: Some(aios_core::AgentId::main("bench")),
+            ..ToolContext::default()
+        };
         let start = Instant::now();
         for n in 0..calls {
-            std::hint::black_box(noop.call(json!({"n": n}), &ctx).await.expect("call"));
+            std::hint::black_box(noop.call(json!({"n": n}), &direct_ctx).await.expect("call"));
         }
         let direct = per_s(calls as u64, start.elapsed());
         bench_line(

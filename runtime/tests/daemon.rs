@@ -1048,12 +1048,20 @@ async fn the_daily_llm_token_quota_stops_agent_work_across_a_restart() {
 struct Panics;
 
 #[async_trait::async_trait]
-impl aios_actors::tools::ToolImpl for Panics {
+impl aios_core::Tool for Panics {
+    fn spec(&self) -> aios_core::ToolSpec {
+        aios_core::ToolSpec {
+            name: "panics".into(),
+            description: "Always panics.".into(),
+            parameters: json!({"type": "object"}),
+        }
+    }
+
     async fn call(
         &self,
         _: Value,
-        _: &aios_actors::tools::CallContext,
-    ) -> Result<Value, aios_actors::tools::ToolFailure> {
+        _: &aios_core::ToolContext,
+    ) -> Result<Value, aios_core::ToolError> {
         panic!("this tool always panics")
     }
 }

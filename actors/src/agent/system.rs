@@ -983,7 +983,7 @@ impl Tool for Delegate {
         }
     }
 
-    async fn call(&self, args: Value, ctx: &ToolContext) -> Result<String, ToolError> {
+    async fn call(&self, args: Value, ctx: &ToolContext) -> Result<Value, ToolError> {
         let (Some(capability), Some(input)) = (
             args.get("capability").and_then(Value::as_str),
             args.get("task").and_then(Value::as_str),
@@ -1020,7 +1020,7 @@ impl Tool for Delegate {
         // Boxed: `ask` can reach this tool again through the delegate.
         Box::pin(inner.ask(&AgentId::main(found.agent), task))
             .await
-            .map(|out| out.text)
+            .map(|out| Value::String(out.text))
             .map_err(|e| ToolError::Failed(e.to_string()))
     }
 }

@@ -130,9 +130,13 @@ impl ToolBox {
                 .check(&args)
                 .map_err(|v| ToolError::InvalidArguments(v.to_string()))?;
         }
-        let mut out = tokio::time::timeout(TOOL_TIMEOUT, tool.call(args, ctx))
+        let mut out = match tokio::time::timeout(TOOL_TIMEOUT, tool.call(args, ctx))
             .await
-            .map_err(|_| ToolError::Timeout(TOOL_TIMEOUT))??;
+            .map_err(|_| ToolError::Timeout(TOOL_TIMEOUT))??
+        {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
         if out.len() > TOOL_OUTPUT_LEN_MAX {
             let mut cut = TOOL_OUTPUT_LEN_MAX;
             while !out.is_char_boundary(cut) {
@@ -172,7 +176,7 @@ impl Tool for Calculator {
         vec![Capability::named("arithmetic").with("cost_class", "free")]
     }
 
-    async fn call(&self, args: Value, _ctx: &ToolContext) -> Result<String, ToolError> {
+    async fn call(&self, args: Value, _ctx: &ToolContext) -> Result<Value, ToolError> {
         let expr = args
             .get("expression")
             .and_then(Value::as_str)
@@ -188,9 +192,9 @@ impl Tool for Calculator {
         let float_expr = to_float_literals(expr);
         match evalexpr::eval(&float_expr) {
             Ok(evalexpr::Value::Float(f)) if f.fract() == 0.0 && f.abs() < 1e15 => {
-                Ok(format!("{}", f as i64))
+                Ok(Value::String(format!("{}", f as i64)))
             }
-            Ok(v) => Ok(v.to_string()),
+            Ok(v) => Ok(Value::String(v.to_string())),
             Err(e) => Err(ToolError::Failed(format!("cannot evaluate {expr:?}: {e}"))),
         }
     }
@@ -232,11 +236,11 @@ impl Tool for Clock {
         }
     }
 
-    async fn call(&self, _args: Value, _ctx: &ToolContext) -> Result<String, ToolError> {
+    async fn call(&self, _args: Value, _ctx: &ToolContext) -> Result<Value, ToolError> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_err(|e| ToolError::Failed(e.to_string()))?;
-        Ok(json!({"unix_s": now.as_secs()}).to_string())
+        Ok(json!({"unix_s": now.as_secs()}))
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::manifest::ToolManifest;
-use super::service::{CallContext, ToolFailure, ToolImpl};
 use crate::memory::{MemoryMeta, MemoryStore, NewMemory, SearchRequest};
+use aios_core::{Tool, ToolContext, ToolError, ToolSpec};
 
 /// The largest body `web_fetch` returns, in bytes (longer bodies are cut).
 pub const FETCH_BODY_MAX: usize = 256 * 1024;
@@ -94,8 +94,12 @@ capabilities = [{ name = "web" }]
 }
 
 #[async_trait::async_trait]
-impl ToolImpl for WebFetch {
-    async fn call(&self, args: Value, _: &CallContext) -> Result<Value, ToolFailure> {
+impl Tool for WebFetch {
+    fn spec(&self) -> ToolSpec {
+        Self::manifest().spec()
+    }
+
+    async fn call(&self, args: Value, _: &ToolContext) -> Result<Value, ToolError> {
         let url = args["url"].as_str().unwrap_or_default();
         let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad url: {e}"))?;
         let host = parsed.host_str().unwrap_or_default();
@@ -207,8 +211,12 @@ output = { content = "hello" }
 }
 
 #[async_trait::async_trait]
-impl ToolImpl for Files {
-    async fn call(&self, args: Value, _: &CallContext) -> Result<Value, ToolFailure> {
+impl Tool for Files {
+    fn spec(&self) -> ToolSpec {
+        Self::manifest().spec()
+    }
+
+    async fn call(&self, args: Value, _: &ToolContext) -> Result<Value, ToolError> {
         let path = self.resolve(args["path"].as_str().unwrap_or_default())?;
         match args["op"].as_str() {
             Some("read") => {
@@ -290,8 +298,17 @@ capabilities = [{ name = "memory" }]
 }
 
 #[async_trait::async_trait]
-impl ToolImpl for MemoryTool {
-    async fn call(&self, args: Value, ctx: &CallContext) -> Result<Value, ToolFailure> {
+impl Tool for MemoryTool {
+    fn spec(&self) -> ToolSpec {
+        let (save, search) = Self::manifests();
+        if self.search {
+            search.spec()
+        } else {
+            save.spec()
+        }
+    }
+
+    async fn call(&self, args: Value, ctx: &ToolContext) -> Result<Value, ToolError> {
         // Each tenant has its own namespaces: `<tenant>.<namespace>`.
         let requested = args["namespace"].as_str().unwrap_or_default();
         let tenant = if ctx.tenant.is_empty() {
@@ -338,7 +355,7 @@ impl ToolImpl for MemoryTool {
                         text: args["text"].as_str().unwrap_or_default().to_string(),
                         vector: None,
                         meta: MemoryMeta {
-                            agent: Some(ctx.agent.clone()).filter(|a| !a.is_empty()),
+                            agent: ctx.agent.as_ref().map(|a| a.name.clone()),
                             tags,
                             ..MemoryMeta::default()
                         },

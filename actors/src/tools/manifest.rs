@@ -105,6 +105,15 @@ pub struct ManifestError {
 }
 
 impl ToolManifest {
+    /// Name, description and input schema, as offered to a model.
+    pub fn spec(&self) -> aios_core::ToolSpec {
+        aios_core::ToolSpec {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            parameters: self.input_schema.clone(),
+        }
+    }
+
     /// Parses a TOML manifest and validates it.
     ///
     /// # Errors

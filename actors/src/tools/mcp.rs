@@ -26,8 +26,8 @@ use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
 
 use super::manifest::{TOOL_CONCURRENCY_MAX, TOOL_TIMEOUT_MAX, ToolManifest};
-use super::service::{CallContext, ToolFailure, ToolImpl};
 use aios_core::Capability;
+use aios_core::{Tool, ToolContext, ToolError, ToolSpec};
 
 /// Tools taken from one MCP server at most.
 pub const MCP_TOOLS_MAX: usize = 256;
@@ -543,16 +543,22 @@ fn schedule_reconnect(ctx: &Context<ConnMsg>, failures: u32) {
 
 /// One tool of an MCP server, called through the server's current connection.
 pub(crate) struct McpTool {
+    /// As the server listed it.
+    pub(crate) spec: ToolSpec,
     pub(crate) server: String,
     pub(crate) tool: String,
     pub(crate) link: Arc<McpLink>,
 }
 
 #[async_trait::async_trait]
-impl ToolImpl for McpTool {
-    async fn call(&self, args: Value, _: &CallContext) -> Result<Value, ToolFailure> {
+impl Tool for McpTool {
+    fn spec(&self) -> ToolSpec {
+        self.spec.clone()
+    }
+
+    async fn call(&self, args: Value, _: &ToolContext) -> Result<Value, ToolError> {
         let peer = self.link.peer.load_full().ok_or_else(|| {
-            ToolFailure::Crashed(format!(
+            ToolError::Crashed(format!(
                 "MCP server {} is not connected (it is being restarted)",
                 self.server
             ))
@@ -561,7 +567,7 @@ impl ToolImpl for McpTool {
             Value::Object(map) => Some(map),
             Value::Null => None,
             other => {
-                return Err(ToolFailure::Failed(format!(
+                return Err(ToolError::Failed(format!(
                     "MCP tools take an object of arguments, not {other}"
                 )));
             }
@@ -571,13 +577,13 @@ impl ToolImpl for McpTool {
         let result = match peer.call_tool(params).await {
             Ok(r) => r,
             Err(e) if peer.is_transport_closed() => {
-                return Err(ToolFailure::Crashed(format!(
+                return Err(ToolError::Crashed(format!(
                     "MCP server {} went away during the call: {e}",
                     self.server
                 )));
             }
             Err(e) => {
-                return Err(ToolFailure::Failed(format!(
+                return Err(ToolError::Failed(format!(
                     "MCP server {}: {e}",
                     self.server
                 )));
@@ -592,7 +598,7 @@ impl ToolImpl for McpTool {
                 .join("\n")
         };
         if result.is_error == Some(true) {
-            return Err(ToolFailure::Failed(text()));
+            return Err(ToolError::Failed(text()));
         }
         if let Some(v) = &result.structured_content {
             return Ok(v.clone());
@@ -600,7 +606,7 @@ impl ToolImpl for McpTool {
         let joined = text();
         if joined.is_empty() && !result.content.is_empty() {
             return serde_json::to_value(&result.content)
-                .map_err(|e| ToolFailure::Failed(format!("unreadable MCP content: {e}")));
+                .map_err(|e| ToolError::Failed(format!("unreadable MCP content: {e}")));
         }
         Ok(Value::String(joined))
     }

@@ -21,7 +21,7 @@ pub use self::remote::{RemoteToolCall, RemoteTools, ToolForwardError};
 pub use self::service::{
     AgentNeeds, CallContext, DENIALS_BROADCAST_LEN, DENIALS_MAX, Denial, ExampleOutcome,
     GRANTS_MAX, Grant, McpServerStatus, PluginTool, TOOL_CACHE_ENTRIES_MAX, TOOL_CACHE_TTL,
-    ToolCallError, ToolFailure, ToolImpl, ToolService, ToolUsage, USAGE_FLUSH_INTERVAL,
+    ToolCallError, ToolService, ToolUsage, USAGE_FLUSH_INTERVAL,
 };
 pub use aios_core::ToolRequirement;
 pub use aios_core::tool::schema::{Schema, Violation, Violations};
@@ -71,7 +71,7 @@ pub async fn install_builtins(
     let sandbox = config.sandbox_dir.clone().unwrap_or(sandbox_default);
     let (save, search) = MemoryTool::pair(memory);
     let (save_m, search_m) = MemoryTool::manifests();
-    let tools: Vec<(ToolManifest, Arc<dyn ToolImpl>)> = vec![
+    let tools: Vec<(ToolManifest, Arc<dyn aios_core::Tool>)> = vec![
         (
             WebFetch::manifest(),
             Arc::new(WebFetch::new(config.web_allow_hosts.clone())),

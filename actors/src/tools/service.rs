@@ -21,8 +21,8 @@ use serde_json::Value;
 use super::manifest::ToolManifest;
 use super::mcp::{ConnMsg, ConnWorker, MCP_SERVERS_MAX, McpLink, McpServerConfig, McpTool};
 use super::registry::{ToolRegistry, ToolRegistryError};
-use aios_core::ToolRequirement;
 use aios_core::tool::{Schema, Violations};
+use aios_core::{AgentId, Tool, ToolContext, ToolError, ToolRequirement};
 use aios_supervisor::snapshot::Durability;
 
 /// Cached results of pure tools at most.
@@ -47,40 +47,7 @@ const LATENCY_BUCKETS_US: [u64; 8] = [
     u64::MAX,
 ];
 
-/// An implementation of a tool.
-#[async_trait::async_trait]
-pub trait ToolImpl: Send + Sync + 'static {
-    /// Runs one call with validated arguments.
-    ///
-    /// # Errors
-    /// Why the call failed; returned to the caller as [`ToolCallError::Failed`] or
-    /// [`ToolCallError::Crashed`].
-    async fn call(&self, args: Value, ctx: &CallContext) -> Result<Value, ToolFailure>;
-}
-
-/// Why a tool implementation failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ToolFailure {
-    /// The tool ran and failed; the message goes back to the caller.
-    Failed(String),
-    /// The process or connection behind the tool went away during the call (its supervisor
-    /// restarts it).
-    Crashed(String),
-}
-
-impl From<String> for ToolFailure {
-    fn from(message: String) -> Self {
-        Self::Failed(message)
-    }
-}
-
-impl From<&str> for ToolFailure {
-    fn from(message: &str) -> Self {
-        Self::Failed(message.to_string())
-    }
-}
-
-/// Who calls.
+/// Who calls, as the service grants, counts and audits it (and as a call crosses nodes).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct CallContext {
     /// The calling agent.
@@ -89,6 +56,33 @@ pub struct CallContext {
     pub role: String,
     /// Its tenant.
     pub tenant: String,
+}
+
+impl From<&ToolContext> for CallContext {
+    fn from(ctx: &ToolContext) -> Self {
+        Self {
+            agent: ctx
+                .agent
+                .as_ref()
+                .map(|a| a.name.clone())
+                .unwrap_or_default(),
+            role: ctx.role.clone(),
+            tenant: ctx.tenant.clone(),
+        }
+    }
+}
+
+impl CallContext {
+    /// The context a hosted tool is called with: the caller's agent (its default instance),
+    /// role and tenant.
+    fn tool_context(&self) -> ToolContext {
+        ToolContext {
+            agent: (!self.agent.is_empty()).then(|| AgentId::main(self.agent.clone())),
+            role: self.role.clone(),
+            tenant: self.tenant.clone(),
+            ..ToolContext::default()
+        }
+    }
 }
 
 /// Why a call failed, structured so an agent can act on it.
@@ -352,7 +346,7 @@ pub struct McpServerStatus {
 struct Inner {
     registry: ToolRegistry,
     supervisor: SupervisorRef,
-    impls: DashMap<String, Arc<dyn ToolImpl>>,
+    impls: DashMap<String, Arc<dyn Tool>>,
     installed: DashMap<String, Arc<Installed>>,
     /// Persisted grants, then the node's configured ones.
     grants: Mutex<Vec<Grant>>,
@@ -555,7 +549,7 @@ impl ToolService {
     pub async fn install(
         &self,
         manifest: ToolManifest,
-        implementation: Arc<dyn ToolImpl>,
+        implementation: Arc<dyn Tool>,
     ) -> Result<(), ToolRegistryError> {
         self.inner.registry.install(manifest.clone()).await?;
         self.start_hosts(manifest, implementation, true).await
@@ -567,7 +561,7 @@ impl ToolService {
     async fn start_hosts(
         &self,
         manifest: ToolManifest,
-        implementation: Arc<dyn ToolImpl>,
+        implementation: Arc<dyn Tool>,
         undo: bool,
     ) -> Result<(), ToolRegistryError> {
         let id = manifest.id();
@@ -1021,7 +1015,8 @@ impl ToolService {
         {
             let id = manifest.id();
             let tool = (manifest.name.clone(), manifest.version.clone());
-            let implementation: Arc<dyn ToolImpl> = Arc::new(McpTool {
+            let implementation: Arc<dyn Tool> = Arc::new(McpTool {
+                spec: manifest.spec(),
                 server: entry.config.name.clone(),
                 tool: mcp_name,
                 link: entry.link.clone(),
@@ -1441,7 +1436,7 @@ enum HostError {
 /// supervisor restarts it, by the `tools` supervisor's intensity) and drops the caller's
 /// reply, which the service reports as [`ToolCallError::Crashed`].
 struct HostWorker {
-    implementation: Arc<dyn ToolImpl>,
+    implementation: Arc<dyn Tool>,
     name: String,
     /// A call running longer is abandoned, so a hung call does not hold the host.
     timeout: Duration,
@@ -1467,15 +1462,18 @@ impl Worker for HostWorker {
     ) -> Result<(), ActorProcessingErr> {
         let HostMsg::Call(args, call_ctx, reply) = msg;
         tracing::trace!(tool = %self.name, agent = %call_ctx.agent, "tool call");
-        let result =
-            match tokio::time::timeout(self.timeout, self.implementation.call(args, &call_ctx))
-                .await
-            {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(ToolFailure::Failed(m))) => Err(HostError::Failed(m)),
-                Ok(Err(ToolFailure::Crashed(m))) => Err(HostError::Crashed(m)),
-                Err(_) => Err(HostError::TimedOut),
-            };
+        let result = match tokio::time::timeout(
+            self.timeout,
+            self.implementation.call(args, &call_ctx.tool_context()),
+        )
+        .await
+        {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(ToolError::Crashed(m))) => Err(HostError::Crashed(m)),
+            Ok(Err(ToolError::Failed(m))) => Err(HostError::Failed(m)),
+            Ok(Err(other)) => Err(HostError::Failed(other.to_string())),
+            Err(_) => Err(HostError::TimedOut),
+        };
         ctx.reply(reply, result);
         Ok(())
     }
@@ -1510,11 +1508,7 @@ impl PluginTool {
 #[async_trait::async_trait]
 impl aios_core::Tool for PluginTool {
     fn spec(&self) -> aios_core::ToolSpec {
-        aios_core::ToolSpec {
-            name: self.manifest.name.clone(),
-            description: self.manifest.description.clone(),
-            parameters: self.manifest.input_schema.clone(),
-        }
+        self.manifest.spec()
     }
 
     fn capabilities(&self) -> Vec<aios_core::Capability> {
@@ -1525,22 +1519,11 @@ impl aios_core::Tool for PluginTool {
         &self,
         args: Value,
         ctx: &aios_core::ToolContext,
-    ) -> Result<String, aios_core::ToolError> {
+    ) -> Result<Value, aios_core::ToolError> {
         use aios_core::ToolError;
-        let call_ctx = CallContext {
-            agent: ctx
-                .agent
-                .as_ref()
-                .map(|a| a.name.clone())
-                .unwrap_or_default(),
-            role: ctx.role.clone(),
-            tenant: ctx.tenant.clone(),
-        };
+        let call_ctx = CallContext::from(ctx);
         match self.service.call(&self.requirement, args, &call_ctx).await {
-            Ok(v) => Ok(match v {
-                Value::String(s) => s,
-                other => other.to_string(),
-            }),
+            Ok(v) => Ok(v),
             Err(ToolCallError::InvalidArguments { violations, .. }) => {
                 Err(ToolError::InvalidArguments(violations.to_string()))
             }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use aios_actors::records::Records;
 use aios_actors::tools::{
-    CallContext, Grant, ToolCallError, ToolFailure, ToolImpl, ToolManifest, ToolRegistry,
-    ToolRequirement, ToolService,
+    CallContext, Grant, ToolCallError, ToolManifest, ToolRegistry, ToolRequirement, ToolService,
 };
+use aios_core::{Tool, ToolContext, ToolError, ToolSpec};
 use aios_supervisor::snapshot::{SledStore, Snapshots};
 use aios_supervisor::{Strategy, SupervisorSpec, TreeEnv, start_root};
 use serde_json::{Value, json};
@@ -20,8 +20,16 @@ struct Echo {
 }
 
 #[async_trait::async_trait]
-impl ToolImpl for Echo {
-    async fn call(&self, args: Value, _: &CallContext) -> Result<Value, ToolFailure> {
+impl Tool for Echo {
+    fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: "echo".into(),
+            description: "Echoes.".into(),
+            parameters: json!({"type": "object"}),
+        }
+    }
+
+    async fn call(&self, args: Value, _: &ToolContext) -> Result<Value, ToolError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if args["panic"] == true {
             panic!("asked to panic");
@@ -391,8 +399,16 @@ async fn built_in_tools_files_web_fetch_memory_and_examples() {
 struct Versioned(&'static str);
 
 #[async_trait::async_trait]
-impl ToolImpl for Versioned {
-    async fn call(&self, _: Value, _: &CallContext) -> Result<Value, ToolFailure> {
+impl Tool for Versioned {
+    fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: "versioned".into(),
+            description: "Answers with its version.".into(),
+            parameters: json!({"type": "object"}),
+        }
+    }
+
+    async fn call(&self, _: Value, _: &ToolContext) -> Result<Value, ToolError> {
         Ok(json!({"echo": self.0}))
     }
 }

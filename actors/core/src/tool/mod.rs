@@ -49,9 +49,26 @@ pub enum ToolError {
     /// The agent may not call this tool, or it does not exist.
     #[error("tool {0:?} is not available to this agent")]
     NotAvailable(String),
+    /// The process or connection behind the tool went away during the call (its supervisor
+    /// restarts it).
+    #[error("tool crashed: {0}")]
+    Crashed(String),
 }
 
-/// A tool.
+impl From<String> for ToolError {
+    fn from(message: String) -> Self {
+        Self::Failed(message)
+    }
+}
+
+impl From<&str> for ToolError {
+    fn from(message: &str) -> Self {
+        Self::Failed(message.to_string())
+    }
+}
+
+/// A tool: the one interface for the built-in tools, plugin tools (hosted by the tool service
+/// under a manifest), MCP servers' tools and agent delegation alike.
 #[async_trait::async_trait]
 pub trait Tool: Send + Sync + 'static {
     /// Name, description and argument schema, as offered to the model.
@@ -67,11 +84,12 @@ pub trait Tool: Send + Sync + 'static {
         false
     }
 
-    /// Runs the tool.
+    /// Runs the tool. A string result goes to the model as it is; any other JSON value as its
+    /// JSON text.
     ///
     /// # Errors
     /// [`ToolError`]; its text is returned to the model.
-    async fn call(&self, args: Value, ctx: &ToolContext) -> Result<String, ToolError>;
+    async fn call(&self, args: Value, ctx: &ToolContext) -> Result<Value, ToolError>;
 }
 
 /// Who is calling a tool.
