@@ -892,15 +892,51 @@ async fn the_openapi_document_lists_every_route_with_its_role_and_body_schema() 
         audit.contains("since_ms") && audit.contains("\"query\""),
         "{audit}"
     );
-    let create =
-        &doc["paths"]["/v1/agents"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    // A body schema is inline or a reference into the document's components.
+    let resolve = |schema: &Value| -> Value {
+        match schema["$ref"].as_str() {
+            Some(r) => doc
+                .pointer(r.trim_start_matches('#'))
+                .cloned()
+                .unwrap_or_else(|| panic!("{r} is not in the document")),
+            None => schema.clone(),
+        }
+    };
+    let create = resolve(
+        &doc["paths"]["/v1/agents"]["post"]["requestBody"]["content"]["application/json"]["schema"],
+    );
     assert!(
         create["properties"]["system_prompt"].is_object(),
         "{create}"
     );
-    let mcp = &doc["paths"]["/v1/mcp-servers"]["post"]["requestBody"]["content"]["application/json"]
-        ["schema"];
+    let mcp = resolve(
+        &doc["paths"]["/v1/mcp-servers"]["post"]["requestBody"]["content"]["application/json"]["schema"],
+    );
     assert!(mcp["properties"]["transport"].is_object(), "{mcp}");
+    // A tenant-scoped name carries its rule, from the handler's `Scoped` extractor.
+    let name = doc["paths"]["/v1/agents/{name}"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "name")
+        .cloned()
+        .unwrap();
+    let rule = resolve(&name["schema"]);
+    assert_eq!(rule["maxLength"], 64, "{rule}");
+    assert!(rule["pattern"].is_string(), "{rule}");
+    // A handler that returns a typed body documents it.
+    let me = resolve(
+        &doc["paths"]["/v1/me"]["get"]["responses"]["200"]["content"]["application/json"]["schema"],
+    );
+    assert!(me["properties"]["tenant"].is_object(), "{me}");
+    let (s, mine, _) = c.send(Method::GET, "/v1/me", Some(&viewer), None).await;
+    assert_eq!(s, StatusCode::OK);
+    for field in me["required"].as_array().unwrap() {
+        assert!(
+            mine.get(field.as_str().unwrap()).is_some(),
+            "{field} in {mine}"
+        );
+    }
     d.shutdown().await.expect("shutdown");
 }
 

@@ -78,7 +78,7 @@ pub struct AuditEvent {
 }
 
 /// A query: entries after `after` (a sequence number) matching every given field.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only after this sequence number (the cursor).

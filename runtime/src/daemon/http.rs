@@ -13,7 +13,6 @@ use axum::extract::{FromRequest, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::MethodFilter;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 
@@ -274,7 +273,7 @@ pub struct RouteSpec {
 
 /// Builds the authenticated API, recording every route in a table.
 pub struct Api {
-    router: Router<Shared>,
+    router: aide::axum::ApiRouter<Shared>,
     table: Vec<RouteSpec>,
 }
 
@@ -288,22 +287,51 @@ impl Api {
     /// An empty API.
     pub fn new() -> Self {
         Self {
-            router: Router::new(),
+            router: aide::axum::ApiRouter::new(),
             table: Vec::new(),
         }
     }
 
-    /// Adds `method path`, callable by `role` and above.
-    pub fn route<H, T>(mut self, method: Method, path: &'static str, role: Role, handler: H) -> Self
+    /// Adds `method path`, callable by `role` and above. The route's OpenAPI operation is
+    /// registered with it, from the handler's types (`aide`): its path, query and body
+    /// extractors give the parameters and the request schema, `Problem` the error responses.
+    ///
+    /// # Panics
+    /// On a method other than GET, POST, PUT, PATCH or DELETE (a programming error in the
+    /// route table, found by every test that starts the daemon).
+    pub fn route<H, T, I, O>(
+        mut self,
+        method: Method,
+        path: &'static str,
+        role: Role,
+        handler: H,
+    ) -> Self
     where
-        H: axum::handler::Handler<T, Shared>,
+        H: axum::handler::Handler<T, Shared> + aide::operation::OperationHandler<I, O>,
+        I: aide::operation::OperationInput,
+        O: aide::operation::OperationOutput,
         T: 'static,
     {
-        let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
-        let method_router = axum::routing::on(filter, handler).route_layer(middleware::from_fn(
-            move |req: Request, next: Next| require_role(role, req, next),
-        ));
-        self.router = self.router.route(path, method_router);
+        use aide::axum::routing as r;
+        let describe = super::openapi::describer(method.clone(), path, role);
+        let method_router = if method == Method::GET {
+            r::get_with(handler, describe)
+        } else if method == Method::POST {
+            r::post_with(handler, describe)
+        } else if method == Method::PUT {
+            r::put_with(handler, describe)
+        } else if method == Method::PATCH {
+            r::patch_with(handler, describe)
+        } else if method == Method::DELETE {
+            r::delete_with(handler, describe)
+        } else {
+            panic!("the route table uses {method} for {path}")
+        };
+        let method_router =
+            method_router.route_layer(middleware::from_fn(move |req: Request, next: Next| {
+                require_role(role, req, next)
+            }));
+        self.router = self.router.api_route(path, method_router);
         self.table.push(RouteSpec { method, path, role });
         self
     }
@@ -313,9 +341,11 @@ impl Api {
         &self.table
     }
 
-    /// The router and its table.
-    pub fn into_parts(self) -> (Router<Shared>, Vec<RouteSpec>) {
-        (self.router, self.table)
+    /// The router, its table, and the OpenAPI operations registered with its routes.
+    pub fn into_parts(self) -> (Router<Shared>, Vec<RouteSpec>, aide::openapi::OpenApi) {
+        let mut api = aide::openapi::OpenApi::default();
+        let router = self.router.finish_api(&mut api);
+        (router, self.table, api)
     }
 }
 

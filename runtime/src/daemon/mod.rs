@@ -212,7 +212,7 @@ fn probes(state: &Shared) -> Router<Shared> {
 /// The whole application: probes (unless moved to their own address), the authenticated
 /// `/v1` API, and the layers every request goes through.
 pub fn app(state: Shared) -> Router {
-    let (api, _) = api::routes().into_parts();
+    let (api, _, _) = api::routes().into_parts();
     // Authentication runs first (outermost), then Idempotency-Key handling.
     let api = api
         .layer(middleware::from_fn_with_state(

@@ -13,7 +13,7 @@ use axum::Extension;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{self, Stream};
+use futures_util::stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -282,7 +282,7 @@ async fn forget(s: &Shared, id: &AgentId) {
 }
 
 /// Which instance's events to follow.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// The session (instance key); the agent's main instance by default.
@@ -298,7 +298,7 @@ pub(crate) async fn agent_events(
     State(s): State<Shared>,
     full: super::api::ScopedAgent,
     ApiQuery(q): ApiQuery<EventsQuery>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+) -> Result<Response, Problem> {
     let name = full.name();
     if s.rt.agent_system().registry().get(&full).is_none() {
         return Err(Problem::not_found(format!("agent {name:?} not found")));
@@ -319,11 +319,13 @@ pub(crate) async fn agent_events(
                 .data(json!({"missed": n}).to_string()),
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
         };
-        Some((Ok(event), rx))
+        Some((Ok::<_, Infallible>(event), rx))
     });
     // Ends when the daemon shuts down, so the drain does not wait for followers.
     let body = futures_util::StreamExt::take_until(body, s.stopping.clone().cancelled_owned());
-    Ok(Sse::new(body).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(body)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
 }
 
 /// `GET /v1/agents/{name}/ws`: a WebSocket to one agent instance. The server sends every

@@ -1,89 +1,130 @@
-//! `GET /v1/openapi.json`: an OpenAPI 3.1 document generated from the route table (every
-//! route, its method, path parameters, least role and security) and from the request body
-//! types (JSON Schemas derived with `schemars`), so it cannot drift from the router. Errors
-//! are described once, as RFC 9457 problems. Response bodies are described as JSON objects;
-//! their exact schemas are not generated yet.
+//! `GET /v1/openapi.json`: an OpenAPI 3.1 document registered with the routes themselves.
+//! `Api::route` hands every handler to `aide`, which reads the operation from the handler's
+//! types: request bodies from `ApiJson<T>`, query parameters from `ApiQuery<T>`, tenant-scoped
+//! names from `Scoped<T>`, other path parameters from `Path<T>`, and error responses from
+//! `Problem`; this module adds each route's least role and security, and renders the document.
+//! A handler's types cannot drift from its documentation. Errors are described once, as
+//! RFC 9457 problems. Response bodies are described as JSON objects until handlers return
+//! typed bodies.
 
+use aide::generate::GenContext;
+use aide::openapi::{
+    MediaType, Operation, Parameter, ParameterData, ParameterSchemaOrContent, PathStyle,
+    RequestBody, SchemaObject,
+};
+use aide::operation::{OperationInput, OperationOutput, ParamLocation, add_parameters, set_body};
+use aide::transform::TransformOperation;
 use axum::extract::State;
+use axum::http::Method;
 use axum::response::IntoResponse;
+use indexmap::IndexMap;
+use schemars::JsonSchema;
 use serde_json::{Map, Value, json};
 
-use super::http::{RouteSpec, Shared};
+use super::api::{Scoped, ScopedKind};
+use super::http::{ApiJson, ApiQuery, Problem, RouteSpec, Shared};
+use super::keys::Role;
 
-/// The JSON Schema of each route's request body, by method and path.
-fn request_schema(method: &str, path: &str) -> Option<Value> {
-    use schemars::schema_for;
-    let schema = match (method, path) {
-        ("POST", "/v1/agents") | ("PUT", "/v1/agents/{name}") => {
-            schema_for!(aios_actors::agent::AgentDef)
-        }
-        ("POST", "/v1/agents/{name}/messages") => schema_for!(super::api::MessageBody),
-        ("POST", "/v1/chat/completions") => schema_for!(super::openai::ChatRequestIn),
-        ("POST", "/v1/tree/restart" | "/v1/tree/stop" | "/v1/tree/kill") => {
-            schema_for!(super::api::RestartBody)
-        }
-        ("POST", "/v1/mcp-servers") => schema_for!(aios_actors::tools::McpServerConfig),
-        ("POST", "/v1/cluster/drain") => schema_for!(super::api::DrainBody),
-        ("PUT", "/v1/agents/{name}/placement" | "/v1/memory/namespaces/{ns}/placement") => {
-            schema_for!(aios_actors::agent::Placement)
-        }
-        ("POST", "/v1/memory/namespaces") => schema_for!(super::api::NamespaceBody),
-        ("POST", "/v1/memory/namespaces/{ns}/items") => schema_for!(super::api::ItemsBody),
-        ("POST", "/v1/memory/namespaces/{ns}/search") => schema_for!(super::api::SearchBody),
-        ("POST", "/v1/memory/namespaces/{ns}/erase") => schema_for!(super::api::EraseBody),
-        ("POST", "/v1/keys") => schema_for!(super::api::NewKeyBody),
-        ("POST", "/v1/keys/{id}/rotate") => schema_for!(super::api::RotateBody),
-        ("POST", "/v1/webhooks") => schema_for!(super::api::HookBody),
-        ("POST", "/v1/runs") => schema_for!(super::runs::RunBody),
-        ("POST", "/v1/schedules") => {
-            schema_for!(aios_actors::orchestration::schedule::ScheduleSpec)
-        }
-        ("POST", "/v1/runs/{id}/steps/{step}/decision") => schema_for!(super::runs::DecisionBody),
-        ("POST", "/v1/sessions") => schema_for!(super::runs::SessionBody),
-        ("POST", "/v1/sessions/{id}/messages") => schema_for!(super::runs::SayBody),
-        _ => return None,
-    };
-    serde_json::to_value(schema).ok()
+/// A JSON request body, from `T`'s schema.
+impl<T: JsonSchema> OperationInput for ApiJson<T> {
+    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
+        let json_schema = ctx.schema.subschema_for::<T>();
+        let description = ctx
+            .resolve_schema(&json_schema)
+            .get("description")
+            .and_then(Value::as_str)
+            .map(String::from);
+        set_body(
+            ctx,
+            operation,
+            RequestBody {
+                description,
+                content: IndexMap::from_iter([(
+                    "application/json".into(),
+                    MediaType {
+                        schema: Some(SchemaObject {
+                            json_schema,
+                            example: None,
+                            external_docs: None,
+                        }),
+                        ..MediaType::default()
+                    },
+                )]),
+                required: true,
+                extensions: IndexMap::default(),
+            },
+        );
+    }
 }
 
-fn params(method: &str, path: &str) -> Vec<Value> {
-    let mut out: Vec<Value> = path
-        .split('/')
-        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-        .map(|name| {
-            json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
-        })
-        .collect();
-    for (name, ty) in query_params(method, path) {
-        out.push(json!({"name": name, "in": "query", "required": false, "schema": {"type": ty}}));
+/// Query parameters, one for each field of `T`.
+impl<T: JsonSchema> OperationInput for ApiQuery<T> {
+    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
+        let schema = ctx.schema.subschema_for::<T>();
+        let params = aide::operation::parameters_from_schema(ctx, schema, ParamLocation::Query);
+        add_parameters(ctx, operation, params);
     }
-    out
 }
 
-/// The query parameters of the routes that take some: name and JSON type.
-fn query_params(method: &str, path: &str) -> &'static [(&'static str, &'static str)] {
-    match (method, path) {
-        ("GET", "/v1/audit") => &[
-            ("after", "integer"),
-            ("limit", "integer"),
-            ("tenant", "string"),
-            ("key_id", "string"),
-            ("action", "string"),
-            ("outcome", "string"),
-            ("since_ms", "integer"),
-            ("until_ms", "integer"),
-            ("node", "string"),
-            ("cursor", "string"),
-        ],
-        ("GET", "/v1/metrics/history") => &[("since_ms", "integer")],
-        ("GET", "/v1/usage/disk") => &[("refresh", "boolean")],
-        ("GET", "/v1/agents/{name}/history") => &[
-            ("session", "string"),
-            ("from", "integer"),
-            ("limit", "integer"),
-        ],
-        _ => &[],
+/// The route's tenant-scoped name (`{name}`, `{ns}`), with the name rule's schema.
+impl<T: ScopedKind + JsonSchema> OperationInput for Scoped<T> {
+    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
+        let json_schema = ctx.schema.subschema_for::<T>();
+        let param = Parameter::Path {
+            parameter_data: ParameterData {
+                name: T::PARAM.into(),
+                description: Some("A name of the caller's tenant.".into()),
+                required: true,
+                format: ParameterSchemaOrContent::Schema(SchemaObject {
+                    json_schema,
+                    example: None,
+                    external_docs: None,
+                }),
+                extensions: IndexMap::default(),
+                deprecated: None,
+                example: None,
+                examples: IndexMap::default(),
+                explode: None,
+            },
+            style: PathStyle::Simple,
+        };
+        add_parameters(ctx, operation, [param]);
     }
+}
+
+/// Every route can answer with a problem; the codes are listed by [`document`].
+impl OperationOutput for Problem {
+    type Inner = Self;
+}
+
+/// The status codes a `/v1` route may answer with a problem.
+const PROBLEM_STATUSES: [&str; 10] = [
+    "400", "401", "403", "404", "409", "413", "415", "422", "429", "500",
+];
+
+/// What completes the operation of `method path`, for `aide`'s `*_with` routing functions.
+pub(crate) fn describer(
+    method: Method,
+    path: &'static str,
+    role: Role,
+) -> impl for<'t> FnOnce(TransformOperation<'t>) -> TransformOperation<'t> {
+    move |op| describe(op, &method, path, role)
+}
+
+/// Completes a route's operation: its id, least role and security.
+fn describe<'t>(
+    op: TransformOperation<'t>,
+    method: &Method,
+    path: &str,
+    role: Role,
+) -> TransformOperation<'t> {
+    let mut op = op
+        .id(&operation_id(method.as_str(), path))
+        .security_requirement("apiKey");
+    op.inner_mut()
+        .extensions
+        .insert("x-aios-min-role".into(), json!(role.as_str()));
+    op
 }
 
 fn operation_id(method: &str, path: &str) -> String {
@@ -97,18 +138,6 @@ fn operation_id(method: &str, path: &str) -> String {
         );
     }
     id
-}
-
-/// Moves a schema's `$defs` into `defs` and points its references at
-/// `#/components/schemas/…`, where the document keeps them.
-fn hoist_defs(schema: &mut Value, defs: &mut Map<String, Value>) {
-    if let Some(Value::Object(local)) = schema.as_object_mut().and_then(|o| o.remove("$defs")) {
-        for (name, mut def) in local {
-            rewrite_refs(&mut def);
-            defs.insert(name, def);
-        }
-    }
-    rewrite_refs(schema);
 }
 
 fn rewrite_refs(v: &mut Value) {
@@ -126,38 +155,44 @@ fn rewrite_refs(v: &mut Value) {
     }
 }
 
-/// The document for `routes`.
-pub fn document(routes: &[RouteSpec]) -> Value {
+/// The document: the operations registered with `routes`, completed with what every route
+/// shares (problems, security, the probes outside `/v1`).
+pub fn document(routes: &[RouteSpec], api: &aide::openapi::OpenApi) -> Value {
     let problem = json!({"$ref": "#/components/responses/Problem"});
-    let mut paths = Map::new();
-    let mut defs = Map::new();
+    let registered = serde_json::to_value(api).unwrap_or(Value::Null);
+    let mut paths = registered["paths"].as_object().cloned().unwrap_or_default();
+    let mut defs = registered["components"]["schemas"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     for r in routes {
-        let method = r.method.as_str();
-        let mut op = json!({
-            "operationId": operation_id(method, r.path),
-            "x-aios-min-role": r.role.as_str(),
-            "security": [{"apiKey": []}],
-            "parameters": params(method, r.path),
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
-                "201": {"description": "Created", "content": {"application/json": {"schema": {"type": "object"}}}},
-                "204": {"description": "No content"},
-                "400": problem, "401": problem, "403": problem, "404": problem,
-                "409": problem, "413": problem, "415": problem, "422": problem,
-                "429": problem, "500": problem
-            }
-        });
-        if let Some(mut schema) = request_schema(method, r.path) {
-            hoist_defs(&mut schema, &mut defs);
-            op["requestBody"] = json!({
-                "required": true,
-                "content": {"application/json": {"schema": schema}}
+        let method = r.method.as_str().to_lowercase();
+        let Some(op) = paths
+            .get_mut(r.path)
+            .and_then(|item| item.get_mut(&method))
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        complete_parameters(op, r.path);
+        let mut responses = op
+            .remove("responses")
+            .and_then(|r| r.as_object().cloned())
+            .unwrap_or_default();
+        // Until handlers return typed bodies, a success is a JSON object.
+        for (code, description) in [("200", "OK"), ("201", "Created")] {
+            responses.entry(code).or_insert_with(|| {
+                json!({"description": description, "content": {"application/json": {"schema": {"type": "object"}}}})
             });
         }
-        let entry = paths
-            .entry(r.path.to_string())
-            .or_insert_with(|| Value::Object(Map::new()));
-        entry[method.to_lowercase()] = op;
+        responses
+            .entry("204")
+            .or_insert_with(|| json!({"description": "No content"}));
+        for code in PROBLEM_STATUSES {
+            responses.insert(code.into(), problem.clone());
+        }
+        responses.remove("default");
+        op.insert("responses".into(), Value::Object(responses));
     }
     for probe in ["/healthz", "/readyz", "/metrics"] {
         paths.insert(
@@ -180,7 +215,7 @@ pub fn document(routes: &[RouteSpec]) -> Value {
             }
         }),
     );
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "AIOS daemon API",
@@ -197,16 +232,47 @@ pub fn document(routes: &[RouteSpec]) -> Value {
             }}
         },
         "paths": paths
-    })
+    });
+    rewrite_refs(&mut doc);
+    doc
+}
+
+/// Declares the path parameters of `path` that the operation's types did not (a plain
+/// `Path<String>` has no field names): each `{param}` as a required string.
+fn complete_parameters(op: &mut Map<String, Value>, path: &str) {
+    let mut params = op
+        .remove("parameters")
+        .and_then(|p| p.as_array().cloned())
+        .unwrap_or_default();
+    let declared = |name: &str| path.contains(&format!("{{{name}}}"));
+    params.retain(|p| p["in"] != "path" || declared(p["name"].as_str().unwrap_or_default()));
+    for name in path
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+    {
+        if !params
+            .iter()
+            .any(|p| p["in"] == "path" && p["name"] == name)
+        {
+            params.push(
+                json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}),
+            );
+        }
+    }
+    op.insert("parameters".into(), Value::Array(params));
 }
 
 static DOCUMENT: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
 
 /// `GET /v1/openapi.json`.
-pub async fn openapi(State(_): State<Shared>) -> impl IntoResponse {
+pub async fn openapi(State(_): State<Shared>) -> axum::response::Response {
     axum::Json(
         DOCUMENT
-            .get_or_init(|| document(&super::api::routes().into_parts().1))
+            .get_or_init(|| {
+                let (_, table, api) = super::api::routes().into_parts();
+                document(&table, &api)
+            })
             .clone(),
     )
+    .into_response()
 }

@@ -71,7 +71,7 @@ pub async fn start(
 }
 
 /// Paging of lists.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Page {
     /// After this id.
@@ -334,7 +334,7 @@ pub async fn say(
 }
 
 /// Where a history page starts.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// The first entry's sequence number.

@@ -83,7 +83,7 @@ impl History {
 }
 
 /// `?since_ms=`: only samples taken after it.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 pub struct HistoryQuery {
     #[serde(default)]
     since_ms: u64,

@@ -74,7 +74,7 @@ pub(crate) fn def_view(p: &Principal, def: &AgentDef, version: Option<u32>) -> V
     v
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Page {
     /// Continue after this name.
@@ -240,7 +240,7 @@ pub(crate) async fn agents_message(
 }
 
 /// Where an agent's transcript page starts.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TranscriptQuery {
     /// The instance: the session's (as given to `messages`), or `main` when absent.

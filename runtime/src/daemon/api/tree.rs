@@ -11,13 +11,28 @@ use super::*;
 use crate::daemon::http::{ApiJson, Problem, Shared};
 use crate::daemon::keys::Principal;
 
-pub(crate) async fn status(State(s): State<Shared>) -> ApiResult {
-    ok(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": s.started.elapsed().as_secs(),
-        "running": s.rt.is_running(),
-        "actors": s.rt.registry().len(),
-        "agents_active": s.rt.agent_system().active_count(),
+/// `GET /v1/status`: the node at a glance.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub(crate) struct StatusView {
+    /// The daemon's version.
+    version: &'static str,
+    /// Seconds since it started.
+    uptime_s: u64,
+    /// False once it is shutting down.
+    running: bool,
+    /// Actors in its tree.
+    actors: usize,
+    /// Agent instances active on this node.
+    agents_active: usize,
+}
+
+pub(crate) async fn status(State(s): State<Shared>) -> Result<axum::Json<StatusView>, Problem> {
+    Ok(axum::Json(StatusView {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_s: s.started.elapsed().as_secs(),
+        running: s.rt.is_running(),
+        actors: s.rt.registry().len(),
+        agents_active: s.rt.agent_system().active_count(),
     }))
 }
 
@@ -118,16 +133,38 @@ pub(crate) async fn tree_kill(
     ok(json!({"killed": body.path}))
 }
 
-pub(crate) async fn me(State(s): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult {
+/// `GET /v1/me`: the calling key.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub(crate) struct MeView {
+    /// The key's id.
+    key_id: String,
+    /// Its role.
+    role: Role,
+    /// Its tenant.
+    tenant: String,
+    /// True for a key of the operator tenant (node-wide routes).
+    operator_tenant: bool,
+    /// The key's name.
+    name: Option<String>,
+    /// When it expires, Unix ms.
+    expires_ms: Option<u64>,
+    /// The daemon's version.
+    version: &'static str,
+}
+
+pub(crate) async fn me(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+) -> Result<axum::Json<MeView>, Problem> {
     let info = s.keys.get(&p.key_id);
-    ok(json!({
-        "key_id": p.key_id,
-        "role": p.role,
-        "tenant": p.tenant,
-        "operator_tenant": p.tenant == crate::daemon::keys::OPERATOR_TENANT,
-        "name": info.as_ref().map(|k| k.name.clone()),
-        "expires_ms": info.as_ref().and_then(|k| k.expires_ms),
-        "version": env!("CARGO_PKG_VERSION"),
+    Ok(axum::Json(MeView {
+        operator_tenant: p.tenant == crate::daemon::keys::OPERATOR_TENANT,
+        key_id: p.key_id,
+        role: p.role,
+        tenant: p.tenant,
+        name: info.as_ref().map(|k| k.name.clone()),
+        expires_ms: info.as_ref().and_then(|k| k.expires_ms),
+        version: env!("CARGO_PKG_VERSION"),
     }))
 }
 
