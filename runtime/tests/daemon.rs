@@ -924,6 +924,12 @@ async fn the_openapi_document_lists_every_route_with_its_role_and_body_schema() 
     let rule = resolve(&name["schema"]);
     assert_eq!(rule["maxLength"], 64, "{rule}");
     assert!(rule["pattern"].is_string(), "{rule}");
+    // The optional body of a rotation is JSON, not required.
+    let rotate = &doc["paths"]["/v1/keys/{id}/rotate"]["post"]["requestBody"];
+    // (`required` defaults to false and is left out.)
+    assert_ne!(rotate["required"], true, "{rotate}");
+    let overlap = resolve(&rotate["content"]["application/json"]["schema"]);
+    assert!(overlap["properties"]["overlap_ms"].is_object(), "{overlap}");
     // A handler that returns a typed body documents it.
     let me = resolve(
         &doc["paths"]["/v1/me"]["get"]["responses"]["200"]["content"]["application/json"]["schema"],

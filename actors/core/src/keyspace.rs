@@ -131,6 +131,8 @@ pub enum Scope {
     Node,
     /// One node's, on a shared store: `<family>@<node>/…`.
     PerNode,
+    /// A tenant's, kept per node on a shared store: `<family>@<node>/<tenant>`.
+    TenantAfterNode,
 }
 
 /// What keeps two nodes from writing a family's records at once.
@@ -201,7 +203,7 @@ const fn family(
 
 use Form::{Lease, Prefix as Records, Single};
 use Guard::{Fence, HeldLease, NodePartition, OwnLease};
-use Scope::{ApiKey, Node, PerNode, TenantInName, TenantInValue, TenantSegment};
+use Scope::{ApiKey, Node, PerNode, TenantAfterNode, TenantInName, TenantInValue, TenantSegment};
 
 /// Every family, in the order of ARCHITECTURE.md's table.
 #[rustfmt::skip]
@@ -228,7 +230,7 @@ pub const PREFIXES: &[Family] = &[
     family(TOOL_GRANTS, "toolgrants", Single, "tools::ToolService", Node, Guard::None, "durable", "tools", "none"),
     family(MCP_SERVER, "mcpsrv/<server>", Records, "tools::ToolService", Node, Guard::None, "durable", "tools", "deleted with the server"),
     family(QUOTA, "quota/<tenant>", Records, "daemon::quota", TenantSegment, Guard::None, "buffered", "quotas", "overwritten daily"),
-    family(QUOTA_PER_NODE, "quota@<node>/<tenant>", Records, "daemon::quota", PerNode, NodePartition, "buffered", "quotas", "overwritten daily"),
+    family(QUOTA_PER_NODE, "quota@<node>/<tenant>", Records, "daemon::quota", TenantAfterNode, NodePartition, "buffered", "quotas", "overwritten daily"),
     family(QUOTA_BASE, "quotabase/<tenant>", Records, "daemon::quota", TenantSegment, Guard::None, "buffered", "quotas", "overwritten daily"),
     family(WEBHOOK_SUBSCRIPTION, "whsub/<subscription>", Records, "daemon::webhooks", TenantInValue, Guard::None, "durable", "webhooks", "deleted with the subscription"),
     family(WEBHOOK_QUEUE, "whq/<seq:020>", Records, "daemon::webhooks", Node, Guard::None, "buffered, then the sequence durable", "webhooks", "deleted when delivered"),
@@ -261,15 +263,18 @@ pub fn family_of(key: &str) -> Option<&'static Family> {
         .max_by_key(|f| f.prefix.len())
 }
 
-/// The tenant a key's first segment names, for families scoped [`Scope::TenantInName`]
-/// (`agent/acme.writer/main` → `acme`) or [`Scope::TenantSegment`] (`quota/acme` → `acme`).
+/// The tenant a key names, for families scoped [`Scope::TenantInName`]
+/// (`agent/acme.writer/main` → `acme`), [`Scope::TenantSegment`] (`quota/acme` → `acme`) or
+/// [`Scope::TenantAfterNode`] (`quota@n1/acme` → `acme`).
 /// Names without a tenant part (written before tenants existed) have none.
 pub fn tenant_of(key: &str) -> Option<&str> {
     let family = family_of(key)?;
-    let first = key[family.prefix.len()..].split('/').next()?;
+    let mut segments = key[family.prefix.len()..].split('/');
+    let first = segments.next()?;
     match family.scope {
         Scope::TenantInName => first.split_once(TENANT_SEP).map(|(tenant, _)| tenant),
         Scope::TenantSegment => Some(first),
+        Scope::TenantAfterNode => segments.next(),
         _ => None,
     }
 }
@@ -326,6 +331,7 @@ fn scope_text(s: Scope) -> &'static str {
         Scope::ApiKey => "API key",
         Scope::Node => "node",
         Scope::PerNode => "one node of a shared store",
+        Scope::TenantAfterNode => "tenant (key segment after the node)",
     }
 }
 
@@ -418,6 +424,7 @@ mod tests {
             Some("acme")
         );
         assert_eq!(tenant_of("quota/acme"), Some("acme"));
+        assert_eq!(tenant_of("quota@n1/acme"), Some("acme"));
         assert_eq!(tenant_of("agent/w/main"), None);
         assert_eq!(tenant_of("run/abc"), None);
         assert_eq!(per_node(AUDIT_PER_NODE, "n1"), "audit@n1/");

@@ -73,8 +73,10 @@ impl From<&ToolContext> for CallContext {
 }
 
 impl CallContext {
-    /// The context a hosted tool is called with: the caller's agent (its default instance),
-    /// role and tenant.
+    /// The context a hosted tool is called with: the caller's agent, role and tenant. What
+    /// the service does not carry (the agent's instance key, its session, run and delegation
+    /// chain) is left out: the instance is `main`, the rest empty, so a hosted tool must not
+    /// rely on them.
     fn tool_context(&self) -> ToolContext {
         ToolContext {
             agent: (!self.agent.is_empty()).then(|| AgentId::main(self.agent.clone())),

@@ -49,39 +49,68 @@ fn module_of(src: &Path, file: &Path) -> Option<String> {
     (name != "lib").then(|| name.to_string())
 }
 
+/// `code` without its comments.
+fn strip_comments(code: &str) -> String {
+    code.lines()
+        .map(|line| line.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn ident(s: &str) -> String {
+    s.trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// The top-level items of a grouped import's body (`{a::X, b::{Y, Z}, c}` → a, b, c), which
+/// may span lines.
+fn group_items(body: &str) -> Vec<String> {
+    let (mut depth, mut start, mut out) = (0usize, 0usize, Vec::new());
+    for (i, c) in body.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                out.push(ident(&body[start..i]));
+                return out;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(ident(&body[start..i]));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Every module named after `crate::` in `code` (comments left out), including those in
-/// grouped imports (`use crate::{a::X, b};`).
-fn crate_imports(code: &str) -> BTreeSet<String> {
+/// grouped imports (`use crate::{a::X, b};`, over several lines too). `also` is another
+/// prefix that names the crate root (`super::` in a file at the top of `src/`).
+fn crate_imports(code: &str, also: Option<&str>) -> BTreeSet<String> {
+    let code = strip_comments(code);
     let mut out = BTreeSet::new();
-    for line in code.lines() {
-        let line = line.split("//").next().unwrap_or("");
-        let mut rest = line;
-        while let Some(at) = rest.find("crate::") {
-            let after = &rest[at + "crate::".len()..];
-            if let Some(group) = after.strip_prefix('{') {
-                let inner = group.split('}').next().unwrap_or("");
-                for item in inner.split(',') {
-                    let module: String = item
-                        .trim()
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                        .collect();
-                    if !module.is_empty() {
-                        out.insert(module);
-                    }
-                }
-            } else {
-                let module: String = after
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                if !module.is_empty() {
-                    out.insert(module);
+    for root in std::iter::once("crate::").chain(also) {
+        let mut rest = code.as_str();
+        while let Some(at) = rest.find(root) {
+            // `crate::` inside a longer path (`$crate::`, `foo_crate::`) is not the root.
+            let before = rest[..at].chars().last();
+            let after = &rest[at + root.len()..];
+            if !before
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == ':')
+            {
+                if let Some(group) = after.strip_prefix('{') {
+                    out.extend(group_items(group));
+                } else {
+                    out.insert(ident(after));
                 }
             }
             rest = after;
         }
     }
+    out.remove("");
     out
 }
 
@@ -110,7 +139,9 @@ fn modules_import_only_the_layers_below_them() {
             continue;
         };
         let code = std::fs::read_to_string(file).expect("read a source file");
-        for imported in crate_imports(&code) {
+        // In a file at the top of `src/` (`cost.rs`), `super::` is the crate root.
+        let top_level = file.parent() == Some(src.as_path());
+        for imported in crate_imports(&code, top_level.then_some("super::")) {
             if imported != module && !may.contains(imported.as_str()) {
                 violations.push(format!(
                     "{}: `{module}` imports `crate::{imported}`; move what they share to aios-core",
@@ -130,9 +161,21 @@ fn modules_import_only_the_layers_below_them() {
 
 #[test]
 fn the_import_scanner_finds_plain_and_grouped_imports_but_not_comments() {
-    let code = "use crate::agent::Task;\nuse crate::{memory::X, tools};\n// crate::llm\nlet x = crate::scheduler::f(); /// crate::cost";
-    let found: Vec<String> = crate_imports(code).into_iter().collect();
-    assert_eq!(found, ["agent", "memory", "scheduler", "tools"]);
+    let code = "use crate::agent::Task;\nuse crate::{memory::X, tools};\n// crate::llm\nlet x = crate::scheduler::f(); /// crate::cost\nuse crate::{\n    orchestration::{Run, Step},\n    records,\n};\nuse super::retention;";
+    let found: Vec<String> = crate_imports(code, None).into_iter().collect();
+    assert_eq!(
+        found,
+        [
+            "agent",
+            "memory",
+            "orchestration",
+            "records",
+            "scheduler",
+            "tools"
+        ]
+    );
+    let top: Vec<String> = crate_imports(code, Some("super::")).into_iter().collect();
+    assert!(top.contains(&"retention".to_string()), "{top:?}");
 }
 
 #[test]

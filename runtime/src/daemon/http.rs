@@ -121,6 +121,29 @@ where
     }
 }
 
+/// An optional JSON body: `None` when the request has none, otherwise as [`ApiJson`].
+pub struct ApiJsonOptional<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for ApiJsonOptional<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| Problem::new(rejection.status(), rejection.body_text()))?;
+        if bytes.is_empty() {
+            return Ok(Self(None));
+        }
+        serde_json::from_slice(&bytes)
+            .map(|v| Self(Some(v)))
+            .map_err(|e| Problem::bad_request(format!("body: {e}")))
+    }
+}
+
 /// Query parameters whose rejections are problems (400).
 pub struct ApiQuery<T>(pub T);
 
@@ -286,6 +309,7 @@ impl Default for Api {
 impl Api {
     /// An empty API.
     pub fn new() -> Self {
+        super::openapi::use_openapi_31_schemas();
         Self {
             router: aide::axum::ApiRouter::new(),
             table: Vec::new(),

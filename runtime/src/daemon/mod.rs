@@ -7,7 +7,8 @@
 //! - `quota.rs`: per-tenant daily request quotas that survive restarts.
 //! - `webhooks.rs`: signed deliveries from a persisted queue, retries, dead letters.
 //! - `http.rs`: problems (RFC 9457), the middleware stack, the route table.
-//! - `api.rs`: the `/v1` handlers; `runs.rs`: runs and sessions.
+//! - `api/`: the `/v1` route table and the handlers of each resource; `runs.rs`: runs and
+//!   sessions.
 //! - `idempotency.rs`: `Idempotency-Key` on POSTs.
 //! - `openai.rs`: the OpenAI-compatible `/v1/chat/completions` and agent event streams.
 

@@ -97,15 +97,13 @@ struct Prepared {
 }
 
 async fn prepare(s: &Shared, p: &Principal, req: ChatRequestIn) -> Result<Prepared, Problem> {
-    let full = format!("{}.{}", p.tenant, req.model);
-    if aios_actors::agent::validate_name(&req.model).is_err()
-        || s.rt.agent_system().registry().get(&full).is_none()
-    {
-        return Err(Problem::not_found(format!(
-            "model {:?}: no agent of that name",
-            req.model
-        )));
-    }
+    // The model names one of the caller's tenant's agents.
+    let full = super::api::ScopedAgent::new(p, &req.model)
+        .ok()
+        .filter(|full| s.rt.agent_system().registry().get(full).is_some())
+        .ok_or_else(|| {
+            Problem::not_found(format!("model {:?}: no agent of that name", req.model))
+        })?;
     if req.messages.is_empty() || req.messages.len() > CHAT_MESSAGES_MAX {
         return Err(Problem::bad_request(format!(
             "messages: 1..={CHAT_MESSAGES_MAX} required"

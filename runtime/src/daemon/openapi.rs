@@ -22,39 +22,50 @@ use schemars::JsonSchema;
 use serde_json::{Map, Value, json};
 
 use super::api::{Scoped, ScopedKind};
-use super::http::{ApiJson, ApiQuery, Problem, RouteSpec, Shared};
+use super::http::{ApiJson, ApiJsonOptional, ApiQuery, Problem, RouteSpec, Shared};
 use super::keys::Role;
 
 /// A JSON request body, from `T`'s schema.
 impl<T: JsonSchema> OperationInput for ApiJson<T> {
     fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
-        let json_schema = ctx.schema.subschema_for::<T>();
-        let description = ctx
-            .resolve_schema(&json_schema)
-            .get("description")
-            .and_then(Value::as_str)
-            .map(String::from);
-        set_body(
-            ctx,
-            operation,
-            RequestBody {
-                description,
-                content: IndexMap::from_iter([(
-                    "application/json".into(),
-                    MediaType {
-                        schema: Some(SchemaObject {
-                            json_schema,
-                            example: None,
-                            external_docs: None,
-                        }),
-                        ..MediaType::default()
-                    },
-                )]),
-                required: true,
-                extensions: IndexMap::default(),
-            },
-        );
+        json_body::<T>(ctx, operation, true);
     }
+}
+
+/// An optional JSON request body, from `T`'s schema.
+impl<T: JsonSchema> OperationInput for ApiJsonOptional<T> {
+    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
+        json_body::<T>(ctx, operation, false);
+    }
+}
+
+fn json_body<T: JsonSchema>(ctx: &mut GenContext, operation: &mut Operation, required: bool) {
+    let json_schema = ctx.schema.subschema_for::<T>();
+    let description = ctx
+        .resolve_schema(&json_schema)
+        .get("description")
+        .and_then(Value::as_str)
+        .map(String::from);
+    set_body(
+        ctx,
+        operation,
+        RequestBody {
+            description,
+            content: IndexMap::from_iter([(
+                "application/json".into(),
+                MediaType {
+                    schema: Some(SchemaObject {
+                        json_schema,
+                        example: None,
+                        external_docs: None,
+                    }),
+                    ..MediaType::default()
+                },
+            )]),
+            required,
+            extensions: IndexMap::default(),
+        },
+    );
 }
 
 /// Query parameters, one for each field of `T`.
@@ -101,6 +112,19 @@ impl OperationOutput for Problem {
 const PROBLEM_STATUSES: [&str; 10] = [
     "400", "401", "403", "404", "409", "413", "415", "422", "429", "500",
 ];
+
+/// Makes `aide` write JSON Schema 2020-12 (what OpenAPI 3.1 declares) into the document's
+/// components, for the routes registered on this thread from now on.
+pub(crate) fn use_openapi_31_schemas() {
+    aide::generate::in_context(|ctx| {
+        ctx.schema = schemars::SchemaGenerator::new(
+            schemars::generate::SchemaSettings::draft2020_12().with(|s| {
+                s.inline_subschemas = false;
+                s.definitions_path = "#/components/schemas/".into();
+            }),
+        );
+    });
+}
 
 /// What completes the operation of `method path`, for `aide`'s `*_with` routing functions.
 pub(crate) fn describer(

@@ -41,8 +41,10 @@ pub struct Usage {
     pub bytes: u64,
     /// Records.
     pub records: u64,
-    /// Bytes by kind (`agents`, `transcripts`, `definitions`, `memory`, `sessions`, `runs`,
-    /// `other`).
+    /// Bytes by kind: the `usage` column of the key space table (`agents`, `transcripts`,
+    /// `definitions`, `memory`, `sessions`, `runs`, `schedules`, `tools`, `costs`, `quotas`,
+    /// `webhooks`, `audit`, `keys`, `idempotency`, `preferences`), or `other` for records of
+    /// no family.
     pub by_kind: BTreeMap<String, u64>,
 }
 
@@ -133,7 +135,9 @@ async fn classify(
         return (NODE_BUCKET.to_string(), "other");
     };
     let tenant = match family.scope {
-        Scope::TenantInName | Scope::TenantSegment => keyspace::tenant_of(key).map(str::to_string),
+        Scope::TenantInName | Scope::TenantSegment | Scope::TenantAfterNode => {
+            keyspace::tenant_of(key).map(str::to_string)
+        }
         Scope::TenantInValue
             if family.prefix == keyspace::SESSION_META
                 || family.prefix == keyspace::SESSION_LOG =>
@@ -223,6 +227,7 @@ mod tests {
             ("memplace/acme.kb", "acme", "memory"),
             ("agent/local/main", NODE_BUCKET, "agents"),
             ("quota/acme", "acme", "quotas"),
+            ("quota@n1/acme", "acme", "quotas"),
             ("apikey/00112233aabb", NODE_BUCKET, "keys"),
             ("demo/visits", NODE_BUCKET, "other"),
         ] {

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::*;
-use crate::daemon::http::{ApiJson, Problem, Shared};
+use crate::daemon::http::{ApiJson, ApiJsonOptional, Problem, Shared};
 use crate::daemon::keys::Principal;
 
 pub(crate) async fn keys_list(
@@ -65,14 +65,9 @@ pub(crate) async fn keys_rotate(
     State(s): State<Shared>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    ApiJsonOptional(body): ApiJsonOptional<RotateBody>,
 ) -> ApiResult {
-    // The body is optional.
-    let body: RotateBody = if body.is_empty() {
-        RotateBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| Problem::bad_request(format!("body: {e}")))?
-    };
+    let body = body.unwrap_or_default();
     let overlap = body.overlap_ms.unwrap_or(24 * 3600 * 1000);
     let new = s
         .keys
