@@ -28,6 +28,7 @@
 mod anthropic;
 mod openai;
 mod server;
+pub mod source;
 mod text;
 
 use std::fmt;

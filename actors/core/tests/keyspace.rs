@@ -39,17 +39,6 @@ fn architecture_md_holds_the_key_space_table() {
     );
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("read a source directory") {
-        let path = entry.expect("a directory entry").path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
-
 /// Library code of a file: comments and everything from its `#[cfg(test)]` module on are left
 /// out (tests spell sample keys on purpose).
 fn library_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
@@ -62,10 +51,10 @@ fn library_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 #[test]
 fn no_source_spells_a_key_prefix_as_a_literal() {
     let root = root();
-    let mut files = Vec::new();
-    for dir in ["supervisor/src", "actors/src", "runtime/src", "src"] {
-        rust_files(&root.join(dir), &mut files);
-    }
+    let files: Vec<_> = ["supervisor/src", "actors/src", "runtime/src", "src"]
+        .iter()
+        .flat_map(|dir| aios_testkit::source::rust_files(&root.join(dir)))
+        .collect();
     assert!(files.len() > 80, "found only {} source files", files.len());
     let mut found = Vec::new();
     for file in &files {

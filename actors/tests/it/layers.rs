@@ -4,7 +4,7 @@
 //! one ARCHITECTURE.md gives ("Layers inside aios-actors").
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Each top-level module of `aios-actors` and the modules it may import. Everything else
 /// they share comes from `aios-core`.
@@ -29,17 +29,6 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["agent", "retention", "llm", "records", "protocol"],
     ),
 ];
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("read the source directory") {
-        let path = entry.expect("a directory entry").path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 /// The module of `aios-actors` a source file belongs to (`src/agent/actor.rs` → `agent`).
 fn module_of(src: &Path, file: &Path) -> Option<String> {
@@ -121,8 +110,7 @@ fn modules_import_only_the_layers_below_them() {
         .iter()
         .map(|(m, deps)| (*m, deps.iter().copied().collect()))
         .collect();
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
+    let files = aios_testkit::source::rust_files(&src);
     assert!(files.len() > 40, "found only {} source files", files.len());
     let mut violations = Vec::new();
     let mut seen = BTreeSet::new();

@@ -188,10 +188,7 @@ mod boundary {
     #[test]
     fn no_handler_takes_an_agent_or_namespace_name_unscoped() {
         let daemon = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/daemon");
-        let mut files: Vec<_> = std::fs::read_dir(daemon.join("api"))
-            .expect("read api/")
-            .map(|e| e.expect("an entry").path())
-            .collect();
+        let mut files = aios_testkit::source::rust_files(&daemon.join("api"));
         files
             .extend(["openai.rs", "streams.rs", "runs.rs", "schedules.rs"].map(|f| daemon.join(f)));
         let mut found = Vec::new();
