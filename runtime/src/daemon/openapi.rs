@@ -270,6 +270,15 @@ fn complete_parameters(op: &mut Map<String, Value>, path: &str) {
         .unwrap_or_default();
     let declared = |name: &str| path.contains(&format!("{{{name}}}"));
     params.retain(|p| p["in"] != "path" || declared(p["name"].as_str().unwrap_or_default()));
+    // `aide` strips `null` from an optional query parameter's type, which leaves a
+    // `"default": null` that the type no longer allows.
+    for p in &mut params {
+        if let Some(schema) = p.get_mut("schema").and_then(Value::as_object_mut)
+            && schema.get("default") == Some(&Value::Null)
+        {
+            schema.remove("default");
+        }
+    }
     for name in path
         .split('/')
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
