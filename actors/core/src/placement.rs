@@ -26,11 +26,6 @@ pub struct Placement {
     pub least_loaded: bool,
 }
 
-/// A tag: 1..=32 of `a-z 0-9 . _ -` ([`crate::name::validate_tag`]).
-pub fn valid_tag(tag: &str) -> bool {
-    crate::name::validate_tag(tag).is_ok()
-}
-
 impl Placement {
     /// Checks the node name and tags.
     ///

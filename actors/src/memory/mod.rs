@@ -628,8 +628,10 @@ impl MemoryStore {
         let lease = ns_lease_key(&info.name);
         let snapshots = self.inner.records.snapshots();
         if let Err(e) = snapshots.acquire(&lease).await {
-            if let Some(node) = spread::holder_node(&e) {
-                self.inner.served_by.insert(info.name.clone(), node);
+            if let Some(node) = e.held_by_node() {
+                self.inner
+                    .served_by
+                    .insert(info.name.clone(), node.to_owned());
             }
             return Err(MemoryError::Unavailable(format!(
                 "memory namespace {} is served by another node: {e}",

@@ -197,11 +197,6 @@ impl From<HostError> for MemoryError {
     }
 }
 
-/// The node holding the lease a refusal names (`"b#<process>"` → `"b"`).
-pub(crate) fn holder_node(e: &aios_supervisor::snapshot::SnapshotError) -> Option<String> {
-    e.held_by_node().map(str::to_owned)
-}
-
 /// A stable hash of a namespace's name (FNV-1a), so every node places its shards alike.
 fn name_hash(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -478,8 +473,8 @@ impl MemoryStore {
             self.unhost_locked(&info.name, shard, None, false).await;
         }
         if let Err(e) = snapshots.acquire(&lease).await {
-            return Err(match holder_node(&e) {
-                Some(node) => HostError::HeldBy(node),
+            return Err(match e.held_by_node() {
+                Some(node) => HostError::HeldBy(node.to_owned()),
                 None => HostError::Failed(MemoryError::Unavailable(e.to_string())),
             });
         }

@@ -166,11 +166,8 @@ impl ClusterConfig {
         if self.tags.len() > placement::TAGS_MAX {
             return Err(("cluster.tags", format!("at most {}", placement::TAGS_MAX)));
         }
-        if let Some(bad) = self.tags.iter().find(|t| !placement::valid_tag(t)) {
-            return Err((
-                "cluster.tags",
-                format!("{bad:?} is not a tag (1..=32 of a-z 0-9 . _ -)"),
-            ));
+        for tag in &self.tags {
+            aios_core::name::validate_tag(tag).map_err(|e| ("cluster.tags", e))?;
         }
         #[cfg(feature = "cluster")]
         self.tls()?;

@@ -164,21 +164,6 @@ fn operation_id(method: &str, path: &str) -> String {
     id
 }
 
-fn rewrite_refs(v: &mut Value) {
-    match v {
-        Value::Object(o) => {
-            if let Some(Value::String(r)) = o.get_mut("$ref")
-                && let Some(name) = r.strip_prefix("#/$defs/")
-            {
-                *r = format!("#/components/schemas/{name}");
-            }
-            o.values_mut().for_each(rewrite_refs);
-        }
-        Value::Array(a) => a.iter_mut().for_each(rewrite_refs),
-        _ => {}
-    }
-}
-
 /// The document: the operations registered with `routes`, completed with what every route
 /// shares (problems, security, the probes outside `/v1`).
 pub fn document(routes: &[RouteSpec], api: &aide::openapi::OpenApi) -> Value {
@@ -239,7 +224,7 @@ pub fn document(routes: &[RouteSpec], api: &aide::openapi::OpenApi) -> Value {
             }
         }),
     );
-    let mut doc = json!({
+    json!({
         "openapi": "3.1.0",
         "info": {
             "title": "AIOS daemon API",
@@ -256,9 +241,7 @@ pub fn document(routes: &[RouteSpec], api: &aide::openapi::OpenApi) -> Value {
             }}
         },
         "paths": paths
-    });
-    rewrite_refs(&mut doc);
-    doc
+    })
 }
 
 /// Declares the path parameters of `path` that the operation's types did not (a plain
