@@ -212,10 +212,13 @@ pub struct Peer {
     pub status: PeerStatus,
     /// When it last changed status (ms since the Unix epoch).
     pub since_ms: u64,
-    /// Open sessions with it (ractor_cluster may briefly hold two while it drops a duplicate).
+    /// Open sessions with it (ractor_cluster may briefly hold two while it drops a duplicate),
+    /// each with the socket address at its other end: for a session this node dialed, the
+    /// address it dialed (a seed behind a proxy or a name reaches the peer at an address other
+    /// than the one it advertises).
     #[serde(skip)]
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-    sessions: Vec<u64>,
+    sessions: Vec<(u64, String)>,
 }
 
 #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
@@ -232,7 +235,7 @@ struct Peers(Arc<DashMap<String, Peer>>);
 // Driven by ractor_cluster's events, so unused in a build without the cluster.
 #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
 impl Peers {
-    fn session_up(&self, name: &str, address: &str, session: u64) {
+    fn session_up(&self, name: &str, address: &str, session: u64, socket: &str) {
         let mut peer = self.0.entry(name.to_owned()).or_insert_with(|| Peer {
             name: name.to_owned(),
             address: address.to_owned(),
@@ -241,8 +244,8 @@ impl Peers {
             sessions: Vec::new(),
         });
         peer.address = address.to_owned();
-        if !peer.sessions.contains(&session) {
-            peer.sessions.push(session);
+        if !peer.sessions.iter().any(|(s, _)| *s == session) {
+            peer.sessions.push((session, socket.to_owned()));
         }
         if peer.status != PeerStatus::Up {
             peer.status = PeerStatus::Up;
@@ -258,7 +261,7 @@ impl Peers {
         let Some(mut peer) = self.0.get_mut(name) else {
             return false;
         };
-        let Some(at) = peer.sessions.iter().position(|s| *s == session) else {
+        let Some(at) = peer.sessions.iter().position(|(s, _)| *s == session) else {
             return false;
         };
         peer.sessions.swap_remove(at);
@@ -288,10 +291,16 @@ impl Peers {
         }
     }
 
-    fn is_up_at(&self, address: &str) -> bool {
-        self.0
-            .iter()
-            .any(|p| p.status == PeerStatus::Up && p.address == address)
+    /// Whether a peer is up that advertises `address`, or that has a session over one of
+    /// `sockets` (the addresses `address` resolves to).
+    fn is_up_at(&self, address: &str, sockets: &[String]) -> bool {
+        self.0.iter().any(|p| {
+            p.status == PeerStatus::Up
+                && (p.address == address
+                    || p.sessions
+                        .iter()
+                        .any(|(_, socket)| sockets.contains(socket)))
+        })
     }
 
     fn list(&self) -> Vec<Peer> {
@@ -484,6 +493,10 @@ mod imp {
     const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(250);
     /// The longest wait between two dials of a seed.
     const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(10);
+    /// The addresses of a seed's name that count as that seed.
+    const SEED_ADDRS_MAX: usize = 16;
+    /// How long resolving a seed's name may take.
+    const SEED_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
     struct Events(Peers);
 
@@ -492,8 +505,12 @@ mod imp {
 
         fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
             if let Some(peer) = &ses.peer_name {
-                self.0
-                    .session_up(&peer.name, &peer.connection_string, ses.node_id);
+                self.0.session_up(
+                    &peer.name,
+                    &peer.connection_string,
+                    ses.node_id,
+                    &ses.peer_addr.to_string(),
+                );
             }
         }
 
@@ -637,13 +654,26 @@ mod imp {
     ) {
         let mut next = vec![tokio::time::Instant::now(); seeds.len()];
         let mut backoff = vec![DIAL_BACKOFF_MIN; seeds.len()];
+        let mut resolved: Vec<Vec<String>> = vec![Vec::new(); seeds.len()];
         loop {
             for (i, seed) in seeds.iter().enumerate() {
-                if peers.is_up_at(seed) {
+                // A seed that names a proxy, or a host by name, reaches a peer that advertises
+                // another address: it is up too when a session runs over an address it
+                // resolved to when last dialed (dialing it again would only make a duplicate
+                // session, which ractor_cluster tears down, taking the peer's groups with it).
+                if peers.is_up_at(seed, &resolved[i]) {
                     backoff[i] = DIAL_BACKOFF_MIN;
                     continue;
                 }
                 if tokio::time::Instant::now() < next[i] {
+                    continue;
+                }
+                let lookup = tokio::net::lookup_host(seed.as_str());
+                resolved[i] = match tokio::time::timeout(SEED_LOOKUP_TIMEOUT, lookup).await {
+                    Ok(Ok(addrs)) => addrs.take(SEED_ADDRS_MAX).map(|a| a.to_string()).collect(),
+                    _ => Vec::new(),
+                };
+                if peers.is_up_at(seed, &resolved[i]) {
                     continue;
                 }
                 match &tls {
@@ -691,15 +721,19 @@ mod tests {
     #[test]
     fn a_peer_is_up_while_one_authenticated_session_is_open() {
         let peers = Peers::default();
-        peers.session_up("b@h", "h:1", 1);
+        peers.session_up("b@h", "h:1", 1, "10.0.0.1:1");
         // A duplicate session while ractor_cluster settles which one stays.
-        peers.session_up("b@h", "h:1", 2);
-        assert!(peers.is_up_at("h:1"));
+        peers.session_up("b@h", "h:1", 2, "10.0.0.1:1");
+        assert!(peers.is_up_at("h:1", &[]));
+        // Dialed through a proxy (or a name): up at the address the seed resolves to.
+        assert!(peers.is_up_at("proxy:9", &["10.0.0.1:1".into()]));
+        assert!(!peers.is_up_at("proxy:9", &["10.0.0.2:1".into()]));
         assert!(peers.session_down("b@h", 1));
         assert_eq!(peers.list()[0].status, PeerStatus::Up);
         assert!(peers.session_down("b@h", 2));
         assert_eq!(peers.list()[0].status, PeerStatus::Down);
-        assert!(!peers.is_up_at("h:1"));
+        assert!(!peers.is_up_at("h:1", &[]));
+        assert!(!peers.is_up_at("proxy:9", &["10.0.0.1:1".into()]));
         // A session never seen authenticated.
         assert!(!peers.session_down("b@h", 3));
         assert!(!peers.session_down("x@h", 1));
@@ -710,10 +744,10 @@ mod tests {
         let peers = Peers::default();
         for i in 0..PEERS_MAX as u64 {
             let name = format!("n{i}");
-            peers.session_up(&name, "h:1", i);
+            peers.session_up(&name, "h:1", i, "h:1");
             peers.session_down(&name, i);
         }
-        peers.session_up("last", "h:2", 0);
+        peers.session_up("last", "h:2", 0, "h:2");
         assert_eq!(peers.0.len(), PEERS_MAX);
         assert!(peers.0.contains_key("last"));
     }
