@@ -168,6 +168,7 @@ async fn aiosctl_drives_the_daemon() {
     )
     .await;
     assert!(ok && out.contains("exported 250 items"), "{out}{err}");
+    assert_eq!(mode(&exported), 0o600, "an export is the owner's only");
     assert!(ctl(&url, &key, &["memory", "create", "kb2"]).await.0);
     let (ok, out, err) = ctl(
         &url,
@@ -201,6 +202,7 @@ async fn aiosctl_drives_the_daemon() {
     )
     .await;
     assert!(ok, "{out}{err}");
+    assert_eq!(mode(&file), 0o600, "a backup is the owner's only");
     let copy = dir.path().join("copy");
     let (ok, out, err) = ctl(
         &url,
@@ -264,4 +266,10 @@ async fn aiosctl_drives_the_daemon() {
     .await;
     assert!(!ok && err.contains("checksum"), "{err}");
     assert!(!other.join("snapshots").exists());
+}
+
+/// The permission bits of `path`.
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }

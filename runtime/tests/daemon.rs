@@ -6,7 +6,7 @@
 mod common;
 
 use aios_runtime::daemon::api::routes;
-use aios_runtime::daemon::{Daemon, DaemonConfig, Role};
+use aios_runtime::daemon::{Daemon, DaemonConfig, Reach, Role};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -80,9 +80,11 @@ fn concrete(path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_refuses_missing_bad_revoked_expired_keys_and_insufficient_roles() {
     let dir = tempfile::tempdir().unwrap();
-    let (d, first) = Daemon::start(config(dir.path()), None)
-        .await
-        .expect("start");
+    let mut config = config(dir.path());
+    // Hundreds of bad credentials from 127.0.0.1 on purpose: this test's own limit (loopback
+    // has no exemption).
+    config.auth.failures_per_minute = 100_000;
+    let (d, first) = Daemon::start(config, None).await.expect("start");
     let admin = first.expect("first start creates an admin key").secret;
     let c = Client::new(d.addr);
     let viewer = create_key(&c, &admin, "viewer", None).await;
@@ -170,10 +172,26 @@ async fn every_route_refuses_missing_bad_revoked_expired_keys_and_insufficient_r
         let _ = &other_admin;
     }
 
-    // Node-wide routes refuse other tenants even with the admin role.
-    for path in ["/v1/tree", "/v1/errors", "/v1/audit/verify"] {
-        let (s, v, _) = c.send(Method::GET, path, Some(&other_admin), None).await;
-        assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {v}");
+    // Node-wide routes refuse other tenants even with the admin role, before anything runs.
+    let node_wide: Vec<_> = table.iter().filter(|r| r.reach == Reach::Node).collect();
+    assert!(node_wide.len() >= 15, "{node_wide:?}");
+    for route in node_wide {
+        let m = Method::from_bytes(route.method.as_str().as_bytes()).unwrap();
+        let (s, v, _) = c
+            .send(
+                m,
+                &concrete(route.path),
+                Some(&other_admin),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(
+            s,
+            StatusCode::FORBIDDEN,
+            "{} {}: {v}",
+            route.method,
+            route.path
+        );
     }
     // The probes are open.
     for path in ["/healthz", "/readyz", "/metrics"] {
@@ -183,17 +201,217 @@ async fn every_route_refuses_missing_bad_revoked_expired_keys_and_insufficient_r
     let (_, metrics, _) = c.send(Method::GET, "/metrics", None, None).await;
     let text = metrics.as_str().unwrap_or_default();
     assert!(text.contains("aios_http_requests_total"), "{text}");
-    // Authentication failures are audited.
+    // Authentication failures are audited: the first from an address in a minute at once,
+    // the rest counted into one entry when the minute is over (a minute boundary may have
+    // passed during the test: at most a few entries for hundreds of failures).
     let (s, v, _) = c
         .send(
             Method::GET,
-            "/v1/audit?action=auth_failed&limit=5",
+            "/v1/audit?action=auth_failed&limit=100",
             Some(&admin),
             None,
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(v["items"].as_array().unwrap().len(), 5, "{v}");
+    let n = v["items"].as_array().unwrap().len();
+    assert!(
+        (1..=4).contains(&n),
+        "{n} entries for hundreds of failures: {v}"
+    );
+    assert!(
+        v["items"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("from 127.0.0.1"),
+        "{v}"
+    );
+    d.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentications_are_limited_per_address_and_leave_small_audit_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.auth.failures_per_minute = 20;
+    let (d, first) = Daemon::start(config, None).await.expect("start");
+    let admin = first.unwrap().secret;
+    let c = Client::new(d.addr);
+    let long_path = format!("/v1/agents/{}", "x".repeat(8 * 1024));
+    let long_id = "r".repeat(8 * 1024);
+    let mut answers = Vec::new();
+    for _ in 0..300 {
+        let r = c
+            .http
+            .get(format!("{}{long_path}", c.base))
+            .bearer_auth("aios_bad")
+            .header("x-request-id", &long_id)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+        // The client's unsafe request id is replaced, not echoed.
+        let rid = r.headers().get("x-request-id").unwrap().to_str().unwrap();
+        assert!(rid.len() <= 64, "{rid}");
+        answers.push((status, retry));
+    }
+    // 20 failures a minute from 127.0.0.1 (no loopback exemption), then 429 with Retry-After.
+    let unauthorized = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert!((20..=22).contains(&unauthorized), "{unauthorized} × 401");
+    let limited: Vec<_> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert_eq!(limited.len(), 300 - unauthorized);
+    assert!(
+        limited
+            .iter()
+            .all(|(_, r)| r.is_some_and(|s| (1..=60).contains(&s)))
+    );
+    // A valid key from the same address still works.
+    let (s, _, _) = c.send(Method::GET, "/v1/me", Some(&admin), None).await;
+    assert_eq!(s, StatusCode::OK);
+    // A short id of a safe alphabet is kept.
+    let r = c
+        .http
+        .get(format!("{}/v1/me", c.base))
+        .bearer_auth(&admin)
+        .header("x-request-id", "trace-42.a_b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "trace-42.a_b");
+    // 300 failures made one small entry (the rest are counted when the minute is over).
+    let (s, v, _) = c
+        .send(
+            Method::GET,
+            "/v1/audit?action=auth_failed&limit=100",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let items = v["items"].as_array().unwrap();
+    assert!((1..=2).contains(&items.len()), "{v}");
+    let size = serde_json::to_string(&items[0]).unwrap().len();
+    assert!(size < 2048, "an entry of {size} bytes: {}", items[0]);
+    assert_ne!(items[0]["request_id"], json!(long_id));
+    d.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_wide_views_are_the_operator_tenants_and_metrics_name_no_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, first) = Daemon::start(config(dir.path()), None)
+        .await
+        .expect("start");
+    let admin = first.unwrap().secret;
+    let c = Client::new(d.addr);
+    let evil = create_key(&c, &admin, "admin", Some("evil")).await;
+    let acme = create_key(&c, &admin, "admin", Some("acme")).await;
+    let (s, v, _) = c
+        .send(
+            Method::POST,
+            "/v1/memory/namespaces",
+            Some(&acme),
+            Some(json!({"name": "secret-plans"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // A tenant's operator cannot undrain the node, nor read node-wide details.
+    for (m, path) in [
+        (Method::POST, "/v1/cluster/undrain"),
+        (Method::POST, "/v1/cluster/drain"),
+        (Method::GET, "/v1/cluster/nodes"),
+        (Method::GET, "/v1/mcp-servers"),
+        (Method::POST, "/v1/tools/files/test"),
+        (Method::GET, "/v1/errors"),
+    ] {
+        let (s, v, _) = c.send(m, path, Some(&evil), Some(json!({}))).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {v}");
+    }
+    // The status a tenant sees has no node-wide counts; the operator's has.
+    let (_, v, _) = c.send(Method::GET, "/v1/status", Some(&evil), None).await;
+    assert!(v.get("actors").is_none() && v["running"] == true, "{v}");
+    let (_, v, _) = c.send(Method::GET, "/v1/status", Some(&admin), None).await;
+    assert!(v["actors"].as_u64().is_some(), "{v}");
+    // /metrics names no tenant's namespace without a key; the operator asks for them.
+    let metrics = |key: Option<String>, query: &'static str| {
+        let c = &c;
+        async move {
+            let mut r = c.http.get(format!("{}/metrics{query}", c.base));
+            if let Some(k) = key {
+                r = r.bearer_auth(k);
+            }
+            let r = r.send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    // The sampler writes the namespace gauge every few seconds: wait for it on the operator's
+    // view (an event: the series appears).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (s, text) = metrics(Some(admin.clone()), "?tenants=true").await;
+        assert_eq!(s, StatusCode::OK);
+        if text.contains("secret-plans") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (s, text) = metrics(None, "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        !text.contains("secret-plans") && !text.contains("acme"),
+        "{text}"
+    );
+    assert!(text.contains("aios_http_requests_total"), "{text}");
+    let (s, _) = metrics(Some(evil.clone()), "?tenants=true").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = metrics(None, "?tenants=true").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    d.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_no_auth_serves_only_requests_addressed_to_a_loopback_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.insecure_no_auth = true;
+    let (d, _) = Daemon::start(config, None).await.expect("start");
+    let c = Client::new(d.addr);
+    let port = d.addr.port();
+    for (host, want) in [
+        (format!("127.0.0.1:{port}"), StatusCode::OK),
+        (format!("localhost:{port}"), StatusCode::OK),
+        ("[::1]:1".to_string(), StatusCode::OK),
+        ("LOCALHOST".to_string(), StatusCode::OK),
+        // DNS rebinding: a name that resolves to 127.0.0.1 in the attacker's zone.
+        (
+            format!("rebind.attacker.example:{port}"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "localhost.attacker.example".to_string(),
+            StatusCode::FORBIDDEN,
+        ),
+        ("127.0.0.1.nip.io".to_string(), StatusCode::FORBIDDEN),
+    ] {
+        let r = c
+            .http
+            .get(format!("{}/v1/me", c.base))
+            .header("host", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "Host: {host}");
+    }
     d.shutdown().await.expect("shutdown");
 }
 
@@ -851,7 +1069,51 @@ async fn runs_sessions_and_idempotent_creates_through_the_api() {
         StatusCode::CONFLICT,
         "a new key runs again: the agent exists"
     );
+    // A retried key creation answers the key without its secret, and says so: the secret
+    // was shown once and is stored nowhere (the store holds its hash).
+    let new_key = || {
+        c.http
+            .post(format!("{}/v1/keys", c.base))
+            .bearer_auth(&admin)
+            .header("idempotency-key", "key-1")
+            .json(&json!({"name": "ci", "role": "viewer"}))
+            .send()
+    };
+    let first: Value = new_key().await.unwrap().json().await.unwrap();
+    let secret = first["secret"].as_str().unwrap().to_string();
+    let again = new_key().await.unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(again.headers()["idempotent-withheld"], "secret");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["key"], first["key"]);
+    assert!(again.get("secret").is_none(), "{again}");
     d.shutdown().await.expect("shutdown");
+    let needle = secret.as_bytes();
+    for entry in walkdir(dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "the secret is stored in {}",
+            entry.display()
+        );
+    }
+}
+
+/// Every file under `dir`.
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

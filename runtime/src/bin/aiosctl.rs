@@ -851,7 +851,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let body = resp.bytes().await.context("reading the export")?;
                 match out {
                     Some(path) => {
-                        std::fs::write(&path, &body)
+                        // An export holds a tenant's memory: readable by the owner only.
+                        aios_runtime::daemon::backup::owner_only(&path)
+                            .and_then(|mut f| f.write_all(&body))
                             .with_context(|| format!("writing {}", path.display()))?;
                         let lines = body.iter().filter(|b| **b == b'\n').count();
                         println!("exported {lines} items to {}", path.display());

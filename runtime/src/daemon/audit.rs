@@ -10,6 +10,10 @@
 //! `AIOS_AUDIT_SIGNING_KEY`). [`AuditLog::verify`] then starts from the checkpoint, after
 //! checking its signature, so the chain still verifies and a forged cut is found.
 //!
+//! The head record (the last entry's sequence number and hash) carries an HMAC under the same
+//! key, rewritten with every append: a rewrite of the whole chain, consistent in itself, does
+//! not end at the signed head, and [`AuditLog::verify`] says so.
+//!
 //! Appends are ordered under one lock (sequence number, previous hash, insert) and made
 //! durable after it with the store's group commit, so concurrent requests share fsyncs, and
 //! any entry that is on disk has every earlier entry on disk too.
@@ -75,6 +79,23 @@ pub struct AuditEvent {
     pub outcome: String,
     /// Detail.
     pub detail: String,
+}
+
+/// The longest field of an entry, in bytes: longer ones (a client's path, say) are cut, so
+/// that no request makes an entry larger than a few KiB.
+pub const AUDIT_FIELD_MAX: usize = 512;
+
+/// `field` cut to [`AUDIT_FIELD_MAX`] bytes (on a character boundary), marked with `…`.
+fn bounded(mut field: String) -> String {
+    if field.len() > AUDIT_FIELD_MAX {
+        let mut end = AUDIT_FIELD_MAX - '…'.len_utf8();
+        while !field.is_char_boundary(end) {
+            end -= 1;
+        }
+        field.truncate(end);
+        field.push('…');
+    }
+    field
 }
 
 /// A query: entries after `after` (a sequence number) matching every given field.
@@ -267,6 +288,22 @@ fn err(e: impl std::fmt::Display) -> AuditError {
     AuditError(e.to_string())
 }
 
+/// The head record at `key`: sequence number, hash and signature (empty in a log written
+/// before heads were signed, whose record has the first two only).
+async fn read_head(
+    records: &Records,
+    key: &str,
+) -> Result<Option<(u64, String, String)>, AuditError> {
+    match records.get::<(u64, String, String)>(key).await {
+        Ok(head) => Ok(head),
+        Err(_) => Ok(records
+            .get::<(u64, String)>(key)
+            .await
+            .map_err(err)?
+            .map(|(seq, hash)| (seq, hash, String::new()))),
+    }
+}
+
 impl AuditLog {
     /// Opens the log, finding its head.
     ///
@@ -284,12 +321,8 @@ impl AuditLog {
     pub async fn open_scoped(records: Records, scope: Option<&str>) -> Result<Self, AuditError> {
         let chain = Chain::new(scope);
         // The head record names the last entry; without one (a new log) the chain is empty.
-        let head = match records
-            .get::<(u64, String)>(&chain.head)
-            .await
-            .map_err(err)?
-        {
-            Some((seq, hash_hex)) => {
+        let head = match read_head(&records, &chain.head).await? {
+            Some((seq, hash_hex, _)) => {
                 let mut hash = [0u8; 32];
                 for (i, b) in hash.iter_mut().enumerate() {
                     *b = hash_hex
@@ -350,6 +383,40 @@ impl AuditLog {
         let mut mac = Hmac::<Sha256>::new_from_slice(key).ok()?;
         mac.update(format!("{}|{first_seq}|{prev_hash}", self.chain.prefix).as_bytes());
         Some(hex(&mac.finalize().into_bytes()))
+    }
+
+    /// The head record for entry `seq` with `hash`: signed when there is a key.
+    fn head_record(&self, seq: u64, hash: &str) -> (u64, String, String) {
+        (
+            seq,
+            hash.to_owned(),
+            self.head_mac(seq, hash).unwrap_or_default(),
+        )
+    }
+
+    fn head_mac(&self, seq: u64, hash: &str) -> Option<String> {
+        use hmac::{Hmac, Mac};
+        let key = self.signing.as_ref()?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).ok()?;
+        mac.update(format!("head|{}|{seq}|{hash}", self.chain.prefix).as_bytes());
+        Some(hex(&mac.finalize().into_bytes()))
+    }
+
+    /// Writes the head record again, signed (a log written before heads were signed, or
+    /// entries adopted after a crash), durably. A daemon calls it once it has its key.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn sign_head(&self) -> Result<(), AuditError> {
+        let head = self.head.lock().await;
+        if head.seq == 0 || self.signing.is_none() {
+            return Ok(());
+        }
+        let record = self.head_record(head.seq, &hex(&head.hash));
+        self.records
+            .put(&self.chain.head, &record, Durability::Durable)
+            .await
+            .map_err(err)
     }
 
     /// The checkpoint left by the latest pruning, if any.
@@ -448,13 +515,13 @@ impl AuditLog {
             let mut e = AuditEntry {
                 seq: head.seq + 1,
                 at_ms: aios_actors::protocol::unix_ms(),
-                request_id: event.request_id,
-                key_id: event.key_id,
-                tenant: event.tenant,
-                action: event.action,
-                target: event.target,
-                outcome: event.outcome,
-                detail: event.detail,
+                request_id: bounded(event.request_id),
+                key_id: bounded(event.key_id),
+                tenant: bounded(event.tenant),
+                action: bounded(event.action),
+                target: bounded(event.target),
+                outcome: bounded(event.outcome),
+                detail: bounded(event.detail),
                 prev_hash: hex(&head.hash),
                 hash: String::new(),
             };
@@ -467,7 +534,7 @@ impl AuditLog {
             self.records
                 .put(
                     &self.chain.head,
-                    &(e.seq, e.hash.clone()),
+                    &self.head_record(e.seq, &e.hash),
                     Durability::Buffered,
                 )
                 .await
@@ -582,11 +649,8 @@ impl AuditLog {
         if self.chain.scope.is_none() {
             return Ok(false);
         }
-        Ok(self
-            .records
-            .get::<(u64, String)>(&format!("{HEAD_PER_NODE}{node}"))
-            .await
-            .map_err(err)?
+        Ok(read_head(&self.records, &format!("{HEAD_PER_NODE}{node}"))
+            .await?
             .is_some())
     }
 
@@ -747,6 +811,23 @@ impl AuditLog {
                 (c.prev_hash.clone(), c.first_seq)
             }
         };
+        // The signed head the chain must reach: with a key, every non-empty chain has one.
+        let signed = match (
+            &self.signing,
+            read_head(&self.records, &self.chain.head).await?,
+        ) {
+            (Some(_), Some((seq, hash, mac))) => {
+                if self.head_mac(seq, &hash).as_deref() != Some(mac.as_str()) {
+                    return Ok(broken(
+                        0,
+                        seq,
+                        "the head's signature does not match (the chain was rewritten?)".into(),
+                    ));
+                }
+                Some((seq, hash))
+            }
+            _ => None,
+        };
         let mut expected_seq = start;
         let mut cursor: Option<String> = start
             .checked_sub(1)
@@ -793,10 +874,29 @@ impl AuditLog {
                 if h != e.hash {
                     return Ok(broken(checked, e.seq, "its contents were changed".into()));
                 }
+                if signed
+                    .as_ref()
+                    .is_some_and(|(seq, hash)| *seq == e.seq && *hash != h)
+                {
+                    return Ok(broken(
+                        checked,
+                        e.seq,
+                        "the chain does not reach the signed head (it was rewritten)".into(),
+                    ));
+                }
                 prev = h;
                 expected_seq += 1;
             }
             cursor = Some(last);
+        }
+        if let Some((seq, _)) = signed
+            && seq >= expected_seq
+        {
+            return Ok(broken(
+                expected_seq - start,
+                expected_seq,
+                format!("entries {expected_seq}..={seq} of the signed head are missing"),
+            ));
         }
         let head = self.head.lock().await;
         if head.seq >= expected_seq {
@@ -856,6 +956,15 @@ mod tests {
             .await
             .unwrap();
         (records, a, b)
+    }
+
+    #[test]
+    fn a_field_longer_than_the_bound_is_cut_on_a_character_boundary() {
+        assert_eq!(bounded("short".into()), "short");
+        let long = "é".repeat(AUDIT_FIELD_MAX);
+        let cut = bounded(long);
+        assert!(cut.len() <= AUDIT_FIELD_MAX, "{}", cut.len());
+        assert!(cut.ends_with('…'));
     }
 
     #[tokio::test]
@@ -1155,5 +1264,75 @@ mod tests {
         let keyless = AuditLog::open(records).await.unwrap();
         assert!(!keyless.verify().await.unwrap().ok);
         assert!(keyless.prune(u64::MAX).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_rewrite_of_the_whole_chain_does_not_reach_the_signed_head() {
+        let open = || async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SledStore::open(dir.path(), &Default::default()).unwrap();
+            (
+                dir,
+                Records::new(Snapshots::new(std::sync::Arc::new(store))),
+            )
+        };
+        let event = |action: &str| AuditEvent {
+            action: action.into(),
+            ..AuditEvent::default()
+        };
+        let (_d1, records) = open().await;
+        let log = AuditLog::open(records.clone())
+            .await
+            .unwrap()
+            .with_signing_key(vec![7u8; 32])
+            .unwrap();
+        for a in ["create", "delete", "rotate"] {
+            log.append(event(a), true).await.unwrap();
+        }
+        assert!(log.verify().await.unwrap().ok);
+        // Someone with the store but not the key writes a chain of their own, consistent in
+        // itself (made by a log of their own), over the real one, with its head.
+        let (_d2, theirs) = open().await;
+        let forger = AuditLog::open(theirs.clone()).await.unwrap();
+        for a in ["create", "nothing", "rotate"] {
+            let e = forger.append(event(a), true).await.unwrap();
+            log.tamper(&e).await.unwrap();
+        }
+        let forged_head: (u64, String, String) = theirs.get(HEAD_KEY).await.unwrap().unwrap();
+        records
+            .put(HEAD_KEY, &forged_head, Durability::Durable)
+            .await
+            .unwrap();
+        let report = log.verify().await.unwrap();
+        assert!(!report.ok, "{report:?}");
+        assert!(report.problem.unwrap().contains("head"));
+        // With the real head left in place, the rewritten chain does not reach it.
+        records
+            .put(
+                HEAD_KEY,
+                &log.head_record(3, &hex(&log.head.lock().await.hash)),
+                Durability::Durable,
+            )
+            .await
+            .unwrap();
+        let report = log.verify().await.unwrap();
+        assert!(!report.ok, "{report:?}");
+        assert_eq!(report.broken_at, Some(3));
+        // A head written before heads were signed (release 0.1) is signed on open.
+        let (_d3, old) = open().await;
+        let unsigned = AuditLog::open(old.clone()).await.unwrap();
+        unsigned.append(event("x"), true).await.unwrap();
+        let (seq, hash, mac): (u64, String, String) = old.get(HEAD_KEY).await.unwrap().unwrap();
+        assert!(mac.is_empty());
+        old.put(HEAD_KEY, &(seq, hash), Durability::Durable)
+            .await
+            .unwrap();
+        let upgraded = AuditLog::open(old.clone())
+            .await
+            .unwrap()
+            .with_signing_key(vec![7u8; 32])
+            .unwrap();
+        upgraded.sign_head().await.unwrap();
+        assert!(upgraded.verify().await.unwrap().ok);
     }
 }

@@ -57,7 +57,8 @@ fn open(data_dir: &Path) -> Result<SledStore, BackupError> {
 }
 
 /// Writes every record of `data_dir`'s store to `out` (through a temporary file renamed at
-/// the end). Returns the number of records.
+/// the end). Returns the number of records. The file is created readable and writable by
+/// its owner only (mode 0600).
 ///
 /// # Errors
 /// [`BackupError`].
@@ -74,7 +75,9 @@ pub async fn backup(data_dir: &Path, out: &Path) -> Result<u64, BackupError> {
         error,
     };
     let tmp = out.with_extension("partial");
-    let file = std::fs::File::create(&tmp).map_err(io)?;
+    // A backup holds every tenant's data and the keys' hashes: readable by the owner only,
+    // from its first byte (an existing file keeps its mode, so it is set again).
+    let file = owner_only(&tmp).map_err(io)?;
     let mut w = BufWriter::new(file);
     w.write_all(MAGIC).map_err(io)?;
     let mut crc = crc32fast::Hasher::new();
@@ -211,4 +214,20 @@ pub async fn restore(data_dir: &Path, from: &Path) -> Result<u64, BackupError> {
         .await
         .map_err(|e| BackupError::Store(e.to_string()))?;
     Ok(n)
+}
+
+/// Creates (or truncates) `path` with mode 0600, and sets that mode on a file that existed.
+///
+/// # Errors
+/// The I/O error.
+pub fn owner_only(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
 }

@@ -138,6 +138,8 @@ pub struct DaemonConfig {
     pub insecure_no_auth: bool,
     /// Per-key rate limits.
     pub rate_limit: RateLimitConfig,
+    /// Failed-authentication limits per client address, and trusted proxies.
+    pub auth: super::failed_auth::AuthSection,
     /// Per-tenant quotas.
     pub quotas: QuotaConfig,
     /// Webhook delivery policy.
@@ -173,6 +175,7 @@ impl Default for DaemonConfig {
             shutdown_drain: Duration::from_secs(10),
             insecure_no_auth: false,
             rate_limit: RateLimitConfig::default(),
+            auth: super::failed_auth::AuthSection::default(),
             quotas: QuotaConfig::default(),
             webhooks: super::webhooks::WebhookConfig::default(),
             llm: LlmConfig::default(),
@@ -349,6 +352,9 @@ impl DaemonConfig {
         }
         if self.rate_limit.burst == 0 {
             return bad("rate_limit.burst", "must be at least 1");
+        }
+        if let Err((key, problem)) = self.auth.validate() {
+            return bad(key, problem);
         }
         if Some(self.listen) == self.metrics_listen {
             return bad("metrics_listen", "must differ from listen");

@@ -204,6 +204,8 @@ pub struct AppState {
     pub config: DaemonConfig,
     /// Per-key limiter.
     pub limiter: DefaultKeyedRateLimiter<String>,
+    /// Failed authentications per client address.
+    pub failed_auth: super::failed_auth::FailedAuth,
     /// Recent errors, newest last.
     pub errors: Mutex<VecDeque<RecentError>>,
     /// Whether the node is ready (false once shutdown begins).
@@ -249,6 +251,7 @@ impl AppState {
             keys: stores.keys,
             audit: stores.audit,
             limiter: RateLimiter::keyed(Quota::per_second(per_s).allow_burst(burst)),
+            failed_auth: super::failed_auth::FailedAuth::new(&config.auth),
             config,
             errors: Mutex::new(VecDeque::new()),
             ready: std::sync::atomic::AtomicBool::new(true),
@@ -283,7 +286,17 @@ impl AppState {
     }
 }
 
-/// A route as registered: method, path and the least role that may call it.
+/// Whose keys may call a route, besides its least role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Any tenant's keys: the handler works on the caller's tenant only.
+    Tenant,
+    /// Node-wide (drain, the actor tree, MCP servers, recent errors, tool tests): only the
+    /// operator tenant's keys ([`super::keys::OPERATOR_TENANT`]); other tenants get 403.
+    Node,
+}
+
+/// A route as registered: method, path, the least role that may call it, and whose keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteSpec {
     /// The method.
@@ -292,6 +305,8 @@ pub struct RouteSpec {
     pub path: &'static str,
     /// The least role allowed.
     pub role: Role,
+    /// Tenant or node-wide.
+    pub reach: Reach,
 }
 
 /// Builds the authenticated API, recording every route in a table.
@@ -316,15 +331,16 @@ impl Api {
         }
     }
 
-    /// Adds `method path`, callable by `role` and above. The route's OpenAPI operation is
-    /// registered with it, from the handler's types (`aide`): its path, query and body
-    /// extractors give the parameters and the request schema, `Problem` the error responses.
+    /// Adds `method path`, callable by `role` and above of any tenant. The route's OpenAPI
+    /// operation is registered with it, from the handler's types (`aide`): its path, query
+    /// and body extractors give the parameters and the request schema, `Problem` the error
+    /// responses.
     ///
     /// # Panics
     /// On a method other than GET, POST, PUT, PATCH or DELETE (a programming error in the
     /// route table, found by every test that starts the daemon).
     pub fn route<H, T, I, O>(
-        mut self,
+        self,
         method: Method,
         path: &'static str,
         role: Role,
@@ -336,8 +352,46 @@ impl Api {
         O: aide::operation::OperationOutput,
         T: 'static,
     {
+        self.add(method, path, role, Reach::Tenant, handler)
+    }
+
+    /// As [`Api::route`], for a node-wide route: only the operator tenant's keys with `role`
+    /// and above.
+    ///
+    /// # Panics
+    /// As [`Api::route`].
+    pub fn node_route<H, T, I, O>(
+        self,
+        method: Method,
+        path: &'static str,
+        role: Role,
+        handler: H,
+    ) -> Self
+    where
+        H: axum::handler::Handler<T, Shared> + aide::operation::OperationHandler<I, O>,
+        I: aide::operation::OperationInput,
+        O: aide::operation::OperationOutput,
+        T: 'static,
+    {
+        self.add(method, path, role, Reach::Node, handler)
+    }
+
+    fn add<H, T, I, O>(
+        mut self,
+        method: Method,
+        path: &'static str,
+        role: Role,
+        reach: Reach,
+        handler: H,
+    ) -> Self
+    where
+        H: axum::handler::Handler<T, Shared> + aide::operation::OperationHandler<I, O>,
+        I: aide::operation::OperationInput,
+        O: aide::operation::OperationOutput,
+        T: 'static,
+    {
         use aide::axum::routing as r;
-        let describe = super::openapi::describer(method.clone(), path, role);
+        let describe = super::openapi::describer(method.clone(), path, role, reach);
         let method_router = if method == Method::GET {
             r::get_with(handler, describe)
         } else if method == Method::POST {
@@ -353,10 +407,15 @@ impl Api {
         };
         let method_router =
             method_router.route_layer(middleware::from_fn(move |req: Request, next: Next| {
-                require_role(role, req, next)
+                require_role(role, reach, req, next)
             }));
         self.router = self.router.api_route(path, method_router);
-        self.table.push(RouteSpec { method, path, role });
+        self.table.push(RouteSpec {
+            method,
+            path,
+            role,
+            reach,
+        });
         self
     }
 
@@ -373,8 +432,15 @@ impl Api {
     }
 }
 
-async fn require_role(role: Role, req: Request, next: Next) -> Response {
+async fn require_role(role: Role, reach: Reach, req: Request, next: Next) -> Response {
     match req.extensions().get::<Principal>() {
+        Some(p) if reach == Reach::Node && p.tenant != super::keys::OPERATOR_TENANT => {
+            Problem::forbidden(format!(
+                "this is node-wide; only keys of the {:?} tenant may use it",
+                super::keys::OPERATOR_TENANT
+            ))
+            .into_response()
+        }
         Some(p) if p.role >= role => next.run(req).await,
         Some(p) => Problem::forbidden(format!(
             "this needs the {} role; the key {} is {}",
@@ -420,6 +486,26 @@ fn token(req: &Request) -> Option<String> {
     None
 }
 
+/// Whether the request's `Host` (or, without one, its URI's authority) is `localhost`,
+/// `127.0.0.1` or `[::1]`, on any port.
+fn loopback_host(req: &Request) -> bool {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+    let Some(host) = host else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        // `[::1]` or `[::1]:port`.
+        Some(rest) => rest.split_once(']').map_or("", |(inside, _)| inside),
+        None => host.split_once(':').map_or(host.as_str(), |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "::1"
+}
+
 fn is_mutating(m: &Method) -> bool {
     !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
 }
@@ -428,6 +514,14 @@ fn is_mutating(m: &Method) -> bool {
 /// when it changes something (or when authentication fails).
 pub async fn authenticate(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
     if state.config.insecure_no_auth {
+        // DNS rebinding: a page in a browser on this host may reach a loopback listener by a
+        // name of its own; only requests addressed to a loopback name are served.
+        if !loopback_host(&req) {
+            return Problem::forbidden(
+                "insecure_no_auth serves only requests whose Host is localhost, 127.0.0.1 or [::1]",
+            )
+            .into_response();
+        }
         req.extensions_mut().insert(Principal {
             key_id: "insecure".into(),
             role: Role::Admin,
@@ -440,20 +534,12 @@ pub async fn authenticate(State(state): State<Shared>, mut req: Request, next: N
     let principal = match state.keys.authenticate(token(&req).as_deref()) {
         Ok(p) => p,
         Err(e) => {
-            let audit = state.audit.clone();
-            let event = AuditEvent {
-                request_id: rid,
-                action: "auth_failed".into(),
-                target: action,
-                outcome: "denied".into(),
-                detail: e.to_string(),
-                ..AuditEvent::default()
-            };
-            if let Err(x) = audit.append(event, false).await {
-                tracing::error!(error = %x, "audit append");
-            }
-            metrics::counter!("aios_http_auth_failures_total").increment(1);
-            return Problem::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
+            let peer = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0);
+            let source = state.failed_auth.client(peer, req.headers());
+            return auth_failed(&state, source, rid, &action, &e).await;
         }
     };
     if let Err(not_until) = state.limiter.check_key(&principal.key_id) {
@@ -525,6 +611,73 @@ pub async fn authenticate(State(state): State<Shared>, mut req: Request, next: N
         .into_response();
     }
     response
+}
+
+/// A failed authentication: 429 over the client address' limit (nothing written), else 401,
+/// audited when it is the address' first this minute (the rest are counted, see
+/// [`super::failed_auth`]).
+async fn auth_failed(
+    state: &AppState,
+    source: std::net::IpAddr,
+    request_id: String,
+    action: &str,
+    e: &AuthError,
+) -> Response {
+    use super::failed_auth::Failure;
+    metrics::counter!("aios_http_auth_failures_total").increment(1);
+    match state
+        .failed_auth
+        .failure(source, aios_actors::protocol::unix_ms())
+    {
+        Failure::Limited(wait) => {
+            let mut p = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many failed authentications from {source}: at most {} a minute",
+                    state.config.auth.failures_per_minute
+                ),
+            );
+            p.retry_after_s = Some(wait);
+            return p.into_response();
+        }
+        Failure::Counted => {}
+        Failure::Audit => {
+            let event = AuditEvent {
+                request_id,
+                action: "auth_failed".into(),
+                target: action.to_string(),
+                outcome: "denied".into(),
+                detail: format!("{e} (from {source}; later failures this minute are counted)"),
+                ..AuditEvent::default()
+            };
+            if let Err(x) = state.audit.append(event, false).await {
+                tracing::error!(error = %x, "audit append");
+            }
+        }
+    }
+    Problem::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response()
+}
+
+/// The longest client-chosen `x-request-id` kept.
+pub const REQUEST_ID_MAX: usize = 64;
+
+/// Drops a client's `x-request-id` unless it is at most [`REQUEST_ID_MAX`] characters of
+/// `[A-Za-z0-9._:-]` (the request-id layer then makes one): ids go into logs and the audit
+/// log.
+pub async fn safe_request_id(mut req: Request, next: Next) -> Response {
+    let safe = |v: &HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty()
+            && b.len() <= REQUEST_ID_MAX
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
+    };
+    let headers = req.headers_mut();
+    let all: Vec<&HeaderValue> = headers.get_all("x-request-id").iter().collect();
+    if all.len() > 1 || all.first().is_some_and(|v| !safe(v)) {
+        headers.remove("x-request-id");
+    }
+    next.run(req).await
 }
 
 /// Counts requests and their latency by route and status.

@@ -3,6 +3,11 @@
 //! response again (`idempotent-replayed: true`) instead of creating twice. The same key with a
 //! different body is refused (422); a retry while the first is still running gets 409.
 //! Records live [`IDEMPOTENCY_TTL`] and are removed by a sweep.
+//!
+//! A record never holds a secret: a handler whose response carries one (a new API key, a
+//! webhook's signing key) marks it with [`Secrets`], those fields are left out of the stored
+//! body, and a replay says so in `idempotent-withheld: <fields>` (the secret was shown once;
+//! a client that lost it rotates the key).
 
 use std::time::Duration;
 
@@ -32,6 +37,27 @@ struct Stored {
     content_type: String,
     body: Vec<u8>,
     at_ms: u64,
+    /// Top-level fields of the JSON body left out because they are secrets.
+    #[serde(default)]
+    withheld: Vec<String>,
+}
+
+/// A response extension: the top-level fields of the JSON body that are secrets, which an
+/// idempotency record must not keep.
+#[derive(Clone, Copy, Debug)]
+pub struct Secrets(pub &'static [&'static str]);
+
+/// `body` without the top-level `fields` (a body that is not a JSON object is kept whole:
+/// then nothing is stored at all, see the caller).
+fn withhold(body: &[u8], fields: &[&str]) -> Option<(Vec<u8>, Vec<String>)> {
+    let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let obj = v.as_object_mut()?;
+    let withheld = fields
+        .iter()
+        .filter(|f| obj.remove(**f).is_some())
+        .map(|f| (*f).to_string())
+        .collect();
+    Some((serde_json::to_vec(&v).ok()?, withheld))
 }
 
 fn record_key(p: &Principal, method: &Method, path: &str, key: &str) -> String {
@@ -95,6 +121,11 @@ pub async fn idempotency(State(s): State<Shared>, req: Request, next: Next) -> R
             }
             r.headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            if !stored.withheld.is_empty()
+                && let Ok(v) = HeaderValue::from_str(&stored.withheld.join(", "))
+            {
+                r.headers_mut().insert("idempotent-withheld", v);
+            }
             return r;
         }
         Ok(_) => {}
@@ -121,7 +152,16 @@ pub async fn idempotency(State(s): State<Shared>, req: Request, next: Next) -> R
         return Problem::internal("the response was too large to keep for Idempotency-Key")
             .into_response();
     };
+    let (kept, withheld) = match parts.extensions.get::<Secrets>() {
+        None => (body.to_vec(), Vec::new()),
+        Some(Secrets(fields)) => match withhold(&body, fields) {
+            Some(x) => x,
+            // A secret in a body that cannot be redacted is not stored: a retry runs again.
+            None => return Response::from_parts(parts, Body::from(body)),
+        },
+    };
     let stored = Stored {
+        withheld,
         request_hash,
         status: parts.status.as_u16(),
         content_type: parts
@@ -130,7 +170,7 @@ pub async fn idempotency(State(s): State<Shared>, req: Request, next: Next) -> R
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json")
             .to_string(),
-        body: body.to_vec(),
+        body: kept,
         at_ms: aios_actors::protocol::unix_ms(),
     };
     if let Err(e) = records.put(&rkey, &stored, Durability::Durable).await {

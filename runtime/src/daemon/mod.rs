@@ -16,6 +16,7 @@ pub mod api;
 pub mod audit;
 pub mod backup;
 pub mod config;
+pub mod failed_auth;
 pub mod http;
 pub mod idempotency;
 pub mod keys;
@@ -49,7 +50,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 pub use self::audit::AuditLog;
 pub use self::config::{ConfigError, DaemonConfig};
-pub use self::http::{AppState, Problem, RouteSpec, Shared};
+pub use self::http::{AppState, Problem, Reach, RouteSpec, Shared};
 pub use self::keys::{KeyStore, NewKey, Role};
 
 /// Why the daemon could not start.
@@ -157,31 +158,89 @@ async fn healthz() -> Response {
     axum::Json(serde_json::json!({"status": "alive"})).into_response()
 }
 
-async fn metrics_text(State(s): State<Shared>) -> Response {
-    match &s.metrics {
-        Some(h) => (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "text/plain; version=0.0.4",
-            )],
-            h.render(),
-        )
-            .into_response(),
-        None => Problem::new(
+/// Labels whose values are a tenant's names: series with them are left out of `/metrics`
+/// unless the operator tenant asks for them (`?tenants=true`).
+pub const TENANT_LABELS: [&str; 2] = ["namespace", "tenant"];
+
+/// `?tenants=true` on `/metrics`.
+#[derive(serde::Deserialize)]
+struct MetricsQuery {
+    #[serde(default)]
+    tenants: bool,
+}
+
+/// `GET /metrics`: readable without a key by default (Prometheus scrapes it), and then with
+/// no tenant's names in it; the tenant-labelled series need an operator-tenant key and
+/// `?tenants=true`.
+async fn metrics_text(
+    State(s): State<Shared>,
+    http::ApiQuery(q): http::ApiQuery<MetricsQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let Some(h) = &s.metrics else {
+        return Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "metrics are not recorded in this process",
         )
-        .into_response(),
+        .into_response();
+    };
+    let mut text = h.render();
+    if q.tenants {
+        let token = bearer(&headers);
+        match s.keys.authenticate(token.as_deref()) {
+            Ok(p) if p.tenant == keys::OPERATOR_TENANT => {}
+            Ok(_) => {
+                return Problem::forbidden(format!(
+                    "tenant-labelled metrics are node-wide; only keys of the {:?} tenant may read them",
+                    keys::OPERATOR_TENANT
+                ))
+                .into_response();
+            }
+            Err(e) => return Problem::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response(),
+        }
+    } else {
+        text = without_tenant_series(&text);
     }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// The Prometheus text `text` without the samples that carry one of [`TENANT_LABELS`].
+fn without_tenant_series(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let labels = line
+            .split_once('{')
+            .filter(|_| !line.starts_with('#'))
+            .map_or("", |(_, rest)| rest);
+        let tenant_named = TENANT_LABELS.iter().any(|label| {
+            labels.starts_with(&format!("{label}=\"")) || labels.contains(&format!(",{label}=\""))
+        });
+        if !tenant_named {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The bearer token of `headers`, if any.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string())
 }
 
 async fn metrics_key(State(s): State<Shared>, req: Request, next: Next) -> Response {
     if s.config.metrics_require_key {
-        let token = req
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string());
+        let token = bearer(req.headers());
         if let Err(e) = s.keys.authenticate(token.as_deref()) {
             return Problem::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
         }
@@ -247,6 +306,7 @@ pub fn app(state: Shared) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(middleware::from_fn(http::safe_request_id))
         .with_state(state)
 }
 
@@ -275,6 +335,10 @@ impl Daemon {
             let audit = AuditLog::open_scoped(records.clone(), scope)
                 .await
                 .and_then(|a| a.with_signing_key(signing))
+                .map_err(|e| DaemonError::Store(e.to_string()))?;
+            audit
+                .sign_head()
+                .await
                 .map_err(|e| DaemonError::Store(e.to_string()))?;
             let quotas = quota::Quotas::open(
                 records.clone(),
@@ -397,12 +461,14 @@ impl Daemon {
             error,
         })?;
         sampler::spawn(state.clone(), stop.clone());
+        failed_auth::spawn_auditor(state.clone(), stop.clone());
         retention::spawn(state.clone(), stop.clone());
         spawn_event_followers(state.clone(), stop.clone());
         let mut servers = Vec::new();
         let app = app(state.clone());
         let token = stop.clone();
         servers.push(tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(token.cancelled_owned())
                 .await

@@ -22,7 +22,7 @@ use schemars::JsonSchema;
 use serde_json::{Map, Value, json};
 
 use super::api::{Scoped, ScopedKind};
-use super::http::{ApiJson, ApiJsonOptional, ApiQuery, Problem, RouteSpec, Shared};
+use super::http::{ApiJson, ApiJsonOptional, ApiQuery, Problem, Reach, RouteSpec, Shared};
 use super::keys::Role;
 
 /// A JSON request body, from `T`'s schema.
@@ -131,23 +131,27 @@ pub(crate) fn describer(
     method: Method,
     path: &'static str,
     role: Role,
+    reach: Reach,
 ) -> impl for<'t> FnOnce(TransformOperation<'t>) -> TransformOperation<'t> {
-    move |op| describe(op, &method, path, role)
+    move |op| describe(op, &method, path, role, reach)
 }
 
-/// Completes a route's operation: its id, least role and security.
+/// Completes a route's operation: its id, least role, whose keys, and security.
 fn describe<'t>(
     op: TransformOperation<'t>,
     method: &Method,
     path: &str,
     role: Role,
+    reach: Reach,
 ) -> TransformOperation<'t> {
     let mut op = op
         .id(&operation_id(method.as_str(), path))
         .security_requirement("apiKey");
-    op.inner_mut()
-        .extensions
-        .insert("x-aios-min-role".into(), json!(role.as_str()));
+    let extensions = &mut op.inner_mut().extensions;
+    extensions.insert("x-aios-min-role".into(), json!(role.as_str()));
+    if reach == Reach::Node {
+        extensions.insert("x-aios-operator-tenant-only".into(), json!(true));
+    }
     op
 }
 

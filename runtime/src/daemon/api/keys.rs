@@ -50,7 +50,7 @@ pub(crate) async fn keys_create(
             json!({"key": new.info.id, "role": new.info.role}),
         )
         .await;
-    created(json!({ "key": new.info, "secret": new.secret }))
+    with_secret(created(json!({ "key": new.info, "secret": new.secret })))
 }
 
 #[derive(Deserialize, Default, schemars::JsonSchema)]
@@ -81,7 +81,7 @@ pub(crate) async fn keys_rotate(
             json!({"key": id, "new_key": new.info.id}),
         )
         .await;
-    created(json!({ "key": new.info, "secret": new.secret }))
+    with_secret(created(json!({ "key": new.info, "secret": new.secret })))
 }
 
 pub(crate) async fn keys_revoke(

@@ -50,14 +50,14 @@ pub fn routes() -> Api {
     use Role::{Admin, Operator, Viewer};
     Api::new()
         .route(M::GET, "/v1/status", Viewer, status)
-        .route(M::GET, "/v1/cluster/nodes", Viewer, cluster_nodes)
-        .route(M::POST, "/v1/cluster/drain", Operator, cluster_drain)
-        .route(M::POST, "/v1/cluster/undrain", Operator, cluster_undrain)
+        .node_route(M::GET, "/v1/cluster/nodes", Viewer, cluster_nodes)
+        .node_route(M::POST, "/v1/cluster/drain", Operator, cluster_drain)
+        .node_route(M::POST, "/v1/cluster/undrain", Operator, cluster_undrain)
         .route(M::GET, "/v1/openapi.json", Viewer, super::openapi::openapi)
-        .route(M::GET, "/v1/tree", Viewer, tree)
-        .route(M::POST, "/v1/tree/restart", Operator, tree_restart)
-        .route(M::POST, "/v1/tree/stop", Operator, tree_stop)
-        .route(M::POST, "/v1/tree/kill", Operator, tree_kill)
+        .node_route(M::GET, "/v1/tree", Viewer, tree)
+        .node_route(M::POST, "/v1/tree/restart", Operator, tree_restart)
+        .node_route(M::POST, "/v1/tree/stop", Operator, tree_stop)
+        .node_route(M::POST, "/v1/tree/kill", Operator, tree_kill)
         .route(M::GET, "/v1/me", Viewer, me)
         .route(
             M::GET,
@@ -65,16 +65,16 @@ pub fn routes() -> Api {
             Viewer,
             super::sampler::history,
         )
-        .route(
+        .node_route(
             M::GET,
             "/v1/tree/events",
             Operator,
             super::streams::tree_events,
         )
-        .route(M::GET, "/v1/tree/ws", Operator, super::streams::tree_ws)
+        .node_route(M::GET, "/v1/tree/ws", Operator, super::streams::tree_ws)
         .route(M::GET, "/v1/preferences", Viewer, prefs_get)
         .route(M::PUT, "/v1/preferences", Viewer, prefs_put)
-        .route(M::GET, "/v1/errors", Operator, recent_errors)
+        .node_route(M::GET, "/v1/errors", Operator, recent_errors)
         .route(M::GET, "/v1/agents", Viewer, agents_list)
         .route(M::POST, "/v1/agents", Operator, agents_create)
         .route(M::GET, "/v1/agents/{name}", Viewer, agents_get)
@@ -115,10 +115,10 @@ pub fn routes() -> Api {
         .route(M::GET, "/v1/tools", Viewer, tools_list)
         .route(M::GET, "/v1/tools/usage", Viewer, tools_usage)
         .route(M::GET, "/v1/tools/{name}/versions", Viewer, tools_versions)
-        .route(M::POST, "/v1/tools/{name}/test", Operator, tools_test)
-        .route(M::GET, "/v1/mcp-servers", Viewer, mcp_list)
-        .route(M::POST, "/v1/mcp-servers", Admin, mcp_add)
-        .route(M::DELETE, "/v1/mcp-servers/{name}", Admin, mcp_remove)
+        .node_route(M::POST, "/v1/tools/{name}/test", Operator, tools_test)
+        .node_route(M::GET, "/v1/mcp-servers", Viewer, mcp_list)
+        .node_route(M::POST, "/v1/mcp-servers", Admin, mcp_add)
+        .node_route(M::DELETE, "/v1/mcp-servers/{name}", Admin, mcp_remove)
         .route(M::GET, "/v1/memory/namespaces", Viewer, ns_list)
         .route(M::POST, "/v1/memory/namespaces", Operator, ns_create)
         .route(
@@ -175,10 +175,10 @@ pub fn routes() -> Api {
         .route(M::POST, "/v1/keys/{id}/rotate", Admin, keys_rotate)
         .route(M::DELETE, "/v1/keys/{id}", Admin, keys_revoke)
         .route(M::GET, "/v1/audit", Admin, audit_query)
-        .route(M::GET, "/v1/audit/verify", Admin, audit_verify)
+        .node_route(M::GET, "/v1/audit/verify", Admin, audit_verify)
         .route(M::GET, "/v1/usage/disk", Viewer, super::usage::get)
-        .route(M::GET, "/v1/retention", Admin, super::retention::get)
-        .route(
+        .node_route(M::GET, "/v1/retention", Admin, super::retention::get)
+        .node_route(
             M::POST,
             "/v1/retention/run",
             Admin,
@@ -285,6 +285,16 @@ pub fn routes() -> Api {
 
 fn ok(v: Value) -> ApiResult {
     Ok(axum::Json(v).into_response())
+}
+
+/// Marks a response whose `secret` field is a secret, shown once: an idempotency record
+/// keeps the rest of it.
+fn with_secret(r: ApiResult) -> ApiResult {
+    r.map(|mut r| {
+        r.extensions_mut()
+            .insert(super::idempotency::Secrets(&["secret"]));
+        r
+    })
 }
 
 fn created(v: Value) -> ApiResult {

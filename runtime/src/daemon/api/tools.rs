@@ -75,10 +75,8 @@ pub(crate) async fn mcp_list(State(s): State<Shared>) -> ApiResult {
 
 pub(crate) async fn mcp_add(
     State(s): State<Shared>,
-    Extension(p): Extension<Principal>,
     ApiJson(config): ApiJson<McpServerConfig>,
 ) -> ApiResult {
-    operator_tenant(&p)?;
     let tools =
         s.rt.tool_service()
             .add_mcp_server(config)
@@ -87,12 +85,7 @@ pub(crate) async fn mcp_add(
     created(json!({ "tools": tools }))
 }
 
-pub(crate) async fn mcp_remove(
-    State(s): State<Shared>,
-    Extension(p): Extension<Principal>,
-    Path(name): Path<String>,
-) -> ApiResult {
-    operator_tenant(&p)?;
+pub(crate) async fn mcp_remove(State(s): State<Shared>, Path(name): Path<String>) -> ApiResult {
     s.rt.tool_service()
         .remove_mcp_server(&name)
         .await

@@ -11,7 +11,8 @@ use super::*;
 use crate::daemon::http::{ApiJson, Problem, Shared};
 use crate::daemon::keys::Principal;
 
-/// `GET /v1/status`: the node at a glance.
+/// `GET /v1/status`: the node at a glance. The node-wide counts go to the operator
+/// tenant only; other tenants see their own agents on the agents routes.
 #[derive(serde::Serialize, schemars::JsonSchema)]
 pub(crate) struct StatusView {
     /// The daemon's version.
@@ -20,24 +21,29 @@ pub(crate) struct StatusView {
     uptime_s: u64,
     /// False once it is shutting down.
     running: bool,
-    /// Actors in its tree.
-    actors: usize,
-    /// Agent instances active on this node.
-    agents_active: usize,
+    /// Actors in its tree (operator tenant only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actors: Option<usize>,
+    /// Agent instances active on this node, every tenant's (operator tenant only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agents_active: Option<usize>,
 }
 
-pub(crate) async fn status(State(s): State<Shared>) -> Result<axum::Json<StatusView>, Problem> {
+pub(crate) async fn status(
+    State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
+) -> Result<axum::Json<StatusView>, Problem> {
+    let node = operator_tenant(&p).is_ok();
     Ok(axum::Json(StatusView {
         version: env!("CARGO_PKG_VERSION"),
         uptime_s: s.started.elapsed().as_secs(),
         running: s.rt.is_running(),
-        actors: s.rt.registry().len(),
-        agents_active: s.rt.agent_system().active_count(),
+        actors: node.then(|| s.rt.registry().len()),
+        agents_active: node.then(|| s.rt.agent_system().active_count()),
     }))
 }
 
-pub(crate) async fn tree(State(s): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult {
-    operator_tenant(&p)?;
+pub(crate) async fn tree(State(s): State<Shared>) -> ApiResult {
     let mut groups = serde_json::Map::new();
     let mut budget = TREE_NODES_MAX;
     for (name, sup) in [
@@ -121,10 +127,8 @@ pub(crate) fn child_of<'a>(
 
 pub(crate) async fn tree_kill(
     State(s): State<Shared>,
-    Extension(p): Extension<Principal>,
     ApiJson(body): ApiJson<RestartBody>,
 ) -> ApiResult {
-    operator_tenant(&p)?;
     let (sup, id) = child_of(&s, &body.path)?;
     sup.kill_child(id).await.map_err(|e| match e {
         aios_supervisor::SupervisorError::NotRunning(_) => Problem::conflict(e.to_string()),
@@ -170,10 +174,8 @@ pub(crate) async fn me(
 
 pub(crate) async fn tree_restart(
     State(s): State<Shared>,
-    Extension(p): Extension<Principal>,
     ApiJson(body): ApiJson<RestartBody>,
 ) -> ApiResult {
-    operator_tenant(&p)?;
     let (sup, id) = child_of(&s, &body.path)?;
     let info = sup
         .restart_child(id)
@@ -184,10 +186,8 @@ pub(crate) async fn tree_restart(
 
 pub(crate) async fn tree_stop(
     State(s): State<Shared>,
-    Extension(p): Extension<Principal>,
     ApiJson(body): ApiJson<RestartBody>,
 ) -> ApiResult {
-    operator_tenant(&p)?;
     let (sup, id) = child_of(&s, &body.path)?;
     sup.terminate_child(id)
         .await
@@ -195,11 +195,7 @@ pub(crate) async fn tree_stop(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub(crate) async fn recent_errors(
-    State(s): State<Shared>,
-    Extension(p): Extension<Principal>,
-) -> ApiResult {
-    operator_tenant(&p)?;
+pub(crate) async fn recent_errors(State(s): State<Shared>) -> ApiResult {
     let errors: Vec<_> = s
         .errors
         .lock()

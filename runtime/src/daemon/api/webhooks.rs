@@ -36,7 +36,9 @@ pub(crate) async fn hooks_create(
         .await
         .map_err(Problem::from)?;
     // The signing secret is shown here only.
-    created(serde_json::to_value(sub).map_err(Problem::internal)?)
+    with_secret(created(
+        serde_json::to_value(sub).map_err(Problem::internal)?,
+    ))
 }
 
 pub(crate) async fn hooks_delete(

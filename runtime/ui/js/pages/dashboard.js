@@ -52,7 +52,7 @@ class DashboardPage extends AiosPage {
     const since = this.samples.at(-1)?.at_ms ?? 0;
     const [status, cluster, hist, healthz, readyz, errors] = await Promise.all([
       get("/v1/status"),
-      get("/v1/cluster/nodes"),
+      node ? get("/v1/cluster/nodes") : { cluster: false, nodes: [] },
       get(`/v1/metrics/history?since_ms=${since}`),
       probe("/healthz"),
       probe("/readyz"),
@@ -66,15 +66,18 @@ class DashboardPage extends AiosPage {
     const cards = [
       stat("Health", h("span", {}, badge(`live ${healthz}`, healthz === "ok" ? "ok" : "bad"), " ", badge(`ready ${readyz}`, readyz === "ok" ? "ok" : "warn"))),
       stat("Uptime", fmtDuration(status.uptime_s)),
-      stat(
-        "Nodes",
-        cluster.cluster ? `${1 + cluster.nodes.filter((n) => n.status === "up").length} up` : "1",
-        cluster.cluster ? "this node and the members it has a session with" : "this node (not in a cluster)",
-      ),
-      stat("Actors", fmtNum(status.actors)),
-      stat("Agents active", fmtNum(status.agents_active)),
     ];
     if (node) {
+      // Node-wide figures: the operator tenant's only.
+      cards.push(
+        stat(
+          "Nodes",
+          cluster.cluster ? `${1 + cluster.nodes.filter((n) => n.status === "up").length} up` : "1",
+          cluster.cluster ? "this node and the members it has a session with" : "this node (not in a cluster)",
+        ),
+      );
+      cards.push(stat("Actors", fmtNum(status.actors)));
+      cards.push(stat("Agents active", fmtNum(status.agents_active)));
       cards.push(stat("Restarts / min", (restartsPerMin.at(-1)?.[1] ?? 0).toFixed(1)));
       cards.push(stat("LLM queue", fmtNum(last.llm_queued), "requests waiting in the LLM schedulers"));
       cards.push(stat("LLM in flight", fmtNum(last.llm_in_flight)));
