@@ -148,6 +148,46 @@ async fn aiosctl_drives_the_daemon() {
 
     let (ok, out, _) = ctl(&url, &key, &["tools", "list"]).await;
     assert!(ok && out.contains("web_fetch"), "{out}");
+    // Grants: one for tenant acme's agent writer, listed with its id, then revoked.
+    let (ok, out, err) = ctl(
+        &url,
+        &key,
+        &[
+            "tools",
+            "grant",
+            "web_fetch",
+            "files",
+            "--tenant",
+            "acme",
+            "--agent",
+            "writer",
+        ],
+    )
+    .await;
+    assert!(ok && out.contains("granted"), "{out}{err}");
+    let id = out
+        .trim()
+        .rsplit("id ")
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .to_string();
+    let (ok, out, _) = ctl(&url, &key, &["tools", "grants"]).await;
+    assert!(
+        ok && out.contains(&id) && out.contains("acme.writer"),
+        "{out}"
+    );
+    let (ok, out, err) = ctl(&url, &key, &["tools", "revoke", &id]).await;
+    assert!(ok && out.contains("revoked"), "{out}{err}");
+    let (ok, out, _) = ctl(&url, &key, &["tools", "grants"]).await;
+    assert!(ok && !out.contains(&id), "{out}");
+    let (ok, _, err) = ctl(
+        &url,
+        &key,
+        &["tools", "grant", "files", "--agent", "writer"],
+    )
+    .await;
+    assert!(!ok && err.contains("--tenant"), "{err}");
     let (ok, out, _) = ctl(&url, &key, &["audit", "verify"]).await;
     assert!(ok && out.contains("intact"), "{out}");
     let (ok, out, _) = ctl(&url, &key, &["audit", "tail", "--limit", "3"]).await;

@@ -1388,7 +1388,11 @@ async fn an_actor_crash_is_listed_among_recent_errors_and_the_daemon_keeps_servi
         .await
         .unwrap();
     let req = aios_actors::tools::ToolRequirement::parse("boom").unwrap();
-    let ctx = aios_actors::tools::CallContext::default();
+    // Called as an agent of the operator tenant, which may call every tool.
+    let ctx = aios_actors::tools::CallContext {
+        tenant: "default".into(),
+        ..Default::default()
+    };
     let r = tools.call(&req, json!({}), &ctx).await;
     assert!(r.is_err(), "{r:?}");
     let mut found = Value::Null;
@@ -1413,7 +1417,7 @@ async fn an_actor_crash_is_listed_among_recent_errors_and_the_daemon_keeps_servi
 async fn denied_tool_calls_are_audited() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.tools.grant_all = false;
+    cfg.tools.grant_all = Some(false);
     let (d, first) = Daemon::start(cfg, None).await.expect("start");
     let key = first.unwrap().secret;
     let c = Client::new(d.addr);
@@ -1421,6 +1425,7 @@ async fn denied_tool_calls_are_audited() {
         agent: "acme.snoop".into(),
         role: "executor".into(),
         tenant: "acme".into(),
+        ..Default::default()
     };
     let req = aios_actors::tools::ToolRequirement::parse("files").unwrap();
     let r = d
@@ -1530,13 +1535,22 @@ async fn preferences_are_kept_per_key_and_the_tree_streams_its_events() {
         .unwrap();
     let req = aios_actors::tools::ToolRequirement::parse("boom").unwrap();
     let _ = tools
-        .call(&req, json!({}), &aios_actors::tools::CallContext::default())
+        .call(
+            &req,
+            json!({}),
+            &aios_actors::tools::CallContext {
+                tenant: "default".into(),
+                ..Default::default()
+            },
+        )
         .await;
     let mut seen = String::new();
+    // One deadline for the whole wait: keep-alive comments arrive meanwhile.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     while !seen.contains("ChildRestarted") {
-        let chunk = tokio::time::timeout(std::time::Duration::from_secs(20), stream.next())
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
             .await
-            .expect("a restart event")
+            .unwrap_or_else(|_| panic!("no restart event in 20 s: {seen}"))
             .expect("open")
             .expect("bytes");
         seen.push_str(&String::from_utf8_lossy(&chunk));

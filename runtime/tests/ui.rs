@@ -798,3 +798,114 @@ async fn the_audit_page_lists_entries_and_every_node_s_log_merged() {
     b.shot("audit-merged").await;
     finish(b, d).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_grants_a_tool_to_one_tenant_s_agent_and_the_tenant_sees_it() {
+    let Some(b) = browser("grants").await else {
+        return;
+    };
+    let (_dir, d, base, admin) = start().await;
+    let acme = api(
+        &base,
+        &admin,
+        reqwest::Method::POST,
+        "/v1/keys",
+        Some(json!({"name": "acme admin", "role": "admin", "tenant": "acme"})),
+    )
+    .await["secret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+
+    // The operator tenant's admin grants `web_fetch` to acme's agent `writer`.
+    b.sign_in(&base, &admin).await;
+    b.go("#/tools").await;
+    b.wait_text("aios-page-tools", "MCP servers").await;
+    b.click_button("aios-page-tools", "Grant tools").await;
+    b.fill("dialog input[name=tenant]", "acme").await;
+    b.fill("dialog input[name=agent]", "writer").await;
+    b.fill("dialog input[name=tools]", "web_fetch").await;
+    b.click_button("dialog", "Grant").await;
+    let grants = api(
+        &base,
+        &admin,
+        reqwest::Method::GET,
+        "/v1/tools/grants",
+        None,
+    )
+    .await;
+    let id = grants["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["source"] == "api")
+        .expect("the grant made in the form")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        grants["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["id"] == id.as_str())
+            .unwrap()["agent"],
+        "acme.writer"
+    );
+    b.wait_text(
+        &format!("aios-page-tools [data-grant=\"{id}\"]"),
+        "agent acme.writer",
+    )
+    .await;
+    b.shot("granted").await;
+
+    // acme's admin sees the grant as its own agent's, and no MCP servers or revoke button.
+    b.client
+        .execute("window.aios.signOut()", vec![])
+        .await
+        .unwrap();
+    b.sign_in(&base, &acme).await;
+    b.go("#/tools").await;
+    let row = b
+        .wait_text(
+            &format!("aios-page-tools [data-grant=\"{id}\"]"),
+            "agent writer",
+        )
+        .await;
+    assert!(row.contains("web_fetch"), "{row}");
+    let page = b.find("aios-page-tools").await.text().await.unwrap();
+    assert!(!page.contains("MCP servers"), "{page}");
+    assert!(!page.contains("Revoke"), "{page}");
+    b.shot("tenant-view").await;
+
+    // Back as the operator: revoked in the interface, gone from the API.
+    b.client
+        .execute("window.aios.signOut()", vec![])
+        .await
+        .unwrap();
+    b.sign_in(&base, &admin).await;
+    b.go("#/tools").await;
+    b.click_button(&format!("aios-page-tools [data-grant=\"{id}\"]"), "Revoke")
+        .await;
+    b.click_button("dialog", "Revoke").await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let grants = api(
+            &base,
+            &admin,
+            reqwest::Method::GET,
+            "/v1/tools/grants",
+            None,
+        )
+        .await;
+        if !grants.to_string().contains(&id) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the grant is still there: {grants}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    finish(b, d).await;
+}

@@ -140,7 +140,8 @@ async fn agents_retrieve_from_the_node_memory() {
 }
 
 /// The node's plugin tools reach agents: a model's call to `files` goes through the tool
-/// service (grants, schema, host actor) and writes into the node's sandbox.
+/// service (grants, schema, host actor) and writes into the agent instance's sandbox
+/// (`<sandbox>/<tenant>/<agent>/<instance>`; a task without a tenant runs as `default`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_call_plugin_tools_through_the_tool_service() {
     use aios::actors::agent::{AgentDef, AgentRole, Task};
@@ -170,7 +171,11 @@ async fn agents_call_plugin_tools_through_the_tool_service() {
         .await
         .unwrap();
     assert_eq!(
-        std::fs::read_to_string(dir.path().join("sandbox/notes/todo.txt")).unwrap(),
+        std::fs::read_to_string(
+            dir.path()
+                .join("sandbox/default/scribe/main/notes/todo.txt")
+        )
+        .unwrap(),
         "ship it"
     );
     // The invalid call was refused by the schema and its reason went back to the model.

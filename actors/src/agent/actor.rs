@@ -443,10 +443,12 @@ impl AgentWorker {
         )
         .map_err(|e| AgentError::Invalid(format!("agent {:?}: {e}", def.name)))?;
         let tools = self.kernel.tools.specs(&def.tools);
-        let tenant = if task.tenant.is_empty() {
-            "default".to_string()
-        } else {
-            task.tenant.clone()
+        // With tenant-scoped names an agent acts as the tenant its name says, whatever the
+        // task carries (a task that names no tenant must not run as the operator tenant).
+        let tenant = match self.id.name.split_once('.') {
+            Some((tenant, _)) if self.kernel.tenant_scoped_names => tenant.to_string(),
+            _ if task.tenant.is_empty() => "default".to_string(),
+            _ => task.tenant.clone(),
         };
         let meta = RequestMeta {
             agent: self.id.name.clone(),

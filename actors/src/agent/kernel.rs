@@ -23,4 +23,7 @@ pub struct Kernel {
     pub events: EventHub,
     /// How long an agent's summariser call may take before it truncates instead.
     pub summary_timeout: std::time::Duration,
+    /// Agent names are `<tenant>.<name>`: an agent acts as its own tenant, whatever a task
+    /// says (see `AgentSystemConfig::tenant_scoped_names`).
+    pub tenant_scoped_names: bool,
 }

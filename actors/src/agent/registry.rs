@@ -374,7 +374,18 @@ impl AgentRegistry {
     /// # Errors
     /// When none matches, says how many had the capability and why they were refused.
     pub fn negotiate(&self, query: &CapabilityQuery) -> Result<CapabilityMatch, String> {
-        let candidates = self.who_can(&query.capability);
+        // Agents outside the name prefix (another tenant's) are not counted, nor named in
+        // the error: a tenant learns nothing of another's agents.
+        let candidates: Vec<CapabilityMatch> = self
+            .who_can(&query.capability)
+            .into_iter()
+            .filter(|m| {
+                query
+                    .name_prefix
+                    .as_ref()
+                    .is_none_or(|p| m.agent.starts_with(p.as_str()))
+            })
+            .collect();
         if candidates.is_empty() {
             return Err(format!("no agent has capability {:?}", query.capability));
         }
@@ -393,12 +404,6 @@ impl AgentRegistry {
         candidates
             .into_iter()
             .filter(|m| !query.exclude.contains(&m.agent))
-            .filter(|m| {
-                query
-                    .name_prefix
-                    .as_ref()
-                    .is_none_or(|p| m.agent.starts_with(p.as_str()))
-            })
             .filter(|m| query.model.as_ref().is_none_or(|model| &m.model == model))
             .filter(|m| cost_ceiling.is_none_or(|c| rank(m).0 <= c))
             .filter(|m| latency_max.is_none_or(|l| rank(m).1 <= l))

@@ -193,6 +193,7 @@ impl AgentSystem {
                     memory,
                     events: EventHub::default(),
                     summary_timeout: config.summary_timeout,
+                    tenant_scoped_names: config.tenant_scoped_names,
                 }),
                 supervisor,
                 config,

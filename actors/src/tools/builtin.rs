@@ -137,9 +137,29 @@ impl Tool for WebFetch {
     }
 }
 
-/// `files`: read and write files inside a sandbox directory.
+/// `files`: read and write files inside a sandbox directory of the calling agent instance:
+/// `<root>/<tenant>/<agent>/<instance>`, each part percent-encoded, so no tenant, agent or
+/// instance reaches another's files by path, link or name.
 pub struct Files {
     root: PathBuf,
+}
+
+/// One path component for `name`: bytes other than `A-Z a-z 0-9 - _` percent-encoded (so
+/// `..` is `%2E%2E` and `/` cannot split it), the empty name `%`. Distinct names give
+/// distinct components.
+fn component(name: &str) -> String {
+    if name.is_empty() {
+        return "%".into();
+    }
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 impl Files {
@@ -180,8 +200,27 @@ output = { content = "hello" }
         )
     }
 
-    /// Resolves `rel` inside the sandbox, refusing absolute paths, `..` and symlinks out.
-    fn resolve(&self, rel: &str) -> Result<PathBuf, String> {
+    /// The sandbox of the caller of `ctx`: its tenant's, agent's and instance's directory.
+    pub fn sandbox_of(&self, ctx: &ToolContext) -> PathBuf {
+        let (agent, instance) = ctx
+            .agent
+            .as_ref()
+            .map_or(("", ""), |a| (a.name.as_str(), a.key.as_str()));
+        self.root
+            .join(component(&ctx.tenant))
+            .join(component(agent))
+            .join(component(instance))
+    }
+
+    /// Resolves `rel` inside the sandbox of `ctx`'s caller, refusing absolute paths, `..` and
+    /// symlinks out.
+    fn resolve(&self, ctx: &ToolContext, rel: &str) -> Result<PathBuf, String> {
+        let root = self.sandbox_of(ctx);
+        std::fs::create_dir_all(&root).map_err(|e| format!("the sandbox: {e}"))?;
+        Self::resolve_in(&root, rel)
+    }
+
+    fn resolve_in(root: &Path, rel: &str) -> Result<PathBuf, String> {
         let rel = Path::new(rel);
         if rel
             .components()
@@ -189,10 +228,10 @@ output = { content = "hello" }
         {
             return Err("path must be relative, without '..'".into());
         }
-        let path = self.root.join(rel);
+        let path = root.join(rel);
         // No component below the root may be a symbolic link (dangling ones included): a
         // link could point anywhere, now or after this check.
-        let mut at = self.root.clone();
+        let mut at = root.to_path_buf();
         for c in rel.components() {
             if let Component::Normal(part) = c {
                 at.push(part);
@@ -216,8 +255,8 @@ impl Tool for Files {
         Self::manifest().spec()
     }
 
-    async fn call(&self, args: Value, _: &ToolContext) -> Result<Value, ToolError> {
-        let path = self.resolve(args["path"].as_str().unwrap_or_default())?;
+    async fn call(&self, args: Value, ctx: &ToolContext) -> Result<Value, ToolError> {
+        let path = self.resolve(ctx, args["path"].as_str().unwrap_or_default())?;
         match args["op"].as_str() {
             Some("read") => {
                 let meta = tokio::fs::metadata(&path)
@@ -379,16 +418,20 @@ mod tests {
         let _ = MemoryTool::manifests();
         let dir = tempfile::tempdir().expect("dir");
         let files = Files::new(dir.path().join("sandbox")).expect("sandbox");
-        assert!(files.resolve("notes/a.txt").is_ok());
+        let ctx = ToolContext::default();
+        assert!(files.resolve(&ctx, "notes/a.txt").is_ok());
         #[cfg(unix)]
         {
-            std::os::unix::fs::symlink("/nonexistent/target", dir.path().join("sandbox/link"))
+            std::os::unix::fs::symlink("/nonexistent/target", files.sandbox_of(&ctx).join("link"))
                 .expect("symlink");
-            assert!(files.resolve("link").is_err(), "a dangling link is refused");
-            assert!(files.resolve("link/below").is_err());
+            assert!(
+                files.resolve(&ctx, "link").is_err(),
+                "a dangling link is refused"
+            );
+            assert!(files.resolve(&ctx, "link/below").is_err());
         }
-        assert!(files.resolve("../escape").is_err());
-        assert!(files.resolve("/etc/passwd").is_err());
+        assert!(files.resolve(&ctx, "../escape").is_err());
+        assert!(files.resolve(&ctx, "/etc/passwd").is_err());
         let fetch = WebFetch::new(vec![
             "example.com".into(),
             "*.docs.rs".into(),
@@ -400,5 +443,67 @@ mod tests {
         assert!(!fetch.allowed("127.0.0.1", Some(9090)));
         assert!(!fetch.allowed("evil.com", None));
         assert!(!fetch.allowed("docs.rs.evil.com", None));
+    }
+
+    fn caller(tenant: &str, agent: &str, instance: &str) -> ToolContext {
+        ToolContext {
+            agent: Some(aios_core::AgentId {
+                name: agent.into(),
+                key: instance.into(),
+            }),
+            tenant: tenant.into(),
+            ..ToolContext::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn each_tenant_agent_and_instance_has_a_sandbox_of_its_own() {
+        let dir = tempfile::tempdir().expect("dir");
+        let files = Files::new(dir.path().join("sandbox")).expect("sandbox");
+        let acme = caller("acme", "acme.writer", "main");
+        files
+            .call(
+                json!({"op": "write", "path": "secret.txt", "content": "plans"}),
+                &acme,
+            )
+            .await
+            .expect("write");
+        let read = |ctx: ToolContext| {
+            let files = &files;
+            async move {
+                files
+                    .call(json!({"op": "read", "path": "secret.txt"}), &ctx)
+                    .await
+            }
+        };
+        assert_eq!(
+            read(acme.clone()).await.expect("its own")["content"],
+            "plans"
+        );
+        // Another tenant's agent of the same name, another agent, another instance, and names
+        // made to look like paths: none of them finds the file.
+        for other in [
+            caller("evil", "acme.writer", "main"),
+            caller("evil", "evil.writer", "main"),
+            caller("acme", "acme.reader", "main"),
+            caller("acme", "acme.writer", "session-2"),
+            caller("acme", "..", ".."),
+            caller("acme", "acme.writer/main", ""),
+            caller("", "", ""),
+        ] {
+            assert!(read(other.clone()).await.is_err(), "{other:?}");
+        }
+        // Nor through a path: `..` is refused whatever the caller.
+        let evil = caller("evil", "evil.writer", "main");
+        let up = files
+            .call(
+                json!({"op": "read", "path": "../../../acme/acme%2Ewriter/main/secret.txt"}),
+                &evil,
+            )
+            .await;
+        assert!(up.is_err());
+        assert_ne!(component(".."), component("%2E%2E"));
+        assert_eq!(component(".."), "%2E%2E");
+        assert_eq!(component("a/b"), "a%2Fb");
     }
 }

@@ -38,20 +38,21 @@ pub struct ToolsConfig {
     /// The `files` tool's sandbox (default `<data_dir>/sandbox`).
     pub sandbox_dir: Option<PathBuf>,
     /// Grant every tool to every agent (agent definitions still list the tools each agent
-    /// may call); turn off to grant per agent, role or tenant.
-    pub grant_all: bool,
+    /// may call); `false` to grant per agent, role or tenant. Unset: `true` for a node used
+    /// as a library; the daemon then grants per tenant (see its `[tenants] tools`).
+    pub grant_all: Option<bool>,
     /// MCP servers to connect at start (in addition to those added at run time, which are
     /// persisted); one that is already known by name is left as it is.
     pub mcp_servers: Vec<McpServerConfig>,
 }
 
 impl Default for ToolsConfig {
-    /// No web hosts, the default sandbox, every tool granted.
+    /// No web hosts, the default sandbox, every tool granted (unless a daemon decides).
     fn default() -> Self {
         Self {
             web_allow_hosts: Vec::new(),
             sandbox_dir: None,
-            grant_all: true,
+            grant_all: None,
             mcp_servers: Vec::new(),
         }
     }
@@ -94,7 +95,7 @@ pub async fn install_builtins(
             out.push(Arc::new(t));
         }
     }
-    if config.grant_all {
+    if config.grant_all.unwrap_or(true) {
         service.grant_node(Grant {
             tools: vec!["*".into()],
             ..Grant::default()

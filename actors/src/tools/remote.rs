@@ -191,6 +191,7 @@ mod tests {
                 agent: "a".into(),
                 role: "executor".into(),
                 tenant: "t".into(),
+                instance: "s-1".into(),
             },
         };
         let back: RemoteToolCall =

@@ -56,6 +56,10 @@ pub struct CallContext {
     pub role: String,
     /// Its tenant.
     pub tenant: String,
+    /// The calling agent's instance key (empty: `main`). Absent from calls of nodes that
+    /// predate it.
+    #[serde(default)]
+    pub instance: String,
 }
 
 impl From<&ToolContext> for CallContext {
@@ -68,18 +72,28 @@ impl From<&ToolContext> for CallContext {
                 .unwrap_or_default(),
             role: ctx.role.clone(),
             tenant: ctx.tenant.clone(),
+            instance: ctx
+                .agent
+                .as_ref()
+                .map(|a| a.key.clone())
+                .unwrap_or_default(),
         }
     }
 }
 
 impl CallContext {
-    /// The context a hosted tool is called with: the caller's agent, role and tenant. What
-    /// the service does not carry (the agent's instance key, its session, run and delegation
-    /// chain) is left out: the instance is `main`, the rest empty, so a hosted tool must not
-    /// rely on them.
+    /// The context a hosted tool is called with: the caller's agent instance, role and
+    /// tenant. What the service does not carry (its session, run and delegation chain) is
+    /// left out, so a hosted tool must not rely on them.
     fn tool_context(&self) -> ToolContext {
         ToolContext {
-            agent: (!self.agent.is_empty()).then(|| AgentId::main(self.agent.clone())),
+            agent: (!self.agent.is_empty()).then(|| {
+                let mut id = AgentId::main(self.agent.clone());
+                if !self.instance.is_empty() {
+                    id.key = self.instance.clone();
+                }
+                id
+            }),
             role: self.role.clone(),
             tenant: self.tenant.clone(),
             ..ToolContext::default()
@@ -168,6 +182,22 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// A stable id for it: the first 16 hex digits of the SHA-256 of its JSON.
+    pub fn id(&self) -> String {
+        use sha2::Digest as _;
+        let json = serde_json::to_string(self).unwrap_or_default();
+        sha2::Sha256::digest(json.as_bytes())
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Whether it may apply to some agent of `tenant` (whatever its agent and role fields).
+    pub fn reaches_tenant(&self, tenant: &str) -> bool {
+        self.tenant.as_ref().is_none_or(|t| t == tenant)
+    }
+
     fn allows(&self, ctx: &CallContext, tool: &str) -> bool {
         self.agent.as_ref().is_none_or(|a| a == &ctx.agent)
             && self.role.as_ref().is_none_or(|r| r == &ctx.role)
@@ -1189,6 +1219,24 @@ impl ToolService {
     /// Adds a grant for this run of the node only (from its configuration; not persisted).
     pub fn grant_node(&self, grant: Grant) {
         lock(&self.inner.node_grants).push(grant);
+    }
+
+    /// The persisted grants (made through [`ToolService::grant`]).
+    pub fn persisted_grants(&self) -> Vec<Grant> {
+        lock(&self.inner.grants).clone()
+    }
+
+    /// The node's configured grants (not persisted).
+    pub fn node_grants(&self) -> Vec<Grant> {
+        lock(&self.inner.node_grants).clone()
+    }
+
+    /// Whether some grant lets an agent of `tenant` call tool `name`.
+    pub fn tenant_may_use(&self, tenant: &str, name: &str) -> bool {
+        let covers =
+            |g: &Grant| g.reaches_tenant(tenant) && g.tools.iter().any(|t| t == "*" || t == name);
+        lock(&self.inner.grants).iter().any(covers)
+            || lock(&self.inner.node_grants).iter().any(covers)
     }
 
     /// The persisted grants, then the node's configured ones.

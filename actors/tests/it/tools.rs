@@ -67,6 +67,7 @@ fn ctx(agent: &str) -> CallContext {
         agent: agent.into(),
         role: "executor".into(),
         tenant: "acme".into(),
+        ..CallContext::default()
     }
 }
 

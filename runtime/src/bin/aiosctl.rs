@@ -248,6 +248,25 @@ enum Tools {
     Test { name: String },
     /// Calls, errors and cache hits per tool and agent.
     Usage,
+    /// The grants that reach this key's tenant (the operator tenant: every grant).
+    Grants,
+    /// Grant tools (operator tenant's admins): to a tenant, one of its agents, or a role.
+    Grant {
+        /// Tool names, or `*` for every tool.
+        #[arg(required = true)]
+        tools: Vec<String>,
+        /// The tenant (absent: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// One agent of that tenant, by its name in the tenant.
+        #[arg(long, requires = "tenant")]
+        agent: Option<String>,
+        /// Only agents with this role.
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// Remove a grant made through the API, by its id (`aiosctl tools grants`).
+    Revoke { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -754,6 +773,55 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         ],
                     );
                 }
+            }
+            Tools::Grants => {
+                let v = api.get("/v1/tools/grants").await?;
+                if json_out {
+                    show(&v)?;
+                } else {
+                    table(
+                        &items(&v),
+                        &[
+                            ("ID", "/id"),
+                            ("SOURCE", "/source"),
+                            ("TENANT", "/tenant"),
+                            ("AGENT", "/agent"),
+                            ("ROLE", "/role"),
+                            ("TOOLS", "/tools"),
+                        ],
+                    );
+                }
+            }
+            Tools::Grant {
+                tools,
+                tenant,
+                agent,
+                role,
+            } => {
+                let v = api
+                    .post(
+                        "/v1/tools/grants",
+                        json!({"tools": tools, "tenant": tenant, "agent": agent, "role": role}),
+                    )
+                    .await?;
+                if json_out {
+                    show(&v)?;
+                } else {
+                    println!(
+                        "granted {} (id {})",
+                        v["tools"],
+                        v["id"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Tools::Revoke { id } => {
+                api.call(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/tools/grants/{id}"),
+                    None,
+                )
+                .await?;
+                println!("revoked grant {id}");
             }
         },
         Command::Memory(m) => match m {

@@ -113,6 +113,32 @@ impl Default for SchedulesSection {
     }
 }
 
+/// The built-in tools every tenant's agents may call without a grant.
+pub const TENANT_TOOLS_DEFAULT: [&str; 4] = ["files", "memory_save", "memory_search", "web_fetch"];
+
+/// `[tenants]`: what every tenant gets without a grant.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantsSection {
+    /// Tools every tenant's agents may call (each still lists its tools in its definition).
+    /// The operator tenant may call every tool; other tools reach a tenant through a grant
+    /// (`POST /v1/tools/grants`).
+    pub tools: Vec<String>,
+}
+
+impl Default for TenantsSection {
+    /// The built-in tools: `files` (a sandbox per tenant, agent and instance), `memory_save`,
+    /// `memory_search` (the tenant's namespaces), `web_fetch` (the configured hosts).
+    fn default() -> Self {
+        Self {
+            tools: TENANT_TOOLS_DEFAULT
+                .iter()
+                .map(|t| (*t).to_string())
+                .collect(),
+        }
+    }
+}
+
 /// Everything `aiosd` reads.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -148,8 +174,12 @@ pub struct DaemonConfig {
     pub llm: LlmConfig,
     /// Agents.
     pub agents: AgentsSection,
-    /// Tools.
+    /// Tools. In the daemon, `grant_all` unset grants per tenant (the operator tenant every
+    /// tool, the others `[tenants] tools` and their grants); `true` grants every tool to
+    /// every tenant; `false` gives other tenants their explicit grants only.
     pub tools: aios_actors::tools::ToolsConfig,
+    /// What every tenant gets.
+    pub tenants: TenantsSection,
     /// Scheduled runs.
     pub schedules: SchedulesSection,
     /// Retention of history.
@@ -181,6 +211,7 @@ impl Default for DaemonConfig {
             llm: LlmConfig::default(),
             agents: AgentsSection::default(),
             tools: aios_actors::tools::ToolsConfig::default(),
+            tenants: TenantsSection::default(),
             schedules: SchedulesSection::default(),
             retention: super::retention::RetentionConfig::default(),
             ui: true,
@@ -384,6 +415,13 @@ impl DaemonConfig {
         if self.cluster.listen == Some(self.listen) {
             return bad("cluster.listen", "must differ from listen");
         }
+        for tool in &self.tenants.tools {
+            if tool != "*"
+                && let Err(e) = aios_core::name::validate_tool_name(tool)
+            {
+                return bad("tenants.tools", e);
+            }
+        }
         for (i, server) in self.tools.mcp_servers.iter().enumerate() {
             if let Err(e) = server.validate() {
                 return bad(&format!("tools.mcp_servers[{i}]"), e);
@@ -401,6 +439,9 @@ impl DaemonConfig {
         // The API scopes agent names by tenant (`<tenant>.<name>`); runs negotiate within it.
         rc.agents.tenant_scoped_names = true;
         rc.tools = self.tools.clone();
+        // Per tenant unless the operator says every tenant: the daemon adds the grants when
+        // it starts (`Daemon::start`).
+        rc.tools.grant_all = Some(self.tools.grant_all == Some(true));
         rc.schedules.missed_after = self.schedules.missed_after;
         rc.store = self.store.clone();
         // In a cluster a namespace starts when first asked for, once the peers are known, so

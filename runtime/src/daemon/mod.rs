@@ -151,6 +151,31 @@ fn spawn_key_reloader(keys: KeyStore, hooks: webhooks::Webhooks, stop: Cancellat
     });
 }
 
+/// The node's grants for tenants: the operator tenant may call every tool; every tenant the
+/// tools of `[tenants] tools` (unless `tools.grant_all` is set: `true` already granted every
+/// tool to everyone, `false` leaves tenants their explicit grants only).
+/// Other tools reach a tenant through persisted grants (`/v1/tools/grants`).
+fn grant_tenants(rt: &crate::Runtime, config: &DaemonConfig) {
+    use aios_actors::tools::Grant;
+    let tools = rt.tool_service();
+    if config.tools.grant_all == Some(true) {
+        tracing::warn!("tools.grant_all = true: every tenant's agents may call every tool");
+        return;
+    }
+    tools.grant_node(Grant {
+        tenant: Some(keys::OPERATOR_TENANT.into()),
+        tools: vec!["*".into()],
+        ..Grant::default()
+    });
+    // `grant_all = false`: tenants get explicit grants only.
+    if config.tools.grant_all.is_none() && !config.tenants.tools.is_empty() {
+        tools.grant_node(Grant {
+            tools: config.tenants.tools.clone(),
+            ..Grant::default()
+        });
+    }
+}
+
 /// How often a node on a shared store re-reads the API keys and webhook subscriptions.
 pub const KEYS_RELOAD_EVERY: Duration = Duration::from_secs(2);
 
@@ -382,6 +407,7 @@ impl Daemon {
                 return Err(e);
             }
         };
+        grant_tenants(&rt, &config);
         let bind = |addr: SocketAddr| async move {
             tokio::net::TcpListener::bind(addr)
                 .await

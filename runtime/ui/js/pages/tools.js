@@ -1,5 +1,6 @@
-// The tools view: the installed tools (versions, description, input schema), their usage
-// by agent and version, their example tests, and the node's MCP servers.
+// The tools view: the installed tools the tenant may use (versions, description, input
+// schema), their usage by agent and version, the grants that reach the tenant, and for the
+// operator tenant their example tests, the node's MCP servers and the grants' controls.
 //
 // `#/tools` lists everything; `#/tools/<name>` shows one tool.
 //
@@ -260,8 +261,14 @@ class ToolsPage extends AiosPage {
     return this.loadList();
   }
 
+  /** Tool tests are node-wide: operators of the operator tenant. */
   get canTest() {
-    return this.app.can("operator");
+    return this.app.can("operator") && !!this.app.me?.operator_tenant;
+  }
+
+  /** The node's MCP servers are listed to the operator tenant only. */
+  get seesMcp() {
+    return !!this.app.me?.operator_tenant;
   }
 
   /** Adding and removing MCP servers: admins of the operator tenant. */
@@ -286,13 +293,30 @@ class ToolsPage extends AiosPage {
     this.mcpMsg = h("div", { class: "tm-msg", role: "alert" });
     this.mcpList = h("div", {}, h("p", { class: "loading" }, "Loading…"));
     replace(this.mcpSec.body, this.mcpMsg, this.mcpList);
+    const addGrant = this.canManageMcp
+      ? h("button", { type: "button", onclick: () => this.addGrantDialog() }, "Grant tools")
+      : null;
+    this.grantsSec = section("Grants", addGrant);
     this.testOut = h("div", { class: "tm-test-out", role: "status", "aria-live": "polite" });
-    this.replaceChildren(pageHeader("Tools", refresh), this.toolsSec.card, this.usageSec.card, this.mcpSec.card);
+    this.replaceChildren(
+      pageHeader("Tools", refresh),
+      this.toolsSec.card,
+      this.usageSec.card,
+      this.grantsSec.card,
+      this.seesMcp ? this.mcpSec.card : null,
+    );
     await this.refreshList();
   }
 
   async refreshList() {
-    const [tools, usage, mcp] = await Promise.allSettled([get("/v1/tools"), get("/v1/tools/usage"), get("/v1/mcp-servers")]);
+    const [tools, usage, mcp, grants] = await Promise.allSettled([
+      get("/v1/tools"),
+      get("/v1/tools/usage"),
+      this.seesMcp ? get("/v1/mcp-servers") : Promise.resolve({ items: [] }),
+      get("/v1/tools/grants"),
+    ]);
+    if (grants.status === "rejected") replace(this.grantsSec.body, errorBox(grants.reason));
+    else this.renderGrants(grants.value?.items ?? []);
     const usageItems = usage.status === "fulfilled" ? usage.value?.items ?? [] : [];
     const byTool = usageByTool(usageItems);
 
@@ -416,6 +440,89 @@ class ToolsPage extends AiosPage {
       this.mcpList,
       pagedTable(columns, servers, { empty: "No MCP servers.", rowAttrs: (m) => ({ dataset: { mcp: m.name } }) }, this.pageSize),
     );
+  }
+
+  renderGrants(grants) {
+    const who = (g) => [
+      g.tenant ? `tenant ${g.tenant}` : "every tenant",
+      g.agent ? `agent ${g.agent}` : null,
+      g.role ? `role ${g.role}` : null,
+    ].filter(Boolean).join(", ");
+    const columns = [
+      { label: "Who", value: (g) => who(g) },
+      { label: "Tools", value: (g) => h("span", { class: "mono" }, (g.tools ?? []).join(", ")) },
+      { label: "From", value: (g) => (g.source === "config" ? badge("configuration") : badge("API")) },
+    ];
+    if (this.canManageMcp) {
+      columns.push({
+        label: "Actions",
+        value: (g) => {
+          if (g.source !== "api") return "—";
+          const b = h(
+            "button",
+            { type: "button", class: "danger small", "aria-label": `Revoke the grant of ${(g.tools ?? []).join(", ")} to ${who(g)}`, onclick: () => this.revokeGrant(g, b) },
+            "Revoke",
+          );
+          return b;
+        },
+      });
+    }
+    replace(
+      this.grantsSec.body,
+      h("p", { class: "muted" }, "Who may call which tools. Each agent still lists the tools it calls in its definition."),
+      pagedTable(columns, grants, { empty: "No grants reach this tenant.", rowAttrs: (g) => ({ dataset: { grant: g.id } }) }, this.pageSize),
+    );
+  }
+
+  async revokeGrant(grant, button) {
+    const ok = await confirmDialog(`Revoke the grant of ${(grant.tools ?? []).join(", ")}? Agents it covered can no longer call those tools.`, { confirm: "Revoke" });
+    if (!ok) return;
+    await busy(button, async () => {
+      await del(`/v1/tools/grants/${seg(grant.id)}`);
+      toast("Grant revoked.", "ok");
+      await this.refreshList();
+    });
+  }
+
+  addGrantDialog() {
+    const status = h("div", { class: "tm-status", role: "alert" });
+    const submit = h("button", { type: "submit" }, "Grant");
+    const form = h(
+      "form",
+      {
+        onsubmit: async (e) => {
+          e.preventDefault();
+          replace(status);
+          const f = formData(form);
+          const body = { tools: String(f.tools ?? "").split(",").map((t) => t.trim()).filter(Boolean) };
+          for (const k of ["tenant", "agent", "role"]) if (f[k]) body[k] = String(f[k]).trim();
+          await busy(submit, async () => {
+            try {
+              await post("/v1/tools/grants", body);
+            } catch (err) {
+              replace(status, errorBox(err));
+              throw err;
+            }
+            toast(`Granted ${body.tools.join(", ")}.`, "ok");
+            dlg.close();
+            await this.refreshList();
+          });
+        },
+      },
+      field("Tenant", h("input", { name: "tenant", spellcheck: "false", autocomplete: "off", placeholder: "acme" }), "Empty: every tenant."),
+      field("Agent", h("input", { name: "agent", spellcheck: "false", autocomplete: "off", placeholder: "writer" }), "One agent of that tenant, by its name there (needs a tenant)."),
+      field("Role", h("input", { name: "role", spellcheck: "false", autocomplete: "off", placeholder: "executor" }), "Only agents with this role (optional)."),
+      field("Tools", h("input", { name: "tools", required: true, spellcheck: "false", autocomplete: "off", placeholder: "t__search, web_fetch" }), "Tool names separated by commas; * for every tool."),
+      status,
+      h(
+        "div",
+        { class: "actions" },
+        h("button", { type: "button", class: "secondary", onclick: () => dlg.close() }, "Cancel"),
+        submit,
+      ),
+    );
+    const { dialog: dlg } = modal("Grant tools", form);
+    form.querySelector("input[name=tenant]")?.focus();
   }
 
   async removeMcp(server, button) {

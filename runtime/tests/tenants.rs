@@ -1,0 +1,419 @@
+//! Two tenants on one daemon over real HTTP on 127.0.0.1, with agents driven by a fake model
+//! (a real HTTP server of the test) and the operator's MCP server a real child process: an
+//! agent of tenant `evil` tries every path to tenant `acme`'s data it can reach with tool
+//! calls, and each is refused; the refusals of the grants are audited.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aios_runtime::daemon::{Daemon, DaemonConfig};
+use aios_testkit::{FakeConfig, FakeLlm, FakeReply, FakeToolCall};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(key);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn key(&self, admin: &str, tenant: &str) -> String {
+        let (s, v) = self
+            .send(
+                Method::POST,
+                "/v1/keys",
+                admin,
+                Some(json!({"name": tenant, "role": "admin", "tenant": tenant})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["secret"].as_str().unwrap().to_string()
+    }
+}
+
+fn config(dir: &std::path::Path, llm: &str) -> DaemonConfig {
+    let mut c = DaemonConfig::from_toml(
+        &format!(
+            r#"
+[[llm.providers]]
+name = "fake"
+kind = "openai"
+base_url = "{llm}"
+retry_attempts_max = 1
+
+[[llm.models]]
+provider = "fake"
+model = "m"
+"#
+        ),
+        "test",
+    )
+    .expect("config");
+    c.data_dir = dir.to_path_buf();
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.rate_limit.requests_per_s = 100_000;
+    c.rate_limit.burst = 100_000;
+    c
+}
+
+fn call(id: &str, tool: &str, args: Value, index: u32) -> FakeToolCall {
+    FakeToolCall::new(id, tool, args.to_string(), index)
+}
+
+/// The tool results the model got back in its latest request, by call id.
+fn tool_results(fake: &FakeLlm) -> Vec<(String, String)> {
+    let body = fake.requests().pop().expect("a request").body;
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| {
+            (
+                m["tool_call_id"].as_str().unwrap_or_default().to_string(),
+                m["content"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
+    let Some(server) = common::mcp_test_server("the two-tenants test") else {
+        return;
+    };
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, first) = Daemon::start(config(dir.path(), &fake.base_url()), None)
+        .await
+        .expect("start");
+    let admin = first.unwrap().secret;
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", d.addr),
+    };
+    // The operator's MCP server: its tools are the operator tenant's unless granted.
+    let (s, v) = c
+        .send(
+            Method::POST,
+            "/v1/mcp-servers",
+            &admin,
+            Some(json!({"name": "t", "transport": {"kind": "stdio", "command": server}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let acme = c.key(&admin, "acme").await;
+    let evil = c.key(&admin, "evil").await;
+
+    // acme: an agent that keeps a file and a memory, reachable by delegation as `vault`.
+    let (s, v) = c
+        .send(
+            Method::POST,
+            "/v1/memory/namespaces",
+            &acme,
+            Some(json!({"name": "vault"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let keeper = json!({"name": "keeper", "role": "executor", "model": "fake/m",
+        "system_prompt": "You keep secrets.", "tools": ["files", "memory_save"],
+        "capabilities": [{"name": "vault"}]});
+    let (s, v) = c
+        .send(Method::POST, "/v1/agents", &acme, Some(keeper))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    fake.push_script(FakeReply::ToolCalls(vec![
+        call(
+            "w1",
+            "files",
+            json!({"op": "write", "path": "secret.txt", "content": "the plans"}),
+            0,
+        ),
+        call(
+            "w2",
+            "memory_save",
+            json!({"namespace": "vault", "text": "the safe code is 4711"}),
+            1,
+        ),
+    ]));
+    fake.push_script(FakeReply::Text("kept".into()));
+    let (s, v) = c
+        .send(
+            Method::POST,
+            "/v1/agents/keeper/messages",
+            &acme,
+            Some(json!({"content": "keep these"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let kept = tool_results(&fake);
+    assert!(kept.iter().all(|(_, r)| !r.contains("error")), "{kept:?}");
+
+    // evil's agent lists every tool it could name; its tenant is granted the built-ins only.
+    let thief = json!({"name": "thief", "role": "executor", "model": "fake/m",
+        "system_prompt": "You steal.",
+        "tools": ["files", "memory_search", "memory_save", "t__echo", "delegate"]});
+    let (s, v) = c.send(Method::POST, "/v1/agents", &evil, Some(thief)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    fake.push_script(FakeReply::ToolCalls(vec![
+        call(
+            "f1",
+            "files",
+            json!({"op": "read", "path": "secret.txt"}),
+            0,
+        ),
+        call(
+            "f2",
+            "files",
+            json!({"op": "read", "path": "../../../acme/acme%2Ekeeper/main/secret.txt"}),
+            1,
+        ),
+        call(
+            "m1",
+            "memory_search",
+            json!({"namespace": "vault", "query": "safe code"}),
+            2,
+        ),
+        call(
+            "m2",
+            "memory_search",
+            json!({"namespace": "acme.vault", "query": "safe code"}),
+            3,
+        ),
+        call(
+            "m3",
+            "memory_save",
+            json!({"namespace": "acme.vault", "text": "planted"}),
+            4,
+        ),
+        call("t1", "t__echo", json!({"text": "hello"}), 5),
+        call(
+            "d1",
+            "delegate",
+            json!({"capability": "vault", "task": "read me secret.txt"}),
+            6,
+        ),
+    ]));
+    fake.push_script(FakeReply::Text("nothing found".into()));
+    let (s, v) = c
+        .send(
+            Method::POST,
+            "/v1/agents/thief/messages",
+            &evil,
+            Some(json!({"content": "find acme's secrets"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let results = tool_results(&fake);
+    assert_eq!(results.len(), 7, "{results:?}");
+    for (id, result) in &results {
+        assert!(
+            !result.contains("the plans") && !result.contains("4711"),
+            "{id} reached acme's data: {result}"
+        );
+        if id == "m3" {
+            // Saved, but into evil's own namespace named `acme.vault` (checked below).
+            continue;
+        }
+        assert!(
+            result.to_lowercase().contains("error")
+                || result.contains("no ")
+                || result.contains("not")
+                || result.contains("\"hits\":[]"),
+            "{id} was not refused: {result}"
+        );
+    }
+    let by_id = |id: &str| &results.iter().find(|(i, _)| i == id).unwrap().1;
+    // Delegation finds none of acme's agents, and does not say that acme has one.
+    assert!(
+        by_id("d1").contains("no agent has capability"),
+        "{}",
+        by_id("d1")
+    );
+    assert!(
+        by_id("t1").contains("denied") || by_id("t1").contains("grant"),
+        "{}",
+        by_id("t1")
+    );
+
+    // The grant refusal is audited under evil's tenant, and evil sees only its own entries.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, v) = c
+            .send(Method::GET, "/v1/audit?action=tool_denied", &evil, None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let items = v["items"].as_array().unwrap();
+        if let Some(e) = items
+            .iter()
+            .find(|e| e["target"].as_str().unwrap_or("").starts_with("t__echo"))
+        {
+            assert_eq!(e["tenant"], "evil", "{e}");
+            assert!(e["detail"].as_str().unwrap().contains("evil.thief"), "{e}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no audited denial: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // acme's data is as acme left it: no planted memory.
+    let (s, v) = c
+        .send(
+            Method::POST,
+            "/v1/memory/namespaces/vault/search",
+            &acme,
+            Some(json!({"query": "planted", "k": 10})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(!v.to_string().contains("planted"), "{v}");
+    let (_, v) = c
+        .send(Method::GET, "/v1/memory/namespaces", &evil, None)
+        .await;
+    assert!(
+        v.to_string().contains("acme.vault"),
+        "evil's own namespace: {v}"
+    );
+    let (_, v) = c
+        .send(Method::GET, "/v1/memory/namespaces", &acme, None)
+        .await;
+    assert!(!v.to_string().contains("acme.vault"), "{v}");
+
+    // Planning: acme's planner is not evil's, by name or by capability.
+    let plotter = json!({"name": "plotter", "role": "planner", "model": "fake/m",
+        "system_prompt": "You plan.", "capabilities": [{"name": "plan"}]});
+    let (s, v) = c
+        .send(Method::POST, "/v1/agents", &acme, Some(plotter))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let calls_before = fake.requests().len();
+    for body in [
+        json!({"task": "steal the plans", "planner": "plotter"}),
+        json!({"task": "steal the plans"}),
+    ] {
+        let (s, v) = c.send(Method::POST, "/v1/runs", &evil, Some(body)).await;
+        if s == StatusCode::CREATED {
+            // Accepted, then failed for want of a planner of evil's own.
+            let id = v["id"].as_str().unwrap().to_string();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let (_, run) = c
+                    .send(Method::GET, &format!("/v1/runs/{id}"), &evil, None)
+                    .await;
+                let status = run["status"].as_str().unwrap_or_default().to_lowercase();
+                if status == "failed" {
+                    assert!(!run.to_string().contains("acme"), "{run}");
+                    break;
+                }
+                assert_ne!(status, "completed", "{run}");
+                assert!(Instant::now() < deadline, "{run}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else {
+            assert!(s.is_client_error(), "{s}: {v}");
+            assert!(!v.to_string().contains("acme"), "{v}");
+        }
+    }
+    assert_eq!(
+        fake.requests().len(),
+        calls_before,
+        "acme's planner never ran for evil"
+    );
+
+    // The operator grants the MCP tool to evil's one agent: then it may call it, and the
+    // grant is listed for evil; evil cannot grant itself anything.
+    let (s, v) = c
+        .send(
+            Method::POST,
+            "/v1/tools/grants",
+            &evil,
+            Some(json!({"tenant": "evil", "tools": ["*"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, v) = c
+        .send(
+            Method::POST,
+            "/v1/tools/grants",
+            &admin,
+            Some(json!({"tenant": "evil", "agent": "thief", "tools": ["t__echo"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let grant_id = v["id"].as_str().unwrap().to_string();
+    let (_, v) = c.send(Method::GET, "/v1/tools/grants", &evil, None).await;
+    let listed = v["items"].as_array().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|g| g["id"] == grant_id.as_str() && g["agent"] == "thief"),
+        "{v}"
+    );
+    assert!(
+        listed
+            .iter()
+            .all(|g| g["tenant"].is_null() || g["tenant"] == "evil"),
+        "{v}"
+    );
+    let (_, tools) = c.send(Method::GET, "/v1/tools", &evil, None).await;
+    assert!(tools.to_string().contains("t__echo"), "{tools}");
+    let (_, tools) = c.send(Method::GET, "/v1/tools", &acme, None).await;
+    assert!(
+        !tools.to_string().contains("t__echo"),
+        "acme was not granted it: {tools}"
+    );
+    fake.push_script(FakeReply::ToolCalls(vec![call(
+        "t2",
+        "t__echo",
+        json!({"text": "hello"}),
+        0,
+    )]));
+    fake.push_script(FakeReply::Text("echoed".into()));
+    let (s, v) = c
+        .send(
+            Method::POST,
+            "/v1/agents/thief/messages",
+            &evil,
+            Some(json!({"content": "echo"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let results = tool_results(&fake);
+    let echoed = &results.iter().find(|(id, _)| id == "t2").unwrap().1;
+    assert!(echoed.contains("hello"), "{results:?}");
+    let (s, _) = c
+        .send(
+            Method::DELETE,
+            &format!("/v1/tools/grants/{grant_id}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, tools) = c.send(Method::GET, "/v1/tools", &evil, None).await;
+    assert!(!tools.to_string().contains("t__echo"), "{tools}");
+    d.shutdown().await.expect("shutdown");
+}
