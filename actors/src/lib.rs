@@ -11,6 +11,7 @@ pub mod scheduler;
 
 pub mod agent;
 pub mod orchestration;
+pub mod outbound;
 
 pub mod memory;
 

@@ -348,3 +348,120 @@ async fn a_finished_run_is_announced_to_its_tenant() {
     d.shutdown().await.unwrap();
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_s_webhook_reaches_no_internal_address_unless_the_operator_allows_it() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let receiver = Arc::new(Receiver::default());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let server = serve_receiver(listener, receiver.clone(), tx).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, first) = Daemon::start(config(dir.path()), None).await.unwrap();
+    let admin = first.unwrap().secret;
+    let base = format!("http://{}", d.addr);
+    let (s, v) = call(
+        &base,
+        &admin,
+        reqwest::Method::POST,
+        "/v1/keys",
+        json!({"name": "evil", "role": "admin", "tenant": "evil"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let evil = v["secret"].as_str().unwrap().to_string();
+    // Refused when subscribed, with the reason, before anything is stored.
+    for (url, kind) in [
+        (format!("http://127.0.0.1:{port}/x"), "loopback"),
+        ("http://127.0.0.1:22/".to_string(), "loopback"),
+        ("http://[::1]:8080/".to_string(), "loopback"),
+        ("http://localhost:8080/".to_string(), "loopback"),
+        (
+            "http://169.254.169.254/latest/meta-data/".to_string(),
+            "cloud-metadata",
+        ),
+        ("http://10.0.0.1/".to_string(), "private"),
+        ("http://0x7f000001/".to_string(), "loopback"),
+    ] {
+        let (s, v) = call(
+            &base,
+            &evil,
+            reqwest::Method::POST,
+            "/v1/webhooks",
+            json!({"url": url, "events": ["*"]}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{url}: {v}");
+        assert!(v["detail"].as_str().unwrap().contains(kind), "{url}: {v}");
+    }
+    let (_, v) = call(
+        &base,
+        &evil,
+        reqwest::Method::GET,
+        "/v1/webhooks",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 0, "{v}");
+    d.shutdown().await.unwrap();
+
+    // The operator allows 127.0.0.1: the subscription is accepted and delivered to.
+    let mut allowed = config(dir.path());
+    allowed.outbound.allow = vec!["127.0.0.1".into()];
+    let (d, _) = Daemon::start(allowed, None).await.unwrap();
+    let base = format!("http://{}", d.addr);
+    let (s, v) = call(
+        &base,
+        &evil,
+        reqwest::Method::POST,
+        "/v1/webhooks",
+        json!({"url": format!("http://127.0.0.1:{port}/evil"), "events": ["key.created"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    receiver
+        .secrets
+        .lock()
+        .unwrap()
+        .insert("evil".into(), v["secret"].as_str().unwrap().into());
+    let key = |name: &str| json!({"name": name, "role": "viewer"});
+    let (s, _) = call(&base, &evil, reqwest::Method::POST, "/v1/keys", key("one")).await;
+    assert_eq!(s, StatusCode::CREATED);
+    wait_for(&mut rx, "evil").await;
+    d.shutdown().await.unwrap();
+
+    // Without the allowance again, the stored subscription's deliveries are refused when
+    // connecting: the receiver gets nothing, and the tenant sees why.
+    let (d, _) = Daemon::start(config(dir.path()), None).await.unwrap();
+    let base = format!("http://{}", d.addr);
+    let (s, _) = call(&base, &evil, reqwest::Method::POST, "/v1/keys", key("two")).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = call(
+            &base,
+            &evil,
+            reqwest::Method::GET,
+            "/v1/webhooks/deliveries",
+            Value::Null,
+        )
+        .await;
+        if let Some(a) = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["error"].as_str().is_some_and(|e| e.contains("loopback")))
+        {
+            assert_ne!(a["outcome"], "delivered", "{a}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refused delivery: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rx.try_recv().is_err(), "the receiver got a delivery");
+    d.shutdown().await.unwrap();
+    server.abort();
+}

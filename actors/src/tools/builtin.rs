@@ -41,15 +41,47 @@ fn host_allowed(allowed: &[String], host: &str, port: Option<u16>) -> bool {
 /// `web_fetch`: GET a URL whose host is on the allow-list.
 pub struct WebFetch {
     allowed_hosts: Vec<String>,
-    /// `None` when the HTTP client could not be built (every call then fails).
+    /// For hosts named exactly in the allow-list (the operator's own destinations).
     client: Option<reqwest::Client>,
+    /// For hosts that match only a wildcard: connects where the outbound guard allows.
+    guarded: Option<reqwest::Client>,
+    guard: crate::outbound::OutboundGuard,
+}
+
+/// Whether `host` is named exactly (not by a wildcard) in `allowed`.
+fn host_named(allowed: &[String], host: &str, port: Option<u16>) -> bool {
+    let host = host.to_ascii_lowercase();
+    let with_port = port.map(|p| format!("{host}:{p}"));
+    allowed.iter().any(|a| {
+        let a = a.to_ascii_lowercase();
+        a == host || with_port.as_deref() == Some(a.as_str())
+    })
 }
 
 impl WebFetch {
-    /// A fetcher for these hosts (`example.com`, `*.example.com`, `127.0.0.1:8080`).
+    /// A fetcher for `allowed_hosts` (`example.com`, `*.docs.rs`, `127.0.0.1:8080`), with the
+    /// default outbound guard (no internal network allowed).
     pub fn new(allowed_hosts: Vec<String>) -> Self {
+        Self::with_guard(allowed_hosts, crate::outbound::OutboundGuard::default())
+    }
+
+    /// As [`WebFetch::new`], with `guard` for hosts that match only a wildcard.
+    pub fn with_guard(allowed_hosts: Vec<String>, guard: crate::outbound::OutboundGuard) -> Self {
         let hosts = allowed_hosts.clone();
-        // Every redirect hop must stay on the allow-list too, and there are few of them.
+        let on_list = std::sync::Arc::new(move |url: &reqwest::Url| {
+            let ok = matches!(url.scheme(), "http" | "https")
+                && url
+                    .host_str()
+                    .is_some_and(|h| host_allowed(&hosts, h, url.port()));
+            if ok {
+                Ok(())
+            } else {
+                Err("redirect to a host not on this tool's allow-list".to_string())
+            }
+        });
+        let exact = allowed_hosts.clone();
+        // The trusted client follows redirects only to hosts named exactly; one to a
+        // wildcard host is refused (fetch it directly, through the guard).
         let policy = reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() >= REDIRECTS_MAX {
                 return attempt.error("too many redirects");
@@ -58,17 +90,20 @@ impl WebFetch {
             let ok = matches!(url.scheme(), "http" | "https")
                 && url
                     .host_str()
-                    .is_some_and(|h| host_allowed(&hosts, h, url.port()));
+                    .is_some_and(|h| host_named(&exact, h, url.port()));
             if ok {
                 attempt.follow()
             } else {
-                attempt.error("redirect to a host not on this tool's allow-list")
+                attempt.error("redirect to a host not named on this tool's allow-list")
             }
         });
         let client = reqwest::Client::builder().redirect(policy).build().ok();
+        let guarded = guard.client(reqwest::Client::builder(), Some(on_list)).ok();
         Self {
             allowed_hosts,
             client,
+            guarded,
+            guard,
         }
     }
 
@@ -106,15 +141,23 @@ impl Tool for WebFetch {
         if !matches!(parsed.scheme(), "http" | "https") || !self.allowed(host, parsed.port()) {
             return Err(format!("host {host} is not on this tool's allow-list").into());
         }
-        let client = self
-            .client
-            .as_ref()
-            .ok_or("the HTTP client could not be built")?;
-        let mut response = client
-            .get(parsed)
-            .send()
-            .await
-            .map_err(|e| format!("fetch failed: {e}"))?;
+        let client = if host_named(&self.allowed_hosts, host, parsed.port()) {
+            self.client.as_ref()
+        } else {
+            self.guard.check_url(&parsed).map_err(|e| e.to_string())?;
+            self.guarded.as_ref()
+        }
+        .ok_or("the HTTP client could not be built")?;
+        let mut response = client.get(parsed).send().await.map_err(|e| {
+            // The guard's refusal is a source of the error: say it.
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why = format!("{why}: {s}");
+                source = s.source();
+            }
+            format!("fetch failed: {why}")
+        })?;
         let status = response.status().as_u16();
         // Read at most FETCH_BODY_MAX bytes, whatever the server sends.
         let mut bytes = Vec::new();
@@ -505,5 +548,55 @@ mod tests {
         assert_ne!(component(".."), component("%2E%2E"));
         assert_eq!(component(".."), "%2E%2E");
         assert_eq!(component("a/b"), "a%2Fb");
+    }
+
+    /// A wildcard host that resolves to an internal address is refused before connecting;
+    /// the same address named exactly by the operator is fetched.
+    #[tokio::test]
+    async fn web_fetch_guards_wildcard_hosts_and_trusts_hosts_named_exactly() {
+        use crate::outbound::{OutboundGuard, StaticResolver};
+        use futures_util::FutureExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let guard = OutboundGuard::default().with_resolver(Arc::new(StaticResolver::new(vec![
+            ("intranet.corp.test", vec!["10.0.0.7".parse().unwrap()]),
+            ("rebind.corp.test", vec!["127.0.0.1".parse().unwrap()]),
+            ("meta.corp.test", vec!["169.254.169.254".parse().unwrap()]),
+        ])));
+        let fetch = WebFetch::with_guard(vec!["*.corp.test".into()], guard.clone());
+        let ctx = ToolContext::default();
+        for (host, kind) in [
+            ("rebind.corp.test", "loopback"),
+            ("intranet.corp.test", "private"),
+            ("meta.corp.test", "cloud-metadata"),
+        ] {
+            let e = fetch
+                .call(json!({"url": format!("http://{host}:{port}/")}), &ctx)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(kind), "{host}: {e}");
+        }
+        assert!(
+            listener.accept().now_or_never().is_none(),
+            "a refused fetch connected"
+        );
+        // Named exactly by the operator: trusted (a local service), and it connects.
+        let exact = WebFetch::with_guard(vec![format!("127.0.0.1:{port}")], guard);
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = sock.read(&mut buf).await;
+            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await
+                .unwrap();
+        });
+        let got = exact
+            .call(json!({"url": format!("http://127.0.0.1:{port}/")}), &ctx)
+            .await
+            .expect("fetched");
+        assert_eq!(got["body"], "ok");
+        server.await.unwrap();
     }
 }

@@ -33,8 +33,12 @@ use std::sync::Arc;
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ToolsConfig {
-    /// Hosts `web_fetch` may reach (empty: none).
+    /// Hosts `web_fetch` may reach (empty: none). A host named exactly is trusted; one
+    /// that matches only a wildcard (`*.example.com`) passes the outbound guard too
+    /// ([`crate::outbound`]): it may not resolve to a loopback, private, … address.
     pub web_allow_hosts: Vec<String>,
+    /// Networks the outbound guard lets through although they are internal (empty: none).
+    pub outbound_allow: Vec<String>,
     /// The `files` tool's sandbox (default `<data_dir>/sandbox`).
     pub sandbox_dir: Option<PathBuf>,
     /// Grant every tool to every agent (agent definitions still list the tools each agent
@@ -51,6 +55,7 @@ impl Default for ToolsConfig {
     fn default() -> Self {
         Self {
             web_allow_hosts: Vec::new(),
+            outbound_allow: Vec::new(),
             sandbox_dir: None,
             grant_all: None,
             mcp_servers: Vec::new(),
@@ -75,7 +80,12 @@ pub async fn install_builtins(
     let tools: Vec<(ToolManifest, Arc<dyn aios_core::Tool>)> = vec![
         (
             WebFetch::manifest(),
-            Arc::new(WebFetch::new(config.web_allow_hosts.clone())),
+            Arc::new(WebFetch::with_guard(
+                config.web_allow_hosts.clone(),
+                crate::outbound::OutboundGuard::new(crate::outbound::OutboundGuard::parse_allow(
+                    &config.outbound_allow,
+                )?),
+            )),
         ),
         (Files::manifest(), Arc::new(Files::new(sandbox)?)),
         (save_m, save),

@@ -11,13 +11,15 @@ use std::path::Path;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("protocol", &[]),
     ("records", &[]),
+    // The outbound-request guard: the daemon's webhooks and `web_fetch` use it.
+    ("outbound", &[]),
     ("llm", &[]),
     ("cost", &["llm", "records"]),
     ("scheduler", &["llm", "cost"]),
     ("memory", &["llm", "records", "protocol"]),
     // The built-in memory tools (`memory_save`, `memory_search`) are plugin tools over the
     // memory store.
-    ("tools", &["memory", "llm", "records", "protocol"]),
+    ("tools", &["memory", "outbound", "llm", "records", "protocol"]),
     // Agents know memory and tools only through `aios_core::{MemoryHook, ToolSource}`.
     (
         "agent",

@@ -139,6 +139,16 @@ impl Default for TenantsSection {
     }
 }
 
+/// `[outbound]`: where destinations that tenants name may lead.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundSection {
+    /// Networks (`10.1.0.0/16`) or addresses that tenants' webhooks and `web_fetch` through
+    /// a wildcard host may reach although they are loopback, private, link-local, … (empty:
+    /// none). Destinations the operator configures are trusted without it.
+    pub allow: Vec<String>,
+}
+
 /// Everything `aiosd` reads.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -180,6 +190,8 @@ pub struct DaemonConfig {
     pub tools: aios_actors::tools::ToolsConfig,
     /// What every tenant gets.
     pub tenants: TenantsSection,
+    /// The outbound-request guard's allow-list.
+    pub outbound: OutboundSection,
     /// Scheduled runs.
     pub schedules: SchedulesSection,
     /// Retention of history.
@@ -212,6 +224,7 @@ impl Default for DaemonConfig {
             agents: AgentsSection::default(),
             tools: aios_actors::tools::ToolsConfig::default(),
             tenants: TenantsSection::default(),
+            outbound: OutboundSection::default(),
             schedules: SchedulesSection::default(),
             retention: super::retention::RetentionConfig::default(),
             ui: true,
@@ -415,6 +428,14 @@ impl DaemonConfig {
         if self.cluster.listen == Some(self.listen) {
             return bad("cluster.listen", "must differ from listen");
         }
+        if let Err(e) = aios_actors::outbound::OutboundGuard::parse_allow(&self.outbound.allow) {
+            return bad("outbound.allow", e);
+        }
+        if let Err(e) =
+            aios_actors::outbound::OutboundGuard::parse_allow(&self.tools.outbound_allow)
+        {
+            return bad("tools.outbound_allow", e);
+        }
         for tool in &self.tenants.tools {
             if tool != "*"
                 && let Err(e) = aios_core::name::validate_tool_name(tool)
@@ -442,6 +463,9 @@ impl DaemonConfig {
         // Per tenant unless the operator says every tenant: the daemon adds the grants when
         // it starts (`Daemon::start`).
         rc.tools.grant_all = Some(self.tools.grant_all == Some(true));
+        rc.tools
+            .outbound_allow
+            .extend(self.outbound.allow.iter().cloned());
         rc.schedules.missed_after = self.schedules.missed_after;
         rc.store = self.store.clone();
         // In a cluster a namespace starts when first asked for, once the peers are known, so

@@ -376,10 +376,18 @@ impl Daemon {
             .map_err(DaemonError::Store)?;
             let shared_node = (config.store.backend == crate::StoreBackend::Postgres)
                 .then_some(config.store.node.as_str());
-            let hooks =
-                webhooks::Webhooks::open(records.clone(), config.webhooks.clone(), shared_node)
-                    .await
-                    .map_err(|e| DaemonError::Store(e.to_string()))?;
+            let guard = aios_actors::outbound::OutboundGuard::new(
+                aios_actors::outbound::OutboundGuard::parse_allow(&config.outbound.allow)
+                    .map_err(|e| DaemonError::Store(format!("outbound.allow: {e}")))?,
+            );
+            let hooks = webhooks::Webhooks::open(
+                records.clone(),
+                config.webhooks.clone(),
+                shared_node,
+                guard,
+            )
+            .await
+            .map_err(|e| DaemonError::Store(e.to_string()))?;
             let mut first = None;
             if keys.is_empty() {
                 match admin_key {

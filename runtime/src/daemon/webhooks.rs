@@ -210,9 +210,29 @@ pub struct Webhooks {
     schedule: Arc<std::sync::Mutex<std::collections::BTreeSet<(u64, u64)>>>,
     wake: Arc<tokio::sync::Notify>,
     http: reqwest::Client,
+    /// For the subscriptions of tenants other than the operator's: connects only where the
+    /// outbound guard allows.
+    guarded: reqwest::Client,
+    guard: aios_actors::outbound::OutboundGuard,
     /// The last [`ATTEMPTS_KEPT`] attempts, oldest first.
     attempts: Arc<std::sync::Mutex<std::collections::VecDeque<Attempt>>>,
     keys: Arc<QueueKeys>,
+}
+
+/// `e` and its sources, joined: a refused destination says why (the outbound guard's
+/// reason is a source of reqwest's error).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 fn now_ms() -> u64 {
@@ -245,6 +265,7 @@ impl Webhooks {
         records: Records,
         config: WebhookConfig,
         shared_node: Option<&str>,
+        guard: aios_actors::outbound::OutboundGuard,
     ) -> Result<Self, WebhookError> {
         let keys = QueueKeys::new(shared_node);
         let subs = DashMap::new();
@@ -273,6 +294,13 @@ impl Webhooks {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(store_err)?;
+        let guarded = guard
+            .resolving_client(
+                reqwest::Client::builder()
+                    .timeout(DELIVERY_TIMEOUT)
+                    .redirect(reqwest::redirect::Policy::none()),
+            )
+            .map_err(store_err)?;
         Ok(Self {
             records,
             config,
@@ -281,6 +309,8 @@ impl Webhooks {
             schedule: Arc::new(std::sync::Mutex::new(schedule)),
             wake: Arc::new(tokio::sync::Notify::new()),
             http,
+            guarded,
+            guard,
             attempts: Arc::default(),
             keys: Arc::new(keys),
         })
@@ -318,13 +348,21 @@ impl Webhooks {
         url: &str,
         events: Vec<String>,
     ) -> Result<Subscription, WebhookError> {
-        match reqwest::Url::parse(url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        let parsed = match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
             _ => {
                 return Err(WebhookError::Invalid(format!(
                     "url {url:?} must be http(s)://host/…"
                 )));
             }
+        };
+        // Another tenant's destination passes the outbound guard now, and again at every
+        // delivery (its name may resolve elsewhere by then); the operator's is trusted.
+        if tenant != super::keys::OPERATOR_TENANT {
+            self.guard
+                .check_destination(&parsed)
+                .await
+                .map_err(|e| WebhookError::Invalid(format!("url: {e}")))?;
         }
         if events.is_empty() {
             return Err(WebhookError::Invalid("events: name at least one".into()));
@@ -596,22 +634,36 @@ impl Webhooks {
         };
         let ts = now_ms() / 1000;
         let started = std::time::Instant::now();
-        let result = self
-            .http
-            .post(&sub.url)
-            .header("content-type", "application/json")
-            .header("x-aios-event", &d.event)
-            .header("x-aios-delivery", self.delivery_id(d.seq))
-            .header("x-aios-timestamp", ts.to_string())
-            .header("x-aios-signature", signature(&sub.secret, ts, &d.body))
-            .body(d.body.clone())
-            .send()
-            .await;
+        // Another tenant's destination is checked again: a literal address here (a client
+        // does not resolve it), a name by the guarded client's resolver when it connects.
+        let guarded = sub.tenant != super::keys::OPERATOR_TENANT;
+        let refused = if guarded {
+            reqwest::Url::parse(&sub.url)
+                .map_err(|e| e.to_string())
+                .and_then(|u| self.guard.check_url(&u).map_err(|e| e.to_string()))
+                .err()
+        } else {
+            None
+        };
+        let result = match refused {
+            Some(why) => Err(why),
+            None => (if guarded { &self.guarded } else { &self.http })
+                .post(&sub.url)
+                .header("content-type", "application/json")
+                .header("x-aios-event", &d.event)
+                .header("x-aios-delivery", self.delivery_id(d.seq))
+                .header("x-aios-timestamp", ts.to_string())
+                .header("x-aios-signature", signature(&sub.secret, ts, &d.body))
+                .body(d.body.clone())
+                .send()
+                .await
+                .map_err(|e| error_chain(&e)),
+        };
         d.attempts += 1;
         let error = match result {
             Ok(r) if r.status().is_success() => None,
             Ok(r) => Some(format!("HTTP {}", r.status())),
-            Err(e) => Some(e.to_string()),
+            Err(e) => Some(e),
         };
         let outcome = match &error {
             None => "delivered",
