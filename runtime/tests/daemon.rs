@@ -1559,3 +1559,156 @@ async fn preferences_are_kept_per_key_and_the_tree_streams_its_events() {
     drop(stream);
     d.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_s_streams_close_and_websocket_messages_are_limited_and_audited() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    let (d, first) = Daemon::start(cfg.clone(), None).await.expect("start");
+    let admin = first.unwrap().secret;
+    let c = Client::new(d.addr);
+    let key = create_key(&c, &admin, "operator", Some("acme")).await;
+    let acme_admin = create_key(&c, &admin, "admin", Some("acme")).await;
+    let key_id = key.split('_').nth(1).unwrap().to_string();
+    let def = json!({"name": "talker", "role": "executor", "model": "scripted/demo",
+                     "system_prompt": "Talk."});
+    let (s, _, _) = c
+        .send(Method::POST, "/v1/agents", Some(&key), Some(def))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    // An SSE stream and a WebSocket, both on the key.
+    let sse = c
+        .http
+        .get(format!("{}/v1/agents/talker/events", c.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), StatusCode::OK);
+    let mut sse = sse.bytes_stream();
+    let mut req = format!("ws://{}/v1/agents/talker/ws", d.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgrade");
+    ws.send(Message::Text(r#"{"content": "hello"}"#.into()))
+        .await
+        .unwrap();
+    // The message is audited like a request.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, v, _) = c
+            .send(
+                Method::GET,
+                &format!("/v1/audit?key_id={key_id}&limit=100"),
+                Some(&acme_admin),
+                None,
+            )
+            .await;
+        if v.to_string().contains("/ws message") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not audited: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Revoked: both streams end, and the WebSocket's task with them.
+    let revoked_at = std::time::Instant::now();
+    let (s, _, _) = c
+        .send(
+            Method::DELETE,
+            &format!("/v1/keys/{key_id}"),
+            Some(&acme_admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let ws_closed = async {
+        while let Some(Ok(m)) = ws.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let sse_closed = async { while let Some(Ok(_)) = sse.next().await {} };
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        tokio::join!(ws_closed, sse_closed)
+    })
+    .await
+    .expect("the revoked key's streams stayed open");
+    eprintln!(
+        "streams of the revoked key closed after {} ms",
+        revoked_at.elapsed().as_millis()
+    );
+    d.shutdown().await.expect("shutdown");
+
+    // Over the key's rate limit, a WebSocket message is refused like a request.
+    cfg.rate_limit.requests_per_s = 1;
+    cfg.rate_limit.burst = 2;
+    let (d, _) = Daemon::start(cfg, None).await.expect("restart");
+    let mut req = format!("ws://{}/v1/agents/talker/ws", d.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {acme_admin}").parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgrade");
+    let mut limited = false;
+    for _ in 0..5 {
+        ws.send(Message::Text(r#"{"content": "again"}"#.into()))
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !limited {
+        let m = tokio::time::timeout_at(deadline.into(), ws.next())
+            .await
+            .expect("an answer to every message")
+            .expect("open")
+            .expect("frame");
+        if let Message::Text(t) = m {
+            limited = t.contains("rate limit");
+        }
+    }
+    d.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_connections_are_capped() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.http.header_read_timeout = std::time::Duration::from_millis(300);
+    cfg.http.connections_max = 1;
+    let (d, first) = Daemon::start(cfg, None).await.expect("start");
+    let key = first.unwrap().secret;
+    // A client that sends half a request's headers and stalls holds the only connection...
+    let mut slow = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    slow.write_all(b"GET /v1/me HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        .await
+        .unwrap();
+    // (once it is taken: a request answered on it proves the server accepted it first)
+    let c = Client::new(d.addr);
+    let mut other = tokio::spawn(async move {
+        let (s, _, _) = c.send(Method::GET, "/v1/me", Some(&key), None).await;
+        s
+    });
+    // ...so another client waits until the slow one is cut off by the header timeout.
+    let mut buf = Vec::new();
+    tokio::select! {
+        r = tokio::time::timeout(std::time::Duration::from_secs(10), slow.read_to_end(&mut buf)) => {
+            r.expect("the slow client was never cut off").expect("read");
+        }
+        s = &mut other => panic!("served ({s:?}) while the only connection was held"),
+    }
+    let s = other.await.unwrap();
+    assert_eq!(s, StatusCode::OK);
+    d.shutdown().await.expect("shutdown");
+}

@@ -19,7 +19,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("memory", &["llm", "records", "protocol"]),
     // The built-in memory tools (`memory_save`, `memory_search`) are plugin tools over the
     // memory store.
-    ("tools", &["memory", "outbound", "llm", "records", "protocol"]),
+    (
+        "tools",
+        &["memory", "outbound", "llm", "records", "protocol"],
+    ),
     // Agents know memory and tools only through `aios_core::{MemoryHook, ToolSource}`.
     (
         "agent",

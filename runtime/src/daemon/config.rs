@@ -192,6 +192,8 @@ pub struct DaemonConfig {
     pub tenants: TenantsSection,
     /// The outbound-request guard's allow-list.
     pub outbound: OutboundSection,
+    /// Limits of the API server (header and idle timeout, connections).
+    pub http: super::server::HttpSection,
     /// Scheduled runs.
     pub schedules: SchedulesSection,
     /// Retention of history.
@@ -225,6 +227,7 @@ impl Default for DaemonConfig {
             tools: aios_actors::tools::ToolsConfig::default(),
             tenants: TenantsSection::default(),
             outbound: OutboundSection::default(),
+            http: super::server::HttpSection::default(),
             schedules: SchedulesSection::default(),
             retention: super::retention::RetentionConfig::default(),
             ui: true,
@@ -427,6 +430,9 @@ impl DaemonConfig {
         }
         if self.cluster.listen == Some(self.listen) {
             return bad("cluster.listen", "must differ from listen");
+        }
+        if let Err((key, problem)) = self.http.validate() {
+            return bad(key, problem);
         }
         if let Err(e) = aios_actors::outbound::OutboundGuard::parse_allow(&self.outbound.allow) {
             return bad("outbound.allow", e);

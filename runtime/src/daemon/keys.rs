@@ -180,7 +180,13 @@ pub struct KeyStore {
     records: Records,
     keys: Arc<DashMap<String, Arc<KeyRecord>>>,
     write: Arc<tokio::sync::Mutex<()>>,
+    /// Bumped on every change of a key (here or, after a reload, on another node), so open
+    /// streams can check that their key still holds.
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
+
+/// How often a stream's key is checked for expiry, at most this long after it expires.
+pub const KEY_EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn now_ms() -> u64 {
     aios_actors::protocol::unix_ms()
@@ -221,7 +227,37 @@ impl KeyStore {
             records,
             keys: Arc::new(keys),
             write: Arc::new(tokio::sync::Mutex::new(())),
+            changed: Arc::new(tokio::sync::watch::Sender::new(0)),
         })
+    }
+
+    /// Whether key `id` is live now (known, not revoked, not expired).
+    pub fn is_live(&self, id: &str) -> bool {
+        self.keys
+            .get(id)
+            .is_some_and(|r| r.revoked_ms.is_none() && r.expires_ms.is_none_or(|e| now_ms() < e))
+    }
+
+    /// Resolves once key `id` is no longer live: revoked or removed (at once when that
+    /// happens on this node, after the next reload on another), or expired (within
+    /// [`KEY_EXPIRY_CHECK`]). Streams opened with the key end then.
+    pub async fn gone(&self, id: &str) {
+        let mut changes = self.changed.subscribe();
+        while self.is_live(id) {
+            tokio::select! {
+                r = changes.changed() => {
+                    if r.is_err() {
+                        // The store is gone: so is the key.
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(KEY_EXPIRY_CHECK) => {}
+            }
+        }
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Reads the keys again from the store, for a store that other nodes write too: keys
@@ -245,6 +281,9 @@ impl KeyStore {
                 changed += 1;
                 self.keys.insert(id, record);
             }
+        }
+        if changed > 0 {
+            self.bump();
         }
         Ok(changed)
     }
@@ -390,6 +429,7 @@ impl KeyStore {
             .map_err(|e| KeyError::Store(e.to_string()))?;
         self.keys
             .insert(record.id.clone(), Arc::new(record.clone()));
+        self.bump();
         Ok(())
     }
 

@@ -27,6 +27,7 @@ pub mod retention;
 pub mod runs;
 pub mod sampler;
 pub mod schedules;
+pub mod server;
 pub mod streams;
 pub mod ui;
 pub mod usage;
@@ -501,12 +502,9 @@ impl Daemon {
         let mut servers = Vec::new();
         let app = app(state.clone());
         let token = stop.clone();
+        let limits = state.config.http.clone();
         servers.push(tokio::spawn(async move {
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await
-            {
+            if let Err(e) = server::serve(listener, app, limits, token).await {
                 tracing::error!(error = %e, "API server");
             }
         }));

@@ -294,6 +294,7 @@ pub struct EventsQuery {
 /// of one agent instance, as they happen, over SSE (`event:` is the kind).
 pub(crate) async fn agent_events(
     State(s): State<Shared>,
+    Extension(p): Extension<Principal>,
     full: super::api::ScopedAgent,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Response, Problem> {
@@ -319,8 +320,9 @@ pub(crate) async fn agent_events(
         };
         Some((Ok::<_, Infallible>(event), rx))
     });
-    // Ends when the daemon shuts down, so the drain does not wait for followers.
-    let body = futures_util::StreamExt::take_until(body, s.stopping.clone().cancelled_owned());
+    // Ends when the daemon shuts down (the drain does not wait for followers), or when the
+    // key is revoked or expires.
+    let body = futures_util::StreamExt::take_until(body, super::streams::ended(&s, &p));
     Ok(Sse::new(body)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
@@ -353,6 +355,38 @@ pub(crate) async fn agent_ws(
         .on_upgrade(move |socket| ws_session(s, p, id, session, socket)))
 }
 
+/// Admits one message of an agent WebSocket as HTTP admits a request: the key's rate
+/// limit, the tenant's daily request quota, and an audit entry (durable before the agent
+/// starts). The refusal's reason otherwise.
+async fn ws_admit(s: &Shared, p: &Principal, id: &AgentId) -> Result<(), String> {
+    if s.config.insecure_no_auth {
+        return Ok(());
+    }
+    if s.limiter.check_key(&p.key_id).is_err() {
+        return Err(format!(
+            "key {} is over its rate limit of {} requests/s",
+            p.key_id, s.config.rate_limit.requests_per_s
+        ));
+    }
+    s.quotas
+        .count_request(&p.tenant)
+        .await
+        .map_err(|problem| problem.detail)?;
+    let event = super::audit::AuditEvent {
+        key_id: p.key_id.clone(),
+        tenant: p.tenant.clone(),
+        action: "WS /v1/agents/{name}/ws message".into(),
+        target: format!("{}:{}", id.name, id.key),
+        outcome: "ok".into(),
+        ..super::audit::AuditEvent::default()
+    };
+    s.audit
+        .append(event, true)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("the message could not be audited: {e}"))
+}
+
 async fn ws_session(
     s: Shared,
     p: Principal,
@@ -364,9 +398,17 @@ async fn ws_session(
     let mut events = s.rt.agent_system().subscribe(&id);
     // One task at a time per socket: a second message while one runs is refused.
     let mut running: Option<tokio::task::JoinHandle<()>> = None;
+    let ended = super::streams::ended(&s, &p);
+    tokio::pin!(ended);
     loop {
         let frame = tokio::select! {
-            () = s.stopping.cancelled() => break,
+            () = &mut ended => {
+                // Stopping, or the key was revoked: a task it started stops too.
+                if let Some(t) = running.take() {
+                    t.abort();
+                }
+                break;
+            }
             e = events.recv() => match e {
                 Ok(ev) => match ev.kind {
                     AgentEventKind::Token(t) => json!({"type": "token", "text": t}),
@@ -390,10 +432,23 @@ async fn ws_session(
                         Some(_) if p.role < super::keys::Role::Operator => {
                             json!({"type": "error", "message": "sending messages needs the operator role"})
                         }
-                        Some(_) if running.as_ref().is_some_and(|t| !t.is_finished()) => {
-                            json!({"type": "error", "message": "the agent is still answering the previous message"})
-                        }
                         Some(c) => {
+                            // A message is a request: the key's rate limit, the tenant's
+                            // quotas and the audit log, as over HTTP.
+                            if let Err(why) = ws_admit(&s, &p, &id).await {
+                                let frame = json!({"type": "error", "message": why});
+                                if socket.send(Message::Text(frame.to_string().into())).await.is_err() {
+                                    break;
+                                }
+                                continue;
+                            }
+                            if running.as_ref().is_some_and(|t| !t.is_finished()) {
+                                let frame = json!({"type": "error", "message": "the agent is still answering the previous message"});
+                                if socket.send(Message::Text(frame.to_string().into())).await.is_err() {
+                                    break;
+                                }
+                                continue;
+                            }
                             if let Err(problem) = s.quotas.check_llm(&p.tenant).await {
                                 let frame = json!({"type": "error", "message": problem.detail});
                                 if socket.send(Message::Text(frame.to_string().into())).await.is_err() {

@@ -190,7 +190,7 @@ pub async fn tree_events(
     Extension(p): Extension<Principal>,
 ) -> Result<Response, Problem> {
     let feed = tree_feed(&s, &p)?;
-    Ok(sse(&s, feed))
+    Ok(sse(&s, &p, feed))
 }
 
 /// `GET /v1/tree/ws`.
@@ -200,44 +200,81 @@ pub async fn tree_ws(
     upgrade: axum::extract::ws::WebSocketUpgrade,
 ) -> Result<Response, Problem> {
     let feed = tree_feed(&s, &p)?;
-    Ok(ws(&s, feed, upgrade))
+    Ok(ws(&s, &p, feed, upgrade))
 }
 
-/// A feed as server-sent events.
-pub(crate) fn sse(s: &Shared, feed: Feed) -> Response {
+/// Resolves when a stream opened by `p` must end: the daemon stops, or `p`'s key is
+/// revoked or expires (within a second on this node; after the next key reload on others).
+pub(crate) fn ended(
+    s: &Shared,
+    p: &Principal,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let stopping = s.stopping.clone();
+    let keys = s.keys.clone();
+    let key_id = p.key_id.clone();
+    // `insecure_no_auth` has no key to lose.
+    let guarded = !s.config.insecure_no_auth;
+    async move {
+        tokio::select! {
+            () = stopping.cancelled_owned() => {}
+            () = async {
+                if guarded {
+                    keys.gone(&key_id).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {}
+        }
+    }
+}
+
+/// Client messages on a feed-only WebSocket are ignored; none may be larger than this.
+pub const FEED_WS_MESSAGE_MAX: usize = 4 * 1024;
+
+/// A feed as server-sent events, until [`ended`].
+pub(crate) fn sse(s: &Shared, p: &Principal, feed: Feed) -> Response {
     let body = feed
         .map(|(kind, data)| {
             Ok::<_, Infallible>(Event::default().event(kind).data(data.to_string()))
         })
-        .take_until(s.stopping.clone().cancelled_owned());
+        .take_until(ended(s, p));
     Sse::new(body)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
 
-/// A feed over a WebSocket: one JSON text frame per event (`{"type": kind, "data": …}`).
-pub(crate) fn ws(s: &Shared, feed: Feed, upgrade: axum::extract::ws::WebSocketUpgrade) -> Response {
+/// A feed over a WebSocket: one JSON text frame per event (`{"type": kind, "data": …}`),
+/// until [`ended`].
+pub(crate) fn ws(
+    s: &Shared,
+    p: &Principal,
+    feed: Feed,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
     use axum::extract::ws::Message;
-    let stopping = s.stopping.clone();
-    upgrade.on_upgrade(move |mut socket| async move {
-        let mut feed = Box::pin(feed.take_until(stopping.cancelled_owned()));
-        loop {
-            tokio::select! {
-                item = feed.next() => {
-                    let Some((kind, data)) = item else { break };
-                    let frame = json!({"type": kind, "data": data}).to_string();
-                    if socket.send(Message::Text(frame.into())).await.is_err() {
-                        break;
+    let ended = ended(s, p);
+    upgrade
+        .max_message_size(FEED_WS_MESSAGE_MAX)
+        .max_frame_size(FEED_WS_MESSAGE_MAX)
+        .on_upgrade(move |mut socket| async move {
+            let mut feed = Box::pin(feed.take_until(ended));
+            loop {
+                tokio::select! {
+                    item = feed.next() => {
+                        let Some((kind, data)) = item else { break };
+                        let frame = json!({"type": kind, "data": data}).to_string();
+                        if socket.send(Message::Text(frame.into())).await.is_err() {
+                            break;
+                        }
                     }
+                    m = socket.recv() => match m {
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                        Some(Ok(_)) => {}
+                    },
                 }
-                m = socket.recv() => match m {
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                    Some(Ok(_)) => {}
-                },
             }
-        }
-        let _ = socket.send(Message::Close(None)).await;
-    })
+            let _ = socket.send(Message::Close(None)).await;
+        })
 }
 
 /// `GET /v1/runs/{id}/events`.
@@ -247,7 +284,7 @@ pub async fn run_events(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let feed = run_feed(&s, &p, &id).await?;
-    Ok(sse(&s, feed))
+    Ok(sse(&s, &p, feed))
 }
 
 /// `GET /v1/runs/{id}/ws`.
@@ -258,7 +295,7 @@ pub async fn run_ws(
     upgrade: axum::extract::ws::WebSocketUpgrade,
 ) -> Result<Response, Problem> {
     let feed = run_feed(&s, &p, &id).await?;
-    Ok(ws(&s, feed, upgrade))
+    Ok(ws(&s, &p, feed, upgrade))
 }
 
 /// `GET /v1/sessions/{id}/events`.
@@ -268,7 +305,7 @@ pub async fn session_events(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let feed = session_feed(&s, &p, &id).await?;
-    Ok(sse(&s, feed))
+    Ok(sse(&s, &p, feed))
 }
 
 /// `GET /v1/sessions/{id}/ws`.
@@ -279,5 +316,5 @@ pub async fn session_ws(
     upgrade: axum::extract::ws::WebSocketUpgrade,
 ) -> Result<Response, Problem> {
     let feed = session_feed(&s, &p, &id).await?;
-    Ok(ws(&s, feed, upgrade))
+    Ok(ws(&s, &p, feed, upgrade))
 }
