@@ -30,7 +30,11 @@ pub const REDIRECTS_MAX: usize = 5;
 #[non_exhaustive]
 pub enum OutboundError {
     /// The address is of a kind only the operator may allow.
-    #[error("{host} is refused: {ip} is a {kind} address (the operator may allow its network)")]
+    // The address itself is left out of the message, which reaches tenants: they learn that
+    // a name is internal, not where it points.
+    #[error(
+        "{host} is refused: it is or resolves to a {kind} address (the operator may allow its network)"
+    )]
     Refused {
         /// The host as named.
         host: String,
@@ -100,6 +104,11 @@ fn classify_v6(ip: Ipv6Addr) -> Option<&'static str> {
         // IPv4-compatible (deprecated) and NAT64 well-known prefix carry an IPv4 address.
         () if s[..6] == [0; 6] => return classify_v4(ipv4_in(ip)),
         () if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4] => {
+            return classify_v4(ipv4_in(ip));
+        }
+        // Local-use NAT64 (64:ff9b:1::/48) and IPv4-translated (::ffff:0:a.b.c.d).
+        () if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 => return classify_v4(ipv4_in(ip)),
+        () if s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0 => {
             return classify_v4(ipv4_in(ip));
         }
         // 6to4 carries an IPv4 address in bits 16..48.
@@ -420,6 +429,8 @@ mod tests {
             ("ff02::1", "multicast"),
             ("2002:7f00:1::", "loopback"),
             ("64:ff9b::a9fe:a9fe", "cloud-metadata"),
+            ("64:ff9b:1::a00:1", "private"),
+            ("::ffff:0:7f00:1", "loopback"),
             ("2001:db8::1", "documentation"),
         ] {
             assert_eq!(classify(ip(addr)), Some(kind), "{addr}");

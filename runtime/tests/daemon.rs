@@ -1710,5 +1710,15 @@ async fn slow_clients_are_cut_off_and_connections_are_capped() {
     }
     let s = other.await.unwrap();
     assert_eq!(s, StatusCode::OK);
+    // A client that connects and sends nothing at all is cut off too.
+    let mut silent = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        silent.read_to_end(&mut buf),
+    )
+    .await
+    .expect("a silent client was never cut off")
+    .expect("read");
     d.shutdown().await.expect("shutdown");
 }

@@ -48,6 +48,10 @@ pub struct ToolsConfig {
     /// MCP servers to connect at start (in addition to those added at run time, which are
     /// persisted); one that is already known by name is left as it is.
     pub mcp_servers: Vec<McpServerConfig>,
+    /// Grants of the node (not persisted), in force from the moment the tools are installed,
+    /// before any agent, run or schedule starts. Not read from a file: a daemon sets them.
+    #[serde(skip)]
+    pub node_grants: Vec<Grant>,
 }
 
 impl Default for ToolsConfig {
@@ -59,6 +63,7 @@ impl Default for ToolsConfig {
             sandbox_dir: None,
             grant_all: None,
             mcp_servers: Vec::new(),
+            node_grants: Vec::new(),
         }
     }
 }
@@ -104,6 +109,9 @@ pub async fn install_builtins(
         if let Some(t) = PluginTool::new(service.clone(), requirement) {
             out.push(Arc::new(t));
         }
+    }
+    for grant in &config.node_grants {
+        service.grant_node(grant.clone());
     }
     if config.grant_all.unwrap_or(true) {
         service.grant_node(Grant {

@@ -402,8 +402,10 @@ impl AuditLog {
         Some(hex(&mac.finalize().into_bytes()))
     }
 
-    /// Writes the head record again, signed (a log written before heads were signed, or
-    /// entries adopted after a crash), durably. A daemon calls it once it has its key.
+    /// Writes the head record again, signed, durably: for a log written before heads were
+    /// signed. A daemon calls it once, on the first start of a release that signs heads
+    /// (it keeps a marker beside the key); calling it later would sign whatever the store
+    /// holds, a rewritten chain included.
     ///
     /// # Errors
     /// Store failures.
@@ -828,6 +830,8 @@ impl AuditLog {
             }
             _ => None,
         };
+        let head_missing =
+            self.signing.is_some() && read_head(&self.records, &self.chain.head).await?.is_none();
         let mut expected_seq = start;
         let mut cursor: Option<String> = start
             .checked_sub(1)
@@ -888,6 +892,13 @@ impl AuditLog {
                 expected_seq += 1;
             }
             cursor = Some(last);
+        }
+        if head_missing && expected_seq > start {
+            return Ok(broken(
+                expected_seq - start,
+                expected_seq - 1,
+                "the chain has no head record (it was removed?)".into(),
+            ));
         }
         if let Some((seq, _)) = signed
             && seq >= expected_seq
@@ -1318,6 +1329,11 @@ mod tests {
         let report = log.verify().await.unwrap();
         assert!(!report.ok, "{report:?}");
         assert_eq!(report.broken_at, Some(3));
+        // A removed head is reported too.
+        records.delete(HEAD_KEY).await.unwrap();
+        let report = log.verify().await.unwrap();
+        assert!(!report.ok, "{report:?}");
+        assert!(report.problem.unwrap().contains("no head record"));
         // A head written before heads were signed (release 0.1) is signed on open.
         let (_d3, old) = open().await;
         let unsigned = AuditLog::open(old.clone()).await.unwrap();

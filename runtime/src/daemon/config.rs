@@ -457,6 +457,30 @@ impl DaemonConfig {
         Ok(())
     }
 
+    /// The node's grants for tenants, in force before anything runs: the operator tenant may
+    /// call every tool; every tenant the tools of `[tenants] tools` (unless `tools.grant_all`
+    /// is set: `true` grants every tool to everyone anyway, `false` leaves tenants their
+    /// explicit grants only). Other tools reach a tenant through persisted grants
+    /// (`/v1/tools/grants`).
+    pub fn tenant_grants(&self) -> Vec<aios_actors::tools::Grant> {
+        use aios_actors::tools::Grant;
+        if self.tools.grant_all == Some(true) {
+            return Vec::new();
+        }
+        let mut grants = vec![Grant {
+            tenant: Some(super::keys::OPERATOR_TENANT.into()),
+            tools: vec!["*".into()],
+            ..Grant::default()
+        }];
+        if self.tools.grant_all.is_none() && !self.tenants.tools.is_empty() {
+            grants.push(Grant {
+                tools: self.tenants.tools.clone(),
+                ..Grant::default()
+            });
+        }
+        grants
+    }
+
     /// The node configuration this daemon runs.
     pub fn runtime_config(&self) -> crate::RuntimeConfig {
         let mut rc = crate::RuntimeConfig::new(&self.data_dir);
@@ -469,6 +493,7 @@ impl DaemonConfig {
         // Per tenant unless the operator says every tenant: the daemon adds the grants when
         // it starts (`Daemon::start`).
         rc.tools.grant_all = Some(self.tools.grant_all == Some(true));
+        rc.tools.node_grants = self.tenant_grants();
         rc.tools
             .outbound_allow
             .extend(self.outbound.allow.iter().cloned());

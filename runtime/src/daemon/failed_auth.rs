@@ -124,15 +124,16 @@ impl FailedAuth {
         };
         let mut client = peer;
         if self.trusted(peer) {
-            // Right to left: each trusted proxy appended the address it got the request from.
+            // Right to left: each trusted proxy appended the address it got the request from;
+            // the left-most entries are the client's own words, so only the right-most
+            // FORWARDED_MAX are read.
             let forwarded: Vec<&str> = headers
                 .get_all("x-forwarded-for")
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
-                .take(FORWARDED_MAX)
                 .collect();
-            for hop in forwarded.iter().rev() {
+            for hop in forwarded.iter().rev().take(FORWARDED_MAX) {
                 let Ok(ip) = hop.trim().parse::<IpAddr>() else {
                     break;
                 };
@@ -295,6 +296,13 @@ mod tests {
         assert_eq!(
             proxied.client(Some(peer), &HeaderMap::new()),
             "10.0.0.5".parse::<IpAddr>().unwrap()
+        );
+        // A client that sends many entries of its own cannot push the proxy's out of view.
+        let mut many: Vec<String> = (0..100).map(|i| format!("6.6.6.{i}")).collect();
+        many.push("1.2.3.4".into());
+        assert_eq!(
+            proxied.client(Some(peer), &headers(&[&many.join(", ")])),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
         );
         // Garbage stops the walk at the last good hop.
         assert_eq!(

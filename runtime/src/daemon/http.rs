@@ -467,7 +467,7 @@ pub fn request_id(req: &Request) -> String {
 /// The key of a request: `Authorization: Bearer …` or `x-api-key`; for the event streams
 /// only (GET `…/events` and `…/ws`), also `?access_token=…`, because browsers' `EventSource`
 /// and `WebSocket` cannot send headers. Request logs carry the path, never the query.
-fn token(req: &Request) -> Option<String> {
+pub(crate) fn token(req: &Request) -> Option<String> {
     let h = req.headers();
     if let Some(v) = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         return Some(v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string());
@@ -534,11 +534,7 @@ pub async fn authenticate(State(state): State<Shared>, mut req: Request, next: N
     let principal = match state.keys.authenticate(token(&req).as_deref()) {
         Ok(p) => p,
         Err(e) => {
-            let peer = req
-                .extensions()
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0);
-            let source = state.failed_auth.client(peer, req.headers());
+            let source = client_of(&state, &req);
             return auth_failed(&state, source, rid, &action, &e).await;
         }
     };
@@ -616,7 +612,16 @@ pub async fn authenticate(State(state): State<Shared>, mut req: Request, next: N
 /// A failed authentication: 429 over the client address' limit (nothing written), else 401,
 /// audited when it is the address' first this minute (the rest are counted, see
 /// [`super::failed_auth`]).
-async fn auth_failed(
+/// The client address of `req`, as failed authentications are counted.
+pub(crate) fn client_of(state: &AppState, req: &Request) -> std::net::IpAddr {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    state.failed_auth.client(peer, req.headers())
+}
+
+pub(crate) async fn auth_failed(
     state: &AppState,
     source: std::net::IpAddr,
     request_id: String,

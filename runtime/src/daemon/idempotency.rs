@@ -42,6 +42,38 @@ struct Stored {
     withheld: Vec<String>,
 }
 
+/// A record as release 0.1 wrote it (before `withheld`).
+#[derive(Deserialize)]
+struct StoredV1 {
+    request_hash: Vec<u8>,
+    status: u16,
+    content_type: String,
+    body: Vec<u8>,
+    at_ms: u64,
+}
+
+/// The record at `key`: today's form or 0.1's (bincode has no optional fields); `None` when
+/// there is none or it cannot be read (then it is a miss, and the sweeper removes it).
+async fn read_stored(records: &Records, key: &str) -> Result<Option<Stored>, String> {
+    if let Ok(found) = records.get::<Stored>(key).await {
+        return Ok(found);
+    }
+    match records.get::<StoredV1>(key).await {
+        Ok(found) => Ok(found.map(|v| Stored {
+            request_hash: v.request_hash,
+            status: v.status,
+            content_type: v.content_type,
+            body: v.body,
+            at_ms: v.at_ms,
+            withheld: Vec::new(),
+        })),
+        Err(e) => {
+            tracing::warn!(key, error = %e, "an unreadable idempotency record is treated as absent");
+            Ok(None)
+        }
+    }
+}
+
 /// A response extension: the top-level fields of the JSON body that are secrets, which an
 /// idempotency record must not keep.
 #[derive(Clone, Copy, Debug)]
@@ -102,7 +134,7 @@ pub async fn idempotency(State(s): State<Shared>, req: Request, next: Next) -> R
     let request_hash = Sha256::digest(&bytes).to_vec();
     let rkey = record_key(&principal, &parts.method, parts.uri.path(), &key);
     let records = Records::new(s.rt.snapshots().clone());
-    match records.get::<Stored>(&rkey).await {
+    match read_stored(&records, &rkey).await {
         Ok(Some(stored))
             if aios_actors::protocol::unix_ms().saturating_sub(stored.at_ms)
                 < IDEMPOTENCY_TTL.as_millis() as u64 =>
@@ -205,9 +237,15 @@ pub fn spawn_sweeper(records: Records, stop: tokio_util::sync::CancellationToken
                     break;
                 };
                 for k in keys {
-                    if let Ok(Some(s)) = records.get::<Stored>(&k).await
-                        && now.saturating_sub(s.at_ms) >= IDEMPOTENCY_TTL.as_millis() as u64
-                    {
+                    let expired = match read_stored(&records, &k).await {
+                        Ok(Some(s)) => {
+                            now.saturating_sub(s.at_ms) >= IDEMPOTENCY_TTL.as_millis() as u64
+                        }
+                        // Listed but unreadable: nothing can replay it.
+                        Ok(None) => true,
+                        Err(_) => false,
+                    };
+                    if expired {
                         let _ = records.delete(&k).await;
                     }
                 }
@@ -215,4 +253,63 @@ pub fn spawn_sweeper(records: Records, stop: tokio_util::sync::CancellationToken
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aios_supervisor::snapshot::{SledStore, Snapshots};
+
+    /// A record as release 0.1 wrote it.
+    #[derive(Serialize)]
+    struct V1 {
+        request_hash: Vec<u8>,
+        status: u16,
+        content_type: String,
+        body: Vec<u8>,
+        at_ms: u64,
+    }
+
+    #[tokio::test]
+    async fn a_record_written_by_release_0_1_is_read_and_an_unreadable_one_is_a_miss() {
+        let records = Records::new(Snapshots::new(std::sync::Arc::new(
+            SledStore::temporary().unwrap(),
+        )));
+        let old = V1 {
+            request_hash: vec![1, 2],
+            status: 201,
+            content_type: "application/json".into(),
+            body: b"{}".to_vec(),
+            at_ms: 7,
+        };
+        records
+            .put(&format!("{PREFIX}k/old"), &old, Durability::Durable)
+            .await
+            .unwrap();
+        let read = read_stored(&records, &format!("{PREFIX}k/old"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((read.status, read.at_ms, read.withheld.len()), (201, 7, 0));
+        records
+            .put(
+                &format!("{PREFIX}k/junk"),
+                &"not a record",
+                Durability::Durable,
+            )
+            .await
+            .unwrap();
+        assert!(
+            read_stored(&records, &format!("{PREFIX}k/junk"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            read_stored(&records, &format!("{PREFIX}k/none"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
 }

@@ -152,30 +152,9 @@ fn spawn_key_reloader(keys: KeyStore, hooks: webhooks::Webhooks, stop: Cancellat
     });
 }
 
-/// The node's grants for tenants: the operator tenant may call every tool; every tenant the
-/// tools of `[tenants] tools` (unless `tools.grant_all` is set: `true` already granted every
-/// tool to everyone, `false` leaves tenants their explicit grants only).
-/// Other tools reach a tenant through persisted grants (`/v1/tools/grants`).
-fn grant_tenants(rt: &crate::Runtime, config: &DaemonConfig) {
-    use aios_actors::tools::Grant;
-    let tools = rt.tool_service();
-    if config.tools.grant_all == Some(true) {
-        tracing::warn!("tools.grant_all = true: every tenant's agents may call every tool");
-        return;
-    }
-    tools.grant_node(Grant {
-        tenant: Some(keys::OPERATOR_TENANT.into()),
-        tools: vec!["*".into()],
-        ..Grant::default()
-    });
-    // `grant_all = false`: tenants get explicit grants only.
-    if config.tools.grant_all.is_none() && !config.tenants.tools.is_empty() {
-        tools.grant_node(Grant {
-            tools: config.tenants.tools.clone(),
-            ..Grant::default()
-        });
-    }
-}
+/// The file in the data directory, beside the audit signing key, that says the audit head
+/// has been signed since this release's first start.
+pub const AUDIT_HEAD_SIGNED_MARKER: &str = "audit-head-signed";
 
 /// How often a node on a shared store re-reads the API keys and webhook subscriptions.
 pub const KEYS_RELOAD_EVERY: Duration = Duration::from_secs(2);
@@ -201,7 +180,7 @@ struct MetricsQuery {
 async fn metrics_text(
     State(s): State<Shared>,
     http::ApiQuery(q): http::ApiQuery<MetricsQuery>,
-    headers: axum::http::HeaderMap,
+    req: Request,
 ) -> Response {
     let Some(h) = &s.metrics else {
         return Problem::new(
@@ -210,10 +189,9 @@ async fn metrics_text(
         )
         .into_response();
     };
-    let mut text = h.render();
     if q.tenants {
-        let token = bearer(&headers);
-        match s.keys.authenticate(token.as_deref()) {
+        // Keys are checked as on /v1: a failure counts against the client's address.
+        match s.keys.authenticate(http::token(&req).as_deref()) {
             Ok(p) if p.tenant == keys::OPERATOR_TENANT => {}
             Ok(_) => {
                 return Problem::forbidden(format!(
@@ -222,9 +200,15 @@ async fn metrics_text(
                 ))
                 .into_response();
             }
-            Err(e) => return Problem::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response(),
+            Err(e) => {
+                let source = http::client_of(&s, &req);
+                let rid = http::request_id(&req);
+                return http::auth_failed(&s, source, rid, "GET /metrics", &e).await;
+            }
         }
-    } else {
+    }
+    let mut text = h.render();
+    if !q.tenants {
         text = without_tenant_series(&text);
     }
     (
@@ -256,20 +240,13 @@ fn without_tenant_series(text: &str) -> String {
     out
 }
 
-/// The bearer token of `headers`, if any.
-fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string())
-}
-
 async fn metrics_key(State(s): State<Shared>, req: Request, next: Next) -> Response {
-    if s.config.metrics_require_key {
-        let token = bearer(req.headers());
-        if let Err(e) = s.keys.authenticate(token.as_deref()) {
-            return Problem::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
-        }
+    if s.config.metrics_require_key
+        && let Err(e) = s.keys.authenticate(http::token(&req).as_deref())
+    {
+        let source = http::client_of(&s, &req);
+        let rid = http::request_id(&req);
+        return http::auth_failed(&s, source, rid, "GET /metrics", &e).await;
     }
     next.run(req).await
 }
@@ -362,10 +339,18 @@ impl Daemon {
                 .await
                 .and_then(|a| a.with_signing_key(signing))
                 .map_err(|e| DaemonError::Store(e.to_string()))?;
-            audit
-                .sign_head()
-                .await
-                .map_err(|e| DaemonError::Store(e.to_string()))?;
+            // Heads are signed from the first start of this release on: a 0.1 head is signed
+            // once, and the marker beside the key says so (a head that is unsigned or missing
+            // later is a rewrite, which `verify` reports).
+            let marker = config.data_dir.join(AUDIT_HEAD_SIGNED_MARKER);
+            if !marker.exists() {
+                audit
+                    .sign_head()
+                    .await
+                    .map_err(|e| DaemonError::Store(e.to_string()))?;
+                std::fs::write(&marker, b"audit heads are signed from here on\n")
+                    .map_err(|e| DaemonError::Store(format!("{}: {e}", marker.display())))?;
+            }
             let quotas = quota::Quotas::open(
                 records.clone(),
                 &config.quotas,
@@ -416,7 +401,6 @@ impl Daemon {
                 return Err(e);
             }
         };
-        grant_tenants(&rt, &config);
         let bind = |addr: SocketAddr| async move {
             tokio::net::TcpListener::bind(addr)
                 .await
@@ -513,11 +497,9 @@ impl Daemon {
             metrics_addr = l.local_addr().ok();
             let app = probes(&state).fallback(not_found).with_state(state.clone());
             let token = stop.clone();
+            let limits = state.config.http.clone();
             servers.push(tokio::spawn(async move {
-                if let Err(e) = axum::serve(l, app)
-                    .with_graceful_shutdown(token.cancelled_owned())
-                    .await
-                {
+                if let Err(e) = server::serve(l, app, limits, token).await {
                     tracing::error!(error = %e, "metrics server");
                 }
             }));

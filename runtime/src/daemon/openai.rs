@@ -83,7 +83,7 @@ pub async fn chat_completions(
     ApiJson(req): ApiJson<ChatRequestIn>,
 ) -> Response {
     match prepare(&s, &p, req).await {
-        Ok(prepared) => run(s, prepared).await,
+        Ok(prepared) => run(s, &p, prepared).await,
         Err(problem) => oai_error(problem),
     }
 }
@@ -157,7 +157,7 @@ async fn prepare(s: &Shared, p: &Principal, req: ChatRequestIn) -> Result<Prepar
     })
 }
 
-async fn run(s: Shared, prepared: Prepared) -> Response {
+async fn run(s: Shared, principal: &Principal, prepared: Prepared) -> Response {
     let Prepared {
         id,
         model,
@@ -268,6 +268,8 @@ async fn run(s: Shared, prepared: Prepared) -> Response {
             None => Some((Ok(Event::default().data("[DONE]")), (rx, true))),
         }
     });
+    // Ends with the daemon's stop or the key's revocation, like every stream.
+    let body = futures_util::StreamExt::take_until(body, super::streams::ended(&s, principal));
     Sse::new(body)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()

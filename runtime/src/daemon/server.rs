@@ -1,7 +1,11 @@
-//! The HTTP server loop: `axum`'s router on `hyper`'s connection builder, with what
+//! The HTTP server loop: `axum`'s router on `hyper`'s HTTP/1.1 connections, with what
 //! `axum::serve` does not set — a connection cap, and a timeout for a request's headers
-//! that also closes a keep-alive connection left idle (hyper runs it whenever it waits for
-//! the next request's head). The peer address reaches handlers as `ConnectInfo`.
+//! that also closes a connection that sends nothing, or a keep-alive connection left idle
+//! (hyper runs it whenever it waits for a request's head, the first one included). HTTP/1.1
+//! only: cleartext HTTP/2 would need a protocol sniff without a timeout of its own, and
+//! browsers, WebSockets and the clients we test with speak HTTP/1.1 to a plain listener (a
+//! TLS-terminating proxy in front may speak HTTP/2 to clients). The peer address reaches
+//! handlers as `ConnectInfo`. A WebSocket leaves the count when it is upgraded.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +13,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio_util::sync::CancellationToken;
 
 /// `[http]`: limits of the API server.
@@ -67,9 +71,11 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.connections_max));
-    // Each connection holds a receiver; when all are dropped, every connection is done.
-    let (done_tx, done_rx) = tokio::sync::watch::channel(());
+    // The connections: aborted with this future (when the daemon's drain runs out).
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        // Reap finished connections, so the set stays as large as what is open.
+        while connections.try_join_next().is_some() {}
         let permit = tokio::select! {
             () = stop.cancelled() => break,
             p = permits.clone().acquire_owned() => match p {
@@ -102,17 +108,13 @@ pub async fn serve(
                 }
             });
         let stop = stop.clone();
-        let done = done_rx.clone();
         let timeout = limits.header_read_timeout;
-        tokio::spawn(async move {
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
+        connections.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(timeout);
-            // WebSockets over HTTP/2 need the CONNECT protocol.
-            builder.http2().enable_connect_protocol();
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                .header_read_timeout(timeout)
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {
@@ -125,11 +127,11 @@ pub async fn serve(
                     let _ = conn.await;
                 }
             }
-            drop((permit, done));
+            drop(permit);
         });
     }
-    drop(done_rx);
-    // Wait for the connections to finish their requests.
-    done_tx.closed().await;
+    // New connections are refused from now on; the open ones finish their requests.
+    drop(listener);
+    while connections.join_next().await.is_some() {}
     Ok(())
 }
