@@ -1722,3 +1722,95 @@ async fn slow_clients_are_cut_off_and_connections_are_capped() {
     .expect("read");
     d.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_cannot_use_up_what_the_node_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.tenants.agents_max = 2;
+    cfg.tenants.namespaces_max = 1;
+    cfg.tenants.keys_max = 3;
+    cfg.tenants.webhooks_max = 1;
+    cfg.outbound.allow = vec!["127.0.0.1".into()];
+    let (d, first) = Daemon::start(cfg, None).await.expect("start");
+    let admin = first.unwrap().secret;
+    let c = Client::new(d.addr);
+    let acme = create_key(&c, &admin, "admin", Some("acme")).await;
+    let other = create_key(&c, &admin, "admin", Some("other")).await;
+    let agent = |name: &str| json!({"name": name, "role": "executor", "model": "scripted/demo", "system_prompt": "."});
+    let post = |key: &str, path: &'static str, body: Value| {
+        let c = &c;
+        let key = key.to_string();
+        async move { c.send(Method::POST, path, Some(&key), Some(body)).await }
+    };
+    for name in ["a1", "a2"] {
+        assert_eq!(
+            post(&acme, "/v1/agents", agent(name)).await.0,
+            StatusCode::CREATED
+        );
+    }
+    let (s, v, _) = post(&acme, "/v1/agents", agent("a3")).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("agents_max"), "{v}");
+    // Updating an existing one is not a new one; another tenant has its own budget.
+    assert_eq!(
+        post(&other, "/v1/agents", agent("a1")).await.0,
+        StatusCode::CREATED
+    );
+    let ns = |name: &str| json!({"name": name});
+    assert_eq!(
+        post(&acme, "/v1/memory/namespaces", ns("n1")).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        post(&acme, "/v1/memory/namespaces", ns("n2")).await.0,
+        StatusCode::CONFLICT
+    );
+    // Nor through `memory_save`, which makes a namespace on demand.
+    let ctx = aios_actors::tools::CallContext {
+        agent: "acme.a1".into(),
+        role: "executor".into(),
+        tenant: "acme".into(),
+        ..Default::default()
+    };
+    let save = aios_actors::tools::ToolRequirement::parse("memory_save").unwrap();
+    let tools = d.state().rt.tool_service();
+    let r = tools
+        .call(&save, json!({"namespace": "n3", "text": "x"}), &ctx)
+        .await;
+    assert!(
+        r.as_ref()
+            .is_err_and(|e| e.to_string().contains("namespaces")),
+        "{r:?}"
+    );
+    assert!(
+        tools
+            .call(&save, json!({"namespace": "n1", "text": "x"}), &ctx)
+            .await
+            .is_ok()
+    );
+    // Keys: acme's admin key and two more.
+    let key = |name: &str| json!({"name": name, "role": "viewer"});
+    assert_eq!(
+        post(&acme, "/v1/keys", key("k2")).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        post(&acme, "/v1/keys", key("k3")).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        post(&acme, "/v1/keys", key("k4")).await.0,
+        StatusCode::CONFLICT
+    );
+    let hook = json!({"url": "http://127.0.0.1:9/x", "events": ["*"]});
+    assert_eq!(
+        post(&acme, "/v1/webhooks", hook.clone()).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        post(&acme, "/v1/webhooks", hook).await.0,
+        StatusCode::CONFLICT
+    );
+    d.shutdown().await.expect("shutdown");
+}

@@ -337,19 +337,23 @@ impl Tool for Files {
 pub struct MemoryTool {
     store: MemoryStore,
     search: bool,
+    /// Namespaces a save may create per tenant, at most.
+    namespaces_max: Option<usize>,
 }
 
 impl MemoryTool {
     /// The save tool and the search tool.
-    pub fn pair(store: MemoryStore) -> (Arc<Self>, Arc<Self>) {
+    pub fn pair(store: MemoryStore, namespaces_max: Option<usize>) -> (Arc<Self>, Arc<Self>) {
         (
             Arc::new(Self {
                 store: store.clone(),
                 search: false,
+                namespaces_max,
             }),
             Arc::new(Self {
                 store,
                 search: true,
+                namespaces_max,
             }),
         )
     }
@@ -417,6 +421,19 @@ impl Tool for MemoryTool {
                 .collect();
             Ok(json!({"hits": hits, "partial": found.partial}))
         } else {
+            // A save may create the namespace, within the tenant's limit.
+            if let Some(max) = self.namespaces_max {
+                let prefix = format!("{tenant}.");
+                let names = self.store.namespaces();
+                let exists = names.iter().any(|n| n.name == ns);
+                let owned = names.iter().filter(|n| n.name.starts_with(&prefix)).count();
+                if !exists && owned >= max {
+                    return Err(format!(
+                        "tenant {tenant} has {owned} memory namespaces, the most it may have"
+                    )
+                    .into());
+                }
+            }
             self.store
                 .ensure_namespace(ns)
                 .await

@@ -52,6 +52,10 @@ pub struct ToolsConfig {
     /// before any agent, run or schedule starts. Not read from a file: a daemon sets them.
     #[serde(skip)]
     pub node_grants: Vec<Grant>,
+    /// Namespaces `memory_save` may create per tenant, at most (unset: no limit of its own).
+    /// Not read from a file: a daemon sets it from its `[tenants]` section.
+    #[serde(skip)]
+    pub tenant_namespaces_max: Option<usize>,
 }
 
 impl Default for ToolsConfig {
@@ -64,6 +68,7 @@ impl Default for ToolsConfig {
             grant_all: None,
             mcp_servers: Vec::new(),
             node_grants: Vec::new(),
+            tenant_namespaces_max: None,
         }
     }
 }
@@ -80,7 +85,7 @@ pub async fn install_builtins(
 ) -> Result<Vec<Arc<dyn aios_core::Tool>>, String> {
     use self::builtin::{Files, MemoryTool, WebFetch};
     let sandbox = config.sandbox_dir.clone().unwrap_or(sandbox_default);
-    let (save, search) = MemoryTool::pair(memory);
+    let (save, search) = MemoryTool::pair(memory, config.tenant_namespaces_max);
     let (save_m, search_m) = MemoryTool::manifests();
     let tools: Vec<(ToolManifest, Arc<dyn aios_core::Tool>)> = vec![
         (

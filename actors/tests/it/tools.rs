@@ -290,7 +290,7 @@ async fn built_in_tools_files_web_fetch_memory_and_examples() {
         )
         .await
         .expect("files");
-    let (save, search) = MemoryTool::pair(memory);
+    let (save, search) = MemoryTool::pair(memory, None);
     let (save_m, search_m) = MemoryTool::manifests();
     service.install(save_m, save).await.expect("memory_save");
     service

@@ -124,17 +124,34 @@ pub struct TenantsSection {
     /// The operator tenant may call every tool; other tools reach a tenant through a grant
     /// (`POST /v1/tools/grants`).
     pub tools: Vec<String>,
+    /// Agent definitions per tenant, at most.
+    pub agents_max: usize,
+    /// Memory namespaces per tenant (made through the API or by `memory_save`), at most.
+    pub namespaces_max: usize,
+    /// API keys per tenant, at most (revoked ones count until removed).
+    pub keys_max: usize,
+    /// Webhook subscriptions per tenant, at most.
+    pub webhooks_max: usize,
+    /// Schedules per tenant, at most.
+    pub schedules_max: usize,
 }
 
 impl Default for TenantsSection {
     /// The built-in tools: `files` (a sandbox per tenant, agent and instance), `memory_save`,
-    /// `memory_search` (the tenant's namespaces), `web_fetch` (the configured hosts).
+    /// `memory_search` (the tenant's namespaces), `web_fetch` (the configured hosts); per
+    /// tenant at most 1,000 agents, 100 namespaces, 100 keys, 50 webhooks, 200 schedules
+    /// (each below the node's own bound).
     fn default() -> Self {
         Self {
             tools: TENANT_TOOLS_DEFAULT
                 .iter()
                 .map(|t| (*t).to_string())
                 .collect(),
+            agents_max: 1_000,
+            namespaces_max: 100,
+            keys_max: 100,
+            webhooks_max: 50,
+            schedules_max: 200,
         }
     }
 }
@@ -442,6 +459,17 @@ impl DaemonConfig {
         {
             return bad("tools.outbound_allow", e);
         }
+        for (key, value) in [
+            ("tenants.agents_max", self.tenants.agents_max),
+            ("tenants.namespaces_max", self.tenants.namespaces_max),
+            ("tenants.keys_max", self.tenants.keys_max),
+            ("tenants.webhooks_max", self.tenants.webhooks_max),
+            ("tenants.schedules_max", self.tenants.schedules_max),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
         for tool in &self.tenants.tools {
             if tool != "*"
                 && let Err(e) = aios_core::name::validate_tool_name(tool)
@@ -494,6 +522,7 @@ impl DaemonConfig {
         // it starts (`Daemon::start`).
         rc.tools.grant_all = Some(self.tools.grant_all == Some(true));
         rc.tools.node_grants = self.tenant_grants();
+        rc.tools.tenant_namespaces_max = Some(self.tenants.namespaces_max);
         rc.tools
             .outbound_allow
             .extend(self.outbound.allow.iter().cloned());

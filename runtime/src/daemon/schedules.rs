@@ -67,6 +67,18 @@ pub async fn create(
         }
         spec.planner = Some(full);
     }
+    let owned =
+        s.rt.schedules()
+            .list(Some(&p.tenant))
+            .await
+            .map_err(Problem::from)?
+            .len();
+    if owned >= s.config.tenants.schedules_max {
+        return Err(Problem::conflict(format!(
+            "tenant {} has {owned} schedules, the most it may have ([tenants] schedules_max = {}); remove one first",
+            p.tenant, s.config.tenants.schedules_max
+        )));
+    }
     let schedule =
         s.rt.schedules()
             .create(&p.tenant, &spec)

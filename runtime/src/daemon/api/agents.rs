@@ -120,6 +120,16 @@ pub(crate) async fn agents_create(
 ) -> ApiResult {
     def.name = scoped(&p, &def.name)?;
     scope_memory(&p, &mut def)?;
+    let prefix = format!("{}.", p.tenant);
+    let registry = s.rt.agent_system().registry();
+    let owned = registry
+        .list()
+        .iter()
+        .filter(|d| d.name.starts_with(&prefix))
+        .count();
+    if registry.get(&def.name).is_none() {
+        within_limit(&p, "agents", owned, s.config.tenants.agents_max)?;
+    }
     let version =
         s.rt.agent_system()
             .registry()

@@ -47,6 +47,14 @@ pub(crate) async fn ns_create(
     ApiJson(body): ApiJson<NamespaceBody>,
 ) -> ApiResult {
     let full = scoped(&p, &body.name)?;
+    let prefix = format!("{}.", p.tenant);
+    let owned =
+        s.rt.memory_store()
+            .namespaces()
+            .iter()
+            .filter(|n| n.name.starts_with(&prefix))
+            .count();
+    within_limit(&p, "namespaces", owned, s.config.tenants.namespaces_max)?;
     let info =
         s.rt.memory_store()
             .create_namespace(NamespaceSpec::new(full, body.shards.unwrap_or(1)))

@@ -300,6 +300,23 @@ fn with_secret(r: ApiResult) -> ApiResult {
     })
 }
 
+/// 409 when the caller's tenant already has `count` of `what`, its limit `max` (from
+/// `[tenants]`). Two concurrent creations may pass together: a tenant may end one over.
+fn within_limit(
+    p: &super::keys::Principal,
+    what: &str,
+    count: usize,
+    max: usize,
+) -> Result<(), Problem> {
+    if count >= max {
+        return Err(Problem::conflict(format!(
+            "tenant {} has {count} {what}, the most it may have ([tenants] {what}_max = {max}); remove one first",
+            p.tenant
+        )));
+    }
+    Ok(())
+}
+
 fn created(v: Value) -> ApiResult {
     Ok((StatusCode::CREATED, axum::Json(v)).into_response())
 }

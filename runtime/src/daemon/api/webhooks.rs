@@ -30,6 +30,12 @@ pub(crate) async fn hooks_create(
     Extension(p): Extension<Principal>,
     ApiJson(body): ApiJson<HookBody>,
 ) -> ApiResult {
+    within_limit(
+        &p,
+        "webhooks",
+        s.webhooks.list(&p.tenant).len(),
+        s.config.tenants.webhooks_max,
+    )?;
     let sub = s
         .webhooks
         .subscribe(&p.tenant, &body.url, body.events)
