@@ -56,6 +56,22 @@ pub enum OutboundError {
     },
 }
 
+/// `e` and its sources, joined with `: ` (a source already in the text is not repeated): a
+/// refused destination says why, as the guard's reason is a source of `reqwest`'s error.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// The kind of `ip` when it is one a tenant may not reach, else `None`.
 pub fn classify(ip: IpAddr) -> Option<&'static str> {
     match ip {

@@ -148,16 +148,11 @@ impl Tool for WebFetch {
             self.guarded.as_ref()
         }
         .ok_or("the HTTP client could not be built")?;
-        let mut response = client.get(parsed).send().await.map_err(|e| {
-            // The guard's refusal is a source of the error: say it.
-            let mut why = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                why = format!("{why}: {s}");
-                source = s.source();
-            }
-            format!("fetch failed: {why}")
-        })?;
+        let mut response = client
+            .get(parsed)
+            .send()
+            .await
+            .map_err(|e| format!("fetch failed: {}", crate::outbound::error_chain(&e)))?;
         let status = response.status().as_u16();
         // Read at most FETCH_BODY_MAX bytes, whatever the server sends.
         let mut bytes = Vec::new();

@@ -814,10 +814,9 @@ impl AuditLog {
             }
         };
         // The signed head the chain must reach: with a key, every non-empty chain has one.
-        let signed = match (
-            &self.signing,
-            read_head(&self.records, &self.chain.head).await?,
-        ) {
+        let head = read_head(&self.records, &self.chain.head).await?;
+        let head_missing = self.signing.is_some() && head.is_none();
+        let signed = match (&self.signing, head) {
             (Some(_), Some((seq, hash, mac))) => {
                 if self.head_mac(seq, &hash).as_deref() != Some(mac.as_str()) {
                     return Ok(broken(
@@ -830,8 +829,6 @@ impl AuditLog {
             }
             _ => None,
         };
-        let head_missing =
-            self.signing.is_some() && read_head(&self.records, &self.chain.head).await?.is_none();
         let mut expected_seq = start;
         let mut cursor: Option<String> = start
             .checked_sub(1)

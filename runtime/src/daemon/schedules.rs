@@ -73,12 +73,12 @@ pub async fn create(
             .await
             .map_err(Problem::from)?
             .len();
-    if owned >= s.config.tenants.schedules_max {
-        return Err(Problem::conflict(format!(
-            "tenant {} has {owned} schedules, the most it may have ([tenants] schedules_max = {}); remove one first",
-            p.tenant, s.config.tenants.schedules_max
-        )));
-    }
+    super::api::within_limit(
+        &p.tenant,
+        "schedules",
+        owned,
+        s.config.tenants.schedules_max,
+    )?;
     let schedule =
         s.rt.schedules()
             .create(&p.tenant, &spec)

@@ -219,22 +219,6 @@ pub struct Webhooks {
     keys: Arc<QueueKeys>,
 }
 
-/// `e` and its sources, joined: a refused destination says why (the outbound guard's
-/// reason is a source of reqwest's error).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
 fn now_ms() -> u64 {
     aios_actors::protocol::unix_ms()
 }
@@ -657,7 +641,7 @@ impl Webhooks {
                 .body(d.body.clone())
                 .send()
                 .await
-                .map_err(|e| error_chain(&e)),
+                .map_err(|e| aios_actors::outbound::error_chain(&e)),
         };
         d.attempts += 1;
         let error = match result {

@@ -128,7 +128,7 @@ pub(crate) async fn agents_create(
         .filter(|d| d.name.starts_with(&prefix))
         .count();
     if registry.get(&def.name).is_none() {
-        within_limit(&p, "agents", owned, s.config.tenants.agents_max)?;
+        within_limit(&p.tenant, "agents", owned, s.config.tenants.agents_max)?;
     }
     let version =
         s.rt.agent_system()

@@ -35,13 +35,12 @@ pub(crate) async fn keys_create(
     ApiJson(body): ApiJson<NewKeyBody>,
 ) -> ApiResult {
     let tenant = body.tenant.unwrap_or_else(|| p.tenant.clone());
-    let owned = s.keys.list(Some(&tenant)).len();
-    if owned >= s.config.tenants.keys_max {
-        return Err(Problem::conflict(format!(
-            "tenant {tenant} has {owned} keys, the most it may have ([tenants] keys_max = {}); remove one first",
-            s.config.tenants.keys_max
-        )));
-    }
+    within_limit(
+        &tenant,
+        "keys",
+        s.keys.list(Some(&tenant)).len(),
+        s.config.tenants.keys_max,
+    )?;
     if tenant != p.tenant {
         operator_tenant(&p)?;
     }

@@ -54,7 +54,12 @@ pub(crate) async fn ns_create(
             .iter()
             .filter(|n| n.name.starts_with(&prefix))
             .count();
-    within_limit(&p, "namespaces", owned, s.config.tenants.namespaces_max)?;
+    within_limit(
+        &p.tenant,
+        "namespaces",
+        owned,
+        s.config.tenants.namespaces_max,
+    )?;
     let info =
         s.rt.memory_store()
             .create_namespace(NamespaceSpec::new(full, body.shards.unwrap_or(1)))

@@ -300,18 +300,17 @@ fn with_secret(r: ApiResult) -> ApiResult {
     })
 }
 
-/// 409 when the caller's tenant already has `count` of `what`, its limit `max` (from
-/// `[tenants]`). Two concurrent creations may pass together: a tenant may end one over.
-fn within_limit(
-    p: &super::keys::Principal,
+/// 409 when `tenant` already has `count` of `what`, its limit `max` (from `[tenants]`).
+/// Two concurrent creations may pass together: a tenant may end one over.
+pub(crate) fn within_limit(
+    tenant: &str,
     what: &str,
     count: usize,
     max: usize,
 ) -> Result<(), Problem> {
     if count >= max {
         return Err(Problem::conflict(format!(
-            "tenant {} has {count} {what}, the most it may have ([tenants] {what}_max = {max}); remove one first",
-            p.tenant
+            "tenant {tenant} has {count} {what}, the most it may have ([tenants] {what}_max = {max}); remove one first"
         )));
     }
     Ok(())

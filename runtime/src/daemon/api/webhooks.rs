@@ -31,7 +31,7 @@ pub(crate) async fn hooks_create(
     ApiJson(body): ApiJson<HookBody>,
 ) -> ApiResult {
     within_limit(
-        &p,
+        &p.tenant,
         "webhooks",
         s.webhooks.list(&p.tenant).len(),
         s.config.tenants.webhooks_max,
