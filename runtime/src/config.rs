@@ -38,6 +38,12 @@ pub struct RuntimeConfig {
     pub schedules: aios_actors::orchestration::schedule::ScheduleConfig,
     /// Where snapshots and records live: sled in the data directory (default) or PostgreSQL.
     pub store: StoreConfig,
+    /// Every tenant's LLM tokens per day and cost per month, reserved before each call
+    /// (default: none).
+    pub tenant_llm_limits: aios_actors::scheduler::TenantLimits,
+    /// Runs of one tenant active at once on this node, at most (default: only the node's
+    /// bound, [`aios_actors::orchestration::RUNS_ACTIVE_MAX`]).
+    pub tenant_runs_active_max: Option<usize>,
 }
 
 /// Which store backs snapshots and records.
@@ -188,6 +194,8 @@ impl RuntimeConfig {
             tools: aios_actors::tools::ToolsConfig::default(),
             schedules: aios_actors::orchestration::schedule::ScheduleConfig::default(),
             store: StoreConfig::default(),
+            tenant_llm_limits: aios_actors::scheduler::TenantLimits::default(),
+            tenant_runs_active_max: None,
         }
     }
 

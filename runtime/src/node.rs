@@ -20,7 +20,7 @@ use aios_actors::orchestration::Orchestrator;
 use aios_actors::orchestration::schedule::Schedules;
 use aios_actors::records::Records;
 use aios_actors::scheduler::config::LlmConfig;
-use aios_actors::scheduler::{LlmRouter, RateLimiter, Scheduler};
+use aios_actors::scheduler::{LlmRouter, RateLimiter, Scheduler, TenantQuota};
 use aios_actors::tools::{
     McpServerConfig, ToolRegistry, ToolRequirement, ToolService, install_builtins,
 };
@@ -118,6 +118,9 @@ async fn start_agents(
     let costs = CostLedger::open_scoped(records.clone(), shared)
         .await
         .map_err(|e| agents_err(format!("cost ledger: {e}")))?;
+    let quota = TenantQuota::open(records.clone(), costs.clone(), config.tenant_llm_limits)
+        .await
+        .map_err(|e| agents_err(format!("tenant LLM quotas: {e}")))?;
     let registry = AgentRegistry::open(records)
         .await
         .map_err(|e| agents_err(format!("agent registry: {e}")))?;
@@ -140,7 +143,9 @@ async fn start_agents(
         services.start_child(spec).await?;
         schedulers.push(scheduler);
     }
-    let router = LlmRouter::new(schedulers).map_err(agents_err)?;
+    let router = LlmRouter::new(schedulers)
+        .map_err(agents_err)?
+        .with_quota(quota);
     let system = AgentSystem::start(
         agents.clone(),
         router,
@@ -272,6 +277,9 @@ impl Runtime {
             )
             .await
             .map_err(|e| RuntimeError::Agents(format!("orchestration: {e}")))?;
+            if let Some(max) = config.tenant_runs_active_max {
+                orchestrator.set_tenant_runs_active_max(max);
+            }
             let schedules = Schedules::start(
                 orchestrator.clone(),
                 &runs,

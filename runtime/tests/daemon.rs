@@ -1683,12 +1683,15 @@ async fn a_revoked_key_s_streams_close_and_websocket_messages_are_limited_and_au
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off_and_connections_are_capped() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.http.header_read_timeout = std::time::Duration::from_millis(300);
     cfg.http.connections_max = 1;
+    cfg.http.body_read_timeout = std::time::Duration::from_secs(1);
     let (d, first) = Daemon::start(cfg, None).await.expect("start");
     let key = first.unwrap().secret;
+    let key2 = key.clone();
     // A client that sends half a request's headers and stalls holds the only connection...
     let mut slow = tokio::net::TcpStream::connect(d.addr).await.unwrap();
     slow.write_all(b"GET /v1/me HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
@@ -1720,6 +1723,52 @@ async fn slow_clients_are_cut_off_and_connections_are_capped() {
     .await
     .expect("a silent client was never cut off")
     .expect("read");
+
+    // A body sent too slowly is cut off by its own deadline, and its connection with it.
+    let mut slow_body = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    slow_body
+        .write_all(
+            format!(
+                "POST /v1/agents HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key2}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\""
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        slow_body.read_to_end(&mut buf),
+    )
+    .await
+    .expect("a slow body was never cut off")
+    .expect("read");
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // An upgraded WebSocket keeps its connection's place until it closes.
+    let mut req = format!("ws://{}/v1/tree/ws", d.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {key2}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgrade");
+    let c = Client::new(d.addr);
+    let key3 = key2.clone();
+    let mut other = tokio::spawn(async move {
+        let (s, _, _) = c.send(Method::GET, "/v1/me", Some(&key3), None).await;
+        s
+    });
+    tokio::select! {
+        s = &mut other => panic!("served ({s:?}) while a WebSocket held the only connection"),
+        () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+    }
+    ws.close(None).await.unwrap();
+    drop(ws);
+    assert_eq!(other.await.unwrap(), StatusCode::OK);
     d.shutdown().await.expect("shutdown");
 }
 
@@ -1731,6 +1780,8 @@ async fn one_tenant_cannot_use_up_what_the_node_allows() {
     cfg.tenants.namespaces_max = 1;
     cfg.tenants.keys_max = 3;
     cfg.tenants.webhooks_max = 1;
+    cfg.tenants.idempotency_records_max = 2;
+    cfg.tenants.streams_max = 1;
     cfg.outbound.allow = vec!["127.0.0.1".into()];
     let (d, first) = Daemon::start(cfg, None).await.expect("start");
     let admin = first.unwrap().secret;
@@ -1789,20 +1840,30 @@ async fn one_tenant_cannot_use_up_what_the_node_allows() {
             .await
             .is_ok()
     );
-    // Keys: acme's admin key and two more.
-    let key = |name: &str| json!({"name": name, "role": "viewer"});
-    assert_eq!(
-        post(&acme, "/v1/keys", key("k2")).await.0,
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        post(&acme, "/v1/keys", key("k3")).await.0,
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        post(&acme, "/v1/keys", key("k4")).await.0,
-        StatusCode::CONFLICT
-    );
+    // Keys: acme's admin key and two more, also when eight are asked for at once.
+    let asked: Vec<_> = (0..8)
+        .map(|i| {
+            post(
+                &acme,
+                "/v1/keys",
+                json!({"name": format!("k{i}"), "role": "viewer"}),
+            )
+        })
+        .collect();
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(asked)
+        .await
+        .into_iter()
+        .map(|(s, _, _)| s)
+        .collect();
+    let made = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((made, refused), (2, 6), "{statuses:?}");
     let hook = json!({"url": "http://127.0.0.1:9/x", "events": ["*"]});
     assert_eq!(
         post(&acme, "/v1/webhooks", hook.clone()).await.0,
@@ -1812,5 +1873,62 @@ async fn one_tenant_cannot_use_up_what_the_node_allows() {
         post(&acme, "/v1/webhooks", hook).await.0,
         StatusCode::CONFLICT
     );
+    // Idempotency records: two kept for `other`; a third key is refused (429), a retry of a
+    // kept one still replays, and a request without a key runs.
+    let message = |idempotency: Option<&str>| {
+        let mut r = c
+            .http
+            .post(format!("{}/v1/agents/a1/messages", c.base))
+            .bearer_auth(&other)
+            .json(&json!({"content": "hello"}));
+        if let Some(k) = idempotency {
+            r = r.header("idempotency-key", k);
+        }
+        async move {
+            let r = r.send().await.expect("request");
+            (r.status(), r.headers().clone())
+        }
+    };
+    assert_eq!(message(Some("i1")).await.0, StatusCode::OK);
+    assert_eq!(message(Some("i2")).await.0, StatusCode::OK);
+    let (s, h) = message(Some("i3")).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert!(h.contains_key("retry-after"));
+    let (s, h) = message(Some("i1")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["idempotent-replayed"], "true");
+    assert_eq!(message(None).await.0, StatusCode::OK);
+
+    // Streams: one open for acme; a second is refused until the first closes. Another
+    // tenant has its own.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut req = format!("ws://{}/v1/agents/a1/ws", d.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {acme}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgrade");
+    let events = |key: &str| {
+        let r = c
+            .http
+            .get(format!("{}/v1/agents/a1/events", c.base))
+            .bearer_auth(key);
+        async move { r.send().await.expect("request").status() }
+    };
+    assert_eq!(events(&acme).await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(events(&other).await, StatusCode::OK);
+    ws.close(None).await.unwrap();
+    drop(ws);
+    // The server counts the socket out when its task ends (awaited by asking again).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while events(&acme).await != StatusCode::OK {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed socket kept its place"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     d.shutdown().await.expect("shutdown");
 }

@@ -417,3 +417,248 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
     assert!(!tools.to_string().contains("t__echo"), "{tools}");
     d.shutdown().await.expect("shutdown");
 }
+
+/// Reads schedule `id` of the tenant of `key` every 100 ms (there is no event to await) until
+/// `done` holds, for at most a minute.
+async fn wait_schedule(c: &Client, key: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..600 {
+        let (s, v) = c
+            .send(Method::GET, &format!("/v1/schedules/{id}"), key, None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if done(&v) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("schedule {id} did not get there");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_work_of_a_tenant_overshoots_its_llm_token_quota_by_one_call_at_most() {
+    // Each call takes 100 ms and uses about 700 tokens (100 words in, 600 out); each reserves
+    // the model's window of 1024 tokens while it runs; the tenant may use 3000 a day.
+    let fake = FakeLlm::start(FakeConfig {
+        latency: Duration::from_millis(100),
+        ..FakeConfig::default()
+    })
+    .await;
+    fake.set_default(FakeReply::Text("word ".repeat(600)));
+    const LIMIT: u64 = 3000;
+    const WINDOW: u64 = 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), &fake.base_url());
+    cfg.llm.models[0].context_len = WINDOW;
+    cfg.quotas.llm_tokens_per_day = LIMIT;
+    let (d, first) = Daemon::start(cfg, None).await.expect("start");
+    let admin = first.unwrap().secret;
+    let c = std::sync::Arc::new(Client {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", d.addr),
+    });
+    let acme = c.key(&admin, "acme").await;
+    let beta = c.key(&admin, "beta").await;
+    for key in [&acme, &beta] {
+        let (s, v) = c
+            .send(
+                Method::POST,
+                "/v1/agents",
+                key,
+                Some(
+                    json!({"name": "worker", "role": "executor", "model": "fake/m",
+                            "system_prompt": "Work."}),
+                ),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+
+    // Twelve requests at once on two paths: agent messages (each its own session, so they
+    // run side by side) and chat completions.
+    let prompt = "please ".repeat(100);
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let (c, key, prompt) = (c.clone(), acme.clone(), prompt.clone());
+        tasks.push(tokio::spawn(async move {
+            let (path, body) = if i % 2 == 0 {
+                (
+                    "/v1/agents/worker/messages",
+                    json!({"content": prompt, "session": format!("s{i}")}),
+                )
+            } else {
+                (
+                    "/v1/chat/completions",
+                    json!({"model": "worker", "messages": [{"role": "user", "content": prompt}]}),
+                )
+            };
+            let r = c
+                .http
+                .post(format!("{}{path}", c.base))
+                .bearer_auth(&key)
+                .json(&body)
+                .send()
+                .await
+                .expect("request");
+            let status = r.status();
+            let retry_after = r.headers().get("retry-after").cloned();
+            let v: Value = r.json().await.expect("json");
+            (status, retry_after, v)
+        }));
+    }
+    let mut served = 0;
+    let mut refused = 0;
+    for t in tasks {
+        let (status, retry_after, v) = t.await.unwrap();
+        match status {
+            StatusCode::OK => served += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                refused += 1;
+                assert!(retry_after.is_some(), "a quota refusal says when: {v}");
+                assert!(v.to_string().contains("LLM tokens"), "{v}");
+            }
+            other => panic!("{other}: {v}"),
+        }
+    }
+    let (_, costs) = c.send(Method::GET, "/v1/costs", &acme, None).await;
+    let totals = &costs["totals"];
+    let used = totals["input_tokens"].as_u64().unwrap() + totals["output_tokens"].as_u64().unwrap();
+    eprintln!("{served} served, {refused} refused, {used} tokens used of {LIMIT}");
+    assert!(
+        used <= LIMIT + WINDOW,
+        "{used} tokens used: more than the quota of {LIMIT} and one call's {WINDOW} ({served} \
+         served, {refused} refused): {costs}"
+    );
+    assert!(
+        served >= 3 && refused >= 1,
+        "{served} served, {refused} refused"
+    );
+    assert_eq!(
+        costs["llm_quota"]["tokens_today"].as_u64(),
+        Some(used),
+        "{costs}"
+    );
+    assert_eq!(
+        costs["llm_quota"]["reserved_tokens"].as_u64(),
+        Some(0),
+        "{costs}"
+    );
+
+    // Out of budget: a run and a scheduled run start no LLM call; another tenant's budget is
+    // its own.
+    let calls = fake.request_count();
+    let (s, v) = c
+        .send(
+            Method::POST,
+            "/v1/runs",
+            &acme,
+            Some(json!({"task": "plan something"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    let (s, v) = c
+        .send(
+            Method::POST,
+            "/v1/schedules",
+            &acme,
+            Some(json!({"name": "later", "task": "plan something", "delay_s": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let fired = wait_schedule(&c, &acme, &id, |v| !v["last_due_ms"].is_null()).await;
+    assert!(
+        fired["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("LLM tokens")),
+        "{fired}"
+    );
+    assert_eq!(fired["last_run"], Value::Null, "{fired}");
+    assert_eq!(
+        fake.request_count(),
+        calls,
+        "no call after the quota was used up"
+    );
+    let (s, v) = c
+        .send(
+            Method::POST,
+            "/v1/agents/worker/messages",
+            &beta,
+            Some(json!({"content": "hello"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    d.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_runs_at_most_its_share_of_active_runs() {
+    let fake = FakeLlm::start(FakeConfig::default()).await;
+    // The first planner call waits until the test lets it go: its run stays active.
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    fake.push_script(FakeReply::Gated(
+        gate.clone(),
+        Box::new(FakeReply::Text("no plan".into())),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), &fake.base_url());
+    cfg.tenants.runs_active_max = 1;
+    let (d, first) = Daemon::start(cfg, None).await.expect("start");
+    let admin = first.unwrap().secret;
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", d.addr),
+    };
+    let acme = c.key(&admin, "acme").await;
+    let beta = c.key(&admin, "beta").await;
+    for key in [&acme, &beta] {
+        let (s, v) = c
+            .send(
+                Method::POST,
+                "/v1/agents",
+                key,
+                Some(
+                    json!({"name": "plotter", "role": "planner", "model": "fake/m",
+                    "system_prompt": "You plan.", "capabilities": [{"name": "plan"}]}),
+                ),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let run = json!({"task": "plan the week", "planner": "plotter"});
+    let (s, v) = c
+        .send(Method::POST, "/v1/runs", &acme, Some(run.clone()))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let first_run = v["id"].as_str().unwrap().to_string();
+    fake.wait_in_flight(1).await;
+    let (s, v) = c
+        .send(Method::POST, "/v1/runs", &acme, Some(run.clone()))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("runs_active_max"),
+        "{v}"
+    );
+    // Another tenant has its own share.
+    let (s, v) = c
+        .send(Method::POST, "/v1/runs", &beta, Some(run.clone()))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Once acme's run ends, acme may start another.
+    gate.notify_one();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, r) = c
+            .send(Method::GET, &format!("/v1/runs/{first_run}"), &acme, None)
+            .await;
+        let status = r["status"].as_str().unwrap_or_default().to_lowercase();
+        if status == "failed" || status == "completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, v) = c.send(Method::POST, "/v1/runs", &acme, Some(run)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    d.shutdown().await.expect("shutdown");
+}

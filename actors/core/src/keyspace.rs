@@ -231,7 +231,7 @@ pub const PREFIXES: &[Family] = &[
     family(MCP_SERVER, "mcpsrv/<server>", Records, "tools::ToolService", Node, Guard::None, "durable", "tools", "deleted with the server"),
     family(QUOTA, "quota/<tenant>", Records, "daemon::quota", TenantSegment, Guard::None, "buffered", "quotas", "overwritten daily"),
     family(QUOTA_PER_NODE, "quota@<node>/<tenant>", Records, "daemon::quota", TenantAfterNode, NodePartition, "buffered", "quotas", "overwritten daily"),
-    family(QUOTA_BASE, "quotabase/<tenant>", Records, "daemon::quota", TenantSegment, Guard::None, "buffered", "quotas", "overwritten daily"),
+    family(QUOTA_BASE, "quotabase/<tenant>", Records, "scheduler::TenantQuota", TenantSegment, Guard::None, "buffered", "quotas", "overwritten daily"),
     family(WEBHOOK_SUBSCRIPTION, "whsub/<subscription>", Records, "daemon::webhooks", TenantInValue, Guard::None, "durable", "webhooks", "deleted with the subscription"),
     family(WEBHOOK_QUEUE, "whq/<seq:020>", Records, "daemon::webhooks", Node, Guard::None, "buffered, then the sequence durable", "webhooks", "deleted when delivered"),
     family(WEBHOOK_QUEUE_PER_NODE, "whq@<node>/<seq:020>", Records, "daemon::webhooks", PerNode, NodePartition, "buffered, then the sequence durable", "webhooks", "deleted when delivered"),

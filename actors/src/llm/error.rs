@@ -105,6 +105,15 @@ pub enum LlmError {
         /// Why.
         message: String,
     },
+    /// The tenant has used up its LLM tokens of the day or its cost of the month
+    /// ([`crate::scheduler::TenantQuota`]).
+    #[error("quota exceeded: {message}")]
+    QuotaExceeded {
+        /// Which limit, and how much of it is used.
+        message: String,
+        /// Seconds until the limit renews (or, when too many calls wait, a short pause).
+        retry_after_s: u64,
+    },
 }
 
 impl LlmError {
@@ -136,6 +145,7 @@ impl LlmError {
             Self::BudgetExceeded { .. } => "budget_exceeded",
             Self::UnknownModel { .. } => "unknown_model",
             Self::Unavailable { .. } => "unavailable",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
         }
     }
 }

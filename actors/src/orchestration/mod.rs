@@ -189,6 +189,11 @@ pub(crate) struct Shared {
     states: DashMap<String, RunState>,
     /// Each active run's cancellation token; it outlives restarts of the run's actor.
     tokens: DashMap<String, CancellationToken>,
+    /// Runs of one tenant active at once, at most (0: only [`RUNS_ACTIVE_MAX`]).
+    tenant_runs_max: std::sync::atomic::AtomicUsize,
+    /// Held while a start counts the active runs and takes its place among them, so two
+    /// starts cannot both take the last place.
+    admitting: std::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -229,6 +234,30 @@ impl std::fmt::Debug for Orchestrator {
     }
 }
 
+/// A place among the active runs taken by a start that has not finished starting.
+struct Place<'a> {
+    shared: &'a Shared,
+    id: &'a str,
+    taken: bool,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if self.taken {
+            self.shared.states.remove(self.id);
+        }
+    }
+}
+
+/// A run's tenant (`default` when its spec names none).
+fn tenant_of(spec: &RunSpec) -> &str {
+    if spec.tenant.is_empty() {
+        "default"
+    } else {
+        &spec.tenant
+    }
+}
+
 fn unavailable(e: impl std::fmt::Display) -> OrchestrationError {
     OrchestrationError::Unavailable(e.to_string())
 }
@@ -263,6 +292,8 @@ impl Orchestrator {
             runs: DashMap::new(),
             states: DashMap::new(),
             tokens: DashMap::new(),
+            tenant_runs_max: std::sync::atomic::AtomicUsize::new(0),
+            admitting: std::sync::Mutex::new(()),
         });
         let this = Self {
             sessions: Arc::new(session::Sessions::new(records.clone(), system)),
@@ -327,11 +358,56 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// Bounds the runs of one tenant active at once on this node (0: only the node's bound,
+    /// [`RUNS_ACTIVE_MAX`]). Runs already active are not stopped.
+    pub fn set_tenant_runs_active_max(&self, max: usize) {
+        self.shared
+            .tenant_runs_max
+            .store(max, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Takes a place among the active runs for `state` (its state is published), or says
+    /// why there is none.
+    fn admit(&self, state: &RunState) -> Result<(), OrchestrationError> {
+        let shared = &self.shared;
+        // Invariant: nothing panics while this guard is held (counting and an insert).
+        let _admitting = shared
+            .admitting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if shared.runs.len().max(shared.states.len()) >= RUNS_ACTIVE_MAX {
+            return Err(OrchestrationError::Busy(format!(
+                "{RUNS_ACTIVE_MAX} runs are active; wait for some to finish"
+            )));
+        }
+        let max = shared
+            .tenant_runs_max
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let tenant = tenant_of(&state.spec);
+        if max > 0 {
+            // A run that finished is counted out before its actor's cleanup ends.
+            let n = shared
+                .states
+                .iter()
+                .filter(|s| !s.status.is_finished() && tenant_of(&s.spec) == tenant)
+                .count();
+            if n >= max {
+                return Err(OrchestrationError::Busy(format!(
+                    "tenant {tenant} has {n} active runs, the most it may have at once \
+                     ([tenants] runs_active_max = {max}); wait for some to finish"
+                )));
+            }
+        }
+        shared.publish(state);
+        Ok(())
+    }
+
     /// Starts a run and returns its id once its first state is on disk.
     ///
     /// # Errors
     /// [`OrchestrationError::Invalid`] for a bad spec, [`OrchestrationError::Busy`] beyond
-    /// [`RUNS_ACTIVE_MAX`] active runs, [`OrchestrationError::Unavailable`] on store failures.
+    /// [`RUNS_ACTIVE_MAX`] active runs (or the tenant's bound), [`OrchestrationError::Unavailable`]
+    /// on store failures.
     pub async fn start(&self, spec: RunSpec) -> Result<String, OrchestrationError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         self.start_as(id, spec).await
@@ -369,12 +445,14 @@ impl Orchestrator {
                 "planner: no agent named {p:?}"
             )));
         }
-        if self.shared.runs.len() >= RUNS_ACTIVE_MAX {
-            return Err(OrchestrationError::Busy(format!(
-                "{RUNS_ACTIVE_MAX} runs are active; wait for some to finish"
-            )));
-        }
         let state = RunState::new(id.clone(), spec);
+        self.admit(&state)?;
+        // Gives the place back unless the run started, also when this future is dropped.
+        let mut place = Place {
+            shared: &self.shared,
+            id: &id,
+            taken: true,
+        };
         self.shared
             .records
             .put(
@@ -385,6 +463,8 @@ impl Orchestrator {
             .await
             .map_err(unavailable)?;
         self.spawn(&id, Some(state)).await?;
+        place.taken = false;
+        drop(place);
         // Answered after a message's durable snapshot: the run now survives a crash. A run
         // that already finished and stopped has its final snapshot on disk.
         if let Err(e) = self.call(&id, RunMsg::Get).await

@@ -720,6 +720,20 @@ impl Inner {
         spec.tenant = s.tenant.clone();
         spec.planner = s.planner.clone();
         let id = run_id(&s.id, due);
+        // A tenant out of LLM budget gets no run (its calls would be refused one by one);
+        // the firing counts as due and says why.
+        if let Some(Err(e)) = self.orchestrator.shared.system.router().quota().map(|q| {
+            q.check(if s.tenant.is_empty() {
+                "default"
+            } else {
+                &s.tenant
+            })
+        }) {
+            tracing::warn!(schedule = %s.id, run = %id, error = %e, "a scheduled run was not started");
+            s.last_error = Some(e.to_string());
+            s.last_due_ms = Some(due);
+            return;
+        }
         match self.orchestrator.start_with_id(&id, spec).await {
             // `started` is false when the run existed: this due time fired before a crash
             // lost the schedule's record of it, and counts now.

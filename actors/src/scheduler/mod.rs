@@ -22,6 +22,7 @@ mod bucket;
 mod cache;
 pub mod config;
 mod queue;
+pub mod quota;
 mod router;
 
 use std::collections::VecDeque;
@@ -42,6 +43,7 @@ use uuid::Uuid;
 pub use self::bucket::TokenBucket;
 pub use self::cache::{CACHE_ENTRIES_MAX, CacheConfig, ResponseCache};
 pub use self::queue::{Owner, QueuePolicy, RequestQueue};
+pub use self::quota::{Ask, Reservation, TenantLimits, TenantQuota, TenantUsage};
 pub use self::router::{Budget, LlmRouter, ModelKey};
 
 use crate::cost::{Charge, CostLedger, Price};

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::quota::{Ask, TenantQuota};
 use super::{CancelFilter, LlmOutcome, RequestMeta, Scheduler, SchedulerStats};
 use crate::llm::tokens::ContextWindow;
 use crate::llm::{ChatRequest, DeltaSink, LlmError};
@@ -62,10 +63,12 @@ pub struct Budget {
     pub spent_nanos: u64,
 }
 
-/// Routes requests to the scheduler of their model. Cheap to clone.
+/// Routes requests to the scheduler of their model, within their tenant's LLM budget.
+/// Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct LlmRouter {
     schedulers: Arc<BTreeMap<ModelKey, Scheduler>>,
+    quota: Option<TenantQuota>,
 }
 
 impl LlmRouter {
@@ -93,7 +96,21 @@ impl LlmRouter {
         }
         Ok(Self {
             schedulers: Arc::new(map),
+            quota: None,
         })
+    }
+
+    /// This router with tenant budgets: every call reserves its stated maximum first
+    /// ([`TenantQuota::reserve`]).
+    #[must_use]
+    pub fn with_quota(mut self, quota: TenantQuota) -> Self {
+        self.quota = Some(quota);
+        self
+    }
+
+    /// The tenants' budgets, when set.
+    pub fn quota(&self) -> Option<&TenantQuota> {
+        self.quota.as_ref()
     }
 
     /// The scheduler of `key`.
@@ -115,8 +132,8 @@ impl LlmRouter {
     /// model's `fallback_at` fraction.
     ///
     /// # Errors
-    /// [`LlmError::UnknownModel`], [`LlmError::BudgetExceeded`] when the budget is spent, or
-    /// the scheduler's error.
+    /// [`LlmError::UnknownModel`], [`LlmError::BudgetExceeded`] when the budget is spent,
+    /// [`LlmError::QuotaExceeded`] when the tenant's budget is, or the scheduler's error.
     pub async fn chat(
         &self,
         model: &ModelKey,
@@ -154,6 +171,15 @@ impl LlmRouter {
                 fallback = true;
             }
         }
+        // Held until the call's usage is in the ledger (the scheduler records it before it
+        // answers).
+        let _reserved = match &self.quota {
+            Some(q) if !q.limits().is_unlimited() => Some(
+                q.reserve(&meta.tenant, Ask::of(target.config(), &request), cancel)
+                    .await?,
+            ),
+            _ => None,
+        };
         let mut outcome = target.chat(request, meta, stream, cancel).await?;
         outcome.fallback = fallback;
         Ok(outcome)

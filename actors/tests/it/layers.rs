@@ -15,7 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("outbound", &[]),
     ("llm", &[]),
     ("cost", &["llm", "records"]),
-    ("scheduler", &["llm", "cost"]),
+    ("scheduler", &["llm", "cost", "records", "protocol"]),
     ("memory", &["llm", "records", "protocol"]),
     // The built-in memory tools (`memory_save`, `memory_search`) are plugin tools over the
     // memory store.

@@ -134,13 +134,21 @@ pub struct TenantsSection {
     pub webhooks_max: usize,
     /// Schedules per tenant, at most.
     pub schedules_max: usize,
+    /// Runs of a tenant active at once on a node (scheduled ones too), at most.
+    pub runs_active_max: usize,
+    /// `Idempotency-Key` responses kept per tenant on a node, at most (each for 24 h).
+    pub idempotency_records_max: usize,
+    /// Event streams (SSE and WebSocket) a tenant has open at once on a node, at most: each
+    /// holds a connection.
+    pub streams_max: usize,
 }
 
 impl Default for TenantsSection {
     /// The built-in tools: `files` (a sandbox per tenant, agent and instance), `memory_save`,
     /// `memory_search` (the tenant's namespaces), `web_fetch` (the configured hosts); per
-    /// tenant at most 1,000 agents, 100 namespaces, 100 keys, 50 webhooks, 200 schedules
-    /// (each below the node's own bound).
+    /// tenant at most 1,000 agents, 100 namespaces, 100 keys, 50 webhooks, 200 schedules,
+    /// 100 active runs, 10,000 idempotency records and 100 open streams (each below the
+    /// node's own bound).
     fn default() -> Self {
         Self {
             tools: TENANT_TOOLS_DEFAULT
@@ -152,6 +160,9 @@ impl Default for TenantsSection {
             keys_max: 100,
             webhooks_max: 50,
             schedules_max: 200,
+            runs_active_max: 100,
+            idempotency_records_max: 10_000,
+            streams_max: 100,
         }
     }
 }
@@ -465,6 +476,12 @@ impl DaemonConfig {
             ("tenants.keys_max", self.tenants.keys_max),
             ("tenants.webhooks_max", self.tenants.webhooks_max),
             ("tenants.schedules_max", self.tenants.schedules_max),
+            ("tenants.runs_active_max", self.tenants.runs_active_max),
+            (
+                "tenants.idempotency_records_max",
+                self.tenants.idempotency_records_max,
+            ),
+            ("tenants.streams_max", self.tenants.streams_max),
         ] {
             if value == 0 {
                 return bad(key, "must be at least 1");
@@ -523,10 +540,15 @@ impl DaemonConfig {
         rc.tools.grant_all = Some(self.tools.grant_all == Some(true));
         rc.tools.node_grants = self.tenant_grants();
         rc.tools.tenant_namespaces_max = Some(self.tenants.namespaces_max);
+        rc.tenant_runs_active_max = Some(self.tenants.runs_active_max);
         rc.tools
             .outbound_allow
             .extend(self.outbound.allow.iter().cloned());
         rc.schedules.missed_after = self.schedules.missed_after;
+        rc.tenant_llm_limits = aios_actors::scheduler::TenantLimits {
+            tokens_per_day: self.quotas.llm_tokens_per_day,
+            cost_nanos_per_month: (self.quotas.cost_usd_per_month * 1e9) as u64,
+        };
         rc.store = self.store.clone();
         // In a cluster a namespace starts when first asked for, once the peers are known, so
         // its shards are spread (see `MemoryConfig::start_at_open`).

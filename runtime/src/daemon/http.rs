@@ -190,6 +190,8 @@ pub struct Stores {
     pub webhooks: super::webhooks::Webhooks,
     /// Cluster membership.
     pub membership: crate::cluster::Membership,
+    /// Stored idempotency records per API key.
+    pub idempotency_counts: super::idempotency::Counts,
 }
 
 /// What every handler shares.
@@ -222,6 +224,14 @@ pub struct AppState {
     pub webhooks: super::webhooks::Webhooks,
     /// Idempotency keys of requests still running.
     pub idempotency_in_flight: dashmap::DashMap<String, ()>,
+    /// Stored idempotency records per tenant on this node.
+    pub idempotency_counts: super::idempotency::Counts,
+    /// Held by a creation that a per-tenant limit counts (agents, keys, webhooks, schedules,
+    /// namespaces) from its count to its write, so two creations cannot both take the last
+    /// place.
+    pub creating: tokio::sync::Mutex<()>,
+    /// Event streams open per tenant.
+    pub open_streams: super::streams::OpenStreams,
     /// The node's recent samples, for charts.
     pub history: super::sampler::History,
     /// This node's cluster membership (disabled outside a cluster).
@@ -261,6 +271,9 @@ impl AppState {
             stopping,
             webhooks: stores.webhooks,
             idempotency_in_flight: dashmap::DashMap::new(),
+            idempotency_counts: stores.idempotency_counts,
+            creating: tokio::sync::Mutex::new(()),
+            open_streams: super::streams::OpenStreams::default(),
             history: super::sampler::History::default(),
             membership: stores.membership,
             retention: super::retention::Retention::default(),

@@ -134,7 +134,8 @@ pub async fn idempotency(State(s): State<Shared>, req: Request, next: Next) -> R
     let request_hash = Sha256::digest(&bytes).to_vec();
     let rkey = record_key(&principal, &parts.method, parts.uri.path(), &key);
     let records = Records::new(s.rt.snapshots().clone());
-    match read_stored(&records, &rkey).await {
+    // An expired record at this key is overwritten: the new one takes its place in the count.
+    let expired = match read_stored(&records, &rkey).await {
         Ok(Some(stored))
             if aios_actors::protocol::unix_ms().saturating_sub(stored.at_ms)
                 < IDEMPOTENCY_TTL.as_millis() as u64 =>
@@ -160,15 +161,51 @@ pub async fn idempotency(State(s): State<Shared>, req: Request, next: Next) -> R
             }
             return r;
         }
-        Ok(_) => {}
+        Ok(found) => found.is_some(),
         Err(e) => return Problem::internal(e).into_response(),
-    }
+    };
     // One request per key at a time.
     if s.idempotency_in_flight.insert(rkey.clone(), ()).is_some() {
         return Problem::conflict("a request with this Idempotency-Key is still running")
             .into_response();
     }
     let _in_flight = InFlight(&s, rkey.clone());
+    // A tenant keeps a bounded number of records; beyond, a request with a key is refused
+    // rather than run without the protection it asked for.
+    let mut tenant_keys: Vec<String> = s
+        .keys
+        .list(Some(&principal.tenant))
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    // The caller's key counts even when it is not a stored key (`insecure_no_auth`).
+    if !tenant_keys.contains(&principal.key_id) {
+        tenant_keys.push(principal.key_id.clone());
+    }
+    let max = s.config.tenants.idempotency_records_max;
+    if !expired
+        && let Err(held) = s
+            .idempotency_counts
+            .take(&principal.key_id, &tenant_keys, max)
+    {
+        let mut p = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "tenant {} keeps {held} Idempotency-Key responses, the most it may \
+                 ([tenants] idempotency_records_max = {max}); they expire 24 h after their \
+                 request",
+                principal.tenant
+            ),
+        );
+        p.retry_after_s = Some(3600);
+        return p.into_response();
+    }
+    let mut place = Place {
+        counts: &s.idempotency_counts,
+        key_id: &principal.key_id,
+        // An overwritten record's place stays taken whatever happens.
+        kept: expired,
+    };
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
@@ -205,10 +242,89 @@ pub async fn idempotency(State(s): State<Shared>, req: Request, next: Next) -> R
         body: kept,
         at_ms: aios_actors::protocol::unix_ms(),
     };
-    if let Err(e) = records.put(&rkey, &stored, Durability::Durable).await {
-        tracing::error!(error = %e, "storing an idempotent response");
+    match records.put(&rkey, &stored, Durability::Durable).await {
+        Ok(()) => place.kept = true,
+        Err(e) => tracing::error!(error = %e, "storing an idempotent response"),
     }
     Response::from_parts(parts, Body::from(body))
+}
+
+/// The idempotency records this node stores, per API key: counted from the store at start,
+/// then kept up to date as records are written and swept. A tenant's count is the sum over
+/// its keys. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Counts(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>);
+
+impl Counts {
+    /// Counts the stored records (keys only, 512 at a time).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn load(records: &Records) -> Result<Self, String> {
+        let mut counts = std::collections::HashMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let keys = records
+                .keys_after(PREFIX, after.as_deref(), 512)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(last) = keys.last().cloned() else {
+                break;
+            };
+            for k in &keys {
+                if let Some((key_id, _)) = k.trim_start_matches(PREFIX).split_once('/') {
+                    *counts.entry(key_id.to_string()).or_insert(0) += 1;
+                }
+            }
+            after = Some(last);
+        }
+        Ok(Self(std::sync::Arc::new(std::sync::Mutex::new(counts))))
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
+        // Invariant: nothing panics while this is held (counter updates).
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes a place for one more record of `key_id` unless the keys of its tenant
+    /// (`tenant_keys`) hold `max` already; returns the tenant's count when it is full.
+    fn take(&self, key_id: &str, tenant_keys: &[String], max: usize) -> Result<(), usize> {
+        let mut map = self.map();
+        let held: usize = tenant_keys.iter().filter_map(|k| map.get(k)).sum();
+        if held >= max {
+            return Err(held);
+        }
+        *map.entry(key_id.to_string()).or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// Gives back a place: a record was not written, or was swept.
+    fn put_back(&self, key_id: &str) {
+        let mut map = self.map();
+        if let Some(n) = map.get_mut(key_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(key_id);
+            }
+        }
+    }
+}
+
+/// Gives a place back unless the record was written.
+struct Place<'a> {
+    counts: &'a Counts,
+    key_id: &'a str,
+    kept: bool,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.counts.put_back(self.key_id);
+        }
+    }
 }
 
 struct InFlight<'a>(&'a Shared, String);
@@ -219,8 +335,8 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Removes expired records every hour until `stop`.
-pub fn spawn_sweeper(records: Records, stop: tokio_util::sync::CancellationToken) {
+/// Removes expired records every hour until `stop`, giving their places back to `counts`.
+pub fn spawn_sweeper(records: Records, counts: Counts, stop: tokio_util::sync::CancellationToken) {
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -245,8 +361,11 @@ pub fn spawn_sweeper(records: Records, stop: tokio_util::sync::CancellationToken
                         Ok(None) => true,
                         Err(_) => false,
                     };
-                    if expired {
-                        let _ = records.delete(&k).await;
+                    if expired
+                        && records.delete(&k).await.is_ok()
+                        && let Some((key_id, _)) = k.trim_start_matches(PREFIX).split_once('/')
+                    {
+                        counts.put_back(key_id);
                     }
                 }
                 after = Some(last);

@@ -354,7 +354,7 @@ impl Daemon {
             let quotas = quota::Quotas::open(
                 records.clone(),
                 &config.quotas,
-                Some(rt.costs().clone()),
+                rt.llm().quota().cloned(),
                 (config.store.backend == crate::StoreBackend::Postgres)
                     .then_some(config.store.node.as_str()),
             )
@@ -391,10 +391,13 @@ impl Daemon {
                     }
                 }
             }
-            Ok::<_, DaemonError>((keys, audit, quotas, hooks, first))
+            let idempotency_counts = idempotency::Counts::load(&records)
+                .await
+                .map_err(DaemonError::Store)?;
+            Ok::<_, DaemonError>((keys, audit, quotas, hooks, idempotency_counts, first))
         }
         .await;
-        let (keys, audit, quotas, hooks, first) = match opened {
+        let (keys, audit, quotas, hooks, idempotency_counts, first) = match opened {
             Ok(x) => x,
             Err(e) => {
                 let _ = rt.shutdown().await;
@@ -461,7 +464,7 @@ impl Daemon {
             spawn_key_reloader(keys.clone(), hooks.clone(), stop.clone());
         }
         hooks.spawn_deliverer(stop.clone());
-        idempotency::spawn_sweeper(records.clone(), stop.clone());
+        idempotency::spawn_sweeper(records.clone(), idempotency_counts.clone(), stop.clone());
         let state: Shared = Arc::new(AppState::new(
             rt,
             http::Stores {
@@ -470,6 +473,7 @@ impl Daemon {
                 quotas,
                 webhooks: hooks,
                 membership,
+                idempotency_counts,
             },
             config,
             metrics,

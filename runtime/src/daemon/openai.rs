@@ -69,11 +69,19 @@ fn oai_error(p: Problem) -> Response {
     // OpenAI clients read `error.message`; keep the problem's status.
     let status = axum::http::StatusCode::from_u16(p.status)
         .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
-    (
+    let mut response = (
         status,
         axum::Json(json!({"error": {"message": p.detail, "type": p.title, "code": p.status}})),
     )
-        .into_response()
+        .into_response();
+    // OpenAI's clients wait as long as `Retry-After` says before retrying a 429.
+    if let Some(secs) = p.retry_after_s {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(secs),
+        );
+    }
+    response
 }
 
 /// `POST /v1/chat/completions`.
@@ -109,7 +117,7 @@ async fn prepare(s: &Shared, p: &Principal, req: ChatRequestIn) -> Result<Prepar
             "messages: 1..={CHAT_MESSAGES_MAX} required"
         )));
     }
-    s.quotas.check_llm(&p.tenant).await?;
+    s.quotas.check_llm(&p.tenant)?;
     let last_user = req
         .messages
         .iter()
@@ -190,12 +198,14 @@ async fn run(s: Shared, principal: &Principal, prepared: Prepared) -> Response {
                 }
             }))
             .into_response(),
-            Err(e) => oai_error(Problem::new(
-                axum::http::StatusCode::BAD_GATEWAY,
-                e.to_string(),
-            )),
+            // A tenant's quota is a 429 with `Retry-After`, a missing agent a 404, …
+            Err(e) => oai_error(Problem::from(e)),
         };
     }
+    let place = match super::streams::open(&s, principal) {
+        Ok(place) => place,
+        Err(problem) => return oai_error(problem),
+    };
     // Subscribe before the task starts so no token is missed.
     let mut events = s.rt.agent_system().subscribe(&id);
     let (tx, rx) = tokio::sync::mpsc::channel::<Value>(256);
@@ -269,7 +279,11 @@ async fn run(s: Shared, principal: &Principal, prepared: Prepared) -> Response {
         }
     });
     // Ends with the daemon's stop or the key's revocation, like every stream.
-    let body = futures_util::StreamExt::take_until(body, super::streams::ended(&s, principal));
+    let ended = super::streams::ended(&s, principal);
+    let body = futures_util::StreamExt::take_until(body, async move {
+        let _open = place;
+        ended.await;
+    });
     Sse::new(body)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
@@ -305,6 +319,7 @@ pub(crate) async fn agent_events(
         return Err(Problem::not_found(format!("agent {name:?} not found")));
     }
     let id = AgentId::new(full, q.session.unwrap_or_else(|| "main".into()));
+    let place = super::streams::open(&s, &p)?;
     let rx = s.rt.agent_system().subscribe(&id);
     let body = stream::unfold(rx, |mut rx| async move {
         let event = match rx.recv().await {
@@ -324,7 +339,11 @@ pub(crate) async fn agent_events(
     });
     // Ends when the daemon shuts down (the drain does not wait for followers), or when the
     // key is revoked or expires.
-    let body = futures_util::StreamExt::take_until(body, super::streams::ended(&s, &p));
+    let ended = super::streams::ended(&s, &p);
+    let body = futures_util::StreamExt::take_until(body, async move {
+        let _open = place;
+        ended.await;
+    });
     Ok(Sse::new(body)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
@@ -352,9 +371,13 @@ pub(crate) async fn agent_ws(
             .map_err(|e| Problem::bad_request(format!("session: {e}")))?;
     }
     let id = AgentId::new(full, session.clone().unwrap_or_else(|| "main".into()));
+    let place = super::streams::open(&s, &p)?;
     Ok(ws
         .max_message_size(256 * 1024)
-        .on_upgrade(move |socket| ws_session(s, p, id, session, socket)))
+        .on_upgrade(move |socket| async move {
+            let _open = place;
+            ws_session(s, p, id, session, socket).await;
+        }))
 }
 
 /// Admits one message of an agent WebSocket as HTTP admits a request: the key's rate
@@ -451,7 +474,7 @@ async fn ws_session(
                                 }
                                 continue;
                             }
-                            if let Err(problem) = s.quotas.check_llm(&p.tenant).await {
+                            if let Err(problem) = s.quotas.check_llm(&p.tenant) {
                                 let frame = json!({"type": "error", "message": problem.detail});
                                 if socket.send(Message::Text(frame.to_string().into())).await.is_err() {
                                     break;

@@ -109,8 +109,8 @@ impl OperationOutput for Problem {
 }
 
 /// The status codes a `/v1` route may answer with a problem.
-const PROBLEM_STATUSES: [&str; 10] = [
-    "400", "401", "403", "404", "409", "413", "415", "422", "429", "500",
+const PROBLEM_STATUSES: [&str; 11] = [
+    "400", "401", "403", "404", "408", "409", "413", "415", "422", "429", "500",
 ];
 
 /// Makes `aide` write JSON Schema 2020-12 (what OpenAPI 3.1 declares) into the document's

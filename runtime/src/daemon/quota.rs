@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aios_actors::records::Records;
+use aios_actors::scheduler::TenantQuota;
 use aios_supervisor::snapshot::Durability;
 use axum::http::StatusCode;
 use dashmap::DashMap;
@@ -28,42 +29,14 @@ const PREFIX: &str = aios_core::keyspace::QUOTA;
 /// The prefix of every node's counters on a shared store.
 const NODE_PREFIX: &str = aios_core::keyspace::QUOTA_PER_NODE;
 const DAY_MS: u64 = 24 * 3600 * 1000;
-
-/// What a tenant's LLM usage was when its day and month began, from the cost ledger's
-/// totals: usage today = totals now − totals at the day's start.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
-struct Base {
-    day: u64,
-    tokens: u64,
-    month: u64,
-    cost_nanos: u64,
-}
-
-const BASE_PREFIX: &str = aios_core::keyspace::QUOTA_BASE;
-
-/// The UTC calendar month of a day number (days since 1970-01-01), as `year * 12 + month`.
-fn month_of(day: u64) -> u64 {
-    // Howard Hinnant's civil_from_days.
-    let z = day as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y * 12 + m - 1) as u64
-}
-
-/// Daily request counters and LLM token and cost quotas per tenant. Cheap to clone.
+/// Daily request counters per tenant, and the check of the tenants' LLM budgets
+/// ([`TenantQuota`], which the LLM router also reserves from before every call). Cheap to
+/// clone.
 #[derive(Clone)]
 pub struct Quotas {
     records: Records,
     requests_per_day: u64,
-    llm_tokens_per_day: u64,
-    cost_nanos_per_month: u64,
-    ledger: Option<aios_actors::cost::CostLedger>,
-    bases: Arc<DashMap<String, Base>>,
+    llm: Option<TenantQuota>,
     /// tenant → (UTC day number, requests that day, written?)
     counts: Arc<DashMap<String, (u64, u64, bool)>>,
     /// tenant → the day its first refusal was reported.
@@ -88,22 +61,12 @@ impl Quotas {
     pub async fn open(
         records: Records,
         config: &super::config::QuotaConfig,
-        ledger: Option<aios_actors::cost::CostLedger>,
+        llm: Option<TenantQuota>,
         shared_node: Option<&str>,
     ) -> Result<Self, String> {
         let prefix =
             shared_node.map_or_else(|| PREFIX.to_string(), |n| format!("{NODE_PREFIX}{n}/"));
         let requests_per_day = config.requests_per_day;
-        let bases = DashMap::new();
-        for key in records
-            .keys(BASE_PREFIX, QUOTA_TENANTS_MAX)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            if let Some(b) = records.get::<Base>(&key).await.map_err(|e| e.to_string())? {
-                bases.insert(key.trim_start_matches(BASE_PREFIX).to_string(), b);
-            }
-        }
         let counts = DashMap::new();
         let day = today();
         for key in records
@@ -126,10 +89,7 @@ impl Quotas {
         let quotas = Self {
             records,
             requests_per_day,
-            llm_tokens_per_day: config.llm_tokens_per_day,
-            cost_nanos_per_month: (config.cost_usd_per_month * 1e9) as u64,
-            ledger,
-            bases: Arc::new(bases),
+            llm,
             counts: Arc::new(counts),
             refused: Arc::new(DashMap::new()),
             others: shared_node.map(|_| Arc::new(DashMap::new())),
@@ -234,81 +194,17 @@ impl Quotas {
         previous != Some(day)
     }
 
-    /// Refuses agent work (messages, chats, runs, session turns) once the tenant has used its
-    /// LLM tokens of the day or its cost of the month.
+    /// Refuses agent work (messages, chats, runs, session turns) at once when the tenant has
+    /// used its LLM tokens of the day or its cost of the month. Calls within the work reserve
+    /// their share in the LLM router ([`TenantQuota::reserve`]).
     ///
     /// # Errors
     /// A 429 problem naming the quota.
-    pub async fn check_llm(&self, tenant: &str) -> Result<(), Problem> {
-        let Some(ledger) = &self.ledger else {
-            return Ok(());
-        };
-        if self.llm_tokens_per_day == 0 && self.cost_nanos_per_month == 0 {
-            return Ok(());
+    pub fn check_llm(&self, tenant: &str) -> Result<(), Problem> {
+        match &self.llm {
+            Some(q) => q.check(tenant).map_err(Problem::from),
+            None => Ok(()),
         }
-        let totals = ledger.totals(&aios_actors::cost::CostScope::Tenant(tenant.to_string()));
-        let tokens = totals.input_tokens + totals.output_tokens;
-        let day = today();
-        let month = month_of(day);
-        let (base, changed) = {
-            if !self.bases.contains_key(tenant) && self.bases.len() >= QUOTA_TENANTS_MAX {
-                return Ok(());
-            }
-            let mut changed = false;
-            let mut b = self.bases.entry(tenant.to_string()).or_insert_with(|| {
-                changed = true;
-                Base {
-                    day,
-                    tokens,
-                    month,
-                    cost_nanos: totals.cost_nanos,
-                }
-            });
-            if b.day != day {
-                b.day = day;
-                b.tokens = tokens;
-                changed = true;
-            }
-            if b.month != month {
-                b.month = month;
-                b.cost_nanos = totals.cost_nanos;
-                changed = true;
-            }
-            (*b, changed)
-        };
-        if changed
-            && let Err(e) = self
-                .records
-                .put(
-                    &format!("{BASE_PREFIX}{tenant}"),
-                    &base,
-                    Durability::Buffered,
-                )
-                .await
-        {
-            tracing::warn!(error = %e, "writing a quota base");
-        }
-        let refuse = |detail: String| {
-            let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, detail);
-            p.kind = "https://aios.dev/problems/quota-exceeded".into();
-            Err(p)
-        };
-        let used = tokens.saturating_sub(base.tokens);
-        if self.llm_tokens_per_day > 0 && used >= self.llm_tokens_per_day {
-            return refuse(format!(
-                "tenant {tenant} has used {used} of its {} LLM tokens today (UTC)",
-                self.llm_tokens_per_day
-            ));
-        }
-        let spent = totals.cost_nanos.saturating_sub(base.cost_nanos);
-        if self.cost_nanos_per_month > 0 && spent >= self.cost_nanos_per_month {
-            return refuse(format!(
-                "tenant {tenant} has spent ${:.4} of its ${:.2} this month",
-                spent as f64 / 1e9,
-                self.cost_nanos_per_month as f64 / 1e9
-            ));
-        }
-        Ok(())
     }
 
     /// The requests of `tenant` today.
@@ -371,23 +267,15 @@ impl Quotas {
                 if let Err(e) = q.refresh_others().await {
                     tracing::warn!(error = %e, "reading the other nodes' quota counters");
                 }
+                // On a shared store, the other nodes' LLM day and month bases.
+                if q.others.is_some()
+                    && let Some(llm) = &q.llm
+                    && !llm.limits().is_unlimited()
+                    && let Err(e) = llm.refresh_bases().await
+                {
+                    tracing::warn!(error = %e, "reading the other nodes' LLM quota bases");
+                }
             }
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::month_of;
-
-    #[test]
-    fn months_follow_the_calendar() {
-        // 1970-01-01 is day 0; 2026-11-30 is day 20_787; 2026-12-01 is day 20_788.
-        assert_eq!(month_of(0), 1970 * 12);
-        assert_eq!(month_of(31), 1970 * 12 + 1);
-        assert_eq!(month_of(20_787), 2026 * 12 + 10);
-        assert_eq!(month_of(20_788), 2026 * 12 + 11);
-        // 2024-02-29 (a leap day) is day 19_782, in February.
-        assert_eq!(month_of(19_782), 2024 * 12 + 1);
     }
 }

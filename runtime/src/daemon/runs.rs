@@ -56,7 +56,7 @@ pub async fn start(
     Extension(p): Extension<Principal>,
     ApiJson(body): ApiJson<RunBody>,
 ) -> ApiResult {
-    s.quotas.check_llm(&p.tenant).await?;
+    s.quotas.check_llm(&p.tenant)?;
     let mut spec = RunSpec::new(body.task);
     spec.tenant = p.tenant.clone();
     if let Some(planner) = &body.planner {
@@ -324,7 +324,7 @@ pub async fn say(
     if body.content.trim().is_empty() || body.content.len() > 256 * 1024 {
         return Err(Problem::bad_request("content: 1 byte to 256 KiB"));
     }
-    s.quotas.check_llm(&p.tenant).await?;
+    s.quotas.check_llm(&p.tenant)?;
     let entry =
         s.rt.orchestrator()
             .say(&id, &body.content, s.config.agents.task_timeout)

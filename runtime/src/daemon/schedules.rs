@@ -67,6 +67,7 @@ pub async fn create(
         }
         spec.planner = Some(full);
     }
+    let _creating = s.creating.lock().await;
     let owned =
         s.rt.schedules()
             .list(Some(&p.tenant))

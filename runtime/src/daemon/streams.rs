@@ -190,7 +190,7 @@ pub async fn tree_events(
     Extension(p): Extension<Principal>,
 ) -> Result<Response, Problem> {
     let feed = tree_feed(&s, &p)?;
-    Ok(sse(&s, &p, feed))
+    sse(&s, &p, feed)
 }
 
 /// `GET /v1/tree/ws`.
@@ -200,7 +200,7 @@ pub async fn tree_ws(
     upgrade: axum::extract::ws::WebSocketUpgrade,
 ) -> Result<Response, Problem> {
     let feed = tree_feed(&s, &p)?;
-    Ok(ws(&s, &p, feed, upgrade))
+    ws(&s, &p, feed, upgrade)
 }
 
 /// Resolves when a stream opened by `p` must end: the daemon stops, or `p`'s key is
@@ -231,32 +231,103 @@ pub(crate) fn ended(
 /// Client messages on a feed-only WebSocket are ignored; none may be larger than this.
 pub const FEED_WS_MESSAGE_MAX: usize = 4 * 1024;
 
+/// The streams (SSE and WebSocket) open per tenant on this node.
+#[derive(Default)]
+pub struct OpenStreams(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+impl OpenStreams {
+    fn counts(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
+        // Invariant: nothing panics while this is held (counter updates).
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One open stream's place among its tenant's; given back when dropped (the stream ended,
+/// or was never served).
+pub(crate) struct Place {
+    s: Shared,
+    tenant: String,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut counts = self.s.open_streams.counts();
+        if let Some(n) = counts.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+/// A place for a stream of `p`'s tenant, unless it has `[tenants] streams_max` open: a
+/// stream holds a connection for as long as it lasts, so without this bound one tenant
+/// could hold every connection of the node.
+///
+/// # Errors
+/// 429 with the limit's name.
+pub(crate) fn open(s: &Shared, p: &Principal) -> Result<Place, Problem> {
+    let max = s.config.tenants.streams_max;
+    let mut counts = s.open_streams.counts();
+    let n = counts.entry(p.tenant.clone()).or_insert(0);
+    if *n >= max {
+        let mut problem = Problem::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "tenant {} has {n} event streams open, the most it may ([tenants] \
+                 streams_max = {max}); close one first",
+                p.tenant
+            ),
+        );
+        problem.retry_after_s = Some(5);
+        return Err(problem);
+    }
+    *n += 1;
+    Ok(Place {
+        s: s.clone(),
+        tenant: p.tenant.clone(),
+    })
+}
+
 /// A feed as server-sent events, until [`ended`].
-pub(crate) fn sse(s: &Shared, p: &Principal, feed: Feed) -> Response {
+///
+/// # Errors
+/// When the tenant has all its streams open ([`open`]).
+pub(crate) fn sse(s: &Shared, p: &Principal, feed: Feed) -> Result<Response, Problem> {
+    let place = open(s, p)?;
     let body = feed
-        .map(|(kind, data)| {
+        .map(move |(kind, data)| {
+            let _open = &place;
             Ok::<_, Infallible>(Event::default().event(kind).data(data.to_string()))
         })
         .take_until(ended(s, p));
-    Sse::new(body)
+    Ok(Sse::new(body)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response()
+        .into_response())
 }
 
 /// A feed over a WebSocket: one JSON text frame per event (`{"type": kind, "data": …}`),
 /// until [`ended`].
+///
+/// # Errors
+/// When the tenant has all its streams open ([`open`]).
 pub(crate) fn ws(
     s: &Shared,
     p: &Principal,
     feed: Feed,
     upgrade: axum::extract::ws::WebSocketUpgrade,
-) -> Response {
+) -> Result<Response, Problem> {
     use axum::extract::ws::Message;
+    let place = open(s, p)?;
     let ended = ended(s, p);
-    upgrade
+    Ok(upgrade
         .max_message_size(FEED_WS_MESSAGE_MAX)
         .max_frame_size(FEED_WS_MESSAGE_MAX)
         .on_upgrade(move |mut socket| async move {
+            let _open = place;
             let mut feed = Box::pin(feed.take_until(ended));
             loop {
                 tokio::select! {
@@ -274,7 +345,7 @@ pub(crate) fn ws(
                 }
             }
             let _ = socket.send(Message::Close(None)).await;
-        })
+        }))
 }
 
 /// `GET /v1/runs/{id}/events`.
@@ -284,7 +355,7 @@ pub async fn run_events(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let feed = run_feed(&s, &p, &id).await?;
-    Ok(sse(&s, &p, feed))
+    sse(&s, &p, feed)
 }
 
 /// `GET /v1/runs/{id}/ws`.
@@ -295,7 +366,7 @@ pub async fn run_ws(
     upgrade: axum::extract::ws::WebSocketUpgrade,
 ) -> Result<Response, Problem> {
     let feed = run_feed(&s, &p, &id).await?;
-    Ok(ws(&s, &p, feed, upgrade))
+    ws(&s, &p, feed, upgrade)
 }
 
 /// `GET /v1/sessions/{id}/events`.
@@ -305,7 +376,7 @@ pub async fn session_events(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let feed = session_feed(&s, &p, &id).await?;
-    Ok(sse(&s, &p, feed))
+    sse(&s, &p, feed)
 }
 
 /// `GET /v1/sessions/{id}/ws`.
@@ -316,5 +387,5 @@ pub async fn session_ws(
     upgrade: axum::extract::ws::WebSocketUpgrade,
 ) -> Result<Response, Problem> {
     let feed = session_feed(&s, &p, &id).await?;
-    Ok(ws(&s, &p, feed, upgrade))
+    ws(&s, &p, feed, upgrade)
 }

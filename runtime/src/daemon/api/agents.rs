@@ -122,6 +122,7 @@ pub(crate) async fn agents_create(
     scope_memory(&p, &mut def)?;
     let prefix = format!("{}.", p.tenant);
     let registry = s.rt.agent_system().registry();
+    let creating = s.creating.lock().await;
     let owned = registry
         .list()
         .iter()
@@ -136,6 +137,7 @@ pub(crate) async fn agents_create(
             .create(def.clone())
             .await
             .map_err(Problem::from)?;
+    drop(creating);
     s.webhooks
         .emit(
             &p.tenant,
@@ -230,7 +232,7 @@ pub(crate) async fn agents_message(
     if s.rt.agent_system().registry().get(&full).is_none() {
         return Err(Problem::not_found(format!("agent {name:?} not found")));
     }
-    s.quotas.check_llm(&p.tenant).await?;
+    s.quotas.check_llm(&p.tenant)?;
     let key = body.session.clone().unwrap_or_else(|| "main".into());
     let mut task = Task::new(body.content);
     task.tenant = p.tenant.clone();

@@ -41,8 +41,21 @@ pub(crate) async fn costs(
     } else {
         Vec::new()
     };
+    // The tenant's LLM budget: used, reserved by running calls, and the limits (0 = none).
+    let llm_quota = s.rt.llm().quota().map(|q| {
+        let (limits, usage) = (q.limits(), q.usage(&p.tenant));
+        json!({
+            "tokens_today": usage.tokens_today,
+            "tokens_per_day": limits.tokens_per_day,
+            "cost_usd_this_month": usage.cost_nanos_this_month as f64 / 1e9,
+            "cost_usd_per_month": limits.cost_nanos_per_month as f64 / 1e9,
+            "reserved_tokens": usage.reserved.tokens,
+            "reserved_cost_usd": usage.reserved.cost_nanos as f64 / 1e9,
+        })
+    });
     ok(json!({
         "tenant": p.tenant,
+        "llm_quota": llm_quota,
         "tenants": tenants,
         "totals": tenant,
         "cost_usd": tenant.cost_usd(),

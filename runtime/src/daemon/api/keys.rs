@@ -35,6 +35,7 @@ pub(crate) async fn keys_create(
     ApiJson(body): ApiJson<NewKeyBody>,
 ) -> ApiResult {
     let tenant = body.tenant.unwrap_or_else(|| p.tenant.clone());
+    let creating = s.creating.lock().await;
     within_limit(
         &tenant,
         "keys",
@@ -49,6 +50,7 @@ pub(crate) async fn keys_create(
         .create(&body.name, body.role, &tenant, body.expires_ms)
         .await
         .map_err(Problem::from)?;
+    drop(creating);
     s.webhooks
         .emit(
             &tenant,

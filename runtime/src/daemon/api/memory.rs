@@ -48,6 +48,7 @@ pub(crate) async fn ns_create(
 ) -> ApiResult {
     let full = scoped(&p, &body.name)?;
     let prefix = format!("{}.", p.tenant);
+    let _creating = s.creating.lock().await;
     let owned =
         s.rt.memory_store()
             .namespaces()

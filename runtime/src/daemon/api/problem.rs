@@ -4,6 +4,7 @@
 use axum::http::StatusCode;
 
 use aios_actors::agent::{AgentError, RegistryError};
+use aios_actors::llm::LlmError;
 use aios_actors::memory::MemoryError;
 use aios_actors::orchestration::OrchestrationError;
 use aios_actors::tools::ToolRegistryError;
@@ -72,8 +73,30 @@ impl From<KeyError> for Problem {
     }
 }
 
+impl From<LlmError> for Problem {
+    /// Only a tenant's quota is the caller's to act on; other LLM errors reach callers
+    /// through the agent's error.
+    fn from(e: LlmError) -> Self {
+        match e {
+            LlmError::QuotaExceeded {
+                message,
+                retry_after_s,
+            } => {
+                let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, message);
+                p.kind = "https://aios.dev/problems/quota-exceeded".into();
+                p.retry_after_s = Some(retry_after_s);
+                p
+            }
+            other => Problem::from(AgentError::Llm(other)),
+        }
+    }
+}
+
 impl From<AgentError> for Problem {
     fn from(e: AgentError) -> Self {
+        if let AgentError::Llm(e @ LlmError::QuotaExceeded { .. }) = e {
+            return Problem::from(e);
+        }
         let status = match e.kind().as_str() {
             "not_found" => StatusCode::NOT_FOUND,
             "invalid" => StatusCode::BAD_REQUEST,

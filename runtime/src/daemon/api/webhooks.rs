@@ -30,6 +30,7 @@ pub(crate) async fn hooks_create(
     Extension(p): Extension<Principal>,
     ApiJson(body): ApiJson<HookBody>,
 ) -> ApiResult {
+    let _creating = s.creating.lock().await;
     within_limit(
         &p.tenant,
         "webhooks",
