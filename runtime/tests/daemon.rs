@@ -1930,5 +1930,16 @@ async fn one_tenant_cannot_use_up_what_the_node_allows() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+
+    // A tenant admin cannot revoke another tenant's key; the operator tenant's admin can.
+    let (_, me, _) = c.send(Method::GET, "/v1/me", Some(&other), None).await;
+    let other_id = me["key_id"].as_str().expect("key id").to_string();
+    let revoke = format!("/v1/keys/{other_id}");
+    let (s, v, _) = c.send(Method::DELETE, &revoke, Some(&acme), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, v, _) = c.send(Method::DELETE, &revoke, Some(&admin), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _, _) = c.send(Method::GET, "/v1/agents", Some(&other), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
     d.shutdown().await.expect("shutdown");
 }

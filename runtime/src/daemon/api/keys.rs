@@ -97,13 +97,11 @@ pub(crate) async fn keys_revoke(
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    let info = s
-        .keys
-        .revoke(&id, Some(&p.tenant))
-        .await
-        .map_err(Problem::from)?;
+    // The operator tenant's admins revoke any tenant's key (they make them); others their own.
+    let scope = (p.tenant != crate::daemon::keys::OPERATOR_TENANT).then_some(p.tenant.as_str());
+    let info = s.keys.revoke(&id, scope).await.map_err(Problem::from)?;
     s.webhooks
-        .emit(&p.tenant, "key.revoked", json!({"key": info.id}))
+        .emit(&info.tenant, "key.revoked", json!({"key": info.id}))
         .await;
     ok(serde_json::to_value(info).map_err(Problem::internal)?)
 }
