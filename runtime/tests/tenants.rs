@@ -55,6 +55,45 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Defines an agent for the tenant of `key`.
+    async fn define(&self, key: &str, def: Value) {
+        let (s, v) = self.send(Method::POST, "/v1/agents", key, Some(def)).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+
+    /// Reads run `id` (by the tenant of `key`) every 50 ms until its status satisfies
+    /// `done` (there is no event to await here), for at most 20 s.
+    async fn run_until(&self, key: &str, id: &str, done: impl Fn(&str) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, run) = self
+                .send(Method::GET, &format!("/v1/runs/{id}"), key, None)
+                .await;
+            let status = run["status"].as_str().unwrap_or_default().to_lowercase();
+            if done(&status) {
+                return run;
+            }
+            assert!(Instant::now() < deadline, "{run}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Starts a daemon on `cfg` with two tenants: the daemon, a client, and the admin keys of
+/// the operator tenant, `acme` and `beta`.
+async fn start_with_tenants(cfg: DaemonConfig) -> (Daemon, Client, String, String, String) {
+    let (d, first) = Daemon::start(cfg, None).await.expect("start");
+    let admin = first.unwrap().secret;
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", d.addr),
+    };
+    let acme = c.key(&admin, "acme").await;
+    let beta = c.key(&admin, "beta").await;
+    (d, c, admin, acme, beta)
+}
+
 fn config(dir: &std::path::Path, llm: &str) -> DaemonConfig {
     let mut c = DaemonConfig::from_toml(
         &format!(
@@ -318,20 +357,11 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
         if s == StatusCode::CREATED {
             // Accepted, then failed for want of a planner of evil's own.
             let id = v["id"].as_str().unwrap().to_string();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let (_, run) = c
-                    .send(Method::GET, &format!("/v1/runs/{id}"), &evil, None)
-                    .await;
-                let status = run["status"].as_str().unwrap_or_default().to_lowercase();
-                if status == "failed" {
-                    assert!(!run.to_string().contains("acme"), "{run}");
-                    break;
-                }
-                assert_ne!(status, "completed", "{run}");
-                assert!(Instant::now() < deadline, "{run}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let run = c
+                .run_until(&evil, &id, |s| s == "failed" || s == "succeeded")
+                .await;
+            assert_eq!(run["status"].as_str().unwrap().to_lowercase(), "failed");
+            assert!(!run.to_string().contains("acme"), "{run}");
         } else {
             assert!(s.is_client_error(), "{s}: {v}");
             assert!(!v.to_string().contains("acme"), "{v}");
@@ -450,27 +480,15 @@ async fn concurrent_work_of_a_tenant_overshoots_its_llm_token_quota_by_one_call_
     let mut cfg = config(dir.path(), &fake.base_url());
     cfg.llm.models[0].context_len = WINDOW;
     cfg.quotas.llm_tokens_per_day = LIMIT;
-    let (d, first) = Daemon::start(cfg, None).await.expect("start");
-    let admin = first.unwrap().secret;
-    let c = std::sync::Arc::new(Client {
-        http: reqwest::Client::new(),
-        base: format!("http://{}", d.addr),
-    });
-    let acme = c.key(&admin, "acme").await;
-    let beta = c.key(&admin, "beta").await;
+    let (d, c, _, acme, beta) = start_with_tenants(cfg).await;
+    let c = std::sync::Arc::new(c);
     for key in [&acme, &beta] {
-        let (s, v) = c
-            .send(
-                Method::POST,
-                "/v1/agents",
-                key,
-                Some(
-                    json!({"name": "worker", "role": "executor", "model": "fake/m",
-                            "system_prompt": "Work."}),
-                ),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
+        c.define(
+            key,
+            json!({"name": "worker", "role": "executor", "model": "fake/m",
+                   "system_prompt": "Work."}),
+        )
+        .await;
     }
 
     // Twelve requests at once on two paths: agent messages (each its own session, so they
@@ -602,27 +620,14 @@ async fn a_tenant_runs_at_most_its_share_of_active_runs() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), &fake.base_url());
     cfg.tenants.runs_active_max = 1;
-    let (d, first) = Daemon::start(cfg, None).await.expect("start");
-    let admin = first.unwrap().secret;
-    let c = Client {
-        http: reqwest::Client::new(),
-        base: format!("http://{}", d.addr),
-    };
-    let acme = c.key(&admin, "acme").await;
-    let beta = c.key(&admin, "beta").await;
+    let (d, c, _, acme, beta) = start_with_tenants(cfg).await;
     for key in [&acme, &beta] {
-        let (s, v) = c
-            .send(
-                Method::POST,
-                "/v1/agents",
-                key,
-                Some(
-                    json!({"name": "plotter", "role": "planner", "model": "fake/m",
-                    "system_prompt": "You plan.", "capabilities": [{"name": "plan"}]}),
-                ),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
+        c.define(
+            key,
+            json!({"name": "plotter", "role": "planner", "model": "fake/m",
+                   "system_prompt": "You plan.", "capabilities": [{"name": "plan"}]}),
+        )
+        .await;
     }
     let run = json!({"task": "plan the week", "planner": "plotter"});
     let (s, v) = c
@@ -646,18 +651,8 @@ async fn a_tenant_runs_at_most_its_share_of_active_runs() {
     assert_eq!(s, StatusCode::CREATED, "{v}");
     // Once acme's run ends, acme may start another.
     gate.notify_one();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, r) = c
-            .send(Method::GET, &format!("/v1/runs/{first_run}"), &acme, None)
-            .await;
-        let status = r["status"].as_str().unwrap_or_default().to_lowercase();
-        if status == "failed" || status == "completed" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{r}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    c.run_until(&acme, &first_run, |s| s == "failed" || s == "succeeded")
+        .await;
     let (s, v) = c.send(Method::POST, "/v1/runs", &acme, Some(run)).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     d.shutdown().await.expect("shutdown");
