@@ -5,11 +5,14 @@
 
 mod common;
 
+use std::time::Duration;
+
 use aios_runtime::daemon::api::routes;
 use aios_runtime::daemon::{Daemon, DaemonConfig, Reach, Role};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use aios_testkit::eventually;
 use common::Aiosd;
 
 fn config(dir: &std::path::Path) -> DaemonConfig {
@@ -355,16 +358,12 @@ async fn node_wide_views_are_the_operator_tenants_and_metrics_name_no_tenant() {
     };
     // The sampler writes the namespace gauge every few seconds: wait for it on the operator's
     // view (an event: the series appears).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
+    eventually("the namespace gauge", Duration::from_secs(30), || async {
         let (s, text) = metrics(Some(admin.clone()), "?tenants=true").await;
         assert_eq!(s, StatusCode::OK);
-        if text.contains("secret-plans") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{text}");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+        text.contains("secret-plans").then_some(())
+    })
+    .await;
     let (s, text) = metrics(None, "").await;
     assert_eq!(s, StatusCode::OK);
     assert!(
@@ -899,20 +898,17 @@ async fn runs_sessions_and_idempotent_creates_through_the_api() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let id = v["id"].as_str().unwrap().to_string();
-    let mut run = Value::Null;
-    for _ in 0..2000 {
+    let run = eventually("the run to finish", Duration::from_secs(20), || async {
         let (_, v, _) = c
             .send(Method::GET, &format!("/v1/runs/{id}"), Some(&acme), None)
             .await;
-        if matches!(
+        matches!(
             v["status"].as_str(),
             Some("Succeeded" | "Failed" | "succeeded" | "failed")
-        ) {
-            run = v;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+        )
+        .then_some(v)
+    })
+    .await;
     assert!(
         run["status"]
             .as_str()
@@ -1395,19 +1391,21 @@ async fn an_actor_crash_is_listed_among_recent_errors_and_the_daemon_keeps_servi
     };
     let r = tools.call(&req, json!({}), &ctx).await;
     assert!(r.is_err(), "{r:?}");
-    let mut found = Value::Null;
-    for _ in 0..500 {
-        let (_, v, _) = c.send(Method::GET, "/v1/errors", Some(&key), None).await;
-        if v["errors"].as_array().is_some_and(|e| {
-            e.iter()
-                .any(|x| x["message"].as_str().unwrap_or("").contains("actor failed"))
-        }) {
-            found = v;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(!found.is_null(), "the crash is listed");
+    eventually(
+        "the crash to be listed",
+        Duration::from_secs(10),
+        || async {
+            let (_, v, _) = c.send(Method::GET, "/v1/errors", Some(&key), None).await;
+            v["errors"]
+                .as_array()
+                .is_some_and(|e| {
+                    e.iter()
+                        .any(|x| x["message"].as_str().unwrap_or("").contains("actor failed"))
+                })
+                .then_some(())
+        },
+    )
+    .await;
     let (s, _, _) = c.send(Method::GET, "/v1/status", Some(&key), None).await;
     assert_eq!(s, StatusCode::OK, "still serving");
     d.shutdown().await.expect("shutdown");
@@ -1438,8 +1436,7 @@ async fn denied_tool_calls_are_audited() {
         matches!(r, Err(aios_actors::tools::ToolCallError::Denied { .. })),
         "{r:?}"
     );
-    let mut found = Value::Null;
-    for _ in 0..500 {
+    let found = eventually("an audited denial", Duration::from_secs(10), || async {
         let (_, v, _) = c
             .send(
                 Method::GET,
@@ -1448,12 +1445,9 @@ async fn denied_tool_calls_are_audited() {
                 None,
             )
             .await;
-        if !v["items"].as_array().unwrap().is_empty() {
-            found = v;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+        (!v["items"].as_array().unwrap().is_empty()).then_some(v)
+    })
+    .await;
     let e = &found["items"][0];
     assert_eq!(e["tenant"], "acme", "{found}");
     assert!(
@@ -1600,22 +1594,22 @@ async fn a_revoked_key_s_streams_close_and_websocket_messages_are_limited_and_au
         .await
         .unwrap();
     // The message is audited like a request.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (_, v, _) = c
-            .send(
-                Method::GET,
-                &format!("/v1/audit?key_id={key_id}&limit=100"),
-                Some(&acme_admin),
-                None,
-            )
-            .await;
-        if v.to_string().contains("/ws message") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "not audited: {v}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the message to be audited",
+        Duration::from_secs(10),
+        || async {
+            let (_, v, _) = c
+                .send(
+                    Method::GET,
+                    &format!("/v1/audit?key_id={key_id}&limit=100"),
+                    Some(&acme_admin),
+                    None,
+                )
+                .await;
+            v.to_string().contains("/ws message").then_some(())
+        },
+    )
+    .await;
     // Revoked: both streams end, and the WebSocket's task with them.
     let revoked_at = std::time::Instant::now();
     let (s, _, _) = c
@@ -1922,14 +1916,12 @@ async fn one_tenant_cannot_use_up_what_the_node_allows() {
     ws.close(None).await.unwrap();
     drop(ws);
     // The server counts the socket out when its task ends (awaited by asking again).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while events(&acme).await != StatusCode::OK {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the closed socket kept its place"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the closed socket's place back",
+        Duration::from_secs(10),
+        || async { (events(&acme).await == StatusCode::OK).then_some(()) },
+    )
+    .await;
 
     // A tenant admin cannot revoke another tenant's key; the operator tenant's admin can.
     let (_, me, _) = c.send(Method::GET, "/v1/me", Some(&other), None).await;

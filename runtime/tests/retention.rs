@@ -10,6 +10,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
+use aios_testkit::eventually;
 use common::{Aiosd, define_team};
 
 const CONFIG: &str = r#"
@@ -30,14 +31,16 @@ async fn finished_run(node: &Aiosd, task: &str) -> String {
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let id = v["id"].as_str().expect("id").to_string();
     // The run's state is read again until it finished (no event to await over this API).
-    for _ in 0..600 {
-        let (_, v) = node.get(&format!("/v1/runs/{id}")).await;
-        if v["finished_ms"].is_u64() {
-            return id;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("run {id} did not finish");
+    eventually(
+        &format!("run {id} to finish"),
+        Duration::from_secs(30),
+        || async {
+            let (_, v) = node.get(&format!("/v1/runs/{id}")).await;
+            v["finished_ms"].is_u64().then_some(())
+        },
+    )
+    .await;
+    id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

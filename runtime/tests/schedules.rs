@@ -9,6 +9,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use aios_testkit::eventually;
 use common::{Aiosd, define_team};
 
 /// Due times more than 2 s late are missed (the default is a minute).
@@ -25,19 +26,17 @@ fn count(v: &Value, key: &str) -> u64 {
 }
 
 /// Waits until schedule `id` has fired `n` times (there is no event to await: the
-/// schedule's record is read again every 100 ms, for at most a minute).
+/// schedule's record is read again, for at most a minute).
 async fn wait_fired(node: &Aiosd, id: &str, n: u64) -> Value {
-    for _ in 0..600 {
-        let v = schedule(node, id).await;
-        if count(&v, "fired") >= n {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "schedule {id} did not fire {n} times: {}",
-        schedule(node, id).await
-    );
+    eventually(
+        &format!("schedule {id} to fire {n} times"),
+        Duration::from_secs(60),
+        || async {
+            let v = schedule(node, id).await;
+            (count(&v, "fired") >= n).then_some(v)
+        },
+    )
+    .await
 }
 
 async fn create(node: &Aiosd, body: Value) -> String {
@@ -234,25 +233,26 @@ async fn schedules_fire_once_per_due_time_across_a_sigkill_and_a_restart() {
 
 /// Which of `nodes` fires the schedules (exactly one, once settled), by index.
 async fn firing_node(nodes: &[&Aiosd]) -> usize {
-    for _ in 0..300 {
-        let mut firing = Vec::new();
-        for (i, node) in nodes.iter().enumerate() {
-            let (s, v) = node.get("/v1/schedules").await;
-            assert_eq!(s, StatusCode::OK, "{v}");
-            if v["fires_here"] == true {
-                firing.push(i);
+    eventually(
+        "a node to fire the schedules",
+        Duration::from_secs(30),
+        || async {
+            let mut firing = Vec::new();
+            for (i, node) in nodes.iter().enumerate() {
+                let (s, v) = node.get("/v1/schedules").await;
+                assert_eq!(s, StatusCode::OK, "{v}");
+                if v["fires_here"] == true {
+                    firing.push(i);
+                }
             }
-        }
-        assert!(
-            firing.len() <= 1,
-            "two nodes fire the schedules: {firing:?}"
-        );
-        if let [i] = firing[..] {
-            return i;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no node fires the schedules");
+            assert!(
+                firing.len() <= 1,
+                "two nodes fire the schedules: {firing:?}"
+            );
+            firing.first().copied()
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,12 +275,10 @@ async fn on_a_shared_store_one_node_fires_each_due_time_and_another_takes_over()
     let firing = firing_node(&[&nodes[0], &nodes[1]]).await;
     let other = 1 - firing;
     // b follows the definitions made on a within its refresh (2 s).
-    for _ in 0..100 {
-        if nodes[1].get("/v1/agents/planner").await.0 == StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("b to see the planner", Duration::from_secs(10), || async {
+        (nodes[1].get("/v1/agents/planner").await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
 
     // Created through the node that does not fire: the other picks it up and fires it.
     let every = create(
@@ -297,15 +295,15 @@ async fn on_a_shared_store_one_node_fires_each_due_time_and_another_takes_over()
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     // Seen paused by the firing node at the schedule's next due time.
-    let mut seen = schedule(&nodes[firing], &every).await;
-    for _ in 0..100 {
-        if seen["paused"] == true {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        seen = schedule(&nodes[firing], &every).await;
-    }
-    assert_eq!(seen["paused"], true, "{seen}");
+    let seen = eventually(
+        "the firing node to see the pause",
+        Duration::from_secs(10),
+        || async {
+            let seen = schedule(&nodes[firing], &every).await;
+            (seen["paused"] == true).then_some(seen)
+        },
+    )
+    .await;
     let paused_at = count(&seen, "fired");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let v = schedule(&nodes[firing], &every).await;

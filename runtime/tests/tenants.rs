@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aios_runtime::daemon::{Daemon, DaemonConfig};
-use aios_testkit::{FakeConfig, FakeLlm, FakeReply, FakeToolCall};
+use aios_testkit::{FakeConfig, FakeLlm, FakeReply, FakeToolCall, eventually};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -62,21 +62,21 @@ impl Client {
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
 
-    /// Reads run `id` (by the tenant of `key`) every 50 ms until its status satisfies
-    /// `done` (there is no event to await here), for at most 20 s.
+    /// Reads run `id` (by the tenant of `key`) until its status satisfies `done` (there is
+    /// no event to await here), for at most 20 s.
     async fn run_until(&self, key: &str, id: &str, done: impl Fn(&str) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (_, run) = self
-                .send(Method::GET, &format!("/v1/runs/{id}"), key, None)
-                .await;
-            let status = run["status"].as_str().unwrap_or_default().to_lowercase();
-            if done(&status) {
-                return run;
-            }
-            assert!(Instant::now() < deadline, "{run}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            &format!("run {id} to finish"),
+            Duration::from_secs(20),
+            || async {
+                let (_, run) = self
+                    .send(Method::GET, &format!("/v1/runs/{id}"), key, None)
+                    .await;
+                let status = run["status"].as_str().unwrap_or_default().to_lowercase();
+                done(&status).then_some(run)
+            },
+        )
+        .await
     }
 }
 
@@ -300,24 +300,21 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
     );
 
     // The grant refusal is audited under evil's tenant, and evil sees only its own entries.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let e = eventually("an audited denial", Duration::from_secs(10), || async {
         let (s, v) = c
             .send(Method::GET, "/v1/audit?action=tool_denied", &evil, None)
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
-        let items = v["items"].as_array().unwrap();
-        if let Some(e) = items
+        v["items"]
+            .as_array()
+            .unwrap()
             .iter()
             .find(|e| e["target"].as_str().unwrap_or("").starts_with("t__echo"))
-        {
-            assert_eq!(e["tenant"], "evil", "{e}");
-            assert!(e["detail"].as_str().unwrap().contains("evil.thief"), "{e}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no audited denial: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .cloned()
+    })
+    .await;
+    assert_eq!(e["tenant"], "evil", "{e}");
+    assert!(e["detail"].as_str().unwrap().contains("evil.thief"), "{e}");
     // acme's data is as acme left it: no planted memory.
     let (s, v) = c
         .send(
@@ -448,20 +445,21 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
     d.shutdown().await.expect("shutdown");
 }
 
-/// Reads schedule `id` of the tenant of `key` every 100 ms (there is no event to await) until
-/// `done` holds, for at most a minute.
+/// Reads schedule `id` of the tenant of `key` until `done` holds (there is no event to
+/// await), for at most a minute.
 async fn wait_schedule(c: &Client, key: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..600 {
-        let (s, v) = c
-            .send(Method::GET, &format!("/v1/schedules/{id}"), key, None)
-            .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        if done(&v) {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("schedule {id} did not get there");
+    eventually(
+        &format!("schedule {id}"),
+        Duration::from_secs(60),
+        || async {
+            let (s, v) = c
+                .send(Method::GET, &format!("/v1/schedules/{id}"), key, None)
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            done(&v).then_some(v)
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

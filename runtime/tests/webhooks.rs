@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use aios_runtime::daemon::webhooks::signature;
 use aios_runtime::daemon::{Daemon, DaemonConfig};
+use aios_testkit::eventually;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -188,11 +189,10 @@ async fn deliveries_are_signed_retried_dead_lettered_redelivered_and_survive_res
     )
     .await;
     assert_eq!(s, StatusCode::CREATED);
-    let mut dead = Value::Null;
     for _ in 0..3 {
         wait_for(&mut rx, "dead:failed").await;
     }
-    for _ in 0..200 {
+    let dead = eventually("a dead letter", Duration::from_secs(10), || async {
         let (_, v) = call(
             &base,
             &key,
@@ -201,12 +201,9 @@ async fn deliveries_are_signed_retried_dead_lettered_redelivered_and_survive_res
             Value::Null,
         )
         .await;
-        if !v["items"].as_array().unwrap().is_empty() {
-            dead = v;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        (!v["items"].as_array().unwrap().is_empty()).then_some(v)
+    })
+    .await;
     let item = &dead["items"][0];
     assert_eq!(item["event"], "key.created", "{dead}");
     assert_eq!(item["attempts"], 3);
@@ -436,8 +433,7 @@ async fn a_tenant_s_webhook_reaches_no_internal_address_unless_the_operator_allo
     let base = format!("http://{}", d.addr);
     let (s, _) = call(&base, &evil, reqwest::Method::POST, "/v1/keys", key("two")).await;
     assert_eq!(s, StatusCode::CREATED);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    let refused = eventually("a refused delivery", Duration::from_secs(20), || async {
         let (_, v) = call(
             &base,
             &evil,
@@ -446,21 +442,15 @@ async fn a_tenant_s_webhook_reaches_no_internal_address_unless_the_operator_allo
             Value::Null,
         )
         .await;
-        if let Some(a) = v["items"]
+        v["items"]
             .as_array()
             .unwrap()
             .iter()
             .find(|a| a["error"].as_str().is_some_and(|e| e.contains("loopback")))
-        {
-            assert_ne!(a["outcome"], "delivered", "{a}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no refused delivery: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .cloned()
+    })
+    .await;
+    assert_ne!(refused["outcome"], "delivered", "{refused}");
     assert!(rx.try_recv().is_err(), "the receiver got a delivery");
     d.shutdown().await.unwrap();
     server.abort();

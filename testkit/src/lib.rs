@@ -30,6 +30,9 @@ mod openai;
 mod server;
 pub mod source;
 mod text;
+mod wait;
+
+pub use wait::{EVENTUALLY_PAUSE_MAX, EVENTUALLY_PAUSE_MIN, eventually};
 
 use std::fmt;
 use std::net::SocketAddr;
