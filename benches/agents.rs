@@ -23,6 +23,12 @@
 //! `AIOS_BENCH_ONLY=<name>` runs one of the three; `AIOS_BENCH_ORCH_SKIP_DIRECT=1` skips the
 //! direct side of `orchestration` (for profiling ours).
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 mod common;
 
 use std::sync::Arc;

@@ -17,6 +17,12 @@
 //! - `summary_calls`: the compactions (one summariser call each), and the largest
 //!   summariser prompt.
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 mod common;
 
 use std::sync::{Arc, Mutex};

@@ -15,6 +15,12 @@
 //! `AIOS_BENCH_MEMORY_N` (default 100,000) sets the number of points; 1,000,000 is the
 //! opt-in large case. `AIOS_BENCH_MEMORY_QUERIES` (default 200) the number of queries.
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 mod common;
 
 use std::io::Write;

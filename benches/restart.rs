@@ -5,6 +5,12 @@
 //! the new `ActorRef` to the driver. Both measured in the same process, ours first after a
 //! warm-up of both.
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 mod common;
 
 use std::sync::{Arc, Mutex};

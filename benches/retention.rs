@@ -5,6 +5,12 @@
 //! keys removed from an identical second store by a plain loop over keys it already knows,
 //! with the same number of deletes in flight (no scan, no policy): `ratio` = ours / baseline.
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 mod common;
 
 use std::sync::Arc;

@@ -28,6 +28,12 @@
 //! Every scheduler charges a cost ledger kept in a sled store under `CARGO_TARGET_TMPDIR`, as
 //! in production (the slot is held until the cost is durable).
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 mod common;
 
 use std::sync::Arc;

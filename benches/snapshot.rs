@@ -13,6 +13,12 @@
 //! `BENCH snapshot_store_buffered backend=postgres writers=16 per_s=.. ratio_vs_durable=..`,
 //! the same 16 writers with buffered snapshots (asynchronous commits) against durable ones.
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 mod common;
 
 use std::io::Write;

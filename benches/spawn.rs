@@ -5,6 +5,12 @@
 //! `/proc/self/statm`). `BENCH spawn_detail` adds supervised actors started one `start_child`
 //! call at a time, where a round trip to the supervisor per child dominates.
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 mod common;
 
 use std::process::Command;

@@ -4,6 +4,12 @@
 //! actor and a tokio unbounded mpsc channel, in the same process, alternating, best of 3.
 //! `ratio` = ours / bare ractor.
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 mod common;
 
 use std::sync::Mutex;

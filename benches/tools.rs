@@ -8,6 +8,12 @@
 //! `rmcp` client calling the same tool of another child in the same run.
 //! `AIOS_BENCH_MCP_CALLS` (default 5,000) sets the number of calls.
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 mod common;
 
 use std::sync::Arc;

@@ -9,6 +9,11 @@
 //! With no LLM configured the node uses the offline `scripted/demo` model: its answers are
 //! labelled `[scripted]`. Run it twice: the agents and their conversation come back.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "examples stop at the first failure, with its message"
+)]
+
 use std::path::PathBuf;
 
 use aios::actors::agent::{AgentEventKind, Task, builtin_templates};

@@ -11,6 +11,11 @@
 //! `[scripted]`). Kill it while the run waits for approval and start it again: the run is
 //! resumed where it stopped.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "examples stop at the first failure, with its message"
+)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

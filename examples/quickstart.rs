@@ -9,6 +9,11 @@
 //! Prints the tree, the supervision events as they happen, and the counter before and after a
 //! crash. Set `RUST_LOG=info` (or `debug`) to see the tracing events too.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "examples stop at the first failure, with its message"
+)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -12,6 +12,12 @@
 //! PostgreSQL is `AIOS_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
 //! without it the benchmark says so and prints no line.
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 #[path = "../../benches/common/mod.rs"]
 mod common;
 mod support;

@@ -9,6 +9,12 @@
 //! (default 32) the connections, `AIOS_BENCH_HTTP_ROUNDS` (default 3) the on/off rounds whose
 //! medians are printed.
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 #[path = "../../benches/common/mod.rs"]
 mod common;
 mod support;

@@ -75,7 +75,7 @@ pub struct Runtime {
 }
 
 /// How often a node on a shared store re-reads the agent definitions.
-pub const REGISTRY_REFRESH_EVERY: Duration = Duration::from_secs(2);
+pub(crate) const REGISTRY_REFRESH_EVERY: Duration = Duration::from_secs(2);
 
 /// Reconnects the persisted MCP servers, then adds the configured ones not known yet. A
 /// server that cannot be reached is logged (and listed with its error), not fatal: the node

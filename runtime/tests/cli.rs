@@ -1,6 +1,12 @@
 //! `aiosctl` against a daemon on 127.0.0.1: the commands an operator uses, as a real child
 //! process, with tables and `--json`.
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 use aios_runtime::daemon::{Daemon, DaemonConfig};
 
 const AIOSCTL: &str = env!("CARGO_BIN_EXE_aiosctl");

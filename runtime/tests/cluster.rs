@@ -9,6 +9,12 @@
 //! without one these tests say so loudly and pass, except under `CI=true` (`.ci/run` makes sure
 //! PostgreSQL is up).
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -3,6 +3,12 @@
 //! agent answering through the API, and the `aiosd` process stopped with SIGTERM and
 //! killed with SIGKILL.
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 mod common;
 
 use std::time::Duration;

@@ -3,6 +3,12 @@
 //! ports are the containers' ports; every variable it sets is one the daemon reads; the probes
 //! name routes a running daemon answers; the headless Service carries the seeds' DNS names;
 //! the Dockerfile builds with the cluster feature and exposes the same ports.
+
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
 #![cfg(feature = "cluster")]
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -5,6 +5,12 @@
 //! for an agent active on another node is forwarded there and answered as if local, topic
 //! events reach every node, and a task in flight on a node that dies fails at once with a
 //! clear error, after which the agent resumes on a surviving node with its conversation.
+
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
 #![cfg(feature = "cluster")]
 
 mod common;

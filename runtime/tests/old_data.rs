@@ -7,6 +7,12 @@
 //! bincode stores enum variants by index and fields by position, so a type moved between
 //! crates or reordered breaks this test rather than a user's data.
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -3,6 +3,12 @@
 //! entries younger than the minimum stay; the audit chain still verifies from its signed
 //! checkpoint; the agent keeps working.
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,12 @@
 //! across a SIGKILL and a restart, due times missed while the daemon was down follow each
 //! schedule's policy, a one-off delayed run fires once, and bad schedules are refused.
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 mod common;
 
 use std::time::Duration;

@@ -3,6 +3,12 @@
 //! agent of tenant `evil` tries every path to tenant `acme`'s data it can reach with tool
 //! calls, and each is refused; the refusals of the grants are audited.
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 mod common;
 
 use std::time::Duration;

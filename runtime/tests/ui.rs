@@ -7,6 +7,12 @@
 //! `CI=true`, where they fail: `.ci/run` installs both (Debian's `chromium` and
 //! `chromium-driver`). `CHROMIUM` and `CHROMEDRIVER` name other binaries.
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,6 +1,12 @@
 //! Webhook deliveries to a receiver on 127.0.0.1 that checks every signature: retries after
 //! 500s, dead letters and redelivery, and the queue surviving a daemon restart.
 
+#![allow(
+    clippy::unwrap_used,
+    unreachable_pub,
+    reason = "test and benchmark code: a failed unwrap is a failed test; helpers are `pub` for the modules of one binary"
+)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

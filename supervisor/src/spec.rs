@@ -180,6 +180,7 @@ impl TreeEnv {
 }
 
 /// What a start function receives.
+#[derive(Debug)]
 pub struct StartArgs {
     /// The supervisor: the new actor must be spawned linked to it (`spawn_linked`).
     pub supervisor: ActorCell,

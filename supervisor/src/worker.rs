@@ -108,6 +108,17 @@ pub struct Context<M> {
     snapshot_requested: bool,
 }
 
+impl<M> std::fmt::Debug for Context<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("actor", &self.cell.get_id())
+            .field("generation", &self.generation)
+            .field("replies", &self.replies.len())
+            .field("snapshot_requested", &self.snapshot_requested)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<M: Send + 'static> Context<M> {
     /// The worker's own handle, for sending to itself or handing to others.
     pub fn myself(&self) -> &ActorHandle<M> {
@@ -212,6 +223,18 @@ pub struct WorkerSpec<W: Worker> {
     shutdown: Shutdown,
     mailbox_len_max: usize,
     persist: Option<Arc<PersistHooks<W::State>>>,
+}
+
+impl<W: Worker> std::fmt::Debug for WorkerSpec<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerSpec")
+            .field("id", &self.id)
+            .field("restart", &self.restart)
+            .field("shutdown", &self.shutdown)
+            .field("mailbox_len_max", &self.mailbox_len_max)
+            .field("persisted", &self.persist.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<W: Worker> WorkerSpec<W> {

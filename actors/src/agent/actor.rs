@@ -26,7 +26,7 @@ use crate::protocol::AgentId;
 use crate::scheduler::{Budget, LlmOutcome, ModelKey, RequestMeta};
 
 /// Memory snippets added to the context per task.
-pub const MEMORY_SNIPPETS_MAX: usize = 8;
+pub(super) const MEMORY_SNIPPETS_MAX: usize = 8;
 /// The schema version of [`AgentState`] snapshots written by this build.
 pub const AGENT_STATE_SCHEMA_VERSION: u32 = 4;
 /// Importance of an ordinary user message noted in short-term memory.
@@ -138,6 +138,7 @@ impl AgentError {
 }
 
 /// The agent actor's messages.
+#[derive(Debug)]
 pub enum AgentMsg {
     /// Run a task.
     Run(Box<Task>, RpcReplyPort<Result<TaskOutput, AgentError>>),

@@ -10,11 +10,11 @@ use crate::scheduler::ModelKey;
 pub const AGENT_NAME_LEN_MAX: usize = aios_core::name::NAME_LEN_MAX;
 pub use aios_core::name::validate_name;
 /// The longest system prompt, in bytes.
-pub const SYSTEM_PROMPT_LEN_MAX: usize = 64 * 1024;
+pub(super) const SYSTEM_PROMPT_LEN_MAX: usize = 64 * 1024;
 /// The most tools or capabilities one agent may list.
-pub const AGENT_LIST_LEN_MAX: usize = 64;
+pub(super) const AGENT_LIST_LEN_MAX: usize = 64;
 /// The highest `max_steps`.
-pub const AGENT_STEPS_MAX: u32 = 256;
+pub(super) const AGENT_STEPS_MAX: u32 = 256;
 
 /// An agent's role. Roles shape prompts and let orchestration pick planners.
 #[derive(

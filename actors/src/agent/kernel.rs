@@ -27,3 +27,14 @@ pub struct Kernel {
     /// says (see `AgentSystemConfig::tenant_scoped_names`).
     pub tenant_scoped_names: bool,
 }
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("router", &self.router)
+            .field("memory", &self.memory.is_some())
+            .field("summary_timeout", &self.summary_timeout)
+            .field("tenant_scoped_names", &self.tenant_scoped_names)
+            .finish_non_exhaustive()
+    }
+}

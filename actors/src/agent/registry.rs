@@ -16,11 +16,11 @@ use super::definition::{AGENT_DEF_SCHEMA_VERSION, AgentDef, Capability, decode_d
 use crate::records::Records;
 
 /// Key prefix of definitions.
-pub const DEF_KEY_PREFIX: &str = aios_core::keyspace::AGENT_DEF;
+pub(super) const DEF_KEY_PREFIX: &str = aios_core::keyspace::AGENT_DEF;
 /// The most agent definitions a node holds.
-pub const AGENT_DEFS_MAX: usize = 100_000;
+pub(super) const AGENT_DEFS_MAX: usize = 100_000;
 /// The most versions kept per agent (older ones are pruned).
-pub const AGENT_VERSIONS_MAX: u32 = 1000;
+pub(super) const AGENT_VERSIONS_MAX: u32 = 1000;
 
 /// A registry failure.
 #[derive(Debug, thiserror::Error)]

@@ -30,9 +30,9 @@ use crate::scheduler::LlmRouter;
 use aios_core::MemoryHook;
 
 /// Events buffered per topic.
-pub const TOPIC_BUFFER: usize = 1024;
+pub(super) const TOPIC_BUFFER: usize = 1024;
 /// The deepest delegation chain.
-pub const DELEGATION_DEPTH_MAX: usize = 4;
+pub(super) const DELEGATION_DEPTH_MAX: usize = 4;
 /// Attempts to activate an agent whose previous incarnation is still being passivated.
 const ACTIVATION_ATTEMPTS_MAX: u32 = 200;
 /// The longest an activation waits for another node's lease on the agent to lapse.

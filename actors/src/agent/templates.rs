@@ -7,7 +7,7 @@ use super::definition::AgentDef;
 use super::registry::{AgentRegistry, RegistryError};
 
 /// The most agents in one template.
-pub const TEMPLATE_AGENTS_MAX: usize = 64;
+pub(super) const TEMPLATE_AGENTS_MAX: usize = 64;
 
 /// A template failure.
 #[derive(Debug, thiserror::Error)]

@@ -158,6 +158,7 @@ fn split_entry(entry: &str) -> (&str, bool) {
 }
 
 /// `calculator`: evaluates an arithmetic expression (`{"expression": "12 * (3 + 4)"}`).
+#[derive(Debug)]
 pub struct Calculator;
 
 #[async_trait::async_trait]
@@ -224,6 +225,7 @@ fn to_float_literals(expr: &str) -> String {
 }
 
 /// `clock`: the current UTC time (seconds since the Unix epoch and RFC 3339).
+#[derive(Debug)]
 pub struct Clock;
 
 #[async_trait::async_trait]

@@ -36,6 +36,7 @@ pub struct AnthropicConfig {
 }
 
 /// An Anthropic Messages API client.
+#[derive(Debug)]
 pub struct AnthropicProvider {
     config: AnthropicConfig,
     client: reqwest::Client,

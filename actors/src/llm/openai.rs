@@ -32,6 +32,7 @@ pub struct OpenAiConfig {
 }
 
 /// An OpenAI-compatible Chat Completions client.
+#[derive(Debug)]
 pub struct OpenAiProvider {
     config: OpenAiConfig,
     client: reqwest::Client,

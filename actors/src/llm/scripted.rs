@@ -98,6 +98,7 @@ impl Script {
 }
 
 /// The offline, deterministic provider.
+#[derive(Debug)]
 pub struct ScriptedProvider {
     name: String,
     script: Script,

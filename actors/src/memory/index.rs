@@ -238,6 +238,16 @@ pub struct VectorIndex {
     inner: Inner,
 }
 
+impl std::fmt::Debug for VectorIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VectorIndex")
+            .field("kind", &self.kind)
+            .field("params", &self.params)
+            .field("dim", &self.dim)
+            .finish_non_exhaustive()
+    }
+}
+
 impl VectorIndex {
     /// An empty index of `dim`-dimensional unit vectors.
     pub fn new(dim: usize, kind: IndexKind, params: AnnParams) -> Self {

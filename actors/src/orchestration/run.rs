@@ -25,7 +25,7 @@ pub const PLANNER_CAPABILITY: &str = "plan";
 /// The longest task text of a run, in bytes.
 pub const RUN_TASK_LEN_MAX: usize = 64 * 1024;
 /// The longest step output handed to dependent steps and the composer, in bytes.
-pub const STEP_OUTPUT_IN_PROMPT_MAX: usize = 16 * 1024;
+pub(super) const STEP_OUTPUT_IN_PROMPT_MAX: usize = 16 * 1024;
 
 /// What a run does when things go wrong, and how much it does at once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

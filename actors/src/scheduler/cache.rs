@@ -41,6 +41,7 @@ impl CacheConfig {
 }
 
 /// An LRU of answers keyed by the whole request, each valid for the TTL.
+#[derive(Debug)]
 pub struct ResponseCache {
     ttl: Duration,
     entries: LruCache<String, (Instant, ChatResponse)>,

@@ -405,6 +405,7 @@ struct LlmCall {
 }
 
 /// The scheduler actor's messages.
+#[derive(Debug)]
 pub enum SchedulerMsg {
     /// Queue a request.
     Submit(Box<LlmCallBox>),
@@ -416,6 +417,15 @@ pub enum SchedulerMsg {
 
 /// A queued request (opaque).
 pub struct LlmCallBox(LlmCall);
+
+impl std::fmt::Debug for LlmCallBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmCallBox")
+            .field("id", &self.0.id)
+            .field("meta", &self.0.meta)
+            .finish_non_exhaustive()
+    }
+}
 
 /// The handle to one provider/model scheduler. Cheap to clone.
 #[derive(Clone)]
@@ -634,6 +644,7 @@ struct SchedulerWorker {
 }
 
 /// The scheduler actor's state: its queue.
+#[derive(Debug)]
 pub struct SchedulerState {
     queue: RequestQueue<LlmCall>,
     timer_pending: bool,

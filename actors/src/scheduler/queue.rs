@@ -53,6 +53,16 @@ pub struct RequestQueue<T> {
     per_tenant: HashMap<String, TenantQueue<T>>,
 }
 
+impl<T> std::fmt::Debug for RequestQueue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestQueue")
+            .field("policy", &self.policy)
+            .field("len", &self.len)
+            .field("tenants", &self.tenants.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T> RequestQueue<T> {
     /// An empty queue with `policy`.
     pub fn new(policy: QueuePolicy) -> Self {

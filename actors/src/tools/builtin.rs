@@ -39,6 +39,7 @@ fn host_allowed(allowed: &[String], host: &str, port: Option<u16>) -> bool {
 }
 
 /// `web_fetch`: GET a URL whose host is on the allow-list.
+#[derive(Debug)]
 pub struct WebFetch {
     allowed_hosts: Vec<String>,
     /// For hosts named exactly in the allow-list (the operator's own destinations).
@@ -178,6 +179,7 @@ impl Tool for WebFetch {
 /// `files`: read and write files inside a sandbox directory of the calling agent instance:
 /// `<root>/<tenant>/<agent>/<instance>`, each part percent-encoded, so no tenant, agent or
 /// instance reaches another's files by path, link or name.
+#[derive(Debug)]
 pub struct Files {
     root: PathBuf,
 }
@@ -329,6 +331,7 @@ impl Tool for Files {
 }
 
 /// `memory_save` and `memory_search` over the node's memory.
+#[derive(Debug)]
 pub struct MemoryTool {
     store: MemoryStore,
     search: bool,

@@ -71,7 +71,7 @@ struct ManifestRecord {
     json: String,
 }
 
-pub use aios_core::ToolRequirement;
+pub(super) use aios_core::ToolRequirement;
 
 #[derive(Default)]
 struct State {

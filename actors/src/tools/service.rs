@@ -30,7 +30,7 @@ pub const TOOL_CACHE_ENTRIES_MAX: usize = 10_000;
 /// How long a cached result lives.
 pub const TOOL_CACHE_TTL: Duration = Duration::from_secs(300);
 /// (tool, agent) pairs counted separately at most; further agents are counted as `*`.
-pub const USAGE_KEYS_MAX: usize = 100_000;
+pub(super) const USAGE_KEYS_MAX: usize = 100_000;
 /// Denied calls remembered for the audit log at most (oldest dropped).
 pub const DENIALS_MAX: usize = 10_000;
 /// Denials buffered for each subscriber of [`ToolService::subscribe_denials`].
@@ -314,7 +314,7 @@ const USAGE_PREFIX: &str = aios_core::keyspace::TOOL_USAGE;
 const MCP_PREFIX: &str = aios_core::keyspace::MCP_SERVER;
 /// How long a node on a shared store waits before it tries again to connect an MCP server
 /// another node added, after it failed.
-pub const MCP_RETRY_AFTER: Duration = Duration::from_secs(60);
+pub(super) const MCP_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// How often changed usage counts are written.
 pub const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 /// Persisted grants at most.
@@ -1537,6 +1537,7 @@ impl aios_core::ToolSource for ToolService {
 
 /// A plugin tool as seen by agents: the version `requirement` resolves to, called through
 /// the service (grants, schemas, cache, host actors) with the agent's name, role and tenant.
+#[derive(Debug)]
 pub struct PluginTool {
     service: ToolService,
     requirement: ToolRequirement,

@@ -236,6 +236,16 @@ pub struct AuditLog {
     signing: Option<Arc<Vec<u8>>>,
 }
 
+impl std::fmt::Debug for AuditLog {
+    /// Never the signing key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("scope", &self.chain.scope)
+            .field("signed", &self.signing.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Where one chain lives: `audit/<seq>` and `auditlog-head` for a node's own store; with a
 /// scope (a node's name, on a store that nodes share), `audit@<scope>/<seq>` and
 /// `auditlog-head@<scope>`, so that each node appends to its own chain.

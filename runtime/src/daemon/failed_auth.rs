@@ -89,6 +89,7 @@ struct Window {
 }
 
 /// The failed-authentication limiter and counter of a daemon.
+#[derive(Debug)]
 pub struct FailedAuth {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
     windows: DashMap<IpAddr, Window>,

@@ -104,6 +104,7 @@ impl IntoResponse for Problem {
 
 /// A JSON body whose rejections (bad syntax, wrong types, wrong content type, too large)
 /// are problems.
+#[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -122,6 +123,7 @@ where
 }
 
 /// An optional JSON body: `None` when the request has none, otherwise as [`ApiJson`].
+#[derive(Debug)]
 pub struct ApiJsonOptional<T>(pub Option<T>);
 
 impl<S, T> FromRequest<S> for ApiJsonOptional<T>
@@ -145,6 +147,7 @@ where
 }
 
 /// Query parameters whose rejections are problems (400).
+#[derive(Debug)]
 pub struct ApiQuery<T>(pub T);
 
 impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
@@ -179,6 +182,7 @@ pub struct RecentError {
 }
 
 /// The daemon's own stores, opened on the node's snapshot store.
+#[derive(Debug)]
 pub struct Stores {
     /// API keys.
     pub keys: KeyStore,
@@ -195,6 +199,7 @@ pub struct Stores {
 }
 
 /// What every handler shares.
+#[derive(Debug)]
 pub struct AppState {
     /// The node.
     pub rt: Runtime,
@@ -323,6 +328,7 @@ pub struct RouteSpec {
 }
 
 /// Builds the authenticated API, recording every route in a table.
+#[derive(Debug)]
 pub struct Api {
     router: aide::axum::ApiRouter<Shared>,
     table: Vec<RouteSpec>,

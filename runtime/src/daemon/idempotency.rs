@@ -252,7 +252,7 @@ pub async fn idempotency(State(s): State<Shared>, req: Request, next: Next) -> R
 /// The idempotency records this node stores, per API key: counted from the store at start,
 /// then kept up to date as records are written and swept. A tenant's count is the sum over
 /// its keys. Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Counts(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>);
 
 impl Counts {

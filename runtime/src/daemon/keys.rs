@@ -174,7 +174,7 @@ pub struct NewKey {
     pub secret: String,
 }
 
-/// The keys of a daemon. Cheap to clone.
+/// The keys of a daemon. Cheap to clone. Its `Debug` shows the count only.
 #[derive(Clone)]
 pub struct KeyStore {
     records: Records,
@@ -183,6 +183,14 @@ pub struct KeyStore {
     /// Bumped on every change of a key (here or, after a reload, on another node), so open
     /// streams can check that their key still holds.
     changed: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How often a stream's key is checked for expiry, at most this long after it expires.

@@ -99,6 +99,7 @@ fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
 }
 
 /// A running daemon.
+#[derive(Debug)]
 pub struct Daemon {
     /// Where the API listens.
     pub addr: SocketAddr,

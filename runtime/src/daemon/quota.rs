@@ -32,7 +32,7 @@ const DAY_MS: u64 = 24 * 3600 * 1000;
 /// Daily request counters per tenant, and the check of the tenants' LLM budgets
 /// ([`TenantQuota`], which the LLM router also reserves from before every call). Cheap to
 /// clone.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Quotas {
     records: Records,
     requests_per_day: u64,

@@ -40,7 +40,7 @@ pub(crate) fn strip_prefix_in(v: &mut Value, prefix: &str) {
 }
 
 /// The body of `POST /v1/runs`.
-#[derive(Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunBody {
     /// What to do.
@@ -71,7 +71,7 @@ pub async fn start(
 }
 
 /// Paging of lists.
-#[derive(Deserialize, Default, schemars::JsonSchema)]
+#[derive(Debug, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Page {
     /// After this id.
@@ -138,7 +138,7 @@ pub async fn get(
 }
 
 /// The body of a decision.
-#[derive(Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     /// Approve or deny.
@@ -185,7 +185,7 @@ pub async fn cancel(
 }
 
 /// The body of `POST /v1/sessions`: one of `agent` or `team`.
-#[derive(Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionBody {
     /// Talk to this agent.
@@ -200,7 +200,7 @@ pub struct SessionBody {
 }
 
 /// A team session's settings.
-#[derive(Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TeamBody {
     /// The planner.
@@ -306,7 +306,7 @@ pub async fn get_session(
 }
 
 /// The body of a session message.
-#[derive(Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SayBody {
     /// The message.
@@ -334,7 +334,7 @@ pub async fn say(
 }
 
 /// Where a history page starts.
-#[derive(Deserialize, Default, schemars::JsonSchema)]
+#[derive(Debug, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// The first entry's sequence number.

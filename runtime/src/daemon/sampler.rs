@@ -58,7 +58,7 @@ pub struct Sample {
 }
 
 /// The samples kept, oldest first.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct History(std::sync::Mutex<VecDeque<Sample>>);
 
 impl History {
@@ -83,7 +83,7 @@ impl History {
 }
 
 /// `?since_ms=`: only samples taken after it.
-#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 pub struct HistoryQuery {
     #[serde(default)]
     since_ms: u64,

@@ -232,7 +232,7 @@ pub(crate) fn ended(
 pub const FEED_WS_MESSAGE_MAX: usize = 4 * 1024;
 
 /// The streams (SSE and WebSocket) open per tenant on this node.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct OpenStreams(std::sync::Mutex<std::collections::HashMap<String, usize>>);
 
 impl OpenStreams {

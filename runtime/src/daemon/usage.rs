@@ -163,7 +163,7 @@ async fn classify(
 }
 
 /// Whether to scan again now.
-#[derive(serde::Deserialize, Default, schemars::JsonSchema)]
+#[derive(Debug, serde::Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// Scan now instead of serving a report younger than 30 s (operator tenant admins).

@@ -197,7 +197,8 @@ pub fn signature(secret: &str, timestamp: u64, body: &str) -> String {
     )
 }
 
-/// The webhooks of a daemon. Cheap to clone.
+/// The webhooks of a daemon. Cheap to clone. Its `Debug` shows counts only (the
+/// subscriptions hold signing secrets).
 #[derive(Clone)]
 pub struct Webhooks {
     records: Records,
@@ -217,6 +218,15 @@ pub struct Webhooks {
     /// The last [`ATTEMPTS_KEPT`] attempts, oldest first.
     attempts: Arc<std::sync::Mutex<std::collections::VecDeque<Attempt>>>,
     keys: Arc<QueueKeys>,
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhooks")
+            .field("subscriptions", &self.subs.len())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 fn now_ms() -> u64 {

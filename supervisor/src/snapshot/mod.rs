@@ -242,7 +242,7 @@ impl Restored {
 /// A non-owning [`Snapshots`]: what running workers hold, so that once a tree has stopped the
 /// node's handle is the last one and dropping it releases the data directory at once (an
 /// actor's task may end a moment after its supervisor saw it stop).
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct WeakSnapshots {
     store: std::sync::Weak<dyn SnapshotStore>,
 }

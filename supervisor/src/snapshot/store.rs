@@ -64,7 +64,7 @@ pub struct QuarantineRecord {
 }
 
 /// The most entries a store writes in one statement of [`SnapshotStore::put_many`].
-pub const PUT_MANY_CHUNK: usize = 512;
+pub(super) const PUT_MANY_CHUNK: usize = 512;
 
 /// A key-value store for framed snapshots.
 ///

@@ -120,6 +120,7 @@ pub async fn peer_stats() -> Vec<NodeStats> {
 const CANDIDATES_TTL: Duration = Duration::from_secs(1);
 
 /// [`RemoteAgents`] over the gateways.
+#[derive(Debug)]
 pub struct Route {
     node: String,
     tags: Vec<String>,

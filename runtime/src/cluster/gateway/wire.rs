@@ -23,7 +23,7 @@ pub fn group_of(node: &str) -> String {
 }
 
 /// The gateway's messages. Variants are matched by name across nodes: never rename one.
-#[derive(RactorClusterMessage)]
+#[derive(Debug, RactorClusterMessage)]
 pub enum GatewayMsg {
     /// A request ([`Request`]) and its reply ([`Reply`]).
     #[rpc]

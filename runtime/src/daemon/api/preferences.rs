@@ -10,7 +10,7 @@ use crate::daemon::http::{ApiJson, Problem, Shared};
 use crate::daemon::keys::Principal;
 
 /// Preferences per key, as JSON text at most this long.
-pub const PREFERENCES_LEN_MAX: usize = 16 * 1024;
+pub(crate) const PREFERENCES_LEN_MAX: usize = 16 * 1024;
 
 pub(crate) fn prefs_key(p: &Principal) -> String {
     aios_core::keyspace::preferences_key(&p.key_id)

@@ -172,7 +172,7 @@ pub(crate) struct GrantBody {
 }
 
 /// Grants at most this many tools at once.
-pub const GRANT_TOOLS_MAX: usize = 64;
+pub(crate) const GRANT_TOOLS_MAX: usize = 64;
 
 /// `POST /v1/tools/grants` (operator tenant): adds a persisted grant.
 pub(crate) async fn grants_create(
