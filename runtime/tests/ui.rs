@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aios_runtime::daemon::{Daemon, DaemonConfig};
+use aios_testkit::eventually;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -505,8 +506,7 @@ async fn memory_search_shows_scored_results() {
     .await;
     b.click_button("aios-page-memory", "Add").await;
     // The page's write is acknowledged (the API answers with them) before the search runs.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually("the items to arrive", WAIT, || async {
         let found = api(
             &base,
             &admin,
@@ -515,15 +515,12 @@ async fn memory_search_shows_scored_results() {
             Some(json!({"query": "embedded database", "k": 5})),
         )
         .await;
-        if found.to_string().contains("Sled is an embedded database.") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the items never arrived: {found}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        found
+            .to_string()
+            .contains("Sled is an embedded database.")
+            .then_some(())
+    })
+    .await;
     b.fill(
         "aios-page-memory input[name=query]",
         "garbage collector in Rust",
@@ -659,15 +656,11 @@ async fn a_schedule_made_in_the_interface_fires_and_is_paused_there() {
     b.wait_text(row, "cron * * * * * * (UTC)").await;
 
     // It fires every second: once the API counts two firings, the page shows them.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually("the schedule to fire twice", WAIT, || async {
         let list = api(&base, &admin, reqwest::Method::GET, "/v1/schedules", None).await;
-        if list["items"][0]["fired"].as_u64().unwrap_or(0) >= 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "it never fired twice: {list}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (list["items"][0]["fired"].as_u64().unwrap_or(0) >= 2).then_some(())
+    })
+    .await;
     b.click_button("aios-page-schedules section", "Refresh")
         .await;
     // The refresh re-renders the table: the cell is read until the new one shows.
@@ -695,15 +688,11 @@ async fn a_schedule_made_in_the_interface_fires_and_is_paused_there() {
     b.go("#/schedules").await;
     b.click_button(row, "Delete").await;
     b.click_button("dialog", "Confirm").await;
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually("the schedule to be deleted", WAIT, || async {
         let list = api(&base, &admin, reqwest::Method::GET, "/v1/schedules", None).await;
-        if list["items"].as_array().is_some_and(Vec::is_empty) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never deleted: {list}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        list["items"].as_array().is_some_and(Vec::is_empty).then_some(())
+    })
+    .await;
     finish(b, d).await;
 }
 
@@ -894,8 +883,7 @@ async fn the_operator_grants_a_tool_to_one_tenant_s_agent_and_the_tenant_sees_it
     b.click_button(&format!("aios-page-tools [data-grant=\"{id}\"]"), "Revoke")
         .await;
     b.click_button("dialog", "Revoke").await;
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually("the grant to be revoked", WAIT, || async {
         let grants = api(
             &base,
             &admin,
@@ -904,14 +892,8 @@ async fn the_operator_grants_a_tool_to_one_tenant_s_agent_and_the_tenant_sees_it
             None,
         )
         .await;
-        if !grants.to_string().contains(&id) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the grant is still there: {grants}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (!grants.to_string().contains(&id)).then_some(())
+    })
+    .await;
     finish(b, d).await;
 }
