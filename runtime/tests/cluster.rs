@@ -19,7 +19,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use aios_testkit::{FakeConfig, FakeLlm};
+use aios_testkit::{FakeConfig, FakeLlm, eventually};
 use common::{Aiosd, Proxy, define, last_prompt, namespace, pg_url, say};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -126,15 +126,15 @@ fn pg_host_port(url: &str) -> String {
 
 /// Polls `path` on `node` until it answers `want` (readiness follows a background check).
 async fn await_status(node: &Aiosd, path: &str, want: StatusCode) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (s, v) = node.get(path).await;
-        if s == want {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{path} stays {s}: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        &format!("{path} to answer {want}"),
+        Duration::from_secs(15),
+        || async {
+            let (s, v) = node.get(path).await;
+            (s == want).then_some(v)
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,18 +209,12 @@ async fn status_with(node: &Aiosd, key: &str) -> StatusCode {
 
 /// Polls until `node` answers `want` to `key` (keys are re-read every 2 s).
 async fn await_key_status(node: &Aiosd, key: &str, want: StatusCode) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let got = status_with(node, key).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the key stays {got} on the other node"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        &format!("the key to get {want} on the other node"),
+        Duration::from_secs(15),
+        || async { (status_with(node, key).await == want).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,21 +351,20 @@ async fn a_memory_namespace_is_served_by_one_node_and_moves_when_it_dies() {
 
     // a dies: once its lease lapses (1 s), b serves the namespace with a's items.
     drop(a); // SIGKILL
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let v = loop {
-        let (s, v) = b
-            .post("/v1/memory/namespaces/notes/search", search.clone())
-            .await;
-        if s == StatusCode::OK {
-            break v;
-        }
-        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-        assert!(
-            Instant::now() < deadline,
-            "b never took the namespace over: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let v = eventually(
+        "b to take the namespace over",
+        Duration::from_secs(30),
+        || async {
+            let (s, v) = b
+                .post("/v1/memory/namespaces/notes/search", search.clone())
+                .await;
+            if s != StatusCode::OK {
+                assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+            }
+            (s == StatusCode::OK).then_some(v)
+        },
+    )
+    .await;
     assert_eq!(v["hits"][0]["text"], "the launch code is 4411", "{v}");
     drop(b);
     store.drop_tables().await.unwrap();
@@ -475,16 +468,12 @@ async fn an_mcp_server_added_or_removed_on_one_node_is_followed_by_the_others() 
     let on_a = mcp_server(&a, "t").await.expect("listed on a");
 
     // b connects the server itself (its own child process) and has its tools.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let on_b = loop {
-        if let Some(m) = mcp_server(&b, "t").await
-            && m["connected"] == true
-        {
-            break m;
-        }
-        assert!(Instant::now() < deadline, "b never connected the server");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let on_b = eventually(
+        "b to connect the server",
+        Duration::from_secs(30),
+        || async { mcp_server(&b, "t").await.filter(|m| m["connected"] == true) },
+    )
+    .await;
     assert_ne!(on_b["pid"], on_a["pid"], "b runs its own: {on_b} {on_a}");
     let pid_b = on_b["pid"].as_u64().expect("a pid");
     let (s, v) = b.get("/v1/tools").await;
@@ -496,25 +485,26 @@ async fn an_mcp_server_added_or_removed_on_one_node_is_followed_by_the_others() 
         .send(reqwest::Method::DELETE, "/v1/mcp-servers/t", Value::Null)
         .await;
     assert!(s.is_success(), "{s}: {v}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while mcp_server(&b, "t").await.is_some() {
-        assert!(Instant::now() < deadline, "b never let the server go");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "b to let the server go",
+        Duration::from_secs(30),
+        || async { mcp_server(&b, "t").await.is_none().then_some(()) },
+    )
+    .await;
     let (_, v) = b.get("/v1/tools").await;
     assert!(!v.to_string().contains("t__echo"), "{v}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::path::Path::new(&format!("/proc/{pid_b}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid_b}/stat"))
-            .unwrap_or_default()
-            .contains(") Z")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "b's server process {pid_b} lives on"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        &format!("b's server process {pid_b} to end"),
+        Duration::from_secs(30),
+        || async {
+            let gone = !std::path::Path::new(&format!("/proc/{pid_b}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid_b}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z");
+            gone.then_some(())
+        },
+    )
+    .await;
     drop((a, b));
     store.drop_tables().await.unwrap();
 }

@@ -690,7 +690,10 @@ async fn a_schedule_made_in_the_interface_fires_and_is_paused_there() {
     b.click_button("dialog", "Confirm").await;
     eventually("the schedule to be deleted", WAIT, || async {
         let list = api(&base, &admin, reqwest::Method::GET, "/v1/schedules", None).await;
-        list["items"].as_array().is_some_and(Vec::is_empty).then_some(())
+        list["items"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            .then_some(())
     })
     .await;
     finish(b, d).await;
