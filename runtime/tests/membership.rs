@@ -18,7 +18,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aios_testkit::{FakeConfig, FakeLlm, FakeReply, FakeToolCall};
+use aios_testkit::{FakeConfig, FakeLlm, FakeReply, FakeToolCall, eventually};
 use common::{Aiosd, Proxy, define, last_prompt, namespace, pg_url, say};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -147,15 +147,11 @@ impl Node {
 
     /// Waits until this node reaches `node`'s gateway (its figures are in the view).
     async fn await_reachable(&self, node: &str) {
-        let deadline = Instant::now() + WAIT;
-        while self.peer(node).await["actors"].as_u64().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "{node} not reachable from {}",
-                self.aiosd.url
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("{node} reachable from {}", self.aiosd.url);
+        eventually(&what, WAIT, || async {
+            self.peer(node).await["actors"].as_u64().map(|_| ())
+        })
+        .await;
     }
 
     async fn nodes(&self) -> Value {
@@ -184,19 +180,11 @@ impl Node {
     /// Polls the node's view until `status` peers are exactly `want` (membership changes come
     /// from sessions opening and closing; the API shows the state, not the event).
     async fn await_peers(&self, status: &str, want: &[&str]) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let got = self.peers(status).await;
-            if got == want {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} sees {status} peers {got:?}, not {want:?}",
-                self.aiosd.url
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("{} to see {status} peers {want:?}", self.aiosd.url);
+        eventually(&what, WAIT, || async {
+            (self.peers(status).await == want).then_some(())
+        })
+        .await;
     }
 }
 
@@ -246,16 +234,14 @@ async fn a_task_for_an_agent_on_another_node_is_forwarded_there_and_answered_her
     assert_eq!(s, StatusCode::OK, "{v}");
     // b and c learn the definition within 2 s; then their tasks run on a, where the agent is
     // active, and the answers come back through them.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually("b to learn the agent", WAIT, || async {
         let (s, v) = say(&b.aiosd, "far", "which word?").await;
-        if s == StatusCode::OK {
-            break;
+        if s != StatusCode::OK {
+            assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
         }
-        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
-        assert!(Instant::now() < deadline, "b never learnt the agent: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (s == StatusCode::OK).then_some(())
+    })
+    .await;
     assert_eq!(
         last_prompt(&fake),
         ["the word is fig", "which word?"],
@@ -330,15 +316,11 @@ async fn a_task_for_an_agent_on_another_node_is_forwarded_there_and_answered_her
 
 /// Waits until `node` knows agent `name` (definitions follow the shared store within 2 s).
 async fn await_defined(node: &Node, name: &str) {
-    let deadline = Instant::now() + WAIT;
-    while node.aiosd.get(&format!("/v1/agents/{name}")).await.0 != StatusCode::OK {
-        assert!(
-            Instant::now() < deadline,
-            "{name} never defined on {}",
-            node.aiosd.url
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = format!("{name} defined on {}", node.aiosd.url);
+    eventually(&what, WAIT, || async {
+        (node.aiosd.get(&format!("/v1/agents/{name}")).await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
 }
 
 /// `name`'s active agents as `node` reports them itself.
@@ -727,16 +709,14 @@ async fn the_memory_api_of_every_node_reaches_the_node_that_serves_a_namespace()
     // a pauses past its lease: b's next search waits for a at most its deadline and hop,
     // then b serves the namespace with a's items.
     a.aiosd.signal("-STOP");
-    let deadline = Instant::now() + WAIT;
-    let v = loop {
+    let v = eventually("b to take the namespace", WAIT, || async {
         let (s, v) = search_notes(&b, "launch code", 1).await;
-        if s == StatusCode::OK {
-            break v;
+        if s != StatusCode::OK {
+            assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
         }
-        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-        assert!(Instant::now() < deadline, "b never took the namespace: {v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        (s == StatusCode::OK).then_some(v)
+    })
+    .await;
     assert_eq!(hit_texts(&v), ["the launch code is 4411"]);
     // Resumed, a no longer writes the namespace's items itself: it stops its shards when it
     // finds its lease lost (on this write, which it refuses, or on a request of b's it
@@ -915,20 +895,13 @@ async fn shards_hosted_by_a_node_cut_off_from_the_serving_node_move_to_one_it_re
     // while the two are still cut off.
     proxy.cut();
     b.await_peers("down", &["a"]).await;
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let v = eventually("b's shards back on a", WAIT, || async {
         let (s, v) = search_notes(&a, "barrel cellar", 16).await;
         assert_eq!(s, StatusCode::OK, "{v}");
-        if v["partial"] == false {
-            assert_eq!(hit_texts(&v).len(), 16, "{v}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "b's shards never came back to a: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (v["partial"] == false).then_some(v)
+    })
+    .await;
+    assert_eq!(hit_texts(&v).len(), 16, "{v}");
     assert_eq!(hosted_by(&notes_shards(&a).await, "a"), (4, 16));
     // Healed: one copy of each item, writes go on.
     proxy.heal();
@@ -987,14 +960,12 @@ async fn a_host_lets_go_the_shards_of_a_generation_its_namespace_left() {
         )
         .await
         .unwrap();
-    let deadline = Instant::now() + WAIT;
-    while shard_leases_of(&store, "b").await > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "b still hosts shards of the retired generation"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "b to let the retired generation's shards go",
+        WAIT,
+        || async { (shard_leases_of(&store, "b").await == 0).then_some(()) },
+    )
+    .await;
     assert_eq!(
         shard_leases_of(&store, "a").await,
         2,
@@ -1172,17 +1143,13 @@ async fn draining_a_node_moves_the_memory_it_serves_and_hosts_with_every_item() 
     assert_eq!(v["memory_namespaces_moved"], 1, "{v}");
     assert_eq!(v["memory_shards_moved"], 2 + drafts_on_b, "{v}");
     // Through the drained node too: every item, from shards that now all run on a.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let v = eventually("the shards to move", WAIT, || async {
         let (s, v) = search_notes(&b, "crate shelf", 20).await;
         assert_eq!(s, StatusCode::OK, "{v}");
-        if v["partial"] == false {
-            assert_eq!(hit_texts(&v).len(), 20, "{v}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the shards never moved: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (v["partial"] == false).then_some(v)
+    })
+    .await;
+    assert_eq!(hit_texts(&v).len(), 20, "{v}");
     assert_eq!(hosted_by(&notes_shards(&b).await, "a"), (4, 20));
     let (s, v) = b
         .aiosd
