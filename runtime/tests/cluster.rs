@@ -131,7 +131,11 @@ async fn await_status(node: &Aiosd, path: &str, want: StatusCode) -> Value {
         Duration::from_secs(15),
         || async {
             let (s, v) = node.get(path).await;
-            (s == want).then_some(v)
+            if s == want {
+                Ok(v)
+            } else {
+                Err(format!("{s}: {v}"))
+            }
         },
     )
     .await
@@ -212,7 +216,14 @@ async fn await_key_status(node: &Aiosd, key: &str, want: StatusCode) {
     eventually(
         &format!("the key to get {want} on the other node"),
         Duration::from_secs(15),
-        || async { (status_with(node, key).await == want).then_some(()) },
+        || async {
+            let got = status_with(node, key).await;
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("the key gets {got}"))
+            }
+        },
     )
     .await;
 }

@@ -182,7 +182,12 @@ impl Node {
     async fn await_peers(&self, status: &str, want: &[&str]) {
         let what = format!("{} to see {status} peers {want:?}", self.aiosd.url);
         eventually(&what, WAIT, || async {
-            (self.peers(status).await == want).then_some(())
+            let got = self.peers(status).await;
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
         })
         .await;
     }

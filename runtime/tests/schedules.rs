@@ -39,7 +39,11 @@ async fn wait_fired(node: &Aiosd, id: &str, n: u64) -> Value {
         Duration::from_secs(60),
         || async {
             let v = schedule(node, id).await;
-            (count(&v, "fired") >= n).then_some(v)
+            if count(&v, "fired") >= n {
+                Ok(v)
+            } else {
+                Err(v.to_string())
+            }
         },
     )
     .await

@@ -79,7 +79,11 @@ impl Client {
                     .send(Method::GET, &format!("/v1/runs/{id}"), key, None)
                     .await;
                 let status = run["status"].as_str().unwrap_or_default().to_lowercase();
-                done(&status).then_some(run)
+                if done(&status) {
+                    Ok(run)
+                } else {
+                    Err(run.to_string())
+                }
             },
         )
         .await
@@ -462,7 +466,7 @@ async fn wait_schedule(c: &Client, key: &str, id: &str, done: impl Fn(&Value) ->
                 .send(Method::GET, &format!("/v1/schedules/{id}"), key, None)
                 .await;
             assert_eq!(s, StatusCode::OK, "{v}");
-            done(&v).then_some(v)
+            if done(&v) { Ok(v) } else { Err(v.to_string()) }
         },
     )
     .await

@@ -658,7 +658,11 @@ async fn a_schedule_made_in_the_interface_fires_and_is_paused_there() {
     // It fires every second: once the API counts two firings, the page shows them.
     eventually("the schedule to fire twice", WAIT, || async {
         let list = api(&base, &admin, reqwest::Method::GET, "/v1/schedules", None).await;
-        (list["items"][0]["fired"].as_u64().unwrap_or(0) >= 2).then_some(())
+        if list["items"][0]["fired"].as_u64().unwrap_or(0) >= 2 {
+            Ok(())
+        } else {
+            Err(list.to_string())
+        }
     })
     .await;
     b.click_button("aios-page-schedules section", "Refresh")

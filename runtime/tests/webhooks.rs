@@ -207,7 +207,11 @@ async fn deliveries_are_signed_retried_dead_lettered_redelivered_and_survive_res
             Value::Null,
         )
         .await;
-        (!v["items"].as_array().unwrap().is_empty()).then_some(v)
+        if v["items"].as_array().unwrap().is_empty() {
+            Err(v.to_string())
+        } else {
+            Ok(v)
+        }
     })
     .await;
     let item = &dead["items"][0];

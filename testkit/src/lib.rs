@@ -32,7 +32,7 @@ pub mod source;
 mod text;
 mod wait;
 
-pub use wait::{EVENTUALLY_PAUSE_MAX, EVENTUALLY_PAUSE_MIN, eventually};
+pub use wait::{EVENTUALLY_PAUSE_MAX, EVENTUALLY_PAUSE_MIN, Outcome, eventually};
 
 use std::fmt;
 use std::net::SocketAddr;

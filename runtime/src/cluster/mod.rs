@@ -10,7 +10,7 @@
 //!
 //! What a node knows of another is [`Peer`]: its name, the address it advertises, whether a
 //! session with it is up, and since when; a reachable peer's figures ([`NodeStats`]: actors,
-//! agents, load) are asked from its gateway (`gateway.rs`), the actor through which nodes
+//! agents, load) are asked from its gateway (`gateway/`), the actor through which nodes
 //! forward tasks to each other's agents.
 
 #[cfg(feature = "cluster")]

@@ -198,8 +198,8 @@ pub struct Stores {
     pub idempotency_counts: super::idempotency::Counts,
 }
 
-/// What every handler shares.
-#[derive(Debug)]
+/// What every handler shares. Its `Debug` leaves out the configuration (MCP server
+/// environments may carry tokens) and the stores.
 pub struct AppState {
     /// The node.
     pub rt: Runtime,
@@ -245,6 +245,17 @@ pub struct AppState {
     pub retention: super::retention::Retention,
     /// The latest disk use report.
     pub usage: super::usage::UsageCache,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("rt", &self.rt)
+            .field("keys", &self.keys)
+            .field("webhooks", &self.webhooks)
+            .field("ready", &self.ready)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The shared state as handlers take it.

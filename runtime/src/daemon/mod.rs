@@ -99,7 +99,6 @@ fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
 }
 
 /// A running daemon.
-#[derive(Debug)]
 pub struct Daemon {
     /// Where the API listens.
     pub addr: SocketAddr,
@@ -108,6 +107,17 @@ pub struct Daemon {
     state: Shared,
     stop: CancellationToken,
     servers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Daemon {
+    /// The addresses only: the state holds the configuration, whose MCP server environments
+    /// may carry tokens.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("addr", &self.addr)
+            .field("metrics_addr", &self.metrics_addr)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The first admin key, when this start created it (print it once; it is not kept).

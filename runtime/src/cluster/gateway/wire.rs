@@ -82,7 +82,7 @@ pub(super) enum Reply {
 pub(in crate::cluster) enum Event {
     /// A topic event published on another node.
     Publish(Envelope),
-    /// A subscriber on `node` listens to `agent`'s events ([`super::relay`]).
+    /// A subscriber on `node` listens to `agent`'s events ([`crate::cluster::relay`]).
     Watch { agent: AgentId, node: String },
     /// An event of an agent active on the sending node, for this node's subscribers.
     AgentEvent(AgentEvent),
