@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::api::{Api, items, show, table};
+use crate::api::{Api, items, listing, show, table};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Agents {
@@ -66,19 +66,16 @@ pub(crate) async fn run(api: &Api, a: Agents, json_out: bool) -> anyhow::Result<
     match a {
         Agents::List => {
             let v = api.get("/v1/agents").await?;
-            if json_out {
-                show(&v)?;
-            } else {
-                table(
-                    &items(&v),
-                    &[
-                        ("NAME", "/name"),
-                        ("ROLE", "/role"),
-                        ("MODEL", "/model"),
-                        ("DESCRIPTION", "/description"),
-                    ],
-                );
-            }
+            listing(
+                &v,
+                json_out,
+                &[
+                    ("NAME", "/name"),
+                    ("ROLE", "/role"),
+                    ("MODEL", "/model"),
+                    ("DESCRIPTION", "/description"),
+                ],
+            )?;
         }
         Agents::Get { name } => show(&api.get(&format!("/v1/agents/{name}")).await?)?,
         Agents::Create { file } => {
@@ -106,13 +103,14 @@ pub(crate) async fn run(api: &Api, a: Agents, json_out: bool) -> anyhow::Result<
             least_loaded,
             reset,
         } => {
-            let path = format!("/v1/agents/{name}/placement");
-            if node.is_none() && tags.is_empty() && !least_loaded && !reset {
-                show(&api.get(&path).await?)?;
-            } else {
-                let body = json!({"node": node, "tags": tags, "least_loaded": least_loaded});
-                show(&api.call(reqwest::Method::PUT, &path, Some(body)).await?)?;
-            }
+            api.placement(
+                &format!("/v1/agents/{name}/placement"),
+                node,
+                tags,
+                least_loaded,
+                reset,
+            )
+            .await?;
         }
         Agents::Delete { name } => {
             api.call(reqwest::Method::DELETE, &format!("/v1/agents/{name}"), None)
@@ -180,17 +178,11 @@ async fn chat(
     if let Some(u) = user {
         body["user"] = json!(u);
     }
-    let mut req = api
+    let req = api
         .http
         .post(format!("{}/v1/chat/completions", api.url))
         .json(&body);
-    if let Some(k) = &api.key {
-        req = req.bearer_auth(k);
-    }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {}", api.url))?;
+    let resp = api.send(req).await?;
     if !resp.status().is_success() {
         let status = resp.status();
         let v: Value = resp.json().await.unwrap_or(Value::Null);

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use serde_json::json;
 
-use crate::api::{Api, items, show, table};
+use crate::api::{Api, listing, show};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Keys {
@@ -35,21 +35,18 @@ pub(crate) async fn run(api: &Api, k: Keys, json_out: bool) -> anyhow::Result<()
     match k {
         Keys::List => {
             let v = api.get("/v1/keys").await?;
-            if json_out {
-                show(&v)?;
-            } else {
-                table(
-                    &items(&v),
-                    &[
-                        ("ID", "/id"),
-                        ("NAME", "/name"),
-                        ("ROLE", "/role"),
-                        ("TENANT", "/tenant"),
-                        ("EXPIRES", "/expires_ms"),
-                        ("REVOKED", "/revoked_ms"),
-                    ],
-                );
-            }
+            listing(
+                &v,
+                json_out,
+                &[
+                    ("ID", "/id"),
+                    ("NAME", "/name"),
+                    ("ROLE", "/role"),
+                    ("TENANT", "/tenant"),
+                    ("EXPIRES", "/expires_ms"),
+                    ("REVOKED", "/revoked_ms"),
+                ],
+            )?;
         }
         Keys::Create { role, name, tenant } => {
             let mut body = json!({"role": role, "name": name});

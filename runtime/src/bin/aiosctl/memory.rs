@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::api::{Api, items, show, table};
+use crate::api::{Api, listing, show, table};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Memory {
@@ -68,14 +68,11 @@ pub(crate) async fn run(api: &Api, m: Memory, json_out: bool) -> anyhow::Result<
     match m {
         Memory::Namespaces => {
             let v = api.get("/v1/memory/namespaces").await?;
-            if json_out {
-                show(&v)?;
-            } else {
-                table(
-                    &items(&v),
-                    &[("NAME", "/name"), ("SHARDS", "/shards"), ("DIM", "/dim")],
-                );
-            }
+            listing(
+                &v,
+                json_out,
+                &[("NAME", "/name"), ("SHARDS", "/shards"), ("DIM", "/dim")],
+            )?;
         }
         Memory::Create { name, shards } => show(
             &api.post(
@@ -113,45 +110,37 @@ pub(crate) async fn run(api: &Api, m: Memory, json_out: bool) -> anyhow::Result<
             least_loaded,
             reset,
         } => {
-            let path = format!("/v1/memory/namespaces/{namespace}/placement");
-            if node.is_none() && tags.is_empty() && !least_loaded && !reset {
-                show(&api.get(&path).await?)?;
-            } else {
-                let body = json!({"node": node, "tags": tags, "least_loaded": least_loaded});
-                show(&api.call(reqwest::Method::PUT, &path, Some(body)).await?)?;
-            }
+            api.placement(
+                &format!("/v1/memory/namespaces/{namespace}/placement"),
+                node,
+                tags,
+                least_loaded,
+                reset,
+            )
+            .await?;
         }
         Memory::Shards { namespace } => {
             let v = api
                 .get(&format!("/v1/memory/namespaces/{namespace}/shards"))
                 .await?;
-            if json_out {
-                show(&v)?;
-            } else {
-                table(
-                    &items(&v),
-                    &[
-                        ("SHARD", "/shard"),
-                        ("NODE", "/node"),
-                        ("ITEMS", "/items"),
-                        ("ANN", "/ann"),
-                        ("ERROR", "/error"),
-                    ],
-                );
-            }
+            listing(
+                &v,
+                json_out,
+                &[
+                    ("SHARD", "/shard"),
+                    ("NODE", "/node"),
+                    ("ITEMS", "/items"),
+                    ("ANN", "/ann"),
+                    ("ERROR", "/error"),
+                ],
+            )?;
         }
         Memory::Export { namespace, out } => {
-            let mut req = api.http.get(format!(
+            let req = api.http.get(format!(
                 "{}/v1/memory/namespaces/{namespace}/export",
                 api.url
             ));
-            if let Some(k) = &api.key {
-                req = req.bearer_auth(k);
-            }
-            let resp = req
-                .send()
-                .await
-                .with_context(|| format!("cannot reach {}", api.url))?;
+            let resp = api.send(req).await?;
             if !resp.status().is_success() {
                 let status = resp.status();
                 let v: Value = resp.json().await.unwrap_or(Value::Null);

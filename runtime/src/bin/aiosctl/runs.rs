@@ -118,14 +118,8 @@ pub(crate) async fn runs(api: &Api, cmd: Runs, json_out: bool) -> anyhow::Result
 /// Prints a server-sent event stream until it ends.
 pub(crate) async fn follow(api: &Api, path: &str, json_out: bool) -> anyhow::Result<()> {
     use futures_util::StreamExt as _;
-    let mut req = api.http.get(format!("{}{path}", api.url));
-    if let Some(k) = &api.key {
-        req = req.bearer_auth(k);
-    }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {}", api.url))?;
+    let req = api.http.get(format!("{}{path}", api.url));
+    let resp = api.send(req).await?;
     if !resp.status().is_success() {
         bail!("{path}: {}", resp.status());
     }

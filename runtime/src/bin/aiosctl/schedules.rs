@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use serde_json::json;
 
-use crate::api::{Api, items, show, table};
+use crate::api::{Api, listing, show};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Schedules {
@@ -44,25 +44,22 @@ pub(crate) async fn schedules(api: &Api, c: Schedules, json_out: bool) -> anyhow
     match c {
         Schedules::List => {
             let v = api.get("/v1/schedules").await?;
-            if json_out {
-                show(&v)?;
-            } else {
-                table(
-                    &items(&v),
-                    &[
-                        ("ID", "/id"),
-                        ("NAME", "/name"),
-                        ("CRON", "/when/cron"),
-                        ("TZ", "/when/timezone"),
-                        ("AT_MS", "/when/at_ms"),
-                        ("NEXT_DUE_MS", "/next_due_ms"),
-                        ("FIRED", "/fired"),
-                        ("MISSED", "/missed"),
-                        ("PAUSED", "/paused"),
-                        ("ERROR", "/last_error"),
-                    ],
-                );
-            }
+            listing(
+                &v,
+                json_out,
+                &[
+                    ("ID", "/id"),
+                    ("NAME", "/name"),
+                    ("CRON", "/when/cron"),
+                    ("TZ", "/when/timezone"),
+                    ("AT_MS", "/when/at_ms"),
+                    ("NEXT_DUE_MS", "/next_due_ms"),
+                    ("FIRED", "/fired"),
+                    ("MISSED", "/missed"),
+                    ("PAUSED", "/paused"),
+                    ("ERROR", "/last_error"),
+                ],
+            )?;
         }
         Schedules::Create {
             name,

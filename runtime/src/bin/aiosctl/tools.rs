@@ -4,7 +4,7 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use serde_json::json;
 
-use crate::api::{Api, items, show, table};
+use crate::api::{Api, listing, show, table};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Tools {
@@ -56,18 +56,15 @@ pub(crate) async fn tools(api: &Api, t: Tools, json_out: bool) -> anyhow::Result
     match t {
         Tools::List => {
             let v = api.get("/v1/tools").await?;
-            if json_out {
-                show(&v)?;
-            } else {
-                table(
-                    &items(&v),
-                    &[
-                        ("NAME", "/name"),
-                        ("VERSION", "/version"),
-                        ("DESCRIPTION", "/description"),
-                    ],
-                );
-            }
+            listing(
+                &v,
+                json_out,
+                &[
+                    ("NAME", "/name"),
+                    ("VERSION", "/version"),
+                    ("DESCRIPTION", "/description"),
+                ],
+            )?;
         }
         Tools::Test { name } => {
             let v = api
@@ -92,38 +89,32 @@ pub(crate) async fn tools(api: &Api, t: Tools, json_out: bool) -> anyhow::Result
         }
         Tools::Usage => {
             let v = api.get("/v1/tools/usage").await?;
-            if json_out {
-                show(&v)?;
-            } else {
-                table(
-                    &items(&v),
-                    &[
-                        ("TOOL", "/tool"),
-                        ("AGENT", "/agent"),
-                        ("CALLS", "/usage/calls"),
-                        ("ERRORS", "/usage/errors"),
-                        ("CACHE HITS", "/usage/cache_hits"),
-                    ],
-                );
-            }
+            listing(
+                &v,
+                json_out,
+                &[
+                    ("TOOL", "/tool"),
+                    ("AGENT", "/agent"),
+                    ("CALLS", "/usage/calls"),
+                    ("ERRORS", "/usage/errors"),
+                    ("CACHE HITS", "/usage/cache_hits"),
+                ],
+            )?;
         }
         Tools::Grants => {
             let v = api.get("/v1/tools/grants").await?;
-            if json_out {
-                show(&v)?;
-            } else {
-                table(
-                    &items(&v),
-                    &[
-                        ("ID", "/id"),
-                        ("SOURCE", "/source"),
-                        ("TENANT", "/tenant"),
-                        ("AGENT", "/agent"),
-                        ("ROLE", "/role"),
-                        ("TOOLS", "/tools"),
-                    ],
-                );
-            }
+            listing(
+                &v,
+                json_out,
+                &[
+                    ("ID", "/id"),
+                    ("SOURCE", "/source"),
+                    ("TENANT", "/tenant"),
+                    ("AGENT", "/agent"),
+                    ("ROLE", "/role"),
+                    ("TOOLS", "/tools"),
+                ],
+            )?;
         }
         Tools::Grant {
             tools,
@@ -165,21 +156,18 @@ pub(crate) async fn mcp(api: &Api, m: Mcp, json_out: bool) -> anyhow::Result<()>
     match m {
         Mcp::List => {
             let v = api.get("/v1/mcp-servers").await?;
-            if json_out {
-                show(&v)?;
-            } else {
-                table(
-                    &items(&v),
-                    &[
-                        ("NAME", "/name"),
-                        ("TRANSPORT", "/transport"),
-                        ("CONNECTED", "/connected"),
-                        ("PID", "/pid"),
-                        ("VERSION", "/version"),
-                        ("ERROR", "/error"),
-                    ],
-                );
-            }
+            listing(
+                &v,
+                json_out,
+                &[
+                    ("NAME", "/name"),
+                    ("TRANSPORT", "/transport"),
+                    ("CONNECTED", "/connected"),
+                    ("PID", "/pid"),
+                    ("VERSION", "/version"),
+                    ("ERROR", "/error"),
+                ],
+            )?;
         }
         Mcp::AddStdio { name, command } => {
             let (cmd, args) = command.split_first().context("give the command after --")?;
