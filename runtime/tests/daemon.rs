@@ -80,6 +80,22 @@ async fn create_key(c: &Client, admin: &str, role: &str, tenant: Option<&str>) -
     v["secret"].as_str().expect("secret").to_string()
 }
 
+/// A WebSocket to `path` on the daemon at `addr`, with `key` in the Authorization header.
+async fn ws_connect(
+    addr: std::net::SocketAddr,
+    path: &str,
+    key: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgrade")
+        .0
+}
+
 fn concrete(path: &str) -> String {
     path.replace("{name}", "nobody")
         .replace("{ns}", "nothing")
@@ -1227,14 +1243,7 @@ async fn websockets_carry_an_agent_conversation_both_ways() {
         .await;
     assert_eq!(s, StatusCode::CREATED);
 
-    let mut req = format!("ws://{}/v1/agents/talker/ws?session=w1", d.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("upgrade");
+    let mut ws = ws_connect(d.addr, "/v1/agents/talker/ws?session=w1", &key).await;
     ws.send(Message::Text(
         r#"{"content": "hello over a socket"}"#.into(),
     ))
@@ -1563,7 +1572,7 @@ async fn preferences_are_kept_per_key_and_the_tree_streams_its_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_s_streams_close_and_websocket_messages_are_limited_and_audited() {
     use futures_util::{SinkExt as _, StreamExt as _};
-    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _};
+    use tokio_tungstenite::tungstenite::Message;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     let (d, first) = Daemon::start(cfg.clone(), None).await.expect("start");
@@ -1588,14 +1597,7 @@ async fn a_revoked_key_s_streams_close_and_websocket_messages_are_limited_and_au
         .unwrap();
     assert_eq!(sse.status(), StatusCode::OK);
     let mut sse = sse.bytes_stream();
-    let mut req = format!("ws://{}/v1/agents/talker/ws", d.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("upgrade");
+    let mut ws = ws_connect(d.addr, "/v1/agents/talker/ws", &key).await;
     ws.send(Message::Text(r#"{"content": "hello"}"#.into()))
         .await
         .unwrap();
@@ -1650,16 +1652,7 @@ async fn a_revoked_key_s_streams_close_and_websocket_messages_are_limited_and_au
     cfg.rate_limit.requests_per_s = 1;
     cfg.rate_limit.burst = 2;
     let (d, _) = Daemon::start(cfg, None).await.expect("restart");
-    let mut req = format!("ws://{}/v1/agents/talker/ws", d.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {acme_admin}").parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("upgrade");
+    let mut ws = ws_connect(d.addr, "/v1/agents/talker/ws", &acme_admin).await;
     let mut limited = false;
     for _ in 0..5 {
         ws.send(Message::Text(r#"{"content": "again"}"#.into()))
@@ -1683,7 +1676,6 @@ async fn a_revoked_key_s_streams_close_and_websocket_messages_are_limited_and_au
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off_and_connections_are_capped() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.http.header_read_timeout = std::time::Duration::from_millis(300);
@@ -1748,14 +1740,7 @@ async fn slow_clients_are_cut_off_and_connections_are_capped() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 
     // An upgraded WebSocket keeps its connection's place until it closes.
-    let mut req = format!("ws://{}/v1/tree/ws", d.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {key2}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("upgrade");
+    let mut ws = ws_connect(d.addr, "/v1/tree/ws", &key2).await;
     let c = Client::new(d.addr);
     let key3 = key2.clone();
     let mut other = tokio::spawn(async move {
@@ -1901,15 +1886,7 @@ async fn one_tenant_cannot_use_up_what_the_node_allows() {
 
     // Streams: one open for acme; a second is refused until the first closes. Another
     // tenant has its own.
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-    let mut req = format!("ws://{}/v1/agents/a1/ws", d.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {acme}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("upgrade");
+    let mut ws = ws_connect(d.addr, "/v1/agents/a1/ws", &acme).await;
     let events = |key: &str| {
         let r = c
             .http

@@ -94,6 +94,32 @@ fn config(dir: &std::path::Path) -> DaemonConfig {
     c
 }
 
+/// Subscribes `url` to `events` with `key`, and gives `receiver` the subscription's secret
+/// to check the deliveries to its path `name` with.
+async fn subscribe_as(
+    base: &str,
+    key: &str,
+    receiver: &Receiver,
+    name: &str,
+    url: &str,
+    events: Value,
+) {
+    let (s, v) = call(
+        base,
+        key,
+        reqwest::Method::POST,
+        "/v1/webhooks",
+        json!({"url": url, "events": events}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    receiver
+        .secrets
+        .lock()
+        .unwrap()
+        .insert(name.into(), v["secret"].as_str().unwrap().into());
+}
+
 async fn call(
     base: &str,
     key: &str,
@@ -145,20 +171,15 @@ async fn deliveries_are_signed_retried_dead_lettered_redelivered_and_survive_res
             hook_base.clone(),
         );
         async move {
-            let (s, v) = call(
+            subscribe_as(
                 &base,
                 &key,
-                reqwest::Method::POST,
-                "/v1/webhooks",
-                json!({"url": format!("{hook}/{path}"), "events": events}),
+                &receiver,
+                path,
+                &format!("{hook}/{path}"),
+                events,
             )
             .await;
-            assert_eq!(s, StatusCode::CREATED, "{v}");
-            receiver
-                .secrets
-                .lock()
-                .unwrap()
-                .insert(path.into(), v["secret"].as_str().unwrap().into());
         }
     };
 
@@ -245,20 +266,15 @@ async fn deliveries_are_signed_retried_dead_lettered_redelivered_and_survive_res
         .lock()
         .unwrap()
         .insert("later".into(), u32::MAX);
-    let (s, v) = call(
+    subscribe_as(
         &base,
         &key,
-        reqwest::Method::POST,
-        "/v1/webhooks",
-        json!({"url": format!("{hook_base}/later"), "events": ["agent.deleted"]}),
+        &receiver,
+        "later",
+        &format!("{hook_base}/later"),
+        json!(["agent.deleted"]),
     )
     .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    receiver
-        .secrets
-        .lock()
-        .unwrap()
-        .insert("later".into(), v["secret"].as_str().unwrap().into());
     let (s, _) = call(
         &base,
         &key,
@@ -311,20 +327,15 @@ async fn a_finished_run_is_announced_to_its_tenant() {
     let (d, first) = Daemon::start(config(dir.path()), None).await.unwrap();
     let key = first.unwrap().secret;
     let base = format!("http://{}", d.addr);
-    let (s, v) = call(
+    subscribe_as(
         &base,
         &key,
-        reqwest::Method::POST,
-        "/v1/webhooks",
-        json!({"url": hook, "events": ["run.completed"]}),
+        &receiver,
+        "runs",
+        &hook,
+        json!(["run.completed"]),
     )
     .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    receiver
-        .secrets
-        .lock()
-        .unwrap()
-        .insert("runs".into(), v["secret"].as_str().unwrap().into());
     for (name, role, cap, prompt) in [
         (
             "planner",
@@ -417,20 +428,15 @@ async fn a_tenant_s_webhook_reaches_no_internal_address_unless_the_operator_allo
     allowed.outbound.allow = vec!["127.0.0.1".into()];
     let (d, _) = Daemon::start(allowed, None).await.unwrap();
     let base = format!("http://{}", d.addr);
-    let (s, v) = call(
+    subscribe_as(
         &base,
         &evil,
-        reqwest::Method::POST,
-        "/v1/webhooks",
-        json!({"url": format!("http://127.0.0.1:{port}/evil"), "events": ["key.created"]}),
+        &receiver,
+        "evil",
+        &format!("http://127.0.0.1:{port}/evil"),
+        json!(["key.created"]),
     )
     .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    receiver
-        .secrets
-        .lock()
-        .unwrap()
-        .insert("evil".into(), v["secret"].as_str().unwrap().into());
     let key = |name: &str| json!({"name": name, "role": "viewer"});
     let (s, _) = call(&base, &evil, reqwest::Method::POST, "/v1/keys", key("one")).await;
     assert_eq!(s, StatusCode::CREATED);
