@@ -167,6 +167,224 @@ fn dynamic(id: &str) -> SupervisorSpec {
         })
 }
 
+/// The supervisors under the root: long-lived services, and the dynamic ones of memory
+/// shards, tools, agents and runs.
+struct Tree {
+    services: SupervisorRef,
+    memory: SupervisorRef,
+    tools: SupervisorRef,
+    agents: SupervisorRef,
+    runs: SupervisorRef,
+}
+
+/// What runs on the tree.
+struct Services {
+    agent_system: AgentSystem,
+    costs: CostLedger,
+    orchestrator: Orchestrator,
+    schedules: Schedules,
+    memory_store: MemoryStore,
+    tool_service: ToolService,
+}
+
+/// Opens the snapshot store the configuration names (creating the data directory).
+async fn open_store(
+    config: &RuntimeConfig,
+) -> Result<(Option<SledStore>, Arc<dyn SnapshotStore>), RuntimeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Open {
+        path: config.data_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let options = SledOptions {
+        flush_every: config.buffered_flush_every,
+        cache_capacity_bytes: config.cache_capacity_bytes,
+    };
+    Ok(match config.store.backend {
+        StoreBackend::Sled => {
+            let sled = SledStore::open(config.data_dir.join("snapshots"), &options)?;
+            (Some(sled.clone()), Arc::new(sled))
+        }
+        StoreBackend::Postgres => {
+            let pg = PostgresStore::connect(config.store.postgres_options()).await?;
+            tracing::info!(holder = %pg.holder(), "snapshots in PostgreSQL");
+            (None, Arc::new(pg))
+        }
+    })
+}
+
+/// Starts the root supervisor `system` and its children.
+async fn start_tree(snapshots: &Snapshots) -> Result<(Root, Tree), RuntimeError> {
+    let env = TreeEnv::new(Some(snapshots.clone()));
+    let (services_spec, services) = SupervisorSpec::new("services", Strategy::OneForOne)
+        .intensity(5, Duration::from_secs(10))
+        .build();
+    let (memory_spec, memory) = dynamic("memory").build();
+    let (tools_spec, tools) = dynamic("tools").build();
+    let (agents_spec, agents) = dynamic("agents").build();
+    let (runs_spec, runs) = dynamic("runs").build();
+    let root_spec = SupervisorSpec::new("system", Strategy::OneForOne)
+        .intensity(3, Duration::from_secs(30))
+        .child(services_spec)
+        .child(memory_spec)
+        .child(tools_spec)
+        .child(agents_spec)
+        .child(runs_spec);
+    let root = start_root(root_spec, env).await?;
+    Ok((
+        root,
+        Tree {
+            services,
+            memory,
+            tools,
+            agents,
+            runs,
+        },
+    ))
+}
+
+/// Opens memory, tools, agents, orchestration and schedules on the tree.
+async fn start_services(
+    config: &RuntimeConfig,
+    snapshots: &Snapshots,
+    tree: &Tree,
+) -> Result<Services, RuntimeError> {
+    let embedder = config
+        .memory
+        .embedder
+        .build()
+        .map_err(|e| RuntimeError::Agents(format!("memory: {e}")))?;
+    let memory_store = MemoryStore::open(
+        tree.memory.clone(),
+        Records::new(snapshots.clone()),
+        embedder,
+        config.memory.clone(),
+    )
+    .await
+    .map_err(|e| RuntimeError::Agents(format!("memory: {e}")))?;
+    let (tool_service, toolbox) = open_tools(config, snapshots, tree, &memory_store)
+        .await
+        .map_err(|e| RuntimeError::Agents(format!("tools: {e}")))?;
+    let (agent_system, costs) = start_agents(
+        config,
+        snapshots,
+        &tree.services,
+        &tree.agents,
+        &memory_store,
+        toolbox,
+    )
+    .await?;
+    tool_service.set_agent_needs(agent_needs(agent_system.registry().clone()));
+    let orchestrator = Orchestrator::open(
+        agent_system.clone(),
+        tree.runs.clone(),
+        Records::new(snapshots.clone()),
+    )
+    .await
+    .map_err(|e| RuntimeError::Agents(format!("orchestration: {e}")))?;
+    if let Some(max) = config.tenant_runs_active_max {
+        orchestrator.set_tenant_runs_active_max(max);
+    }
+    let schedules = Schedules::start(
+        orchestrator.clone(),
+        &tree.runs,
+        Records::new(snapshots.clone()),
+        config.schedules.clone(),
+    )
+    .await
+    .map_err(|e| RuntimeError::Agents(format!("schedules: {e}")))?;
+    Ok(Services {
+        agent_system,
+        costs,
+        orchestrator,
+        schedules,
+        memory_store,
+        tool_service,
+    })
+}
+
+/// Opens the tool service with the built-in plugin tools and the MCP servers, and the
+/// toolbox agents call.
+async fn open_tools(
+    config: &RuntimeConfig,
+    snapshots: &Snapshots,
+    tree: &Tree,
+    memory_store: &MemoryStore,
+) -> Result<(ToolService, ToolBox), String> {
+    let tool_registry = ToolRegistry::open(Records::new(snapshots.clone()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let tool_service = ToolService::open(tool_registry, tree.tools.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut toolbox = ToolBox::with_builtins().with_plugins(tool_service.clone());
+    let builtins = install_builtins(
+        &tool_service,
+        &config.tools,
+        config.data_dir.join("sandbox"),
+        memory_store.clone(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    for tool in builtins {
+        toolbox.register(tool);
+    }
+    connect_mcp_servers(&tool_service, &config.tools.mcp_servers).await;
+    Ok((tool_service, toolbox))
+}
+
+/// Which tools the agents of `registry` need, for the tool service to refuse removing them.
+fn agent_needs(registry: AgentRegistry) -> aios_actors::tools::AgentNeeds {
+    Arc::new(move || {
+        registry
+            .list()
+            .iter()
+            .flat_map(|def| {
+                def.tools.iter().filter_map(|entry| {
+                    ToolRequirement::parse(entry)
+                        .ok()
+                        .map(|req| (def.name.clone(), req))
+                })
+            })
+            .collect()
+    })
+}
+
+/// On a shared store, follows what other nodes write: agent definitions, cost totals, MCP
+/// servers and tool manifests, every [`REGISTRY_REFRESH_EVERY`].
+fn spawn_refresher(
+    registry: AgentRegistry,
+    costs: CostLedger,
+    tools: ToolService,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REGISTRY_REFRESH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match registry.reload().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(changed = n, "agent definitions reloaded"),
+                Err(error) => tracing::warn!(%error, "agent definitions not reloaded"),
+            }
+            if let Err(error) = costs.refresh().await {
+                tracing::warn!(%error, "other nodes' cost totals not read");
+            }
+            match tools.sync_mcp_servers().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(changed = n, "MCP servers followed"),
+                Err(error) => tracing::warn!(%error, "MCP servers not followed"),
+            }
+            // Tools another node runs (and this one cannot) become known here, so agents
+            // here list them and calls go there.
+            match tools.sync_tools().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(changed = n, "tool manifests followed"),
+                Err(error) => tracing::warn!(%error, "tool manifests not followed"),
+            }
+        }
+    })
+}
+
 impl Runtime {
     /// Opens the data directory and starts the tree. Persistent actors started afterwards
     /// under the same keys resume from their snapshots.
@@ -177,187 +395,43 @@ impl Runtime {
     /// [`RuntimeError::Supervisor`] when the tree fails to start.
     pub async fn open(config: RuntimeConfig) -> Result<Self, RuntimeError> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Open {
-            path: config.data_dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let options = SledOptions {
-            flush_every: config.buffered_flush_every,
-            cache_capacity_bytes: config.cache_capacity_bytes,
-        };
-        let (sled, store): (Option<SledStore>, Arc<dyn SnapshotStore>) = match config.store.backend
-        {
-            StoreBackend::Sled => {
-                let sled = SledStore::open(config.data_dir.join("snapshots"), &options)?;
-                (Some(sled.clone()), Arc::new(sled))
-            }
-            StoreBackend::Postgres => {
-                let pg = PostgresStore::connect(config.store.postgres_options()).await?;
-                tracing::info!(holder = %pg.holder(), "snapshots in PostgreSQL");
-                (None, Arc::new(pg))
-            }
-        };
+        let (sled, store) = open_store(&config).await?;
         let snapshots = Snapshots::new(store);
-        let env = TreeEnv::new(Some(snapshots.clone()));
-        let (services_spec, services) = SupervisorSpec::new("services", Strategy::OneForOne)
-            .intensity(5, Duration::from_secs(10))
-            .build();
-        let (memory_spec, memory) = dynamic("memory").build();
-        let (tools_spec, tools) = dynamic("tools").build();
-        let (agents_spec, agents) = dynamic("agents").build();
-        let (runs_spec, runs) = dynamic("runs").build();
-        let root_spec = SupervisorSpec::new("system", Strategy::OneForOne)
-            .intensity(3, Duration::from_secs(30))
-            .child(services_spec)
-            .child(memory_spec)
-            .child(tools_spec)
-            .child(agents_spec)
-            .child(runs_spec);
-        let root = start_root(root_spec, env).await?;
-        let started = async {
-            let embedder = config
-                .memory
-                .embedder
-                .build()
-                .map_err(|e| RuntimeError::Agents(format!("memory: {e}")))?;
-            let memory_store = MemoryStore::open(
-                memory.clone(),
-                Records::new(snapshots.clone()),
-                embedder,
-                config.memory.clone(),
-            )
-            .await
-            .map_err(|e| RuntimeError::Agents(format!("memory: {e}")))?;
-            let tool_registry = ToolRegistry::open(Records::new(snapshots.clone()))
-                .await
-                .map_err(|e| RuntimeError::Agents(format!("tools: {e}")))?;
-            let tool_service = ToolService::open(tool_registry, tools.clone())
-                .await
-                .map_err(|e| RuntimeError::Agents(format!("tools: {e}")))?;
-            let mut toolbox = ToolBox::with_builtins().with_plugins(tool_service.clone());
-            for tool in install_builtins(
-                &tool_service,
-                &config.tools,
-                config.data_dir.join("sandbox"),
-                memory_store.clone(),
-            )
-            .await
-            .map_err(|e| RuntimeError::Agents(format!("tools: {e}")))?
-            {
-                toolbox.register(tool);
+        let (root, tree) = start_tree(&snapshots).await?;
+        let services = match start_services(&config, &snapshots, &tree).await {
+            Ok(s) => s,
+            Err(e) => {
+                // Leave nothing running behind a failed open.
+                let _ = root.shutdown(config.shutdown_timeout).await;
+                return Err(e);
             }
-            connect_mcp_servers(&tool_service, &config.tools.mcp_servers).await;
-            let (system, costs) = start_agents(
-                &config,
-                &snapshots,
-                &services,
-                &agents,
-                &memory_store,
-                toolbox,
-            )
-            .await?;
-            let registry = system.registry().clone();
-            tool_service.set_agent_needs(Arc::new(move || {
-                registry
-                    .list()
-                    .iter()
-                    .flat_map(|def| {
-                        def.tools.iter().filter_map(|entry| {
-                            ToolRequirement::parse(entry)
-                                .ok()
-                                .map(|req| (def.name.clone(), req))
-                        })
-                    })
-                    .collect()
-            }));
-            let orchestrator = Orchestrator::open(
-                system.clone(),
-                runs.clone(),
-                Records::new(snapshots.clone()),
-            )
-            .await
-            .map_err(|e| RuntimeError::Agents(format!("orchestration: {e}")))?;
-            if let Some(max) = config.tenant_runs_active_max {
-                orchestrator.set_tenant_runs_active_max(max);
-            }
-            let schedules = Schedules::start(
-                orchestrator.clone(),
-                &runs,
-                Records::new(snapshots.clone()),
-                config.schedules.clone(),
-            )
-            .await
-            .map_err(|e| RuntimeError::Agents(format!("schedules: {e}")))?;
-            Ok::<_, RuntimeError>((
-                system,
-                costs,
-                orchestrator,
-                schedules,
-                memory_store,
-                tool_service,
-            ))
-        }
-        .await;
-        let (agent_system, costs, orchestrator, schedules, memory_store, tool_service) =
-            match started {
-                Ok(s) => s,
-                Err(e) => {
-                    // Leave nothing running behind a failed open.
-                    let _ = root.shutdown(config.shutdown_timeout).await;
-                    return Err(e);
-                }
-            };
+        };
         // Other nodes write the same store: follow their agent definitions, cost totals, MCP
         // servers and tool manifests.
         let refresher = (config.store.backend == StoreBackend::Postgres).then(|| {
-            let registry = agent_system.registry().clone();
-            let costs = costs.clone();
-            let tools = tool_service.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(REGISTRY_REFRESH_EVERY);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    match registry.reload().await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::debug!(changed = n, "agent definitions reloaded"),
-                        Err(error) => tracing::warn!(%error, "agent definitions not reloaded"),
-                    }
-                    if let Err(error) = costs.refresh().await {
-                        tracing::warn!(%error, "other nodes' cost totals not read");
-                    }
-                    match tools.sync_mcp_servers().await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(changed = n, "MCP servers followed"),
-                        Err(error) => tracing::warn!(%error, "MCP servers not followed"),
-                    }
-                    // Tools another node runs (and this one cannot) become known here, so
-                    // agents here list them and calls go there.
-                    match tools.sync_tools().await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::debug!(changed = n, "tool manifests followed"),
-                        Err(error) => tracing::warn!(%error, "tool manifests not followed"),
-                    }
-                }
-            })
+            spawn_refresher(
+                services.agent_system.registry().clone(),
+                services.costs.clone(),
+                services.tool_service.clone(),
+            )
         });
         tracing::info!(data_dir = %config.data_dir.display(), "node started");
         Ok(Self {
             refresher,
-            agent_system,
-            costs,
+            agent_system: services.agent_system,
+            costs: services.costs,
             root,
             snapshots,
             sled,
-            services,
-            memory,
-            tools,
-            agents,
-            runs,
-            orchestrator,
-            schedules,
-            memory_store,
-            tool_service,
+            services: tree.services,
+            memory: tree.memory,
+            tools: tree.tools,
+            agents: tree.agents,
+            runs: tree.runs,
+            orchestrator: services.orchestrator,
+            schedules: services.schedules,
+            memory_store: services.memory_store,
+            tool_service: services.tool_service,
             shutdown_timeout: config.shutdown_timeout,
         })
     }

@@ -10,6 +10,10 @@
 //! - [`tool`]: the one [`Tool`] trait, its context and error, and [`ToolSource`];
 //! - [`keyspace`]: every prefix of the storage key space, with its owner, tenant scope,
 //!   fencing and durability.
+//! - [`records`]: typed, versioned records in a node's snapshot store;
+//! - [`protocol`]: the inter-agent [`protocol::Envelope`];
+//! - [`outbound`]: the outbound-request guard every request to a tenant-chosen destination
+//!   passes (webhooks, `web_fetch`).
 //!
 //! ```
 //! use aios_core::{AgentName, Tenant};
@@ -20,8 +24,9 @@
 //! assert!(AgentName::new("no spaces").is_err());
 //! ```
 //!
-//! Architecture invariant: this crate knows nothing of actors, HTTP or any subsystem; it
-//! depends only on `aios-supervisor` (for the store's node-name rule) and small libraries.
+//! Architecture invariant: this crate knows nothing of actors or any subsystem; it depends
+//! only on `aios-supervisor` (the store's node-name rule, snapshot frames for records) and
+//! libraries (`reqwest` only for the outbound guard's resolver and redirect policy).
 #![warn(missing_docs)]
 
 pub mod capability;
@@ -29,7 +34,10 @@ pub mod id;
 pub mod keyspace;
 pub mod memory;
 pub mod name;
+pub mod outbound;
 pub mod placement;
+pub mod protocol;
+pub mod records;
 pub mod tool;
 
 pub use self::capability::Capability;

@@ -1,41 +1,81 @@
-//! The subsystems of `aios-actors` are layered: each may import (`crate::…`) only the modules
-//! below it, and what two of them share lives in `aios-core`. This test reads the sources and
-//! fails on an import against the order, so no import cycle can come back. The order is the
-//! one ARCHITECTURE.md gives ("Layers inside aios-actors").
+//! The crates under `actors/` are layered: each depends only on the crates below it
+//! (`aios-core` < `aios-llm` < `aios-memory` < `aios-tools`, and `aios-llm` < `aios-agents`),
+//! and what two of them share lives in `aios-core`. Cargo refuses a cycle between crates;
+//! this test also fails on a dependency the layering does not allow (agents on memory, say),
+//! and, inside `aios-agents`, on a module importing one above it. The order is the one
+//! ARCHITECTURE.md gives.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Each top-level module of `aios-actors` and the modules it may import. Everything else
-/// they share comes from `aios-core`.
-const ALLOWED: &[(&str, &[&str])] = &[
-    ("protocol", &[]),
-    ("records", &[]),
-    // The outbound-request guard: the daemon's webhooks and `web_fetch` use it.
-    ("outbound", &[]),
-    ("llm", &[]),
-    ("cost", &["llm", "records"]),
-    ("scheduler", &["llm", "cost", "records", "protocol"]),
-    ("memory", &["llm", "records", "protocol"]),
+/// Each crate under `actors/` (by directory) and the crates of ours it may depend on.
+const CRATES: &[(&str, &[&str])] = &[
+    ("core", &["aios-supervisor"]),
+    ("llm", &["aios-supervisor", "aios-core"]),
+    ("memory", &["aios-supervisor", "aios-core", "aios-llm"]),
     // The built-in memory tools (`memory_save`, `memory_search`) are plugin tools over the
     // memory store.
-    (
-        "tools",
-        &["memory", "outbound", "llm", "records", "protocol"],
-    ),
+    ("tools", &["aios-supervisor", "aios-core", "aios-memory"]),
     // Agents know memory and tools only through `aios_core::{MemoryHook, ToolSource}`.
-    (
-        "agent",
-        &["scheduler", "cost", "llm", "records", "protocol"],
-    ),
-    ("retention", &["agent", "records"]),
-    (
-        "orchestration",
-        &["agent", "retention", "llm", "records", "protocol"],
-    ),
+    ("agents", &["aios-supervisor", "aios-core", "aios-llm"]),
 ];
 
-/// The module of `aios-actors` a source file belongs to (`src/agent/actor.rs` → `agent`).
+/// Each top-level module of `aios-agents` and the modules of that crate it may import.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("agent", &[]),
+    ("retention", &["agent"]),
+    ("orchestration", &["agent", "retention"]),
+];
+
+/// The names of our crates (`aios-…`) in the `[dependencies]` table of a manifest.
+fn our_dependencies(manifest: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut in_dependencies = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_dependencies = line == "[dependencies]";
+            continue;
+        }
+        if in_dependencies && line.starts_with("aios-") {
+            out.insert(ident_dashed(line));
+        }
+    }
+    out
+}
+
+fn ident_dashed(s: &str) -> String {
+    s.chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+#[test]
+fn crates_depend_only_on_the_layers_below_them() {
+    let actors = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut violations = Vec::new();
+    for (dir, may) in CRATES {
+        let path = actors.join(dir).join("Cargo.toml");
+        let manifest = std::fs::read_to_string(&path).expect("read a crate manifest");
+        for dep in our_dependencies(&manifest) {
+            if !may.contains(&dep.as_str()) {
+                violations.push(format!(
+                    "{}: depends on {dep}; the layering allows {may:?}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+}
+
+#[test]
+fn the_manifest_reader_finds_our_dependencies_only_in_the_dependencies_table() {
+    let manifest = "[package]\nname = \"aios-x\"\n\n[dependencies]\naios-core.workspace = true\nserde = \"1\"\naios-llm = { path = \"../llm\" }\n\n[dev-dependencies]\naios-testkit.workspace = true\n";
+    let found: Vec<String> = our_dependencies(manifest).into_iter().collect();
+    assert_eq!(found, ["aios-core", "aios-llm"]);
+}
+
+/// The module of a crate a source file belongs to (`src/agent/actor.rs` → `agent`).
 fn module_of(src: &Path, file: &Path) -> Option<String> {
     let rel = file.strip_prefix(src).ok()?;
     let first = rel.components().next()?.as_os_str().to_str()?;
@@ -109,14 +149,14 @@ fn crate_imports(code: &str, also: Option<&str>) -> BTreeSet<String> {
 }
 
 #[test]
-fn modules_import_only_the_layers_below_them() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+fn modules_of_the_agents_crate_import_only_the_layers_below_them() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("agents/src");
     let allowed: BTreeMap<&str, BTreeSet<&str>> = ALLOWED
         .iter()
         .map(|(m, deps)| (*m, deps.iter().copied().collect()))
         .collect();
     let files = aios_testkit::source::rust_files(&src);
-    assert!(files.len() > 40, "found only {} source files", files.len());
+    assert!(files.len() > 20, "found only {} source files", files.len());
     let mut violations = Vec::new();
     let mut seen = BTreeSet::new();
     for file in &files {
@@ -132,7 +172,7 @@ fn modules_import_only_the_layers_below_them() {
             continue;
         };
         let code = std::fs::read_to_string(file).expect("read a source file");
-        // In a file at the top of `src/` (`cost.rs`), `super::` is the crate root.
+        // In a file at the top of `src/` (`retention.rs`), `super::` is the crate root.
         let top_level = file.parent() == Some(src.as_path());
         for imported in crate_imports(&code, top_level.then_some("super::")) {
             if imported != module && !may.contains(imported.as_str()) {

@@ -43,12 +43,17 @@
 //! its key stays fenced until it is acquired again. Lease rows are never deleted (a release
 //! only expires the row), so a key's epoch only grows.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+mod leases;
+mod sql;
 
-use dashmap::DashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use deadpool_postgres::{Manager, Pool};
+
+use self::leases::{Held, Leases};
+use self::sql::Sql;
 use tokio_postgres::NoTls;
 
 use super::Durability;
@@ -211,59 +216,6 @@ pub struct PostgresStore {
     leases: Arc<Leases>,
 }
 
-/// The text of the frequent statements, built once per store and prepared once per
-/// connection (`prepare_cached`), so a call is one round trip to the server.
-#[derive(Debug)]
-struct Sql {
-    get: String,
-    /// Writes arrays of keys and values (`put` and `put_many`).
-    put_many: String,
-    /// `put_many` under a lease: applied only while the lease row names this process, with
-    /// the epoch it was granted, unexpired.
-    put_many_leased: String,
-    remove: String,
-    remove_leased: String,
-    keys_after: String,
-    /// Rewrites this node's row of `<ns>_flushes`, synchronously.
-    flush: String,
-}
-
-impl Sql {
-    fn new(snapshots: &str, leases: &str, flushes: &str) -> Self {
-        Self {
-            get: format!("SELECT value FROM {snapshots} WHERE key = $1"),
-            put_many: format!(
-                "INSERT INTO {snapshots} (key, value)
-                 SELECT k, v FROM unnest($1::TEXT[], $2::BYTEA[]) AS u(k, v)
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
-            ),
-            put_many_leased: format!(
-                "WITH l AS (SELECT 1 FROM {leases} WHERE key = $5 AND holder = $3
-                     AND epoch = $4 AND expires_at > now() FOR SHARE)
-                 INSERT INTO {snapshots} (key, value)
-                 SELECT u.k, u.v FROM unnest($1::TEXT[], $2::BYTEA[]) AS u(k, v) CROSS JOIN l
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
-            ),
-            remove: format!("DELETE FROM {snapshots} WHERE key = $1"),
-            remove_leased: format!(
-                "WITH l AS (SELECT 1 FROM {leases} WHERE key = $4 AND holder = $2
-                     AND epoch = $3 AND expires_at > now() FOR SHARE),
-                 d AS (DELETE FROM {snapshots} WHERE key = $1 AND EXISTS (SELECT 1 FROM l))
-                 SELECT count(*) FROM l"
-            ),
-            keys_after: format!(
-                "SELECT key FROM {snapshots} WHERE starts_with(key, $1)
-                     AND ($2::TEXT IS NULL OR key > $2)
-                 ORDER BY key LIMIT $3"
-            ),
-            flush: format!(
-                "INSERT INTO {flushes} AS f (node, n) VALUES ($1, 1)
-                 ON CONFLICT (node) DO UPDATE SET n = f.n + 1"
-            ),
-        }
-    }
-}
-
 /// Buffered writes committed so far, and how many of them a synchronous commit begun after
 /// them has made durable since (each count only grows). Only a commit that wrote a row
 /// counts: PostgreSQL commits a transaction that wrote nothing without flushing the WAL.
@@ -284,34 +236,10 @@ impl Unflushed {
 
     /// A synchronous commit that started when `before_sync` said `seen` has returned.
     fn synced(&self, seen: u64) {
+        // A commit covers only writes committed before it began.
+        debug_assert!(seen <= self.written.load(Ordering::Acquire));
         self.covered.fetch_max(seen, Ordering::AcqRel);
     }
-}
-
-/// This process's leases.
-#[derive(Debug)]
-struct Leases {
-    table: String,
-    /// `<node>#<incarnation>`.
-    holder: String,
-    ttl_secs: f64,
-    /// How long after a grant or renewal this process still trusts its lease (0.9 × TTL).
-    trusted_for: Duration,
-    /// Key → the lease this process was granted (still held, or found lost).
-    held: DashMap<String, Held>,
-    /// Key prefix → the lease its keys are written under ([`SnapshotStore::fence_prefix`]).
-    fences: DashMap<String, String>,
-    /// The last background check's failure, if it failed (cleared by the next success).
-    unhealthy: std::sync::Mutex<Option<String>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Held {
-    epoch: i64,
-    lost: bool,
-    /// By this process's monotonic clock, when the lease surely still runs: the start of the
-    /// statement that granted or last renewed it, plus nine tenths of the TTL.
-    valid_until: Instant,
 }
 
 /// Whether `node` can name a node (in lease records, and in a cluster): `[A-Za-z0-9._-]{1,64}`.
@@ -330,7 +258,7 @@ impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore")
             .field("table", &self.snapshots)
-            .field("holder", &self.leases.holder)
+            .field("holder", &self.leases.holder())
             .finish()
     }
 }
@@ -410,9 +338,9 @@ impl PostgresStore {
             quarantine: format!("{}_quarantine", options.namespace),
             flushes,
             unflushed: Arc::default(),
-            leases: Arc::new(Leases {
-                table: leases_table,
-                holder: format!(
+            leases: Arc::new(Leases::new(
+                leases_table,
+                format!(
                     "{}#{}",
                     options.node,
                     uuid::Uuid::new_v4()
@@ -421,12 +349,8 @@ impl PostgresStore {
                         .get(..8)
                         .unwrap_or("0")
                 ),
-                ttl_secs: options.lease_ttl.as_secs_f64(),
-                trusted_for: options.lease_ttl.mul_f64(0.9),
-                held: DashMap::new(),
-                fences: DashMap::new(),
-                unhealthy: std::sync::Mutex::new(None),
-            }),
+                options.lease_ttl,
+            )),
         };
         let mut client = store.pool.get().await.map_err(|e| open(e.to_string()))?;
         store
@@ -436,7 +360,7 @@ impl PostgresStore {
         if options.renew_leases {
             let every = options.lease_ttl / 3;
             let weak = Arc::downgrade(&store.leases);
-            tokio::spawn(renew_forever(store.pool.clone(), weak, every));
+            tokio::spawn(leases::renew_forever(store.pool.clone(), weak, every));
         }
         Ok(store)
     }
@@ -481,7 +405,7 @@ impl PostgresStore {
             let sql = sql
                 .replace("{snapshots}", &self.snapshots)
                 .replace("{quarantine}", &self.quarantine)
-                .replace("{leases}", &self.leases.table)
+                .replace("{leases}", self.leases.table())
                 .replace("{flushes}", &self.flushes);
             tx.batch_execute(&sql).await.map_err(io)?;
             let version = i32::try_from(step + 1).unwrap_or(i32::MAX);
@@ -524,17 +448,17 @@ impl PostgresStore {
 
     /// This process's name in lease records: `<node>#<incarnation>`.
     pub fn holder(&self) -> &str {
-        &self.leases.holder
+        self.leases.holder()
     }
 
     /// The epoch of this process's lease on `key`, if it was granted one (even one since lost).
     pub fn epoch(&self, key: &str) -> Option<u64> {
-        self.leases.held.get(key).map(|h| epoch_u64(h.epoch))
+        self.leases.epoch(key)
     }
 
     /// How many leases this process holds (not counting lost ones).
     pub fn leases_held(&self) -> usize {
-        self.leases.held.iter().filter(|h| !h.lost).count()
+        self.leases.held_count()
     }
 
     /// Extends every lease this process holds by the TTL, and returns the keys whose lease was
@@ -544,7 +468,7 @@ impl PostgresStore {
     /// # Errors
     /// Database errors; the leases then run on towards their expiry.
     pub async fn renew_leases(&self) -> Result<Vec<String>, StoreError> {
-        renew(&self.pool, &self.leases).await
+        leases::renew(&self.pool, &self.leases).await
     }
 
     /// The same tables through a new connection pool (what another node opens).
@@ -571,7 +495,7 @@ impl PostgresStore {
                  DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}_schema;",
                 self.snapshots,
                 self.quarantine,
-                self.leases.table,
+                self.leases.table(),
                 self.flushes,
                 self.options.namespace
             ))
@@ -622,7 +546,7 @@ impl SnapshotStore for PostgresStore {
         }
         let mut groups: Vec<(Option<(String, Held)>, Vec<(String, Vec<u8>)>)> = Vec::new();
         for key in order {
-            let lease = self.lease_for(&key)?;
+            let lease = self.leases.lease_for(&key)?;
             let value = last.remove(&key).unwrap_or_default();
             let lease_name = lease.as_ref().map(|(l, _)| l.as_str());
             match groups
@@ -636,7 +560,7 @@ impl SnapshotStore for PostgresStore {
         // A lease already known lost refuses the whole call before anything is written.
         for (lease, group) in &groups {
             if let (Some((_, held)), Some((key, _))) = (lease, group.first())
-                && held.lost
+                && held.is_lost()
             {
                 return Err(StoreError::Fenced {
                     key: key.clone(),
@@ -662,7 +586,7 @@ impl SnapshotStore for PostgresStore {
                         client
                             .execute(
                                 &statement,
-                                &[&keys, &values, &self.leases.holder, &held.epoch, lease],
+                                &[&keys, &values, &self.leases.holder(), &held.epoch, lease],
                             )
                             .await
                             .map_err(io)?
@@ -686,7 +610,7 @@ impl SnapshotStore for PostgresStore {
                     }
                 }
                 if let (0, Some((lease, held))) = (written, &lease) {
-                    return Err(self.fenced(lease, &chunk[0].0, *held));
+                    return Err(self.leases.fenced(lease, &chunk[0].0, *held));
                 }
             }
         }
@@ -697,7 +621,7 @@ impl SnapshotStore for PostgresStore {
         // A removal may delete nothing, and so flush nothing: never counted as covering
         // buffered writes.
         let client = self.client().await?;
-        if let Some((lease, held)) = self.lease_for(key)? {
+        if let Some((lease, held)) = self.leases.lease_for(key)? {
             let statement = client
                 .prepare_cached(&self.sql.remove_leased)
                 .await
@@ -705,13 +629,13 @@ impl SnapshotStore for PostgresStore {
             let owned: i64 = client
                 .query_one(
                     &statement,
-                    &[&key, &self.leases.holder, &held.epoch, &lease],
+                    &[&key, &self.leases.holder(), &held.epoch, &lease],
                 )
                 .await
                 .map_err(io)?
                 .get(0);
             return match owned {
-                0 => Err(self.fenced(&lease, key, held)),
+                0 => Err(self.leases.fenced(&lease, key, held)),
                 _ => Ok(()),
             };
         }
@@ -835,264 +759,31 @@ impl SnapshotStore for PostgresStore {
     }
 
     fn health(&self) -> Result<(), String> {
-        match &*self
-            .leases
-            .unhealthy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-        {
-            None => Ok(()),
-            Some(e) => Err(e.clone()),
-        }
+        self.leases.health()
     }
 
     fn fence_prefix(&self, prefix: &str, lease: Option<&str>) {
-        match lease {
-            Some(lease) => {
-                self.leases
-                    .fences
-                    .insert(prefix.to_owned(), lease.to_owned());
-            }
-            None => {
-                self.leases.fences.remove(prefix);
-            }
-        }
+        self.leases.fence(prefix, lease);
     }
 
     fn check_lease(&self, key: &str) -> Result<(), StoreError> {
-        match self.leases.held.get(key).map(|h| *h) {
-            Some(held) if held.lost || Instant::now() >= held.valid_until => {
-                Err(StoreError::Fenced {
-                    key: key.to_owned(),
-                    epoch: epoch_u64(held.epoch),
-                })
-            }
-            _ => Ok(()),
-        }
+        self.leases.check(key)
     }
 
     async fn acquire(&self, key: &str) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let leases = &self.leases;
-        // Free, expired or ours: take it with the next epoch. Otherwise say who has it. Two
-        // rounds at most: a lease released between the two statements is taken on the second.
-        for _ in 0..2 {
-            let started = Instant::now();
-            let granted = client
-                .query_opt(
-                    &format!(
-                        "INSERT INTO {l} AS l (key, holder, epoch, expires_at)
-                         VALUES ($1, $2, 1, now() + make_interval(secs => $3))
-                         ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder,
-                             epoch = l.epoch + 1, expires_at = EXCLUDED.expires_at
-                         WHERE l.holder = EXCLUDED.holder OR l.expires_at <= now()
-                         RETURNING epoch",
-                        l = leases.table
-                    ),
-                    &[&key, &leases.holder, &leases.ttl_secs],
-                )
-                .await
-                .map_err(io)?;
-            if let Some(row) = granted {
-                let epoch: i64 = row.get(0);
-                let valid_until = started + leases.trusted_for;
-                leases.held.insert(
-                    key.to_owned(),
-                    Held {
-                        epoch,
-                        lost: false,
-                        valid_until,
-                    },
-                );
-                return Ok(());
-            }
-            let other = client
-                .query_opt(
-                    &format!(
-                        "SELECT holder, GREATEST(0, (EXTRACT(EPOCH FROM expires_at - now())
-                             * 1000))::BIGINT
-                         FROM {} WHERE key = $1 AND expires_at > now()",
-                        leases.table
-                    ),
-                    &[&key],
-                )
-                .await
-                .map_err(io)?;
-            if let Some(row) = other {
-                return Err(StoreError::Held {
-                    key: key.to_owned(),
-                    holder: row.get(0),
-                    expires_in_ms: epoch_u64(row.get(1)),
-                });
-            }
-        }
-        Err(StoreError::Io(format!(
-            "lease on `{key}`: contended, neither granted nor held"
-        )))
+        self.leases.acquire(&self.client().await?, key).await
     }
 
     async fn lease_holder(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                &format!(
-                    "SELECT holder FROM {} WHERE key = $1 AND expires_at > now()",
-                    self.leases.table
-                ),
-                &[&key],
-            )
-            .await
-            .map_err(io)?;
-        Ok(row.map(|r| r.get(0)))
+        self.leases.holder_of(&self.client().await?, key).await
     }
 
     async fn release(&self, key: &str) -> Result<(), StoreError> {
-        let Some((_, held)) = self.leases.held.remove(key) else {
+        // Forgotten here first: a release whose statement fails is not renewed, and the
+        // lease runs out on its own.
+        let Some(epoch) = self.leases.forget(key) else {
             return Ok(());
         };
-        self.client()
-            .await?
-            .execute(
-                &format!(
-                    "UPDATE {} SET expires_at = now()
-                     WHERE key = $1 AND holder = $2 AND epoch = $3",
-                    self.leases.table
-                ),
-                &[&key, &self.leases.holder, &held.epoch],
-            )
-            .await
-            .map_err(io)?;
-        Ok(())
+        self.leases.expire(&self.client().await?, key, epoch).await
     }
-}
-
-impl PostgresStore {
-    /// A refused write of `key` under the lease on `lease`: that lease is lost.
-    fn fenced(&self, lease: &str, key: &str, held: Held) -> StoreError {
-        if let Some(mut h) = self.leases.held.get_mut(lease)
-            && h.epoch == held.epoch
-        {
-            h.lost = true;
-        }
-        StoreError::Fenced {
-            key: key.to_owned(),
-            epoch: epoch_u64(held.epoch),
-        }
-    }
-}
-
-impl PostgresStore {
-    /// The lease a write of `key` goes under, and this process's grant of it: `key`'s own,
-    /// or that of the longest fenced prefix of `key` that ends in `/`. A key under a fenced
-    /// prefix whose lease this process no longer holds (released) is refused.
-    fn lease_for(&self, key: &str) -> Result<Option<(String, Held)>, StoreError> {
-        if let Some(h) = self.leases.held.get(key) {
-            return Ok(Some((key.to_owned(), *h)));
-        }
-        if self.leases.fences.is_empty() {
-            return Ok(None);
-        }
-        let fence = key
-            .match_indices('/')
-            .rev()
-            .find_map(|(i, _)| self.leases.fences.get(&key[..=i]).map(|l| l.clone()));
-        let Some(lease) = fence else {
-            return Ok(None);
-        };
-        match self.leases.held.get(&lease).map(|h| *h) {
-            Some(h) => Ok(Some((lease, h))),
-            None => Err(StoreError::Fenced {
-                key: key.to_owned(),
-                epoch: 0,
-            }),
-        }
-    }
-}
-
-/// Renews `leases` every `every` until the store is dropped.
-async fn renew_forever(pool: Pool, leases: Weak<Leases>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(leases) = leases.upgrade() else {
-            return;
-        };
-        // With no lease to renew, a ping: either way the result is the store's health.
-        let checked = match leases.held.is_empty() {
-            true => ping(&pool).await.map(|()| Vec::new()),
-            false => renew(&pool, &leases).await,
-        };
-        let failure = match checked {
-            Ok(lost) => {
-                if let Some(first) = lost.first() {
-                    tracing::warn!(
-                        holder = %leases.holder,
-                        lost = lost.len(),
-                        %first,
-                        "leases lost: their actors are fenced here and may be active on another node"
-                    );
-                }
-                None
-            }
-            Err(error) => {
-                tracing::warn!(holder = %leases.holder, %error, "PostgreSQL check failed");
-                Some(error.to_string())
-            }
-        };
-        *leases
-            .unhealthy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = failure;
-    }
-}
-
-async fn ping(pool: &Pool) -> Result<(), StoreError> {
-    let client = pool.get().await.map_err(io)?;
-    client.simple_query("SELECT 1").await.map_err(io)?;
-    Ok(())
-}
-
-async fn renew(pool: &Pool, leases: &Leases) -> Result<Vec<String>, StoreError> {
-    // Only the leases still held: a release whose statement failed is not renewed.
-    let keys: Vec<String> = leases
-        .held
-        .iter()
-        .filter(|h| !h.lost)
-        .map(|h| h.key().clone())
-        .collect();
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let client = pool.get().await.map_err(io)?;
-    let started = Instant::now();
-    let rows = client
-        .query(
-            &format!(
-                "UPDATE {} SET expires_at = now() + make_interval(secs => $2)
-                 WHERE holder = $1 AND key = ANY($3) AND expires_at > now()
-                 RETURNING key, epoch",
-                leases.table
-            ),
-            &[&leases.holder, &leases.ttl_secs, &keys],
-        )
-        .await
-        .map_err(io)?;
-    let renewed: std::collections::HashMap<String, i64> =
-        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let mut lost = Vec::new();
-    for key in keys {
-        let Some(mut entry) = leases.held.get_mut(&key) else {
-            continue; // released meanwhile
-        };
-        let current = renewed.get(&key) == Some(&entry.epoch);
-        if current {
-            entry.valid_until = started + leases.trusted_for;
-        } else if !entry.lost {
-            entry.lost = true;
-            lost.push(key);
-        }
-    }
-    Ok(lost)
 }

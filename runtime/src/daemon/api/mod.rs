@@ -44,12 +44,24 @@ pub(crate) use self::webhooks::*;
 
 type ApiResult = Result<Response, Problem>;
 
-/// Every `/v1` route.
+/// Every `/v1` route, by resource (in this order in the API description).
 pub fn routes() -> Api {
+    let api = Api::new();
+    let api = node_routes(api);
+    let api = agent_routes(api);
+    let api = tool_routes(api);
+    let api = memory_routes(api);
+    let api = admin_routes(api);
+    let api = work_routes(api);
+    webhook_routes(api)
+}
+
+/// The node: status, cluster membership and drains, the supervision tree, metrics,
+/// preferences, recent errors and the API description.
+fn node_routes(api: Api) -> Api {
     use Method as M;
-    use Role::{Admin, Operator, Viewer};
-    Api::new()
-        .route(M::GET, "/v1/status", Viewer, status)
+    use Role::{Operator, Viewer};
+    api.route(M::GET, "/v1/status", Viewer, status)
         .node_route(M::GET, "/v1/cluster/nodes", Viewer, cluster_nodes)
         .node_route(M::POST, "/v1/cluster/drain", Operator, cluster_drain)
         .node_route(M::POST, "/v1/cluster/undrain", Operator, cluster_undrain)
@@ -75,7 +87,14 @@ pub fn routes() -> Api {
         .route(M::GET, "/v1/preferences", Viewer, prefs_get)
         .route(M::PUT, "/v1/preferences", Viewer, prefs_put)
         .node_route(M::GET, "/v1/errors", Operator, recent_errors)
-        .route(M::GET, "/v1/agents", Viewer, agents_list)
+}
+
+/// Agents: definitions, placement, messages, history, events, WebSockets and the
+/// OpenAI-compatible chat completions.
+fn agent_routes(api: Api) -> Api {
+    use Method as M;
+    use Role::{Operator, Viewer};
+    api.route(M::GET, "/v1/agents", Viewer, agents_list)
         .route(M::POST, "/v1/agents", Operator, agents_create)
         .route(M::GET, "/v1/agents/{name}", Viewer, agents_get)
         .route(M::PUT, "/v1/agents/{name}", Operator, agents_update)
@@ -112,7 +131,13 @@ pub fn routes() -> Api {
             Viewer,
             super::openai::agent_ws,
         )
-        .route(M::GET, "/v1/tools", Viewer, tools_list)
+}
+
+/// Tools: versions, usage, grants, tests and MCP servers.
+fn tool_routes(api: Api) -> Api {
+    use Method as M;
+    use Role::{Admin, Operator, Viewer};
+    api.route(M::GET, "/v1/tools", Viewer, tools_list)
         .route(M::GET, "/v1/tools/usage", Viewer, tools_usage)
         .route(M::GET, "/v1/tools/{name}/versions", Viewer, tools_versions)
         .route(M::GET, "/v1/tools/grants", Viewer, grants_list)
@@ -122,7 +147,13 @@ pub fn routes() -> Api {
         .node_route(M::GET, "/v1/mcp-servers", Viewer, mcp_list)
         .node_route(M::POST, "/v1/mcp-servers", Admin, mcp_add)
         .node_route(M::DELETE, "/v1/mcp-servers/{name}", Admin, mcp_remove)
-        .route(M::GET, "/v1/memory/namespaces", Viewer, ns_list)
+}
+
+/// Memory namespaces and their items.
+fn memory_routes(api: Api) -> Api {
+    use Method as M;
+    use Role::{Operator, Viewer};
+    api.route(M::GET, "/v1/memory/namespaces", Viewer, ns_list)
         .route(M::POST, "/v1/memory/namespaces", Operator, ns_create)
         .route(
             M::POST,
@@ -172,7 +203,13 @@ pub fn routes() -> Api {
             Operator,
             mem_placement_put,
         )
-        .route(M::GET, "/v1/costs", Viewer, costs)
+}
+
+/// Costs, API keys, the audit log, disk usage and retention.
+fn admin_routes(api: Api) -> Api {
+    use Method as M;
+    use Role::{Admin, Viewer};
+    api.route(M::GET, "/v1/costs", Viewer, costs)
         .route(M::GET, "/v1/keys", Admin, keys_list)
         .route(M::POST, "/v1/keys", Admin, keys_create)
         .route(M::POST, "/v1/keys/{id}/rotate", Admin, keys_rotate)
@@ -187,7 +224,13 @@ pub fn routes() -> Api {
             Admin,
             super::retention::run_now,
         )
-        .route(M::GET, "/v1/schedules", Viewer, super::schedules::list)
+}
+
+/// Schedules, runs and sessions.
+fn work_routes(api: Api) -> Api {
+    use Method as M;
+    use Role::{Operator, Viewer};
+    api.route(M::GET, "/v1/schedules", Viewer, super::schedules::list)
         .route(M::POST, "/v1/schedules", Operator, super::schedules::create)
         .route(M::GET, "/v1/schedules/{id}", Viewer, super::schedules::get)
         .route(
@@ -273,7 +316,13 @@ pub fn routes() -> Api {
             Viewer,
             super::streams::session_ws,
         )
-        .route(M::GET, "/v1/webhooks", Admin, hooks_list)
+}
+
+/// Webhooks and their deliveries.
+fn webhook_routes(api: Api) -> Api {
+    use Method as M;
+    use Role::Admin;
+    api.route(M::GET, "/v1/webhooks", Admin, hooks_list)
         .route(M::POST, "/v1/webhooks", Admin, hooks_create)
         .route(M::DELETE, "/v1/webhooks/{id}", Admin, hooks_delete)
         .route(M::GET, "/v1/webhooks/dead", Admin, hooks_dead)
