@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "local-embedder")]
+use super::LocalEmbedder;
 use super::{
     AnnParams, HASH_EMBEDDER_DIM, HashEmbedder, IndexKind, MemoryMeta, OpenAiEmbedder,
     OpenAiEmbedderConfig, SharedEmbedder,
