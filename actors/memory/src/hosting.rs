@@ -481,10 +481,14 @@ impl MemoryStore {
                 continue;
             }
             since.remove(&ns);
-            let shards: Vec<u32> = hosted
-                .iter()
+            // Read again now: a shard hosted for it during this pass goes too.
+            let shards: Vec<u32> = self
+                .inner
+                .hosting
+                .list()
+                .into_iter()
                 .filter(|(n, ..)| *n == ns)
-                .map(|(_, shard, _)| *shard)
+                .map(|(_, shard, _)| shard)
                 .collect();
             tracing::warn!(namespace = %ns, server = ?server, shards = shards.len(), "the node serving a memory namespace is unreachable: its shards hosted here are let go, to be placed on a node it reaches");
             for shard in shards {

@@ -129,9 +129,15 @@ impl MemoryStore {
             .flush()
             .await
             .map_err(store_err)?;
-        // The switch.
+        // The switch. From here the store names the new generation: until it runs here, the
+        // old one must take no write (one would land in a generation the next start deletes),
+        // so if this ends early — an error, a panic, the caller gone — the old entry goes and
+        // the next request starts the namespace afresh from its metadata.
         self.save_info(&new).await?;
         let running = self.inner.running.get(&old.name);
+        let _retired = running
+            .clone()
+            .map(|ns| self.inner.running.retire_on_drop(ns));
         if let Some(ns) = running {
             self.stop_shards(&ns, true).await;
         }

@@ -80,7 +80,26 @@ impl Drop for MigrationMark<'_> {
     }
 }
 
+/// Removes a namespace replaced by a migration from the table when dropped, unless a newer
+/// one took its place meanwhile.
+pub(crate) struct Retired<'a> {
+    running: &'a Running,
+    ns: Arc<Namespace>,
+}
+
+impl Drop for Retired<'_> {
+    fn drop(&mut self) {
+        self.running.remove_if_current(&self.ns);
+    }
+}
+
 impl Running {
+    /// Removes `ns` from the table when the returned guard drops, unless it was replaced by
+    /// then.
+    pub(crate) fn retire_on_drop(&self, ns: Arc<Namespace>) -> Retired<'_> {
+        Retired { running: self, ns }
+    }
+
     /// The running namespace `name`.
     pub(crate) fn get(&self, name: &str) -> Option<Arc<Namespace>> {
         self.map.get(name).map(|n| n.clone())

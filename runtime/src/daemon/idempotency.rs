@@ -147,19 +147,7 @@ pub async fn idempotency(State(s): State<Shared>, req: Request, next: Next) -> R
                 )
                 .into_response();
             }
-            let mut r = Response::new(Body::from(stored.body));
-            *r.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-            if let Ok(v) = HeaderValue::from_str(&stored.content_type) {
-                r.headers_mut().insert(header::CONTENT_TYPE, v);
-            }
-            r.headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            if !stored.withheld.is_empty()
-                && let Ok(v) = HeaderValue::from_str(&stored.withheld.join(", "))
-            {
-                r.headers_mut().insert("idempotent-withheld", v);
-            }
-            return r;
+            return replay(stored);
         }
         Ok(found) => found.is_some(),
         Err(e) => return Problem::internal(e).into_response(),
@@ -170,8 +158,44 @@ pub async fn idempotency(State(s): State<Shared>, req: Request, next: Next) -> R
             .into_response();
     }
     let _in_flight = InFlight(&s, rkey.clone());
-    // A tenant keeps a bounded number of records; beyond, a request with a key is refused
-    // rather than run without the protection it asked for.
+    if !expired && let Some(refused) = take_place(&s, &principal) {
+        return refused;
+    }
+    let mut place = Place {
+        counts: &s.idempotency_counts,
+        key_id: &principal.key_id,
+        // An overwritten record's place stays taken whatever happens.
+        kept: expired,
+    };
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let (response, kept) = keep(&records, &rkey, response, request_hash).await;
+    place.kept |= kept;
+    response
+}
+
+/// The stored response of an earlier request with the same key, marked as replayed.
+fn replay(stored: Stored) -> Response {
+    let mut r = Response::new(Body::from(stored.body));
+    *r.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    if let Ok(v) = HeaderValue::from_str(&stored.content_type) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    if !stored.withheld.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&stored.withheld.join(", "))
+    {
+        r.headers_mut().insert("idempotent-withheld", v);
+    }
+    r
+}
+
+/// Takes a place among the records of the caller's tenant; the refusal (429) when there is
+/// none. A tenant keeps a bounded number of records; beyond, a request with a key is refused
+/// rather than run without the protection it asked for.
+fn take_place(s: &Shared, principal: &Principal) -> Option<Response> {
     let mut tenant_keys: Vec<String> = s
         .keys
         .list(Some(&principal.tenant))
@@ -183,50 +207,51 @@ pub async fn idempotency(State(s): State<Shared>, req: Request, next: Next) -> R
         tenant_keys.push(principal.key_id.clone());
     }
     let max = s.config.tenants.idempotency_records_max;
-    if !expired
-        && let Err(held) = s
-            .idempotency_counts
-            .take(&principal.key_id, &tenant_keys, max)
-    {
-        let mut p = Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "tenant {} keeps {held} Idempotency-Key responses, the most it may \
-                 ([tenants] idempotency_records_max = {max}); they expire 24 h after their \
-                 request",
-                principal.tenant
-            ),
-        );
-        p.retry_after_s = Some(3600);
-        return p.into_response();
-    }
-    let mut place = Place {
-        counts: &s.idempotency_counts,
-        key_id: &principal.key_id,
-        // An overwritten record's place stays taken whatever happens.
-        kept: expired,
+    let Err(held) = s
+        .idempotency_counts
+        .take(&principal.key_id, &tenant_keys, max)
+    else {
+        return None;
     };
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    // Only outcomes worth replaying: successes and client errors, not 5xx or 429.
+    let mut p = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "tenant {} keeps {held} Idempotency-Key responses, the most it may \
+             ([tenants] idempotency_records_max = {max}); they expire 24 h after their \
+             request",
+            principal.tenant
+        ),
+    );
+    p.retry_after_s = Some(3600);
+    Some(p.into_response())
+}
+
+/// Stores `response` under `rkey` when it is worth replaying (a success or a client error,
+/// not a 5xx or a 429), its secrets withheld; the response to send, and whether a record was
+/// stored.
+async fn keep(
+    records: &Records,
+    rkey: &str,
+    response: Response,
+    request_hash: Vec<u8>,
+) -> (Response, bool) {
     let status = response.status();
     if !(status.is_success()
         || (status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS))
     {
-        return response;
+        return (response, false);
     }
     let (parts, body) = response.into_parts();
     let Ok(body) = axum::body::to_bytes(body, STORED_RESPONSE_MAX).await else {
-        return Problem::internal("the response was too large to keep for Idempotency-Key")
-            .into_response();
+        let p = Problem::internal("the response was too large to keep for Idempotency-Key");
+        return (p.into_response(), false);
     };
-    let (kept, withheld) = match parts.extensions.get::<Secrets>() {
+    let (stored_body, withheld) = match parts.extensions.get::<Secrets>() {
         None => (body.to_vec(), Vec::new()),
         Some(Secrets(fields)) => match withhold(&body, fields) {
             Some(x) => x,
             // A secret in a body that cannot be redacted is not stored: a retry runs again.
-            None => return Response::from_parts(parts, Body::from(body)),
+            None => return (Response::from_parts(parts, Body::from(body)), false),
         },
     };
     let stored = Stored {
@@ -239,14 +264,17 @@ pub async fn idempotency(State(s): State<Shared>, req: Request, next: Next) -> R
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json")
             .to_string(),
-        body: kept,
+        body: stored_body,
         at_ms: aios_actors::protocol::unix_ms(),
     };
-    match records.put(&rkey, &stored, Durability::Durable).await {
-        Ok(()) => place.kept = true,
-        Err(e) => tracing::error!(error = %e, "storing an idempotent response"),
-    }
-    Response::from_parts(parts, Body::from(body))
+    let kept = match records.put(rkey, &stored, Durability::Durable).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "storing an idempotent response");
+            false
+        }
+    };
+    (Response::from_parts(parts, Body::from(body)), kept)
 }
 
 /// The idempotency records this node stores, per API key: counted from the store at start,

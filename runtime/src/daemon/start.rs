@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     AUDIT_HEAD_SIGNED_MARKER, AppState, AuditLog, Daemon, DaemonConfig, DaemonError, FirstKey,
     KeyStore, Role, Shared, failed_auth, http, idempotency, keys, metrics_handle, quota, retention,
-    sampler, server, spawn_event_followers, spawn_key_reloader, webhooks,
+    sampler, server, spawn_key_reloader, webhooks,
 };
 
 /// The daemon's own stores, opened over the node's store.
@@ -98,7 +98,7 @@ impl Daemon {
         sampler::spawn(state.clone(), stop.clone());
         failed_auth::spawn_auditor(state.clone(), stop.clone());
         retention::spawn(state.clone(), stop.clone());
-        spawn_event_followers(state.clone(), stop.clone());
+        super::followers::spawn(state.clone(), stop.clone());
         let (servers, metrics_addr) = serve(&state, listeners, &stop);
         tracing::info!(%addr, "aiosd listening");
         Ok((

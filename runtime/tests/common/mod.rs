@@ -1,5 +1,8 @@
-//! What the daemon's process tests share: an `aiosd` child process on its own data directory.
+//! What the daemon's tests share: an `aiosd` child process on its own data directory
+//! ([`Aiosd`]), and an in-process daemon with a client ([`daemon`]).
 #![allow(dead_code, reason = "each test file uses a part")]
+
+pub mod daemon;
 
 use std::io::BufRead;
 use std::sync::mpsc;

@@ -11,65 +11,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common::Aiosd;
+use crate::common::daemon::{Client, daemon_config};
 use aios_testkit::eventually;
 
 fn config(dir: &std::path::Path) -> DaemonConfig {
-    let mut c = DaemonConfig {
-        data_dir: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..DaemonConfig::default()
-    };
-    c.rate_limit.requests_per_s = 100_000;
-    c.rate_limit.burst = 100_000;
-    c
-}
-
-struct Client {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Client {
-    fn new(addr: std::net::SocketAddr) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            base: format!("http://{addr}"),
-        }
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        key: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
-        let mut r = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(k) = key {
-            r = r.bearer_auth(k);
-        }
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.expect("request");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.expect("body");
-        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, v, headers)
-    }
-}
-
-async fn create_key(c: &Client, admin: &str, role: &str, tenant: Option<&str>) -> String {
-    let mut body = json!({"name": format!("{role} key"), "role": role});
-    if let Some(t) = tenant {
-        body["tenant"] = json!(t);
-    }
-    let (s, v, _) = c
-        .send(Method::POST, "/v1/keys", Some(admin), Some(body))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    v["secret"].as_str().expect("secret").to_string()
+    daemon_config(dir)
 }
 
 /// A WebSocket to `path` on the daemon at `addr`, with `key` in the Authorization header.
@@ -104,11 +50,11 @@ async fn every_route_refuses_missing_bad_revoked_expired_keys_and_insufficient_r
     let (d, first) = Daemon::start(config, None).await.expect("start");
     let admin = first.expect("first start creates an admin key").secret;
     let c = Client::new(d.addr);
-    let viewer = create_key(&c, &admin, "viewer", None).await;
-    let operator = create_key(&c, &admin, "operator", None).await;
-    let other_admin = create_key(&c, &admin, "admin", Some("other")).await;
+    let viewer = c.create_key(&admin, "viewer", None).await;
+    let operator = c.create_key(&admin, "operator", None).await;
+    let other_admin = c.create_key(&admin, "admin", Some("other")).await;
 
-    let revoked = create_key(&c, &admin, "admin", None).await;
+    let revoked = c.create_key(&admin, "admin", None).await;
     let revoked_id = revoked.split('_').nth(1).unwrap().to_string();
     let (s, _, _) = c
         .send(
@@ -119,7 +65,7 @@ async fn every_route_refuses_missing_bad_revoked_expired_keys_and_insufficient_r
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let expired = create_key(&c, &admin, "admin", None).await;
+    let expired = c.create_key(&admin, "admin", None).await;
     let expired_id = expired.split('_').nth(1).unwrap().to_string();
     let (s, _, _) = c
         .send(
@@ -330,8 +276,8 @@ async fn node_wide_views_are_the_operator_tenants_and_metrics_name_no_tenant() {
         .expect("start");
     let admin = first.unwrap().secret;
     let c = Client::new(d.addr);
-    let evil = create_key(&c, &admin, "admin", Some("evil")).await;
-    let acme = create_key(&c, &admin, "admin", Some("acme")).await;
+    let evil = c.create_key(&admin, "admin", Some("evil")).await;
+    let acme = c.create_key(&admin, "admin", Some("acme")).await;
     let (s, v, _) = c
         .send(
             Method::POST,
@@ -436,8 +382,8 @@ async fn tenants_are_isolated_agents_answer_and_the_audit_chain_detects_tamperin
         .expect("start");
     let admin = first.unwrap().secret;
     let c = Client::new(d.addr);
-    let acme = create_key(&c, &admin, "operator", Some("acme")).await;
-    let globex = create_key(&c, &admin, "admin", Some("globex")).await;
+    let acme = c.create_key(&admin, "operator", Some("acme")).await;
+    let globex = c.create_key(&admin, "admin", Some("globex")).await;
 
     let def = json!({
         "name": "writer", "role": "executor", "model": "scripted/demo",
@@ -866,8 +812,8 @@ async fn runs_sessions_and_idempotent_creates_through_the_api() {
         .expect("start");
     let admin = first.unwrap().secret;
     let c = Client::new(d.addr);
-    let acme = create_key(&c, &admin, "operator", Some("acme")).await;
-    let other = create_key(&c, &admin, "operator", Some("other")).await;
+    let acme = c.create_key(&admin, "operator", Some("acme")).await;
+    let other = c.create_key(&admin, "operator", Some("other")).await;
     for (name, role, cap, prompt) in [
         (
             "planner",
@@ -1134,7 +1080,7 @@ async fn the_openapi_document_lists_every_route_with_its_role_and_body_schema() 
         .expect("start");
     let admin = first.unwrap().secret;
     let c = Client::new(d.addr);
-    let viewer = create_key(&c, &admin, "viewer", None).await;
+    let viewer = c.create_key(&admin, "viewer", None).await;
     let (s, _, _) = c.send(Method::GET, "/v1/openapi.json", None, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, doc, _) = c
@@ -1473,7 +1419,7 @@ async fn preferences_are_kept_per_key_and_the_tree_streams_its_events() {
         .expect("start");
     let admin = first.unwrap().secret;
     let c = Client::new(d.addr);
-    let viewer = create_key(&c, &admin, "viewer", None).await;
+    let viewer = c.create_key(&admin, "viewer", None).await;
     let (_, v, _) = c
         .send(Method::GET, "/v1/preferences", Some(&viewer), None)
         .await;
@@ -1570,8 +1516,8 @@ async fn a_revoked_key_s_streams_close_and_websocket_messages_are_limited_and_au
     let (d, first) = Daemon::start(cfg.clone(), None).await.expect("start");
     let admin = first.unwrap().secret;
     let c = Client::new(d.addr);
-    let key = create_key(&c, &admin, "operator", Some("acme")).await;
-    let acme_admin = create_key(&c, &admin, "admin", Some("acme")).await;
+    let key = c.create_key(&admin, "operator", Some("acme")).await;
+    let acme_admin = c.create_key(&admin, "admin", Some("acme")).await;
     let key_id = key.split('_').nth(1).unwrap().to_string();
     let def = json!({"name": "talker", "role": "executor", "model": "scripted/demo",
                      "system_prompt": "Talk."});
@@ -1780,8 +1726,8 @@ async fn one_tenant_cannot_use_up_what_the_node_allows() {
     let (d, first) = Daemon::start(cfg, None).await.expect("start");
     let admin = first.unwrap().secret;
     let c = Client::new(d.addr);
-    let acme = create_key(&c, &admin, "admin", Some("acme")).await;
-    let other = create_key(&c, &admin, "admin", Some("other")).await;
+    let acme = c.create_key(&admin, "admin", Some("acme")).await;
+    let other = c.create_key(&admin, "admin", Some("other")).await;
     let agent = |name: &str| json!({"name": name, "role": "executor", "model": "scripted/demo", "system_prompt": "."});
     let post = |key: &str, path: &'static str, body: Value| {
         let c = &c;

@@ -4,6 +4,7 @@
 //! calls, and each is refused; the refusals of the grants are audited.
 
 use crate::common;
+use crate::common::daemon::{Client, TestDaemon, daemon_config};
 
 use std::time::Duration;
 
@@ -12,90 +13,13 @@ use aios_testkit::{FakeConfig, FakeLlm, FakeReply, FakeToolCall, eventually};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Client {
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        key: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut r = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(key);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.expect("request");
-        let status = resp.status();
-        let text = resp.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn key(&self, admin: &str, tenant: &str) -> String {
-        let (s, v) = self
-            .send(
-                Method::POST,
-                "/v1/keys",
-                admin,
-                Some(json!({"name": tenant, "role": "admin", "tenant": tenant})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        v["secret"].as_str().unwrap().to_string()
-    }
-}
-
-impl Client {
-    /// Defines an agent for the tenant of `key`.
-    async fn define(&self, key: &str, def: Value) {
-        let (s, v) = self.send(Method::POST, "/v1/agents", key, Some(def)).await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-    }
-
-    /// Reads run `id` (by the tenant of `key`) until its status satisfies `done` (there is
-    /// no event to await here), for at most 20 s.
-    async fn run_until(&self, key: &str, id: &str, done: impl Fn(&str) -> bool) -> Value {
-        eventually(
-            &format!("run {id} to finish"),
-            Duration::from_secs(20),
-            || async {
-                let (_, run) = self
-                    .send(Method::GET, &format!("/v1/runs/{id}"), key, None)
-                    .await;
-                let status = run["status"].as_str().unwrap_or_default().to_lowercase();
-                if done(&status) {
-                    Ok(run)
-                } else {
-                    Err(run.to_string())
-                }
-            },
-        )
-        .await
-    }
-}
-
 /// Starts a daemon on `cfg` with two tenants: the daemon, a client, and the admin keys of
 /// the operator tenant, `acme` and `beta`.
 async fn start_with_tenants(cfg: DaemonConfig) -> (Daemon, Client, String, String, String) {
-    let (d, first) = Daemon::start(cfg, None).await.expect("start");
-    let admin = first.unwrap().secret;
-    let c = Client {
-        http: reqwest::Client::new(),
-        base: format!("http://{}", d.addr),
-    };
-    let acme = c.key(&admin, "acme").await;
-    let beta = c.key(&admin, "beta").await;
-    (d, c, admin, acme, beta)
+    let d = TestDaemon::start(cfg).await;
+    let acme = d.tenant_admin("acme").await;
+    let beta = d.tenant_admin("beta").await;
+    (d.daemon, d.client, d.admin, acme, beta)
 }
 
 fn config(dir: &std::path::Path, llm: &str) -> DaemonConfig {
@@ -116,10 +40,10 @@ model = "m"
         "test",
     )
     .expect("config");
-    c.data_dir = dir.to_path_buf();
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.rate_limit.requests_per_s = 100_000;
-    c.rate_limit.burst = 100_000;
+    let base = daemon_config(dir);
+    c.data_dir = base.data_dir;
+    c.listen = base.listen;
+    c.rate_limit = base.rate_limit;
     c
 }
 
@@ -151,17 +75,14 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
     };
     let fake = FakeLlm::start(FakeConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let (d, first) = Daemon::start(config(dir.path(), &fake.base_url()), None)
-        .await
-        .expect("start");
-    let admin = first.unwrap().secret;
-    let c = Client {
-        http: reqwest::Client::new(),
-        base: format!("http://{}", d.addr),
-    };
+    let TestDaemon {
+        daemon: d,
+        client: c,
+        admin,
+    } = TestDaemon::start(config(dir.path(), &fake.base_url())).await;
     // The operator's MCP server: its tools are the operator tenant's unless granted.
     let (s, v) = c
-        .send(
+        .call(
             Method::POST,
             "/v1/mcp-servers",
             &admin,
@@ -169,12 +90,12 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let acme = c.key(&admin, "acme").await;
-    let evil = c.key(&admin, "evil").await;
+    let acme = c.create_key(&admin, "admin", Some("acme")).await;
+    let evil = c.create_key(&admin, "admin", Some("evil")).await;
 
     // acme: an agent that keeps a file and a memory, reachable by delegation as `vault`.
     let (s, v) = c
-        .send(
+        .call(
             Method::POST,
             "/v1/memory/namespaces",
             &acme,
@@ -186,7 +107,7 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
         "system_prompt": "You keep secrets.", "tools": ["files", "memory_save"],
         "capabilities": [{"name": "vault"}]});
     let (s, v) = c
-        .send(Method::POST, "/v1/agents", &acme, Some(keeper))
+        .call(Method::POST, "/v1/agents", &acme, Some(keeper))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     fake.push_script(FakeReply::ToolCalls(vec![
@@ -205,7 +126,7 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
     ]));
     fake.push_script(FakeReply::Text("kept".into()));
     let (s, v) = c
-        .send(
+        .call(
             Method::POST,
             "/v1/agents/keeper/messages",
             &acme,
@@ -220,7 +141,7 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
     let thief = json!({"name": "thief", "role": "executor", "model": "fake/m",
         "system_prompt": "You steal.",
         "tools": ["files", "memory_search", "memory_save", "t__echo", "delegate"]});
-    let (s, v) = c.send(Method::POST, "/v1/agents", &evil, Some(thief)).await;
+    let (s, v) = c.call(Method::POST, "/v1/agents", &evil, Some(thief)).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     fake.push_script(FakeReply::ToolCalls(vec![
         call(
@@ -263,7 +184,7 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
     ]));
     fake.push_script(FakeReply::Text("nothing found".into()));
     let (s, v) = c
-        .send(
+        .call(
             Method::POST,
             "/v1/agents/thief/messages",
             &evil,
@@ -306,7 +227,7 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
     // The grant refusal is audited under evil's tenant, and evil sees only its own entries.
     let e = eventually("an audited denial", Duration::from_secs(10), || async {
         let (s, v) = c
-            .send(Method::GET, "/v1/audit?action=tool_denied", &evil, None)
+            .call(Method::GET, "/v1/audit?action=tool_denied", &evil, None)
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         v["items"]
@@ -321,7 +242,7 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
     assert!(e["detail"].as_str().unwrap().contains("evil.thief"), "{e}");
     // acme's data is as acme left it: no planted memory.
     let (s, v) = c
-        .send(
+        .call(
             Method::POST,
             "/v1/memory/namespaces/vault/search",
             &acme,
@@ -331,14 +252,14 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert!(!v.to_string().contains("planted"), "{v}");
     let (_, v) = c
-        .send(Method::GET, "/v1/memory/namespaces", &evil, None)
+        .call(Method::GET, "/v1/memory/namespaces", &evil, None)
         .await;
     assert!(
         v.to_string().contains("acme.vault"),
         "evil's own namespace: {v}"
     );
     let (_, v) = c
-        .send(Method::GET, "/v1/memory/namespaces", &acme, None)
+        .call(Method::GET, "/v1/memory/namespaces", &acme, None)
         .await;
     assert!(!v.to_string().contains("acme.vault"), "{v}");
 
@@ -346,7 +267,7 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
     let plotter = json!({"name": "plotter", "role": "planner", "model": "fake/m",
         "system_prompt": "You plan.", "capabilities": [{"name": "plan"}]});
     let (s, v) = c
-        .send(Method::POST, "/v1/agents", &acme, Some(plotter))
+        .call(Method::POST, "/v1/agents", &acme, Some(plotter))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let calls_before = fake.requests().len();
@@ -354,7 +275,7 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
         json!({"task": "steal the plans", "planner": "plotter"}),
         json!({"task": "steal the plans"}),
     ] {
-        let (s, v) = c.send(Method::POST, "/v1/runs", &evil, Some(body)).await;
+        let (s, v) = c.call(Method::POST, "/v1/runs", &evil, Some(body)).await;
         if s == StatusCode::CREATED {
             // Accepted, then failed for want of a planner of evil's own.
             let id = v["id"].as_str().unwrap().to_string();
@@ -377,7 +298,7 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
     // The operator grants the MCP tool to evil's one agent: then it may call it, and the
     // grant is listed for evil; evil cannot grant itself anything.
     let (s, v) = c
-        .send(
+        .call(
             Method::POST,
             "/v1/tools/grants",
             &evil,
@@ -386,7 +307,7 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     let (s, v) = c
-        .send(
+        .call(
             Method::POST,
             "/v1/tools/grants",
             &admin,
@@ -395,7 +316,7 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let grant_id = v["id"].as_str().unwrap().to_string();
-    let (_, v) = c.send(Method::GET, "/v1/tools/grants", &evil, None).await;
+    let (_, v) = c.call(Method::GET, "/v1/tools/grants", &evil, None).await;
     let listed = v["items"].as_array().unwrap();
     assert!(
         listed
@@ -409,9 +330,9 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
             .all(|g| g["tenant"].is_null() || g["tenant"] == "evil"),
         "{v}"
     );
-    let (_, tools) = c.send(Method::GET, "/v1/tools", &evil, None).await;
+    let (_, tools) = c.call(Method::GET, "/v1/tools", &evil, None).await;
     assert!(tools.to_string().contains("t__echo"), "{tools}");
-    let (_, tools) = c.send(Method::GET, "/v1/tools", &acme, None).await;
+    let (_, tools) = c.call(Method::GET, "/v1/tools", &acme, None).await;
     assert!(
         !tools.to_string().contains("t__echo"),
         "acme was not granted it: {tools}"
@@ -424,7 +345,7 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
     )]));
     fake.push_script(FakeReply::Text("echoed".into()));
     let (s, v) = c
-        .send(
+        .call(
             Method::POST,
             "/v1/agents/thief/messages",
             &evil,
@@ -436,7 +357,7 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
     let echoed = &results.iter().find(|(id, _)| id == "t2").unwrap().1;
     assert!(echoed.contains("hello"), "{results:?}");
     let (s, _) = c
-        .send(
+        .call(
             Method::DELETE,
             &format!("/v1/tools/grants/{grant_id}"),
             &admin,
@@ -444,7 +365,7 @@ async fn an_agent_of_one_tenant_reaches_nothing_of_another_through_its_tools() {
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (_, tools) = c.send(Method::GET, "/v1/tools", &evil, None).await;
+    let (_, tools) = c.call(Method::GET, "/v1/tools", &evil, None).await;
     assert!(!tools.to_string().contains("t__echo"), "{tools}");
     d.shutdown().await.expect("shutdown");
 }
@@ -457,7 +378,7 @@ async fn wait_schedule(c: &Client, key: &str, id: &str, done: impl Fn(&Value) ->
         Duration::from_secs(60),
         || async {
             let (s, v) = c
-                .send(Method::GET, &format!("/v1/schedules/{id}"), key, None)
+                .call(Method::GET, &format!("/v1/schedules/{id}"), key, None)
                 .await;
             assert_eq!(s, StatusCode::OK, "{v}");
             if done(&v) { Ok(v) } else { Err(v.to_string()) }
@@ -539,7 +460,7 @@ async fn concurrent_work_of_a_tenant_overshoots_its_llm_token_quota_by_one_call_
             other => panic!("{other}: {v}"),
         }
     }
-    let (_, costs) = c.send(Method::GET, "/v1/costs", &acme, None).await;
+    let (_, costs) = c.call(Method::GET, "/v1/costs", &acme, None).await;
     let totals = &costs["totals"];
     let used = totals["input_tokens"].as_u64().unwrap() + totals["output_tokens"].as_u64().unwrap();
     eprintln!("{served} served, {refused} refused, {used} tokens used of {LIMIT}");
@@ -567,7 +488,7 @@ async fn concurrent_work_of_a_tenant_overshoots_its_llm_token_quota_by_one_call_
     // its own.
     let calls = fake.request_count();
     let (s, v) = c
-        .send(
+        .call(
             Method::POST,
             "/v1/runs",
             &acme,
@@ -576,7 +497,7 @@ async fn concurrent_work_of_a_tenant_overshoots_its_llm_token_quota_by_one_call_
         .await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
     let (s, v) = c
-        .send(
+        .call(
             Method::POST,
             "/v1/schedules",
             &acme,
@@ -599,7 +520,7 @@ async fn concurrent_work_of_a_tenant_overshoots_its_llm_token_quota_by_one_call_
         "no call after the quota was used up"
     );
     let (s, v) = c
-        .send(
+        .call(
             Method::POST,
             "/v1/agents/worker/messages",
             &beta,
@@ -633,13 +554,13 @@ async fn a_tenant_runs_at_most_its_share_of_active_runs() {
     }
     let run = json!({"task": "plan the week", "planner": "plotter"});
     let (s, v) = c
-        .send(Method::POST, "/v1/runs", &acme, Some(run.clone()))
+        .call(Method::POST, "/v1/runs", &acme, Some(run.clone()))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let first_run = v["id"].as_str().unwrap().to_string();
     fake.wait_in_flight(1).await;
     let (s, v) = c
-        .send(Method::POST, "/v1/runs", &acme, Some(run.clone()))
+        .call(Method::POST, "/v1/runs", &acme, Some(run.clone()))
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(
@@ -648,14 +569,14 @@ async fn a_tenant_runs_at_most_its_share_of_active_runs() {
     );
     // Another tenant has its own share.
     let (s, v) = c
-        .send(Method::POST, "/v1/runs", &beta, Some(run.clone()))
+        .call(Method::POST, "/v1/runs", &beta, Some(run.clone()))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     // Once acme's run ends, acme may start another.
     gate.notify_one();
     c.run_until(&acme, &first_run, |s| s == "failed" || s == "succeeded")
         .await;
-    let (s, v) = c.send(Method::POST, "/v1/runs", &acme, Some(run)).await;
+    let (s, v) = c.call(Method::POST, "/v1/runs", &acme, Some(run)).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     d.shutdown().await.expect("shutdown");
 }

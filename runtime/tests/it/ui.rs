@@ -20,14 +20,7 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(20);
 
 fn config(dir: &std::path::Path) -> DaemonConfig {
-    let mut c = DaemonConfig {
-        data_dir: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..DaemonConfig::default()
-    };
-    c.rate_limit.requests_per_s = 10_000;
-    c.rate_limit.burst = 10_000;
-    c
+    crate::common::daemon::daemon_config(dir)
 }
 
 /// A chromedriver child and a browser session on it; both go away on drop.

@@ -77,11 +77,7 @@ async fn serve_receiver(
 }
 
 fn config(dir: &std::path::Path) -> DaemonConfig {
-    let mut c = DaemonConfig {
-        data_dir: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..DaemonConfig::default()
-    };
+    let mut c = crate::common::daemon::daemon_config(dir);
     c.webhooks.attempts_max = 3;
     c.webhooks.backoff_initial = Duration::from_millis(20);
     c.webhooks.backoff_max = Duration::from_millis(200);
