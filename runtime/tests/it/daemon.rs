@@ -6,17 +6,13 @@
 use std::time::Duration;
 
 use aios_runtime::daemon::api::routes;
-use aios_runtime::daemon::{Daemon, DaemonConfig, Reach, Role};
+use aios_runtime::daemon::{Daemon, Reach, Role};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common::Aiosd;
 use crate::common::daemon::{Client, daemon_config};
 use aios_testkit::eventually;
-
-fn config(dir: &std::path::Path) -> DaemonConfig {
-    daemon_config(dir)
-}
 
 /// A WebSocket to `path` on the daemon at `addr`, with `key` in the Authorization header.
 async fn ws_connect(
@@ -43,7 +39,7 @@ fn concrete(path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_refuses_missing_bad_revoked_expired_keys_and_insufficient_roles() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path());
+    let mut config = daemon_config(dir.path());
     // Hundreds of bad credentials from 127.0.0.1 on purpose: this test's own limit (loopback
     // has no exemption).
     config.auth.failures_per_minute = 100_000;
@@ -194,7 +190,7 @@ async fn every_route_refuses_missing_bad_revoked_expired_keys_and_insufficient_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_authentications_are_limited_per_address_and_leave_small_audit_entries() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path());
+    let mut config = daemon_config(dir.path());
     config.auth.failures_per_minute = 20;
     let (d, first) = Daemon::start(config, None).await.expect("start");
     let admin = first.unwrap().secret;
@@ -271,7 +267,7 @@ async fn failed_authentications_are_limited_per_address_and_leave_small_audit_en
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_wide_views_are_the_operator_tenants_and_metrics_name_no_tenant() {
     let dir = tempfile::tempdir().unwrap();
-    let (d, first) = Daemon::start(config(dir.path()), None)
+    let (d, first) = Daemon::start(daemon_config(dir.path()), None)
         .await
         .expect("start");
     let admin = first.unwrap().secret;
@@ -341,7 +337,7 @@ async fn node_wide_views_are_the_operator_tenants_and_metrics_name_no_tenant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insecure_no_auth_serves_only_requests_addressed_to_a_loopback_name() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path());
+    let mut config = daemon_config(dir.path());
     config.insecure_no_auth = true;
     let (d, _) = Daemon::start(config, None).await.expect("start");
     let c = Client::new(d.addr);
@@ -377,7 +373,7 @@ async fn insecure_no_auth_serves_only_requests_addressed_to_a_loopback_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_are_isolated_agents_answer_and_the_audit_chain_detects_tampering() {
     let dir = tempfile::tempdir().unwrap();
-    let (d, first) = Daemon::start(config(dir.path()), None)
+    let (d, first) = Daemon::start(daemon_config(dir.path()), None)
         .await
         .expect("start");
     let admin = first.unwrap().secret;
@@ -549,7 +545,7 @@ async fn tenants_are_isolated_agents_answer_and_the_audit_chain_detects_tamperin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_problem_json_4xx_and_limits_answer_429() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
+    let mut cfg = daemon_config(dir.path());
     cfg.body_limit_bytes = 4096;
     cfg.rate_limit.requests_per_s = 1;
     cfg.rate_limit.burst = 30;
@@ -691,7 +687,7 @@ async fn sigterm_drains_and_sigkill_loses_nothing_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_clients_talk_to_agents_with_and_without_streaming() {
     let dir = tempfile::tempdir().unwrap();
-    let (d, first) = Daemon::start(config(dir.path()), None)
+    let (d, first) = Daemon::start(daemon_config(dir.path()), None)
         .await
         .expect("start");
     let key = first.unwrap().secret;
@@ -807,7 +803,7 @@ async fn openai_clients_talk_to_agents_with_and_without_streaming() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_sessions_and_idempotent_creates_through_the_api() {
     let dir = tempfile::tempdir().unwrap();
-    let (d, first) = Daemon::start(config(dir.path()), None)
+    let (d, first) = Daemon::start(daemon_config(dir.path()), None)
         .await
         .expect("start");
     let admin = first.unwrap().secret;
@@ -1075,7 +1071,7 @@ fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_lists_every_route_with_its_role_and_body_schema() {
     let dir = tempfile::tempdir().unwrap();
-    let (d, first) = Daemon::start(config(dir.path()), None)
+    let (d, first) = Daemon::start(daemon_config(dir.path()), None)
         .await
         .expect("start");
     let admin = first.unwrap().secret;
@@ -1169,7 +1165,7 @@ async fn websockets_carry_an_agent_conversation_both_ways() {
     use futures_util::{SinkExt as _, StreamExt as _};
     use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _};
     let dir = tempfile::tempdir().unwrap();
-    let (d, first) = Daemon::start(config(dir.path()), None)
+    let (d, first) = Daemon::start(daemon_config(dir.path()), None)
         .await
         .expect("start");
     let key = first.unwrap().secret;
@@ -1249,7 +1245,7 @@ async fn websockets_carry_an_agent_conversation_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daily_llm_token_quota_stops_agent_work_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
+    let mut cfg = daemon_config(dir.path());
     cfg.quotas.llm_tokens_per_day = 1;
     let (d, first) = Daemon::start(cfg.clone(), None).await.expect("start");
     let key = first.unwrap().secret;
@@ -1322,7 +1318,7 @@ impl aios_core::Tool for Panics {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_actor_crash_is_listed_among_recent_errors_and_the_daemon_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let (d, first) = Daemon::start(config(dir.path()), None)
+    let (d, first) = Daemon::start(daemon_config(dir.path()), None)
         .await
         .expect("start");
     let key = first.unwrap().secret;
@@ -1367,7 +1363,7 @@ async fn an_actor_crash_is_listed_among_recent_errors_and_the_daemon_keeps_servi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_tool_calls_are_audited() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
+    let mut cfg = daemon_config(dir.path());
     cfg.tools.grant_all = Some(false);
     let (d, first) = Daemon::start(cfg, None).await.expect("start");
     let key = first.unwrap().secret;
@@ -1414,7 +1410,7 @@ async fn denied_tool_calls_are_audited() {
 async fn preferences_are_kept_per_key_and_the_tree_streams_its_events() {
     use futures_util::StreamExt as _;
     let dir = tempfile::tempdir().unwrap();
-    let (d, first) = Daemon::start(config(dir.path()), None)
+    let (d, first) = Daemon::start(daemon_config(dir.path()), None)
         .await
         .expect("start");
     let admin = first.unwrap().secret;
@@ -1512,7 +1508,7 @@ async fn a_revoked_key_s_streams_close_and_websocket_messages_are_limited_and_au
     use futures_util::{SinkExt as _, StreamExt as _};
     use tokio_tungstenite::tungstenite::Message;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
+    let mut cfg = daemon_config(dir.path());
     let (d, first) = Daemon::start(cfg.clone(), None).await.expect("start");
     let admin = first.unwrap().secret;
     let c = Client::new(d.addr);
@@ -1615,7 +1611,7 @@ async fn a_revoked_key_s_streams_close_and_websocket_messages_are_limited_and_au
 async fn slow_clients_are_cut_off_and_connections_are_capped() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
+    let mut cfg = daemon_config(dir.path());
     cfg.http.header_read_timeout = std::time::Duration::from_millis(300);
     cfg.http.connections_max = 1;
     cfg.http.body_read_timeout = std::time::Duration::from_secs(1);
@@ -1715,7 +1711,7 @@ async fn slow_clients_are_cut_off_and_connections_are_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenant_cannot_use_up_what_the_node_allows() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
+    let mut cfg = daemon_config(dir.path());
     cfg.tenants.agents_max = 2;
     cfg.tenants.namespaces_max = 1;
     cfg.tenants.keys_max = 3;

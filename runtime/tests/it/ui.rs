@@ -11,17 +11,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aios_runtime::daemon::{Daemon, DaemonConfig};
+use crate::common::daemon::daemon_config;
+use aios_runtime::daemon::Daemon;
 use aios_testkit::eventually;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 /// How long a test waits for something to appear on the page.
 const WAIT: Duration = Duration::from_secs(20);
-
-fn config(dir: &std::path::Path) -> DaemonConfig {
-    crate::common::daemon::daemon_config(dir)
-}
 
 /// A chromedriver child and a browser session on it; both go away on drop.
 struct Browser {
@@ -251,7 +248,7 @@ async fn api(
 
 async fn start() -> (tempfile::TempDir, Daemon, String, String) {
     let dir = tempfile::tempdir().unwrap();
-    let (d, first) = Daemon::start(config(dir.path()), None)
+    let (d, first) = Daemon::start(daemon_config(dir.path()), None)
         .await
         .expect("start");
     let admin = first.expect("first start creates an admin key").secret;
@@ -578,7 +575,7 @@ async fn the_interface_reconnects_after_the_daemon_restarts_and_fits_a_narrow_wi
     d.shutdown().await.expect("shutdown");
     b.wait_text("aios-page-tree .live", "reconnecting").await;
     b.shot("daemon-down").await;
-    let mut c = config(dir.path());
+    let mut c = daemon_config(dir.path());
     c.listen = addr;
     let (d, _) = Daemon::start(c, None)
         .await
